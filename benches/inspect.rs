@@ -1,0 +1,165 @@
+//! Cost of `Detectors::scan` on one ~1,000-token (~4,000-byte) prompt of
+//! mixed prose, code and JSON, with a 100-term team dictionary: once with
+//! nothing to find (near misses included) and once with PII, secrets and a
+//! dictionary term. Throughput is reported in bytes of scanned text.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sluice::inspect::{Detectors, Dictionary};
+
+const SYSTEM: &str = "\
+You are a senior support engineer for an internal developer platform. Answer \
+concisely, cite the runbook section when you can, and never invent configuration \
+keys. The platform runs Kubernetes 1.29 in three regions (eu-west-1, us-east-2, \
+ap-south-1); the current release is v4.12.3, built on 2024-11-02 from commit \
+9f8e7d6c. When a user shares logs, summarise the root cause first, then list at \
+most five remediation steps, each under 30 words. If the user includes credentials \
+or personal data, tell them to rotate or remove it and do not repeat it back. \
+Escalation contact: {CONTACT}. Business hours are 08:00-18:00 CET, Monday to \
+Friday; the SLA for P1 incidents is 30 minutes and for P2 incidents 4 hours.";
+
+const USER: &str = r#"Hi, our deploy of the billing-export service started failing after we
+bumped the chart to 2.7.1. The pod restarts every 45 seconds with exit code 137.
+I'm attaching the config loader and the last tool output. Customer reference:
+{CUSTOMER}. The card on file for the test tenant is {CARD}, and finance asked us
+to wire refunds to {IBAN} once the export is back.
+
+```python
+import os, json, time
+RETRY_DELAYS = [0.5, 1.0, 2.0, 4.0, 8.0]
+
+def load_config(path: str) -> dict:
+    with open(path) as fh:
+        cfg = json.load(fh)
+    cfg.setdefault("timeout_ms", 30000)
+    cfg.setdefault("batch_size", 512)
+    cfg["aws_access_key_id"] = os.environ.get("AWS_ACCESS_KEY_ID", "{AWS}")
+    cfg["github_token"] = os.environ.get("GH_TOKEN", "{GITHUB}")
+    return cfg
+
+def export(rows, client, attempt=0):
+    try:
+        return client.put_records(rows[:512], timeout=30.0)
+    except TimeoutError:
+        if attempt >= len(RETRY_DELAYS):
+            raise
+        time.sleep(RETRY_DELAYS[attempt])
+        return export(rows, client, attempt + 1)
+```
+
+The sidecar is Rust and does the same with a capped exponential backoff:
+
+```rust
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(250);
+    base.saturating_mul(2u32.saturating_pow(attempt.min(6)))
+}
+let client = Client::builder().api_key("{OPENAI}").timeout(Duration::from_secs(60)).build()?;
+```
+{PEM}
+Memory limit is 512Mi and the request is 256Mi; nodes are m6i.2xlarge with 32 GiB.
+Call me at {PHONE} if that is easier; HR has my record under {SSN}."#;
+
+const TOOL: &str = r#"{"tool":"kubectl_describe","status":"ok","elapsed_ms":1842,"pod":{"name":"billing-export-7d9f8c6b5-x2x9k","namespace":"billing","node":"ip-10-42-17-201.eu-west-1.compute.internal","restarts":14,"started_at":"2024-11-02T09:14:07Z","image":"registry.internal/billing-export@sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08","resources":{"limits":{"memory":"512Mi","cpu":"500m"},"requests":{"memory":"256Mi","cpu":"250m"}},"last_state":{"terminated":{"reason":"OOMKilled","exit_code":137,"finished_at":"2024-11-02T09:15:52Z"}}},"events":[{"type":"Warning","reason":"BackOff","count":37,"message":"Back-off restarting failed container"},{"type":"Normal","reason":"Pulled","count":15,"message":"Container image already present on machine"},{"type":"Warning","reason":"Unhealthy","count":9,"message":"Liveness probe failed: Get http://10.42.17.201:8080/healthz: context deadline exceeded"}],"metrics":{"p50_ms":112.4,"p95_ms":870.2,"p99_ms":2210.9,"rss_bytes":[401219584,455081984,498073600,536870912],"gc_pauses_ms":[12,15,11,48,230]},"owner":"{OWNER}","labels":{"app.kubernetes.io/version":"2.7.1","team":"billing","cost-center":"CC-4471-09"}}"#;
+
+/// Placeholder, clean value (near misses where natural), sensitive value.
+const FILLS: &[(&str, &str, &str)] = &[
+    (
+        "{CONTACT}",
+        "the #platform-oncall channel",
+        "jane.doe@example.com",
+    ),
+    (
+        "{CUSTOMER}",
+        "ticket INC-20241102-0042",
+        "Project Crimson Falcon",
+    ),
+    ("{CARD}", "4111 1111 1111 1112", "4111 1111 1111 1111"),
+    (
+        "{IBAN}",
+        "DE89 3704 0044 0532 0130 01",
+        "DE89 3704 0044 0532 0130 00",
+    ),
+    ("{AWS}", "unset", "AKIAQ3EGRTYU6WNOP4XZ"),
+    ("{GITHUB}", "", "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ3bC5"),
+    (
+        "{OPENAI}",
+        "${OPENAI_API_KEY}",
+        "sk-proj-Ab3De5Fg7Hj9Kl1Mn3Pq5Rs7Tv9Wx1Yz3Ab5De7T3BlbkFJ",
+    ),
+    (
+        "{PEM}",
+        "",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n\
+         b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n\
+         QyNTUxOQAAACDkL3Xh9mV4rN2sQ8pT6yU1wZ0aB7cD5eF3gH9iJ2kL4mAAAAJh8\n\
+         -----END OPENSSH PRIVATE KEY-----",
+    ),
+    ("{PHONE}", "extension 4471", "(415) 555-0132"),
+    ("{SSN}", "000-12-3456", "SSN 219-09-9999"),
+    ("{OWNER}", "team-billing", "ann.lee@example.org"),
+];
+
+fn prompt(sensitive: bool) -> Vec<String> {
+    [SYSTEM, USER, TOOL]
+        .iter()
+        .map(|template| {
+            FILLS
+                .iter()
+                .fold(template.to_string(), |text, (slot, clean, hot)| {
+                    text.replace(slot, if sensitive { hot } else { clean })
+                })
+        })
+        .collect()
+}
+
+/// 100 two-word code names: 10 adjectives x 10 animals.
+fn dictionary() -> Dictionary {
+    const ADJECTIVES: [&str; 10] = [
+        "crimson", "silent", "golden", "hollow", "iron", "northern", "quiet", "scarlet", "velvet",
+        "wild",
+    ];
+    const ANIMALS: [&str; 10] = [
+        "falcon", "otter", "badger", "heron", "lynx", "marten", "osprey", "raven", "stoat", "wolf",
+    ];
+    let terms = ADJECTIVES
+        .iter()
+        .flat_map(|a| ANIMALS.iter().map(move |n| format!("{a} {n}")));
+    let dict = Dictionary::new(terms).expect("generated terms are not blank");
+    assert_eq!(dict.len(), 100);
+    dict
+}
+
+fn bench_scan(c: &mut Criterion) {
+    let detectors = Detectors::new();
+    let dict = dictionary();
+    let mut group = c.benchmark_group("inspect");
+    for (name, sensitive) in [
+        ("scan_1000_tokens_clean", false),
+        ("scan_1000_tokens_with_findings", true),
+    ] {
+        let segments = prompt(sensitive);
+        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let bytes: usize = segments.iter().map(|s| s.len()).sum();
+        // Guard the benchmark's premise, so a detector change that starts
+        // flagging the clean prompt (or misses the seeded one) is noticed.
+        let found = detectors.scan(Some(&dict), &segments);
+        if sensitive {
+            assert!(
+                found.len() >= 12,
+                "expected the seeded findings, got {found:?}"
+            );
+        } else {
+            assert!(found.is_empty(), "clean prompt produced {found:?}");
+        }
+        group.throughput(Throughput::Bytes(bytes as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| detectors.scan(black_box(Some(&dict)), black_box(&segments)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_scan);
+criterion_main!(benches);

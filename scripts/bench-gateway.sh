@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Measures the latency sluice adds in gateway mode: runs the fake provider,
+# starts sluice in front of it, and drives both with the closed-loop load
+# generator at several concurrencies. Prints a markdown table.
+#
+# Usage: scripts/bench-gateway.sh
+# Environment:
+#   CARGO_TARGET_DIR   build directory (default $HOME/.cache/sluice-target)
+#   BENCH_DURATION     measured seconds per run (default 10)
+#   BENCH_WARMUP       warmup seconds per run (default 2)
+#   BENCH_CONCURRENCY  space-separated list (default "1 16 64")
+#   BENCH_KEEP=1       keep the temp directory (config, logs) for inspection
+#   BENCH_SKIP_BUILD=1 use the binaries already in $CARGO_TARGET_DIR/release
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}
+duration=${BENCH_DURATION:-10}
+warmup=${BENCH_WARMUP:-2}
+concurrencies=${BENCH_CONCURRENCY:-"1 16 64"}
+
+bin=$CARGO_TARGET_DIR/release
+work=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench.XXXXXX")
+pids=()
+
+cleanup() {
+    local pid
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ ${BENCH_KEEP:-0} == 1 ]]; then
+        echo "kept $work" >&2
+    else
+        rm -rf "$work"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+die() {
+    echo "bench-gateway: $*" >&2
+    exit 1
+}
+
+# A port nobody listens on right now. Racy in principle, fine on a bench box.
+free_port() {
+    local port
+    for _ in $(seq 1 100); do
+        port=$((20000 + RANDOM % 40000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return 0
+        fi
+    done
+    die "no free port found"
+}
+
+# True when GET http://127.0.0.1:PORT/PATH answers 200 (no curl needed).
+http_ok() {
+    local port=$1 path=$2 status
+    exec 3<>"/dev/tcp/127.0.0.1/$port" || return 1
+    printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' "$path" >&3
+    IFS= read -r -t 2 status <&3 || status=
+    exec 3<&- 3>&-
+    [[ $status == "HTTP/1."?" 200"* ]]
+}
+
+# Reads a numeric field from loadgen's one-line JSON.
+field() {
+    sed -E "s/.*\"$2\":([0-9.eE+-]+).*/\1/" <<<"$1"
+}
+
+if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
+    echo "building release binaries in $CARGO_TARGET_DIR ..." >&2
+    (cd "$repo" && cargo build --release --examples --bin sluice) >&2
+fi
+for b in sluice examples/fake_provider examples/loadgen; do
+    [[ -x $bin/$b ]] || die "missing $bin/$b"
+done
+
+# Fake provider on an OS-chosen port; it prints the address it got.
+"$bin/examples/fake_provider" --listen 127.0.0.1:0 --ca-out "$work/fake-ca.pem" \
+    >"$work/fake.out" 2>"$work/fake.err" &
+pids+=($!)
+fake_port=
+for _ in $(seq 1 100); do
+    if line=$(grep -m1 '^listening on ' "$work/fake.out" 2>/dev/null); then
+        fake_port=${line##*:}
+        break
+    fi
+    sleep 0.1
+done
+[[ -n $fake_port ]] || die "fake provider did not start: $(cat "$work/fake.err")"
+echo "fake provider on 127.0.0.1:$fake_port" >&2
+
+gw_port=$(free_port)
+admin_port=$(free_port)
+while [[ $gw_port == "$fake_port" ]]; do gw_port=$(free_port); done
+while [[ $admin_port == "$gw_port" || $admin_port == "$fake_port" ]]; do admin_port=$(free_port); done
+
+mkdir -p "$work/policies" "$work/audit"
+if [[ -d $repo/policies ]]; then
+    cp -R "$repo/policies/." "$work/policies/"
+fi
+cat >"$work/sluice.yaml" <<EOF
+gateway: { listen: "127.0.0.1:$gw_port" }
+admin: { listen: "127.0.0.1:$admin_port" }
+policies_dir: $work/policies
+audit: { dir: $work/audit }
+identity: { anonymous_team: default }
+providers:
+  openai: { base_url: "https://api.openai.com", api_key_env: FAKE_OPENAI_KEY }
+  anthropic: { base_url: "https://api.anthropic.com", api_key_env: FAKE_ANTHROPIC_KEY }
+upstream:
+  extra_ca_file: $work/fake-ca.pem
+  resolve: { "api.openai.com:443": "127.0.0.1:$fake_port", "api.anthropic.com:443": "127.0.0.1:$fake_port" }
+EOF
+
+export FAKE_OPENAI_KEY=sk-fake-openai
+export FAKE_ANTHROPIC_KEY=sk-ant-fake
+(cd "$work" && exec "$bin/sluice" serve --config "$work/sluice.yaml") \
+    >"$work/sluice.out" 2>"$work/sluice.err" &
+sluice_pid=$!
+pids+=("$sluice_pid")
+ready=0
+for _ in $(seq 1 300); do
+    if http_ok "$admin_port" /readyz 2>/dev/null; then
+        ready=1
+        break
+    fi
+    kill -0 "$sluice_pid" 2>/dev/null || die "sluice exited: $(tail -n 20 "$work/sluice.err")"
+    sleep 0.1
+done
+((ready)) || die "sluice not ready after 30 s: $(tail -n 20 "$work/sluice.err")"
+echo "sluice gateway on 127.0.0.1:$gw_port (admin $admin_port)" >&2
+
+loadgen() {
+    "$bin/examples/loadgen" --json --duration "$duration" --warmup "$warmup" "$@"
+}
+
+rows=()
+for c in $concurrencies; do
+    echo "c=$c: direct ..." >&2
+    direct=$(loadgen --concurrency "$c" --ca "$work/fake-ca.pem" \
+        --resolve "api.openai.com:443:127.0.0.1:$fake_port" \
+        --url https://api.openai.com:443/v1/chat/completions) ||
+        die "direct run failed at c=$c"
+    echo "c=$c: via sluice ..." >&2
+    via=$(loadgen --concurrency "$c" \
+        --url "http://127.0.0.1:$gw_port/v1/chat/completions") ||
+        die "via-sluice run failed at c=$c (see $work/sluice.err)"
+    for run in "$direct" "$via"; do
+        errs=$(($(field "$run" errors_status) + $(field "$run" errors_transport)))
+        ((errs == 0)) || echo "warning: c=$c: $errs errors in: $run" >&2
+    done
+    rows+=("$(awk -v c="$c" \
+        -v d50="$(field "$direct" p50_ms)" -v d99="$(field "$direct" p99_ms)" -v drps="$(field "$direct" rps)" \
+        -v v50="$(field "$via" p50_ms)" -v v99="$(field "$via" p99_ms)" -v vrps="$(field "$via" rps)" \
+        'BEGIN { printf "| %s | %.3f | %.3f | %.0f | %.3f | %.3f | %.0f | %+.3f | %+.3f |", c, d50, d99, drps, v50, v99, vrps, v50 - d50, v99 - d99 }')")
+done
+
+echo
+echo "Gateway overhead, non-streaming OpenAI chat completion, HTTP/1.1 keep-alive," \
+    "${duration} s per run after ${warmup} s warmup (latencies in ms)."
+echo
+echo "| c | direct p50 | direct p99 | direct rps | via sluice p50 | via sluice p99 | via sluice rps | added p50 | added p99 |"
+echo "|---|---|---|---|---|---|---|---|---|"
+printf '%s\n' "${rows[@]}"

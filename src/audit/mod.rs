@@ -1,0 +1,1069 @@
+//! Tamper-evident audit log: one hash-chained record per request, stored in sled.
+//!
+//! Records hold only metadata (digests, finding types and counts, decisions); the
+//! caller must never put prompt text, PII or secrets into any field.
+//!
+//! # Storage layout
+//!
+//! - Default tree: key = big-endian `u64` sequence number (so key order is append
+//!   order), value = the [`StoredRecord`] as compact JSON, fields in declaration
+//!   order: `seq`, `prev_hash`, `hash`, then the [`AuditRecord`] fields
+//!   (`time_unix_ms` ... `latency_us`), `findings` keys sorted.
+//! - Tree `meta`, key `head`: `{"seq":N,"hash":"<hex>"}` naming the last record.
+//!   It is written in the same sled transaction as each record, so removing
+//!   records from the end of the log (or replacing the head) is detectable.
+//! - Tree `probe`: scratch key rewritten by [`AuditLog::check_writable`].
+//!
+//! # Hash construction (for outside auditors)
+//!
+//! Sequence numbers start at 1. The first record's `prev_hash` is 64 ASCII zeros;
+//! every later record's `prev_hash` is the previous record's `hash`.
+//!
+//! ```text
+//! hash = lowercase_hex( SHA-256( prev_hash_hex_ascii || "\n" || unsealed_json ) )
+//! ```
+//!
+//! `unsealed_json` is the stored value with the `hash` member removed, i.e. the
+//! stored bytes with the exact substring `"hash":"<64 hex>",` cut out. Stored
+//! values are canonical (compact, no whitespace, fixed key order), which
+//! [`AuditLog::verify`] enforces, so that byte cut is all an auditor needs:
+//!
+//! ```text
+//! stored   = {"seq":7,"prev_hash":"ab..","hash":"cd..","time_unix_ms":...}
+//! unsealed = {"seq":7,"prev_hash":"ab..","time_unix_ms":...}
+//! ```
+//!
+//! # Limits
+//!
+//! The chain detects edits, removals, reordering and tail truncation made without
+//! recomputing hashes. Someone with write access who recomputes the whole chain
+//! and the head cannot be detected locally; the exported copy (Splunk) is the
+//! outside anchor. A log whose first record has `seq > 1` is accepted as pruned
+//! from the front (retention), so removing the oldest records is not detected.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sled::transaction::{TransactionError, Transactional};
+
+/// `prev_hash` of the first record.
+const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+const META_TREE: &str = "meta";
+const PROBE_TREE: &str = "probe";
+const HEAD_KEY: &[u8] = b"head";
+const PROBE_KEY: &[u8] = b"probe";
+/// sled flushes its write buffers on its own at this interval; explicit
+/// [`AuditLog::flush`] calls make a point durable immediately.
+const FLUSH_EVERY_MS: u64 = 200;
+/// The audit log is append-mostly and read in bulk only by verify/query, so a
+/// small page cache is enough; sled's 1 GiB default would compete with the
+/// local model for memory.
+const CACHE_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// One request's audit facts, as supplied by the caller.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub time_unix_ms: u64,
+    pub team: String,
+    pub user: String,
+    pub client_addr: String,
+    /// "gateway" | "proxy"
+    pub ingress: String,
+    /// e.g. "openai.chat_completions", "anthropic.messages", "models"
+    pub api: String,
+    pub model_requested: String,
+    pub model_used: String,
+    pub provider: String,
+    /// "cloud" | "local" | "block" | "error"
+    pub decision: String,
+    pub rule: String,
+    /// Policy reason or error reason; never prompt content.
+    pub reason: String,
+    /// Finding type -> count.
+    pub findings: BTreeMap<String, u32>,
+    /// Hex SHA-256 of the prompt.
+    pub prompt_sha256: String,
+    pub status: u16,
+    pub latency_us: Latencies,
+}
+
+/// Time spent per stage of a request, in microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latencies {
+    pub inspect: u64,
+    pub upstream: u64,
+    pub total: u64,
+}
+
+/// A record as stored: the caller's record sealed into the hash chain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    pub seq: u64,
+    pub prev_hash: String,
+    pub hash: String,
+    #[serde(flatten)]
+    pub record: AuditRecord,
+}
+
+/// The hashed form of a record: a [`StoredRecord`] without its `hash`.
+/// Field order must match [`StoredRecord`] minus `hash`.
+#[derive(Serialize)]
+struct Unsealed<'a> {
+    seq: u64,
+    prev_hash: &'a str,
+    #[serde(flatten)]
+    record: &'a AuditRecord,
+}
+
+/// The `meta/head` entry: the last record of the chain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Head {
+    seq: u64,
+    hash: String,
+}
+
+/// Which records [`AuditLog::query`] returns.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    /// Inclusive lower bound on `time_unix_ms`.
+    pub since_ms: Option<u64>,
+    /// Exclusive upper bound on `time_unix_ms`.
+    pub until_ms: Option<u64>,
+    /// Exact team name.
+    pub team: Option<String>,
+    /// Exact decision ("cloud", "local", "block", "error").
+    pub decision: Option<String>,
+    /// Keep only the newest `limit` matches.
+    pub limit: Option<usize>,
+}
+
+/// Outcome of [`AuditLog::verify`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct VerifyReport {
+    /// Records that passed every check before the walk stopped.
+    pub checked: u64,
+    /// The first problem found; `None` means the log is intact.
+    pub first_bad: Option<BadRecord>,
+}
+
+/// Where and why verification failed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BadRecord {
+    pub seq: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit log at {} is locked by another process (is `sluice serve` running?)", dir.display())]
+    Locked { dir: PathBuf },
+    #[error("could not create audit log directory {}: {source}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("could not open audit log at {}: {source}", dir.display())]
+    Open {
+        dir: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("audit store error: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("could not encode audit record: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error(
+        "audit log is not writable: an earlier write failed; fix the store and restart sluice"
+    )]
+    NotWritable,
+}
+
+/// Chain position guarded by the append lock.
+struct ChainState {
+    next_seq: u64,
+    last_hash: String,
+    /// Sequence number of the oldest record (or `next_seq` when empty); used by `len`.
+    first_seq: u64,
+}
+
+/// The audit log. `Send + Sync`; share it via `Arc`.
+pub struct AuditLog {
+    db: sled::Db,
+    meta: sled::Tree,
+    probe: sled::Tree,
+    state: Mutex<ChainState>,
+    /// Set by any failed write or flush; fails `check_writable` until restart.
+    broken: AtomicBool,
+}
+
+impl AuditLog {
+    /// Opens (creating if needed) the log in `dir` and recovers the chain position.
+    pub fn open(dir: &Path) -> Result<AuditLog, AuditError> {
+        std::fs::create_dir_all(dir).map_err(|source| AuditError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(Some(FLUSH_EVERY_MS))
+            .cache_capacity(CACHE_CAPACITY_BYTES)
+            .open()
+            .map_err(|e| open_error(e, dir))?;
+        let meta = db.open_tree(META_TREE)?;
+        let probe = db.open_tree(PROBE_TREE)?;
+        let state = recover_state(&db, &meta)?;
+        Ok(AuditLog {
+            db,
+            meta,
+            probe,
+            state: Mutex::new(state),
+            broken: AtomicBool::new(false),
+        })
+    }
+
+    /// Seals `record` into the chain and stores it; returns its sequence number.
+    pub fn append(&self, record: AuditRecord) -> Result<u64, AuditError> {
+        let result = self.append_inner(record);
+        if result.is_err() {
+            self.broken.store(true, Ordering::SeqCst);
+        }
+        result
+    }
+
+    fn append_inner(&self, record: AuditRecord) -> Result<u64, AuditError> {
+        // The whole seal-and-insert must be serialized: seq and prev_hash come
+        // from the previous append. A poisoned lock is still consistent because
+        // the state is only updated after a successful insert.
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let seq = state.next_seq;
+        let stored = seal(seq, &state.last_hash, record)?;
+        let value = serde_json::to_vec(&stored)?;
+        let head = serde_json::to_vec(&Head {
+            seq,
+            hash: stored.hash.clone(),
+        })?;
+        let key = seq.to_be_bytes();
+        let records: &sled::Tree = &self.db;
+        (records, &self.meta)
+            .transaction(|(records, meta)| {
+                records.insert(&key, value.as_slice())?;
+                meta.insert(HEAD_KEY, head.as_slice())?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<Infallible>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(e) => AuditError::Storage(e),
+                TransactionError::Abort(never) => match never {},
+            })?;
+        state.next_seq = seq + 1;
+        state.last_hash = stored.hash;
+        Ok(seq)
+    }
+
+    /// Cheap gate called before a prompt is forwarded to the cloud: fails if the
+    /// store is not known to be writable (a previous append/flush failed, or a
+    /// probe write into a separate tree fails).
+    pub fn check_writable(&self) -> Result<(), AuditError> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(AuditError::NotWritable);
+        }
+        // sled records background flush failures as a global error that makes
+        // later writes fail, so a tiny insert surfaces a dead disk.
+        let now = now_unix_ms().to_be_bytes();
+        if let Err(e) = self.probe.insert(PROBE_KEY, &now[..]) {
+            self.broken.store(true, Ordering::SeqCst);
+            return Err(AuditError::Storage(e));
+        }
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable on disk.
+    pub fn flush(&self) -> Result<(), AuditError> {
+        match self.db.flush() {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.broken.store(true, Ordering::SeqCst);
+                Err(AuditError::Storage(e))
+            }
+        }
+    }
+
+    /// Number of sequence numbers in the chain (last seq − first seq + 1). O(1);
+    /// counts records removed from the middle by tampering, which `verify` reports.
+    pub fn len(&self) -> u64 {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.next_seq - state.first_seq
+    }
+
+    /// True when no record has been appended.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Records matching `filter`, oldest first. Records that cannot be parsed are
+    /// skipped (with a warning); `verify` is the tool that reports them.
+    pub fn query(&self, filter: &AuditFilter) -> Result<Vec<StoredRecord>, AuditError> {
+        let limit = filter.limit.unwrap_or(usize::MAX);
+        let mut found = Vec::new();
+        if limit == 0 {
+            return Ok(found);
+        }
+        // Walking newest-first lets a limit stop the walk early.
+        for entry in self.db.iter().rev() {
+            let (key, value) = entry?;
+            let stored: StoredRecord = match serde_json::from_slice(&value) {
+                Ok(stored) => stored,
+                Err(_) => {
+                    tracing::warn!(key = ?key.as_ref(), "skipping unreadable audit record");
+                    continue;
+                }
+            };
+            if matches(filter, &stored.record) {
+                found.push(stored);
+                if found.len() == limit {
+                    break;
+                }
+            }
+        }
+        found.reverse();
+        Ok(found)
+    }
+
+    /// Walks the whole log checking keys, sequence, hash chain, canonical form and
+    /// the head entry; reports the first problem.
+    pub fn verify(&self) -> Result<VerifyReport, AuditError> {
+        // The head is read before the walk: records it names were committed with
+        // it, so the walk must see them; records appended during the walk are
+        // checked too but cannot move the head we compare against.
+        let head = match self.meta.get(HEAD_KEY)? {
+            None => HeadState::Missing,
+            Some(bytes) => match serde_json::from_slice::<Head>(&bytes) {
+                Ok(head) => HeadState::Present(head),
+                Err(_) => HeadState::Unreadable,
+            },
+        };
+        let mut checked = 0u64;
+        let mut prev: Option<(u64, String)> = None;
+        let mut head_record_hash: Option<String> = None;
+        for entry in self.db.iter() {
+            let (key, value) = entry?;
+            let stored = match check_record(&key, &value, prev.as_ref()) {
+                Ok(stored) => stored,
+                Err(bad) => return Ok(report(checked, bad)),
+            };
+            if let HeadState::Present(head) = &head {
+                if head.seq == stored.seq {
+                    head_record_hash = Some(stored.hash.clone());
+                }
+            }
+            checked += 1;
+            prev = Some((stored.seq, stored.hash));
+        }
+        let last_seq = prev.as_ref().map(|(seq, _)| *seq);
+        let bad = check_head(&head, last_seq, head_record_hash.as_deref());
+        Ok(VerifyReport {
+            checked,
+            first_bad: bad,
+        })
+    }
+}
+
+enum HeadState {
+    Missing,
+    Unreadable,
+    Present(Head),
+}
+
+fn report(checked: u64, bad: BadRecord) -> VerifyReport {
+    VerifyReport {
+        checked,
+        first_bad: Some(bad),
+    }
+}
+
+/// Checks one record against its key and predecessor (`(seq, hash)`).
+fn check_record(
+    key: &[u8],
+    value: &[u8],
+    prev: Option<&(u64, String)>,
+) -> Result<StoredRecord, BadRecord> {
+    let next_after_prev = prev.map(|(seq, _)| seq + 1).unwrap_or(1);
+    let Some(seq_in_key) = key_seq(key) else {
+        return Err(BadRecord {
+            seq: next_after_prev,
+            reason: format!("record unreadable (key of {} bytes)", key.len()),
+        });
+    };
+    let bad = |reason: String| BadRecord {
+        seq: seq_in_key,
+        reason,
+    };
+    let stored: StoredRecord =
+        serde_json::from_slice(value).map_err(|_| bad("record unreadable".to_string()))?;
+    if stored.seq != seq_in_key {
+        return Err(bad(format!(
+            "key {seq_in_key} holds record {} (records reordered or moved)",
+            stored.seq
+        )));
+    }
+    match prev {
+        Some((prev_seq, prev_hash)) => {
+            let expected = prev_seq + 1;
+            if stored.seq != expected {
+                return Err(bad(format!(
+                    "sequence gap: expected {expected}, found {} (record removed)",
+                    stored.seq
+                )));
+            }
+            if &stored.prev_hash != prev_hash {
+                return Err(bad(format!(
+                    "prev_hash does not match record {prev_seq} (removed or reordered)"
+                )));
+            }
+        }
+        // A first record with seq > 1 is a log pruned from the front: its
+        // prev_hash has nothing left to be checked against.
+        None if stored.seq == 1 && stored.prev_hash != GENESIS_HASH => {
+            return Err(bad(
+                "prev_hash of the first record is not the genesis hash".to_string()
+            ));
+        }
+        None => {}
+    }
+    let recomputed = chain_hash(stored.seq, &stored.prev_hash, &stored.record)
+        .map_err(|_| bad("record unreadable".to_string()))?;
+    if recomputed != stored.hash {
+        return Err(bad("hash mismatch (record edited)".to_string()));
+    }
+    // Unknown extra members or reformatting would not change the parsed
+    // record, so the stored bytes must also be exactly the canonical form.
+    let canonical =
+        serde_json::to_vec(&stored).map_err(|_| bad("record unreadable".to_string()))?;
+    if canonical != value {
+        return Err(bad(
+            "stored JSON is not in canonical form (record edited)".to_string()
+        ));
+    }
+    Ok(stored)
+}
+
+/// Compares the head entry with the end of the walked chain.
+fn check_head(
+    head: &HeadState,
+    last_seq: Option<u64>,
+    head_record_hash: Option<&str>,
+) -> Option<BadRecord> {
+    match (head, last_seq) {
+        (HeadState::Missing, None) => None,
+        (HeadState::Missing, Some(last)) => Some(BadRecord {
+            seq: last,
+            reason: "head entry missing (log metadata removed)".to_string(),
+        }),
+        (HeadState::Unreadable, last) => Some(BadRecord {
+            seq: last.unwrap_or(0),
+            reason: "head entry unreadable".to_string(),
+        }),
+        (HeadState::Present(head), None) => Some(BadRecord {
+            seq: head.seq,
+            reason: format!(
+                "log is empty but head says the last record is {} (all records removed)",
+                head.seq
+            ),
+        }),
+        (HeadState::Present(head), Some(last)) if last < head.seq => Some(BadRecord {
+            seq: last + 1,
+            reason: format!(
+                "log ends at record {last} but head says the last record is {} \
+                 (records removed from the end)",
+                head.seq
+            ),
+        }),
+        (HeadState::Present(head), Some(_)) => match head_record_hash {
+            None => Some(BadRecord {
+                seq: head.seq,
+                reason: format!(
+                    "head names record {} which is not in the log (head replaced)",
+                    head.seq
+                ),
+            }),
+            Some(hash) if hash != head.hash => Some(BadRecord {
+                seq: head.seq,
+                reason: format!(
+                    "head hash does not match record {} (head replaced)",
+                    head.seq
+                ),
+            }),
+            Some(_) => None,
+        },
+    }
+}
+
+fn matches(filter: &AuditFilter, record: &AuditRecord) -> bool {
+    filter
+        .since_ms
+        .is_none_or(|since| record.time_unix_ms >= since)
+        && filter
+            .until_ms
+            .is_none_or(|until| record.time_unix_ms < until)
+        && filter.team.as_ref().is_none_or(|team| &record.team == team)
+        && filter
+            .decision
+            .as_ref()
+            .is_none_or(|decision| &record.decision == decision)
+}
+
+/// Builds the stored form of `record` at position `seq` after `prev_hash`.
+fn seal(seq: u64, prev_hash: &str, record: AuditRecord) -> Result<StoredRecord, AuditError> {
+    let hash = chain_hash(seq, prev_hash, &record)?;
+    Ok(StoredRecord {
+        seq,
+        prev_hash: prev_hash.to_string(),
+        hash,
+        record,
+    })
+}
+
+/// The chain hash described in the module docs.
+fn chain_hash(
+    seq: u64,
+    prev_hash: &str,
+    record: &AuditRecord,
+) -> Result<String, serde_json::Error> {
+    let unsealed = serde_json::to_vec(&Unsealed {
+        seq,
+        prev_hash,
+        record,
+    })?;
+    let mut hasher = Sha256::new();
+    hasher.update(prev_hash.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(&unsealed);
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Finds where the next append continues the chain.
+///
+/// The head is authoritative when it is at or beyond the last record: if the
+/// tail was truncated, continuing from the head keeps the gap visible to
+/// `verify` instead of silently reusing the removed sequence numbers. Any
+/// disagreement is only warned about here; `verify` reports it precisely, and
+/// refusing to open would also stop `sluice audit verify` from running.
+fn recover_state(records: &sled::Tree, meta: &sled::Tree) -> Result<ChainState, AuditError> {
+    let head = meta
+        .get(HEAD_KEY)?
+        .and_then(|bytes| serde_json::from_slice::<Head>(&bytes).ok());
+    let tail = last_record_position(records)?;
+    let mut first_seq = None;
+    for entry in records.iter() {
+        let (key, _) = entry?;
+        if let Some(seq) = key_seq(&key) {
+            first_seq = Some(seq);
+            break;
+        }
+    }
+
+    let (last_seq, last_hash) = match (head, tail) {
+        (None, None) => (0, GENESIS_HASH.to_string()),
+        (Some(head), None) => {
+            tracing::warn!(
+                head_seq = head.seq,
+                "audit log has a head but no records; run verify"
+            );
+            (head.seq, head.hash)
+        }
+        (None, Some(tail)) => {
+            tracing::warn!("audit log head is missing or unreadable; run verify");
+            tail
+        }
+        (Some(head), Some(tail)) if head.seq >= tail.0 => {
+            if head.seq != tail.0 || head.hash != tail.1 {
+                tracing::warn!(
+                    head_seq = head.seq,
+                    tail_seq = tail.0,
+                    "audit log head does not match its last record; run verify"
+                );
+            }
+            (head.seq, head.hash)
+        }
+        (Some(head), Some(tail)) => {
+            tracing::warn!(
+                head_seq = head.seq,
+                tail_seq = tail.0,
+                "audit log has records beyond its head; run verify"
+            );
+            tail
+        }
+    };
+    let next_seq = last_seq + 1;
+    Ok(ChainState {
+        next_seq,
+        last_hash,
+        first_seq: first_seq.filter(|&s| s <= next_seq).unwrap_or(next_seq),
+    })
+}
+
+/// `(seq, hash)` of the newest record with a well-formed key. An unreadable
+/// value still yields its key's seq (so new records never overwrite it), with a
+/// placeholder hash; the chain break is then reported by `verify`.
+fn last_record_position(records: &sled::Tree) -> Result<Option<(u64, String)>, AuditError> {
+    for entry in records.iter().rev() {
+        let (key, value) = entry?;
+        let Some(seq) = key_seq(&key) else {
+            tracing::warn!("audit log has a record with a malformed key; run verify");
+            continue;
+        };
+        return Ok(Some(match serde_json::from_slice::<StoredRecord>(&value) {
+            Ok(stored) => (seq, stored.hash),
+            Err(_) => {
+                tracing::warn!(seq, "last audit record is unreadable; run verify");
+                (seq, GENESIS_HASH.to_string())
+            }
+        }));
+    }
+    Ok(None)
+}
+
+fn key_seq(key: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(key).ok().map(u64::from_be_bytes)
+}
+
+/// Maps a sled open failure, recognising the data-directory lock being held.
+fn open_error(err: sled::Error, dir: &Path) -> AuditError {
+    if is_lock_error(&err) {
+        AuditError::Locked {
+            dir: dir.to_path_buf(),
+        }
+    } else {
+        AuditError::Open {
+            dir: dir.to_path_buf(),
+            source: err,
+        }
+    }
+}
+
+/// sled 0.34 reports a held lock as `io::ErrorKind::Other` with the message
+/// "could not acquire lock on ...: <flock error>", losing the original kind, so
+/// the message prefix is checked as well as the kind a plain flock failure has.
+fn is_lock_error(err: &sled::Error) -> bool {
+    match err {
+        sled::Error::Io(e) => {
+            e.kind() == io::ErrorKind::WouldBlock
+                || e.to_string().starts_with("could not acquire lock")
+        }
+        _ => false,
+    }
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn record(time: u64, team: &str, decision: &str) -> AuditRecord {
+        AuditRecord {
+            time_unix_ms: time,
+            team: team.to_string(),
+            user: "alice".to_string(),
+            client_addr: "10.0.0.7:51234".to_string(),
+            ingress: "gateway".to_string(),
+            api: "openai.chat_completions".to_string(),
+            model_requested: "gpt-4o".to_string(),
+            model_used: "gpt-4o".to_string(),
+            provider: "openai".to_string(),
+            decision: decision.to_string(),
+            rule: "default".to_string(),
+            reason: "no findings".to_string(),
+            findings: BTreeMap::from([("email".to_string(), 2), ("iban".to_string(), 1)]),
+            prompt_sha256: "ab".repeat(32),
+            status: 200,
+            latency_us: Latencies {
+                inspect: 120,
+                upstream: 90_000,
+                total: 91_000,
+            },
+        }
+    }
+
+    /// Opens a fresh log in a temp dir with `n` records (teams alternate red/blue).
+    fn log_with(n: u64) -> (tempfile::TempDir, AuditLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        for i in 1..=n {
+            let team = if i % 2 == 0 { "blue" } else { "red" };
+            assert_eq!(log.append(record(1_000 + i, team, "cloud")).unwrap(), i);
+        }
+        (dir, log)
+    }
+
+    fn raw(log: &AuditLog, seq: u64) -> Vec<u8> {
+        log.db.get(seq.to_be_bytes()).unwrap().unwrap().to_vec()
+    }
+
+    fn bad(log: &AuditLog) -> BadRecord {
+        log.verify()
+            .unwrap()
+            .first_bad
+            .expect("tampering not detected")
+    }
+
+    #[test]
+    fn reopen_continues_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = AuditLog::open(dir.path()).unwrap();
+            for i in 1..=3 {
+                log.append(record(i, "red", "cloud")).unwrap();
+            }
+            log.flush().unwrap();
+        }
+        let log = AuditLog::open(dir.path()).unwrap();
+        assert_eq!(log.len(), 3);
+        assert_eq!(log.append(record(4, "red", "local")).unwrap(), 4);
+        let all = log.query(&AuditFilter::default()).unwrap();
+        assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(all[0].prev_hash, GENESIS_HASH);
+        assert_eq!(all[3].prev_hash, all[2].hash);
+        assert_eq!(
+            log.verify().unwrap(),
+            VerifyReport {
+                checked: 4,
+                first_bad: None
+            }
+        );
+    }
+
+    #[test]
+    fn empty_log_verifies() {
+        let (_dir, log) = log_with(0);
+        assert_eq!(log.len(), 0);
+        assert!(log.is_empty());
+        assert_eq!(
+            log.verify().unwrap(),
+            VerifyReport {
+                checked: 0,
+                first_bad: None
+            }
+        );
+    }
+
+    #[test]
+    fn clean_log_verifies_and_hash_is_recomputable_from_stored_bytes() {
+        let (_dir, log) = log_with(5);
+        assert_eq!(
+            log.verify().unwrap(),
+            VerifyReport {
+                checked: 5,
+                first_bad: None
+            }
+        );
+        // The construction documented for outside auditors: cut the hash member
+        // out of the stored bytes and hash prev_hash + "\n" + the rest.
+        let mut prev = GENESIS_HASH.to_string();
+        for seq in 1..=5 {
+            let text = String::from_utf8(raw(&log, seq)).unwrap();
+            let stored: StoredRecord = serde_json::from_str(&text).unwrap();
+            assert!(text.starts_with(&format!(
+                "{{\"seq\":{seq},\"prev_hash\":\"{prev}\",\"hash\":"
+            )));
+            let unsealed = text.replace(&format!("\"hash\":\"{}\",", stored.hash), "");
+            let mut hasher = Sha256::new();
+            hasher.update(prev.as_bytes());
+            hasher.update(b"\n");
+            hasher.update(unsealed.as_bytes());
+            assert_eq!(hex::encode(hasher.finalize()), stored.hash);
+            prev = stored.hash;
+        }
+    }
+
+    #[test]
+    fn edited_record_is_named() {
+        let (_dir, log) = log_with(5);
+        let edited = String::from_utf8(raw(&log, 3))
+            .unwrap()
+            .replace("\"team\":\"red\"", "\"team\":\"blue\"");
+        log.db
+            .insert(3u64.to_be_bytes(), edited.as_bytes())
+            .unwrap();
+        assert_eq!(
+            bad(&log),
+            BadRecord {
+                seq: 3,
+                reason: "hash mismatch (record edited)".to_string()
+            }
+        );
+    }
+
+    #[test]
+    fn added_member_with_intact_hash_is_named() {
+        let (_dir, log) = log_with(3);
+        let edited = String::from_utf8(raw(&log, 2))
+            .unwrap()
+            .replacen('{', "{\"note\":\"x\",", 1);
+        log.db
+            .insert(2u64.to_be_bytes(), edited.as_bytes())
+            .unwrap();
+        let found = bad(&log);
+        assert_eq!(found.seq, 2);
+        assert!(found.reason.contains("canonical"), "{}", found.reason);
+    }
+
+    #[test]
+    fn garbage_record_is_unreadable() {
+        let (_dir, log) = log_with(3);
+        log.db.insert(2u64.to_be_bytes(), &b"not json"[..]).unwrap();
+        assert_eq!(
+            bad(&log),
+            BadRecord {
+                seq: 2,
+                reason: "record unreadable".to_string()
+            }
+        );
+    }
+
+    #[test]
+    fn removed_middle_record_is_named() {
+        let (_dir, log) = log_with(5);
+        log.db.remove(3u64.to_be_bytes()).unwrap();
+        let report = log.verify().unwrap();
+        assert_eq!(report.checked, 2);
+        assert_eq!(
+            report.first_bad,
+            Some(BadRecord {
+                seq: 4,
+                reason: "sequence gap: expected 3, found 4 (record removed)".to_string()
+            })
+        );
+    }
+
+    #[test]
+    fn renumbered_record_breaks_prev_hash() {
+        // Record 3 removed and 4 moved into its place with its seq rewritten:
+        // its stored prev_hash still names record 3.
+        let (_dir, log) = log_with(4);
+        let moved = String::from_utf8(raw(&log, 4))
+            .unwrap()
+            .replacen("\"seq\":4", "\"seq\":3", 1);
+        log.db.remove(4u64.to_be_bytes()).unwrap();
+        log.db.insert(3u64.to_be_bytes(), moved.as_bytes()).unwrap();
+        assert_eq!(
+            bad(&log),
+            BadRecord {
+                seq: 3,
+                reason: "prev_hash does not match record 2 (removed or reordered)".to_string()
+            }
+        );
+    }
+
+    #[test]
+    fn swapped_records_are_named() {
+        let (_dir, log) = log_with(5);
+        let (two, four) = (raw(&log, 2), raw(&log, 4));
+        log.db.insert(2u64.to_be_bytes(), four).unwrap();
+        log.db.insert(4u64.to_be_bytes(), two).unwrap();
+        let found = bad(&log);
+        assert_eq!(found.seq, 2);
+        assert_eq!(
+            found.reason,
+            "key 2 holds record 4 (records reordered or moved)"
+        );
+    }
+
+    #[test]
+    fn removed_last_record_is_detected_via_head() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = AuditLog::open(dir.path()).unwrap();
+            for i in 1..=5 {
+                log.append(record(i, "red", "cloud")).unwrap();
+            }
+            log.db.remove(5u64.to_be_bytes()).unwrap();
+            let report = log.verify().unwrap();
+            assert_eq!(report.checked, 4);
+            let found = report.first_bad.expect("truncation not detected");
+            assert_eq!(found.seq, 5);
+            assert!(
+                found.reason.contains("removed from the end"),
+                "{}",
+                found.reason
+            );
+            log.flush().unwrap();
+        }
+        // After a restart the chain continues from the head, so the hole stays
+        // visible instead of seq 5 being silently reused.
+        let log = AuditLog::open(dir.path()).unwrap();
+        assert_eq!(log.append(record(6, "red", "cloud")).unwrap(), 6);
+        assert_eq!(
+            bad(&log),
+            BadRecord {
+                seq: 6,
+                reason: "sequence gap: expected 5, found 6 (record removed)".to_string()
+            }
+        );
+    }
+
+    #[test]
+    fn replaced_head_is_detected() {
+        let (_dir, log) = log_with(3);
+        let fake = serde_json::to_vec(&Head {
+            seq: 3,
+            hash: "cd".repeat(32),
+        })
+        .unwrap();
+        log.meta.insert(HEAD_KEY, fake).unwrap();
+        assert_eq!(
+            bad(&log),
+            BadRecord {
+                seq: 3,
+                reason: "head hash does not match record 3 (head replaced)".to_string()
+            }
+        );
+        log.meta.remove(HEAD_KEY).unwrap();
+        assert!(bad(&log).reason.contains("head entry missing"));
+    }
+
+    #[test]
+    fn query_filters_and_keeps_newest_within_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        let rows = [
+            (100, "red", "cloud"),
+            (200, "blue", "block"),
+            (300, "red", "local"),
+            (400, "red", "cloud"),
+            (500, "blue", "cloud"),
+            (600, "red", "cloud"),
+        ];
+        for (time, team, decision) in rows {
+            log.append(record(time, team, decision)).unwrap();
+        }
+        let seqs = |filter: AuditFilter| -> Vec<u64> {
+            log.query(&filter).unwrap().iter().map(|r| r.seq).collect()
+        };
+        assert_eq!(seqs(AuditFilter::default()), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(
+            seqs(AuditFilter {
+                since_ms: Some(200),
+                until_ms: Some(500),
+                ..Default::default()
+            }),
+            [2, 3, 4]
+        );
+        assert_eq!(
+            seqs(AuditFilter {
+                team: Some("red".to_string()),
+                decision: Some("cloud".to_string()),
+                ..Default::default()
+            }),
+            [1, 4, 6]
+        );
+        assert_eq!(
+            seqs(AuditFilter {
+                team: Some("red".to_string()),
+                limit: Some(2),
+                ..Default::default()
+            }),
+            [4, 6]
+        );
+        assert!(seqs(AuditFilter {
+            limit: Some(0),
+            ..Default::default()
+        })
+        .is_empty());
+        assert!(seqs(AuditFilter {
+            team: Some("green".to_string()),
+            ..Default::default()
+        })
+        .is_empty());
+        let first = &log.query(&AuditFilter::default()).unwrap()[0];
+        assert_eq!(first.record, record(100, "red", "cloud"));
+    }
+
+    #[test]
+    fn concurrent_appends_form_one_chain() {
+        let (_dir, log) = log_with(0);
+        let log = Arc::new(log);
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let log = Arc::clone(&log);
+                std::thread::spawn(move || {
+                    (0..200)
+                        .map(|i| log.append(record(t * 1_000 + i, "red", "cloud")).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut seqs: Vec<u64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=1600).collect::<Vec<_>>());
+        assert_eq!(log.len(), 1600);
+        assert_eq!(
+            log.verify().unwrap(),
+            VerifyReport {
+                checked: 1600,
+                first_bad: None
+            }
+        );
+    }
+
+    #[test]
+    fn check_writable_passes_when_healthy_and_fails_closed_after_a_write_error() {
+        let (_dir, log) = log_with(1);
+        log.check_writable().unwrap();
+        assert_eq!(log.probe.len(), 1);
+        // What a failed append or flush leaves behind.
+        log.broken.store(true, Ordering::SeqCst);
+        assert!(matches!(log.check_writable(), Err(AuditError::NotWritable)));
+    }
+
+    #[test]
+    fn second_open_of_same_dir_reports_locked() {
+        // sled locks the db file with flock, which is per open file description,
+        // so a second open in the same process is refused just like one from
+        // another process.
+        let dir = tempfile::tempdir().unwrap();
+        let _first = AuditLog::open(dir.path()).unwrap();
+        match AuditLog::open(dir.path()) {
+            Err(err @ AuditError::Locked { .. }) => {
+                assert!(err.to_string().contains("is `sluice serve` running?"));
+            }
+            Err(other) => panic!("expected Locked, got {other:?}"),
+            Ok(_) => panic!("second open succeeded"),
+        }
+    }
+
+    #[test]
+    fn lock_errors_are_recognised() {
+        let dir = Path::new("/var/lib/sluice/audit");
+        let would_block = sled::Error::Io(io::Error::from(io::ErrorKind::WouldBlock));
+        assert!(matches!(
+            open_error(would_block, dir),
+            AuditError::Locked { .. }
+        ));
+        let sled_message = sled::Error::Io(io::Error::other(
+            "could not acquire lock on \"/x/db\": Os { code: 11, kind: WouldBlock }",
+        ));
+        assert!(matches!(
+            open_error(sled_message, dir),
+            AuditError::Locked { .. }
+        ));
+        let denied = sled::Error::Io(io::Error::from(io::ErrorKind::PermissionDenied));
+        assert!(matches!(open_error(denied, dir), AuditError::Open { .. }));
+    }
+}

@@ -1,0 +1,338 @@
+//! `sluice.yaml`: listeners, policies, audit, identities, providers, upstream.
+//!
+//! Every field has a default, so an absent file (or an empty one) gives the
+//! zero-config quick start: gateway on 127.0.0.1:8080, admin on
+//! 127.0.0.1:9090, policies from `./policies`, audit log in `./data/audit`,
+//! and anonymous callers mapped to the `default` team.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {reason}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        reason: String,
+    },
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub gateway: GatewayConfig,
+    pub admin: AdminConfig,
+    pub policies_dir: PathBuf,
+    pub audit: AuditConfig,
+    pub identity: IdentityConfig,
+    pub providers: Providers,
+    pub upstream: UpstreamConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    /// Request bodies above this are refused with 413 before parsing.
+    pub max_body_bytes: usize,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Team for callers without a valid sluice token; `null` makes tokens mandatory.
+    pub anonymous_team: Option<String>,
+    pub tokens: Vec<TokenEntry>,
+}
+
+/// A sluice token is stored only as its SHA-256 (`sluice token hash` prints it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    pub sha256: String,
+    pub team: String,
+    pub user: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Providers {
+    pub openai: ProviderConfig,
+    pub anthropic: ProviderConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub base_url: String,
+    /// Name of the environment variable holding the provider API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Forward the client's own provider key when it is not a sluice token.
+    #[serde(default)]
+    pub pass_client_key: bool,
+    /// Models listed by `GET /v1/models`.
+    #[serde(default)]
+    pub models: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// PEM file with extra CAs trusted for upstream TLS, on top of webpki roots.
+    pub extra_ca_file: Option<PathBuf>,
+    /// `host` or `host:port` → `ip` or `ip:port`, like curl's --resolve.
+    pub resolve: BTreeMap<String, String>,
+    pub connect_timeout_ms: u64,
+    /// Time allowed until the upstream's response headers arrive.
+    pub response_timeout_ms: u64,
+    /// Longest silence allowed between two chunks of a response body.
+    pub idle_timeout_ms: u64,
+    pub pool_idle_per_host: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            gateway: GatewayConfig::default(),
+            admin: AdminConfig::default(),
+            policies_dir: PathBuf::from("policies"),
+            audit: AuditConfig::default(),
+            identity: IdentityConfig::default(),
+            providers: Providers::default(),
+            upstream: UpstreamConfig::default(),
+        }
+    }
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 10 * 1024 * 1024,
+            shutdown_grace_ms: 30_000,
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            dir: PathBuf::from("data/audit"),
+        }
+    }
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            anonymous_team: Some("default".to_string()),
+            tokens: Vec::new(),
+        }
+    }
+}
+
+impl Default for Providers {
+    fn default() -> Self {
+        Providers {
+            openai: ProviderConfig {
+                base_url: "https://api.openai.com".into(),
+                api_key_env: Some("OPENAI_API_KEY".into()),
+                pass_client_key: false,
+                models: vec!["gpt-4o".into(), "gpt-4o-mini".into(), "o3-mini".into()],
+            },
+            anthropic: ProviderConfig {
+                base_url: "https://api.anthropic.com".into(),
+                api_key_env: Some("ANTHROPIC_API_KEY".into()),
+                pass_client_key: false,
+                models: vec![
+                    "claude-sonnet-4-5".into(),
+                    "claude-haiku-4-5".into(),
+                    "claude-opus-4-1".into(),
+                ],
+            },
+        }
+    }
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            extra_ca_file: None,
+            resolve: BTreeMap::new(),
+            connect_timeout_ms: 5_000,
+            response_timeout_ms: 120_000,
+            idle_timeout_ms: 120_000,
+            pool_idle_per_host: 64,
+        }
+    }
+}
+
+impl Config {
+    /// Load `path`, or the embedded defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config = Config::parse(&text, path)?;
+        // Relative paths in a config file are relative to the file, so a
+        // config works the same from any working directory.
+        Ok(config.rebased(path.parent().unwrap_or(Path::new("."))))
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let config: Config = serde_yaml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                reason: e.to_string(),
+            }
+        })?;
+        config.validate(path)?;
+        Ok(config.with_default_models())
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        for (i, t) in self.identity.tokens.iter().enumerate() {
+            if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(format!(
+                    "identity.tokens[{i}].sha256 must be 64 hex characters (use `sluice token hash`)"
+                )));
+            }
+        }
+        for (name, p) in [("openai", &self.providers.openai), ("anthropic", &self.providers.anthropic)] {
+            let uri: http::Uri = p
+                .base_url
+                .parse()
+                .map_err(|e| invalid(format!("providers.{name}.base_url: {e}")))?;
+            if uri.scheme_str() != Some("https") && uri.scheme_str() != Some("http") {
+                return Err(invalid(format!("providers.{name}.base_url must be http(s)")));
+            }
+        }
+        for (host, addr) in &self.upstream.resolve {
+            if crate::dispatch::cloud::parse_resolve_target(addr).is_none() {
+                return Err(invalid(format!(
+                    "upstream.resolve.{host}: `{addr}` is not an IP or IP:port"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A provider block that names no models still lists the usual ones.
+    fn with_default_models(mut self) -> Config {
+        let defaults = Providers::default();
+        if self.providers.openai.models.is_empty() {
+            self.providers.openai.models = defaults.openai.models;
+        }
+        if self.providers.anthropic.models.is_empty() {
+            self.providers.anthropic.models = defaults.anthropic.models;
+        }
+        self
+    }
+
+    fn rebased(mut self, base: &Path) -> Config {
+        let rebase = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        rebase(&mut self.policies_dir);
+        rebase(&mut self.audit.dir);
+        if let Some(ca) = self.upstream.extra_ca_file.as_mut() {
+            rebase(ca);
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_example_parses_to_the_defaults() {
+        let example = Config::parse(include_str!("../sluice.example.yaml"), Path::new("sluice.example.yaml")).unwrap();
+        let default = Config::default();
+        assert_eq!(example.gateway.listen, default.gateway.listen);
+        assert_eq!(example.gateway.max_body_bytes, default.gateway.max_body_bytes);
+        assert_eq!(example.admin.listen, default.admin.listen);
+        assert_eq!(example.policies_dir, default.policies_dir);
+        assert_eq!(example.audit.dir, default.audit.dir);
+        assert_eq!(example.identity.anonymous_team, default.identity.anonymous_team);
+        assert_eq!(example.providers.openai.models, default.providers.openai.models);
+        assert_eq!(example.upstream.response_timeout_ms, default.upstream.response_timeout_ms);
+    }
+
+    #[test]
+    fn errors_carry_line_and_reason() {
+        let err = Config::parse("gateway:\n  listen: 127.0.0.1:8080\n  lisen: x\n", Path::new("s.yaml")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("s.yaml:3:"), "{text}");
+        assert!(text.contains("unknown field `lisen`"), "{text}");
+        let err = Config::parse("identity: { tokens: [ { sha256: abc, team: t, user: u } ] }", Path::new("s.yaml")).unwrap_err();
+        assert!(err.to_string().contains("64 hex"));
+        let err = Config::parse("upstream: { resolve: { a.com: not-an-ip } }", Path::new("s.yaml")).unwrap_err();
+        assert!(err.to_string().contains("not an IP"));
+    }
+
+    #[test]
+    fn empty_file_means_defaults_and_relative_paths_follow_the_file() {
+        let c = Config::parse("", Path::new("x.yaml")).unwrap();
+        assert_eq!(c.gateway.listen.port(), 8080);
+        let c = Config::parse("policies_dir: pol\n", Path::new("/etc/sluice/s.yaml"))
+            .unwrap()
+            .rebased(Path::new("/etc/sluice"));
+        assert_eq!(c.policies_dir, PathBuf::from("/etc/sluice/pol"));
+    }
+}

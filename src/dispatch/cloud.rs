@@ -1,0 +1,257 @@
+//! The cloud upstream client: hyper + rustls, HTTP/1.1 and HTTP/2 by ALPN,
+//! pooled connections, timeouts, and a `resolve` map that pins host names to
+//! addresses (curl's --resolve; also how tests reach the fake provider).
+//!
+//! TLS is always verified: webpki roots plus an optional extra CA file.
+//! Pinning changes only where the TCP connection goes; SNI and certificate
+//! checks still use the host name from the URL.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+
+use crate::config::UpstreamConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CloudError {
+    #[error("cannot read extra CA file {path}: {source}")]
+    CaFile { path: PathBuf, source: io::Error },
+    #[error("extra CA file {0} holds no usable certificate")]
+    CaEmpty(PathBuf),
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("upstream connection failed: {0}")]
+    Connect(String),
+    #[error("upstream request failed: {0}")]
+    Request(String),
+}
+
+impl CloudError {
+    /// Short label for metrics and audit reasons.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CloudError::Timeout(_) => "timeout",
+            CloudError::Connect(_) => "connect",
+            CloudError::Request(_) => "request",
+            CloudError::CaFile { .. } | CloudError::CaEmpty(_) | CloudError::Tls(_) => "setup",
+        }
+    }
+}
+
+type Connector = HttpsConnector<PinnedConnector>;
+
+/// Shared, cheap to clone; one pool for all providers.
+#[derive(Clone)]
+pub struct CloudClient {
+    client: Client<Connector, Full<Bytes>>,
+    response_timeout: Duration,
+}
+
+impl CloudClient {
+    pub fn new(cfg: &UpstreamConfig) -> Result<CloudClient, CloudError> {
+        let tls = tls_config(cfg.extra_ca_file.as_deref())?;
+        let mut resolve = HashMap::new();
+        for (key, target) in &cfg.resolve {
+            // Config validation has already rejected unparsable targets.
+            if let Some(target) = parse_resolve_target(target) {
+                resolve.insert(key.to_ascii_lowercase(), target);
+            }
+        }
+        let pinned = PinnedConnector {
+            resolve: Arc::new(resolve),
+            connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
+        };
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(pinned);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(cfg.pool_idle_per_host)
+            .build(https);
+        Ok(CloudClient {
+            client,
+            response_timeout: Duration::from_millis(cfg.response_timeout_ms),
+        })
+    }
+
+    /// Send a request and wait for the response head; the body streams on.
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, CloudError> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Err(_) => Err(CloudError::Timeout(self.response_timeout)),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) if e.is_connect() => Err(CloudError::Connect(error_chain(&e))),
+            Ok(Err(e)) => Err(CloudError::Request(error_chain(&e))),
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+fn tls_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, CloudError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = extra_ca {
+        let pem = std::fs::read(path).map_err(|source| CloudError::CaFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut added = 0;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert = cert.map_err(|source| CloudError::CaFile {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            roots.add(cert)?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(CloudError::CaEmpty(path.to_path_buf()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// A resolve-map target: an IP (keep the URL's port) or IP:port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResolveTarget {
+    Ip(IpAddr),
+    Addr(SocketAddr),
+}
+
+pub fn parse_resolve_target(s: &str) -> Option<ResolveTarget> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Some(ResolveTarget::Addr(addr));
+    }
+    s.trim_matches(|c| c == '[' || c == ']')
+        .parse::<IpAddr>()
+        .ok()
+        .map(ResolveTarget::Ip)
+}
+
+/// TCP connector that consults the resolve map before DNS.
+#[derive(Clone)]
+struct PinnedConnector {
+    /// Keys are `host:port` or bare `host`, lower-case.
+    resolve: Arc<HashMap<String, ResolveTarget>>,
+    connect_timeout: Duration,
+}
+
+impl PinnedConnector {
+    fn pinned(&self, host: &str, port: u16) -> Option<SocketAddr> {
+        let target = self
+            .resolve
+            .get(&format!("{host}:{port}"))
+            .or_else(|| self.resolve.get(host))?;
+        Some(match *target {
+            ResolveTarget::Ip(ip) => SocketAddr::new(ip, port),
+            ResolveTarget::Addr(addr) => addr,
+        })
+    }
+}
+
+impl tower_service::Service<Uri> for PinnedConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "URL has no host"))?
+                .trim_matches(|c| c == '[' || c == ']')
+                .to_ascii_lowercase();
+            let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+                Some("http") => 80,
+                _ => 443,
+            });
+            // Resolve once and connect to exactly what was resolved.
+            let addrs: Vec<SocketAddr> = match this.pinned(&host, port) {
+                Some(addr) => vec![addr],
+                None => tokio::net::lookup_host((host.as_str(), port)).await?.collect(),
+            };
+            let mut last_err = io::Error::new(io::ErrorKind::NotFound, format!("{host} resolved to no address"));
+            for addr in addrs {
+                match tokio::time::timeout(this.connect_timeout, TcpStream::connect(addr)).await {
+                    Ok(Ok(stream)) => {
+                        // Nagle would hold back small SSE frames and request heads.
+                        stream.set_nodelay(true)?;
+                        return Ok(TokioIo::new(stream));
+                    }
+                    Ok(Err(e)) => last_err = e,
+                    Err(_) => {
+                        last_err = io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("connect to {addr} timed out after {:?}", this.connect_timeout),
+                        )
+                    }
+                }
+            }
+            Err(last_err)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_targets() {
+        assert_eq!(
+            parse_resolve_target("127.0.0.1:9443"),
+            Some(ResolveTarget::Addr("127.0.0.1:9443".parse().unwrap()))
+        );
+        assert_eq!(parse_resolve_target("::1"), Some(ResolveTarget::Ip("::1".parse().unwrap())));
+        assert_eq!(parse_resolve_target("example.com"), None);
+    }
+
+    #[test]
+    fn pin_prefers_host_and_port_then_host() {
+        let mut map = HashMap::new();
+        map.insert("api.openai.com:443".to_string(), ResolveTarget::Addr("127.0.0.1:1000".parse().unwrap()));
+        map.insert("api.anthropic.com".to_string(), ResolveTarget::Ip("127.0.0.2".parse().unwrap()));
+        let c = PinnedConnector { resolve: Arc::new(map), connect_timeout: Duration::from_secs(1) };
+        assert_eq!(c.pinned("api.openai.com", 443), Some("127.0.0.1:1000".parse().unwrap()));
+        assert_eq!(c.pinned("api.openai.com", 8443), None);
+        assert_eq!(c.pinned("api.anthropic.com", 443), Some("127.0.0.2:443".parse().unwrap()));
+    }
+}

@@ -1,0 +1,149 @@
+//! Identify: who is asking. Maps sluice tokens to (team, user).
+//!
+//! Tokens are kept only as SHA-256 digests, in config and in memory, so a
+//! leaked config or core dump does not leak usable tokens.
+
+use std::collections::HashMap;
+
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+
+use crate::config::IdentityConfig;
+use crate::wire::Identity;
+
+pub struct IdentityTable {
+    by_digest: HashMap<[u8; 32], Identity>,
+    anonymous_team: Option<String>,
+}
+
+/// The outcome of identifying a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Caller<'a> {
+    /// A valid sluice token: sluice calls the provider with its own key.
+    Token(Identity),
+    /// No valid sluice token; `key` is whatever API key the client sent
+    /// (perhaps its own provider key).
+    Unknown { key: Option<&'a str> },
+}
+
+impl IdentityTable {
+    pub fn new(cfg: &IdentityConfig) -> IdentityTable {
+        let mut by_digest = HashMap::new();
+        for t in &cfg.tokens {
+            let mut digest = [0u8; 32];
+            // Config validation guarantees 64 hex characters.
+            if hex::decode_to_slice(&t.sha256, &mut digest).is_ok() {
+                by_digest.insert(
+                    digest,
+                    Identity {
+                        team: t.team.clone(),
+                        user: t.user.clone(),
+                    },
+                );
+            }
+        }
+        IdentityTable {
+            by_digest,
+            anonymous_team: cfg.anonymous_team.clone(),
+        }
+    }
+
+    pub fn identify<'a>(&self, headers: &'a HeaderMap) -> Caller<'a> {
+        let key = api_key(headers);
+        // An explicit sluice token header wins, so a client can send its own
+        // provider key as the API key and still be identified.
+        let token = headers
+            .get("x-sluice-token")
+            .and_then(|v| v.to_str().ok())
+            .or(key);
+        if let Some(identity) = token.and_then(|t| self.lookup(t)) {
+            return Caller::Token(identity.clone());
+        }
+        Caller::Unknown { key }
+    }
+
+    pub fn lookup(&self, token: &str) -> Option<&Identity> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.by_digest.get(&digest)
+    }
+
+    pub fn anonymous(&self) -> Option<Identity> {
+        self.anonymous_team.as_ref().map(|team| Identity {
+            team: team.clone(),
+            user: "anonymous".to_string(),
+        })
+    }
+
+    pub fn teams(&self) -> impl Iterator<Item = &str> {
+        self.by_digest
+            .values()
+            .map(|i| i.team.as_str())
+            .chain(self.anonymous_team.as_deref())
+    }
+}
+
+/// `Authorization: Bearer X` (OpenAI) or `x-api-key: X` (Anthropic).
+pub fn api_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {
+            return Some(v[7..].trim());
+        }
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TokenEntry;
+
+    fn table(anon: Option<&str>) -> IdentityTable {
+        IdentityTable::new(&IdentityConfig {
+            anonymous_team: anon.map(String::from),
+            tokens: vec![TokenEntry {
+                sha256: hash_token("slk-alice"),
+                team: "payments".into(),
+                user: "alice".into(),
+            }],
+        })
+    }
+
+    #[test]
+    fn bearer_and_x_api_key_identify() {
+        let t = table(None);
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "Bearer slk-alice".parse().unwrap());
+        assert_eq!(
+            t.identify(&h),
+            Caller::Token(Identity { team: "payments".into(), user: "alice".into() })
+        );
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", "slk-alice".parse().unwrap());
+        assert!(matches!(t.identify(&h), Caller::Token(_)));
+    }
+
+    #[test]
+    fn own_key_with_sluice_token_header() {
+        let t = table(None);
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "Bearer sk-client-own".parse().unwrap());
+        assert_eq!(t.identify(&h), Caller::Unknown { key: Some("sk-client-own") });
+        h.insert("x-sluice-token", "slk-alice".parse().unwrap());
+        assert!(matches!(t.identify(&h), Caller::Token(_)));
+    }
+
+    #[test]
+    fn anonymous_team() {
+        assert_eq!(table(None).anonymous(), None);
+        assert_eq!(table(Some("default")).anonymous().unwrap().team, "default");
+    }
+}

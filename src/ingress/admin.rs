@@ -1,0 +1,49 @@
+//! The admin listener: `/healthz` (the process is up), `/readyz` (it can
+//! take traffic: policies loaded, audit log writable, not shutting down) and
+//! `/metrics` (Prometheus text format).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::pipeline::{full, RespBody, Sluice};
+
+pub async fn run(sluice: Arc<Sluice>, metrics: PrometheusHandle, listener: TcpListener, shutdown: watch::Receiver<bool>) {
+    let stopping = shutdown.clone();
+    let handler = move |req: Request<Incoming>, _peer: SocketAddr| {
+        let resp = route(&sluice, &metrics, *stopping.borrow(), &req);
+        async move { resp }
+    };
+    super::serve(listener, handler, shutdown, Duration::from_secs(1)).await;
+}
+
+fn route(sluice: &Sluice, metrics: &PrometheusHandle, stopping: bool, req: &Request<Incoming>) -> Response<RespBody> {
+    match (req.method().as_str(), req.uri().path()) {
+        ("GET", "/healthz") => text(StatusCode::OK, "ok\n"),
+        ("GET", "/readyz") if stopping => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+        ("GET", "/readyz") if sluice.ready() => text(StatusCode::OK, "ready\n"),
+        ("GET", "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "audit log not writable\n"),
+        ("GET", "/metrics") => {
+            let mut resp = text(StatusCode::OK, &metrics.render());
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            resp
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<RespBody> {
+    let mut resp = Response::new(full(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp
+}

@@ -1,0 +1,737 @@
+//! PII detectors: email, payment card, US SSN, phone number and IBAN.
+//!
+//! Each regex only proposes candidates; the code after it decides, with the
+//! type's own checks (Luhn, issuer prefix, SSN allocation rules, mod-97),
+//! whether a candidate is reported and how confidently. All patterns use
+//! ASCII word boundaries (`(?-u:\b)`) so the regex crate can stay on its
+//! lazy DFA even on non-ASCII text.
+
+use std::ops::Range;
+
+use regex::Regex;
+
+use super::{
+    compile_builtin, context_near, finding, is_word_byte, joined_to_number, Category, Detector,
+    Finding, TextHints,
+};
+
+/// The PII detectors, in no particular order (`scan` sorts the output).
+pub(super) fn detectors() -> Vec<Box<dyn Detector>> {
+    vec![
+        Box::new(Email::new()),
+        Box::new(CreditCard::new()),
+        Box::new(UsSsn::new()),
+        Box::new(Phone::new()),
+        Box::new(Iban::new()),
+    ]
+}
+
+fn pii(
+    kind: &'static str,
+    segment: usize,
+    span: Range<usize>,
+    conf: f32,
+    v: &'static str,
+) -> Finding {
+    finding(Category::Pii, kind, segment, span, conf, v)
+}
+
+// ---------------------------------------------------------------- email
+
+/// Local part, '@', dot-separated labels, then a punycode or alphabetic TLD
+/// (punycode first: leftmost-first would otherwise stop at its "xn").
+const EMAIL: &str = r"(?-u:\b)[A-Za-z0-9._%+'\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.(?:xn--[A-Za-z0-9\-]{1,59}|[A-Za-z]{2,24})(?-u:\b)";
+const EMAIL_CONTEXT: &[&str] = &["email", "e-mail", "mail", "contact"];
+/// `icon@2x.png` style asset names look like addresses; these TLDs are
+/// file extensions in practice.
+const FILE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "bmp"];
+
+struct Email {
+    re: Regex,
+}
+
+impl Email {
+    fn new() -> Self {
+        Email {
+            re: compile_builtin(EMAIL),
+        }
+    }
+}
+
+impl Detector for Email {
+    fn may_match(&self, hints: &TextHints) -> bool {
+        hints.has_at
+    }
+
+    fn find(&self, text: &str, segment: usize, out: &mut Vec<Finding>) {
+        for m in self.re.find_iter(text) {
+            let addr = m.as_str();
+            let tld = addr.rsplit('.').next().unwrap_or("");
+            if FILE_EXTENSIONS.iter().any(|e| tld.eq_ignore_ascii_case(e)) {
+                continue;
+            }
+            let span = m.range();
+            let conf = if context_near(text, &span, EMAIL_CONTEXT) {
+                0.9
+            } else {
+                0.85
+            };
+            out.push(pii("email", segment, span, conf, "pattern"));
+        }
+    }
+}
+
+// ---------------------------------------------------------- credit card
+
+/// 13-19 contiguous digits, 4-4-4-(1..4)(-3), or Amex/Diners 4-6-(4|5).
+/// Separators are space or dash; the code requires one kind throughout.
+const CARD: &str = r"(?-u:\b)(?:[0-9]{13,19}|[0-9]{4}[ \-][0-9]{4}[ \-][0-9]{4}[ \-][0-9]{1,4}(?:[ \-][0-9]{3})?|[0-9]{4}[ \-][0-9]{6}[ \-][0-9]{4,5})(?-u:\b)";
+const CARD_CONTEXT: &[&str] = &[
+    "card",
+    "credit",
+    "debit",
+    "visa",
+    "mastercard",
+    "amex",
+    "payment",
+];
+
+struct CreditCard {
+    re: Regex,
+}
+
+impl CreditCard {
+    fn new() -> Self {
+        CreditCard {
+            re: compile_builtin(CARD),
+        }
+    }
+}
+
+impl Detector for CreditCard {
+    fn may_match(&self, hints: &TextHints) -> bool {
+        hints.has_digit
+    }
+
+    fn find(&self, text: &str, segment: usize, out: &mut Vec<Finding>) {
+        for m in self.re.find_iter(text) {
+            let span = m.range();
+            let Some(digits) = card_digits(m.as_str().as_bytes()) else {
+                continue;
+            };
+            let digits = digits.as_slice();
+            if joined_to_number(text, &span) || !issuer_accepts(digits) || !luhn_valid(digits) {
+                continue;
+            }
+            let conf = if context_near(text, &span, CARD_CONTEXT) {
+                0.95
+            } else {
+                0.9
+            };
+            out.push(pii("credit_card", segment, span, conf, "luhn"));
+        }
+    }
+}
+
+/// Up to 19 decimal digit values, kept on the stack.
+struct Digits {
+    buf: [u8; 19],
+    len: usize,
+}
+
+impl Digits {
+    fn as_slice(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// Digit values of a card candidate; `None` when it mixes separators or
+/// the digit count is outside 13..=19.
+fn card_digits(candidate: &[u8]) -> Option<Digits> {
+    let mut digits = Digits {
+        buf: [0; 19],
+        len: 0,
+    };
+    let mut separator = None;
+    for &b in candidate {
+        if b.is_ascii_digit() {
+            if digits.len == digits.buf.len() {
+                return None;
+            }
+            digits.buf[digits.len] = b - b'0';
+            digits.len += 1;
+        } else if *separator.get_or_insert(b) != b {
+            return None;
+        }
+    }
+    (13..=19).contains(&digits.len).then_some(digits)
+}
+
+/// Leading digits as a number (`d` holds digit values, `k <= d.len()`).
+fn prefix(d: &[u8], k: usize) -> u32 {
+    d[..k].iter().fold(0, |acc, &x| acc * 10 + u32::from(x))
+}
+
+/// Whether the number starts like a card of a major network, with a length
+/// that network issues.
+fn issuer_accepts(d: &[u8]) -> bool {
+    let n = d.len();
+    match d[0] {
+        4 => matches!(n, 13 | 16 | 19),
+        5 => (51..=55).contains(&prefix(d, 2)) && n == 16,
+        2 => (2221..=2720).contains(&prefix(d, 4)) && n == 16,
+        3 => {
+            let amex = matches!(prefix(d, 2), 34 | 37) && n == 15;
+            let jcb = (3528..=3589).contains(&prefix(d, 4)) && n >= 16;
+            let diners = matches!(prefix(d, 2), 36 | 38) || (300..=305).contains(&prefix(d, 3));
+            amex || jcb || (diners && n >= 14)
+        }
+        6 => {
+            let discover =
+                prefix(d, 4) == 6011 || prefix(d, 2) == 65 || (644..=649).contains(&prefix(d, 3));
+            discover && n >= 16
+        }
+        _ => false,
+    }
+}
+
+fn luhn_valid(d: &[u8]) -> bool {
+    let sum: u32 = d
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &x)| {
+            let x = u32::from(x);
+            if i % 2 == 1 {
+                let y = x * 2;
+                if y > 9 {
+                    y - 9
+                } else {
+                    y
+                }
+            } else {
+                x
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+// --------------------------------------------------------------- US SSN
+
+/// AAA-GG-SSSS; also spaced or bare, which the code only accepts near a
+/// context word because nine bare digits are too common otherwise.
+const SSN: &str = r"(?-u:\b)[0-9]{3}[ \-]?[0-9]{2}[ \-]?[0-9]{4}(?-u:\b)";
+const SSN_CONTEXT: &[&str] = &["ssn", "social security", "soc sec", "ss#", "ss #"];
+
+struct UsSsn {
+    re: Regex,
+}
+
+impl UsSsn {
+    fn new() -> Self {
+        UsSsn {
+            re: compile_builtin(SSN),
+        }
+    }
+}
+
+impl Detector for UsSsn {
+    fn may_match(&self, hints: &TextHints) -> bool {
+        hints.has_digit
+    }
+
+    fn find(&self, text: &str, segment: usize, out: &mut Vec<Finding>) {
+        for m in self.re.find_iter(text) {
+            let span = m.range();
+            let Some((dashed, area, group, serial)) = ssn_parts(m.as_str().as_bytes()) else {
+                continue;
+            };
+            if !ssn_allocatable(area, group, serial) || joined_to_number(text, &span) {
+                continue;
+            }
+            let context = context_near(text, &span, SSN_CONTEXT);
+            let conf = match (dashed, context) {
+                (true, true) => 0.95,
+                (true, false) => 0.85,
+                (false, true) => 0.9,
+                (false, false) => continue,
+            };
+            out.push(pii("us_ssn", segment, span, conf, "ssn_rules"));
+        }
+    }
+}
+
+/// (dashed, area, group, serial) of a candidate whose two separators agree:
+/// both dashes, both spaces, or none.
+fn ssn_parts(candidate: &[u8]) -> Option<(bool, u32, u32, u32)> {
+    let mut value = 0u32;
+    let mut separators = [0u8; 2];
+    let mut n_sep = 0;
+    for &b in candidate {
+        if b.is_ascii_digit() {
+            value = value * 10 + u32::from(b - b'0');
+        } else {
+            *separators.get_mut(n_sep)? = b;
+            n_sep += 1;
+        }
+    }
+    let dashed = match (n_sep, separators) {
+        (0, _) => false,
+        (2, [b'-', b'-']) => true,
+        (2, [b' ', b' ']) => false,
+        _ => return None,
+    };
+    Some((
+        dashed,
+        value / 1_000_000,
+        value / 10_000 % 100,
+        value % 10_000,
+    ))
+}
+
+/// SSA allocation rules plus the two numbers printed in every example.
+fn ssn_allocatable(area: u32, group: u32, serial: u32) -> bool {
+    let famous_fake = matches!((area, group, serial), (78, 5, 1120) | (123, 45, 6789));
+    area != 0 && area != 666 && area < 900 && group != 0 && serial != 0 && !famous_fake
+}
+
+// ---------------------------------------------------------------- phone
+
+/// NANP: optional +1/1, area code as "(AAA)" or "AAA" plus one consistent
+/// separator, exchange, line. International: '+', country code, then digit
+/// groups with optional single separators or a parenthesised group.
+const PHONE: &str = concat!(
+    r"(?:\+?1[ .\-]?)?",
+    r"(?:\([2-9][0-9]{2}\) ?[2-9][0-9]{2}[ .\-]|[2-9][0-9]{2}-[2-9][0-9]{2}-",
+    r"|[2-9][0-9]{2}\.[2-9][0-9]{2}\.|[2-9][0-9]{2} [2-9][0-9]{2} )[0-9]{4}(?-u:\b)",
+    r"|\+[1-9][0-9]*(?:(?:[ .\-]?\([0-9]{1,4}\))?[ .\-]?[0-9]+)*(?-u:\b)",
+);
+const PHONE_CONTEXT: &[&str] = &[
+    "phone",
+    "telephone",
+    "tel:",
+    "tel.",
+    "tel ",
+    "mobile",
+    "cell",
+    "call",
+    "fax",
+    "whatsapp",
+    "sms",
+    "contact",
+];
+
+struct Phone {
+    re: Regex,
+}
+
+impl Phone {
+    fn new() -> Self {
+        Phone {
+            re: compile_builtin(PHONE),
+        }
+    }
+}
+
+impl Detector for Phone {
+    fn may_match(&self, hints: &TextHints) -> bool {
+        hints.has_digit
+    }
+
+    fn find(&self, text: &str, segment: usize, out: &mut Vec<Finding>) {
+        let bytes = text.as_bytes();
+        for m in self.re.find_iter(text) {
+            let span = m.range();
+            // The regex cannot demand a boundary before '(' or '+', so the
+            // left edge is checked here: no word byte and no '+' glued on.
+            if span.start > 0
+                && (is_word_byte(bytes[span.start - 1]) || bytes[span.start - 1] == b'+')
+            {
+                continue;
+            }
+            if joined_to_number(text, &span) {
+                continue;
+            }
+            let s = m.as_str().as_bytes();
+            let nanp = !s.starts_with(b"+")
+                || s.starts_with(b"+1 ")
+                || s.starts_with(b"+1-")
+                || s.starts_with(b"+1.")
+                || s.starts_with(b"+1(");
+            if !nanp || !nanp_shape(s) {
+                // E.164: country code plus 7-14 digits; dotted forms need
+                // several dots so decimals such as "+3.14159" stay out.
+                let digits = s.iter().filter(|b| b.is_ascii_digit()).count();
+                let dots = s.iter().filter(|&&b| b == b'.').count();
+                if !(8..=15).contains(&digits) || dots == 1 {
+                    continue;
+                }
+            }
+            let conf = match (nanp, context_near(text, &span, PHONE_CONTEXT)) {
+                (true, false) => 0.7,
+                (true, true) => 0.85,
+                (false, false) => 0.65,
+                (false, true) => 0.8,
+            };
+            out.push(pii("phone", segment, span, conf, "pattern"));
+        }
+    }
+}
+
+/// True for a NANP match: exactly ten digits after an optional leading 1.
+fn nanp_shape(s: &[u8]) -> bool {
+    let digits = s.iter().filter(|b| b.is_ascii_digit()).count();
+    digits == 10 || (digits == 11 && s.iter().find(|b| b.is_ascii_digit()) == Some(&b'1'))
+}
+
+// ----------------------------------------------------------------- IBAN
+
+/// Country, check digits, then the BBAN compact or in groups of four.
+const IBAN: &str =
+    r"(?-u:\b)[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?)(?-u:\b)";
+const IBAN_CONTEXT: &[&str] = &["iban", "account", "bank", "konto", "transfer", "wire"];
+
+struct Iban {
+    re: Regex,
+}
+
+impl Iban {
+    fn new() -> Self {
+        Iban {
+            re: compile_builtin(IBAN),
+        }
+    }
+}
+
+impl Detector for Iban {
+    fn may_match(&self, hints: &TextHints) -> bool {
+        hints.has_digit
+    }
+
+    fn find(&self, text: &str, segment: usize, out: &mut Vec<Finding>) {
+        for m in self.re.find_iter(text) {
+            let s = m.as_str().as_bytes();
+            let Some(expected) = iban_length([s[0], s[1]]) else {
+                continue;
+            };
+            // Collect exactly `expected` characters. A spaced candidate may
+            // run on into a following word ("... 7034 DATA"); cut it at the
+            // group boundary where the country's length ends.
+            let mut compact = [0u8; 34];
+            let mut n = 0;
+            let mut end = 0;
+            for (i, &b) in s.iter().enumerate() {
+                if b == b' ' {
+                    continue;
+                }
+                if n == expected {
+                    break;
+                }
+                compact[n] = b;
+                n += 1;
+                end = i + 1;
+            }
+            if n != expected || (end < s.len() && s[end] != b' ') {
+                continue;
+            }
+            if !mod97_valid(&compact[..n]) {
+                continue;
+            }
+            let span = m.start()..m.start() + end;
+            let conf = if context_near(text, &span, IBAN_CONTEXT) {
+                0.95
+            } else {
+                0.9
+            };
+            out.push(pii("iban", segment, span, conf, "mod97"));
+        }
+    }
+}
+
+/// ISO 13616 length for countries whose IBANs we recognise.
+fn iban_length(country: [u8; 2]) -> Option<usize> {
+    let n = match &country {
+        b"NO" => 15,
+        b"BE" => 16,
+        b"DK" | b"FI" | b"FO" | b"GL" | b"NL" => 18,
+        b"MK" | b"SI" => 19,
+        b"AT" | b"BA" | b"EE" | b"KZ" | b"LT" | b"LU" | b"XK" => 20,
+        b"CH" | b"HR" | b"LI" | b"LV" => 21,
+        b"BG" | b"BH" | b"CR" | b"DE" | b"GB" | b"GE" | b"IE" | b"ME" | b"RS" => 22,
+        b"AE" | b"GI" | b"IL" => 23,
+        b"AD" | b"CZ" | b"ES" | b"MD" | b"PK" | b"RO" | b"SA" | b"SE" | b"SK" | b"TN" | b"VG" => 24,
+        b"PT" => 25,
+        b"IS" | b"TR" => 26,
+        b"FR" | b"GR" | b"IT" | b"MC" | b"SM" => 27,
+        b"AL" | b"AZ" | b"CY" | b"DO" | b"GT" | b"HU" | b"LB" | b"PL" => 28,
+        b"BR" | b"EG" | b"QA" | b"UA" => 29,
+        b"JO" | b"KW" | b"MU" => 30,
+        b"MT" => 31,
+        _ => return None,
+    };
+    Some(n)
+}
+
+/// ISO 7064 mod 97-10 over an uppercase alphanumeric IBAN: move the first
+/// four characters to the end, read letters as 10..=35, remainder must be 1.
+fn mod97_valid(iban: &[u8]) -> bool {
+    let (head, tail) = iban.split_at(4);
+    let rem = tail.iter().chain(head).fold(0u32, |r, &b| match b {
+        b'0'..=b'9' => (r * 10 + u32::from(b - b'0')) % 97,
+        _ => (r * 100 + u32::from(b - b'A' + 10)) % 97,
+    });
+    rem == 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kinds and exact spans found by one detector.
+    fn hits(d: &dyn Detector, text: &str) -> Vec<(Range<usize>, f32, &'static str)> {
+        let mut out = Vec::new();
+        d.find(text, 0, &mut out);
+        out.into_iter()
+            .map(|f| (f.span, f.confidence, f.validator))
+            .collect()
+    }
+
+    fn spans(d: &dyn Detector, text: &str) -> Vec<Range<usize>> {
+        hits(d, text).into_iter().map(|h| h.0).collect()
+    }
+
+    #[test]
+    fn email_positives() {
+        let d = Email::new();
+        assert_eq!(spans(&d, "info@presidio.site"), vec![0..18]);
+        assert_eq!(
+            spans(
+                &d,
+                "try one of these emails: info@presidio.site or anotherinfo@presidio.site"
+            ),
+            vec![25..43, 47..72]
+        );
+        assert_eq!(
+            spans(&d, "my email is user@xn--80ak6aa92e.com today"),
+            vec![12..35]
+        );
+        assert_eq!(spans(&d, "a@xn--d1acufc.xn--p1ai"), vec![0..22]);
+        assert_eq!(
+            spans(&d, "<jane.o'neil+tag@mail.example.co.uk>"),
+            vec![1..35]
+        );
+        let h = hits(&d, "email: a.b@example.com");
+        assert_eq!(h, vec![(7..22, 0.9, "pattern")]);
+        assert_eq!(hits(&d, "ping a.b@example.com")[0].1, 0.85);
+    }
+
+    #[test]
+    fn email_negatives() {
+        let d = Email::new();
+        assert!(spans(&d, "my email is info@presidio.").is_empty());
+        assert!(spans(&d, "this is not an email: hello-world here").is_empty());
+        assert!(spans(&d, "use @decorator and user@localhost").is_empty());
+        assert!(spans(&d, "assets/icon@2x.png and logo@3x.PNG").is_empty());
+        assert!(spans(&d, "npm i lodash@4.17.21").is_empty());
+    }
+
+    #[test]
+    fn card_positives_with_and_without_separators() {
+        let d = CreditCard::new();
+        let text = "4012888888881881 4012-8888-8888-1881 4012 8888 8888 1881";
+        assert_eq!(spans(&d, text), vec![0..16, 17..36, 37..56]);
+        for number in [
+            "371449635398431",
+            "3782 822463 10005",
+            "5555555555554444",
+            "2221000000000009",
+            "30569309025904",
+            "6011000400000000",
+            "3528000700000000",
+            "4222222222222",
+        ] {
+            assert_eq!(spans(&d, number), vec![0..number.len()], "{number}");
+        }
+        assert_eq!(
+            hits(&d, "my credit card: 4111 1111 1111 1111."),
+            vec![(16..35, 0.95, "luhn")]
+        );
+        assert_eq!(hits(&d, "ref 4111111111111111")[0].1, 0.9);
+    }
+
+    #[test]
+    fn card_negatives() {
+        let d = CreditCard::new();
+        // Luhn fails.
+        assert!(spans(&d, "my credit card number is 4012-8888-8888-1882").is_empty());
+        assert!(spans(&d, "36168002586008").is_empty());
+        // Luhn passes but no major-network prefix (UATP, Maestro, Dankort).
+        assert!(spans(&d, "122000000000003 6759649826438453 5019717010103742").is_empty());
+        // Amex prefix at the wrong length.
+        assert!(spans(&d, "3704004405320130").is_empty());
+        // Mixed separators, and digits glued to a longer number.
+        assert!(spans(&d, "4111-1111 1111-1111").is_empty());
+        assert!(spans(&d, "1.4111111111111111 and 4111111111111111.2").is_empty());
+        assert!(spans(&d, "order 41111111111111119999").is_empty());
+    }
+
+    #[test]
+    fn ssn_dashed_needs_no_context() {
+        let d = UsSsn::new();
+        assert_eq!(
+            hits(&d, "id 219-09-9999 on file"),
+            vec![(3..14, 0.85, "ssn_rules")]
+        );
+        assert_eq!(
+            hits(&d, "SSN: 078-05-1123"),
+            vec![(5..16, 0.95, "ssn_rules")]
+        );
+    }
+
+    #[test]
+    fn ssn_spaced_or_bare_needs_context() {
+        let d = UsSsn::new();
+        assert!(spans(&d, "abc 078 05 1123 abc").is_empty());
+        assert!(spans(&d, "078051123").is_empty());
+        assert_eq!(
+            hits(&d, "ssn 078 05 1123 abc"),
+            vec![(4..15, 0.9, "ssn_rules")]
+        );
+        assert_eq!(spans(&d, "social security number 078051123"), vec![23..32]);
+    }
+
+    #[test]
+    fn ssn_structural_rejects() {
+        let d = UsSsn::new();
+        for bad in [
+            "ssn 000-12-3456",
+            "ssn 666-12-3456",
+            "ssn 900-12-3456",
+            "ssn 999-12-3456",
+            "ssn 123-00-4567",
+            "ssn 123-45-0000",
+            "ssn 078-05-1120",
+            "ssn 123-45-6789",
+            "ssn 078-051121",
+            "ssn 078 05-1123",
+            "ssn 0780511201",
+            "v1.219-09-9999",
+        ] {
+            assert!(spans(&d, bad).is_empty(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn phone_nanp_formats() {
+        let d = Phone::new();
+        let text = "My US number is (415) 555-0132, and my international one is +1 415 555 0132";
+        assert_eq!(spans(&d, text), vec![16..30, 60..75]);
+        assert_eq!(spans(&d, "_: (415)555-0132"), vec![3..16]);
+        assert_eq!(spans(&d, "US: 415-555-0132"), vec![4..16]);
+        assert_eq!(
+            spans(&d, "dial 1-800-555-1234 or 415.555.0132"),
+            vec![5..19, 23..35]
+        );
+        assert_eq!(hits(&d, "phone: 415-555-0132")[0].1, 0.85);
+        assert_eq!(hits(&d, "see 415-555-0132")[0].1, 0.7);
+    }
+
+    #[test]
+    fn phone_international_formats() {
+        let d = Phone::new();
+        for (number, len) in [
+            ("+44 (20) 7123 4567", 18),
+            ("+91 4155550132", 14),
+            ("+55 11 98456 5666", 17),
+            ("+49 30 1234567", 14),
+            ("+33 1 42 68 53 00", 17),
+            ("+30 21 0 1234567", 16),
+            ("+14155550132", 12),
+        ] {
+            let text = format!("reach me at {number}, thanks");
+            assert_eq!(spans(&d, &text), vec![12..12 + len], "{number}");
+        }
+    }
+
+    #[test]
+    fn phone_negatives() {
+        let d = Phone::new();
+        for text in [
+            "4155550132",
+            "order 13812345678",
+            "version 415.555.0132.7",
+            "v415-555-0132",
+            "x+3.14159265",
+            " +3.14159265",
+            "id 123-456-7890",
+            "+12345",
+            "2024-05-17 and 10.0.0.1",
+            "release 2.415.555.0132",
+        ] {
+            assert!(spans(&d, text).is_empty(), "{text}");
+        }
+    }
+
+    #[test]
+    fn iban_positives() {
+        let d = Iban::new();
+        for iban in [
+            "DE89370400440532013000",
+            "DE89 3704 0044 0532 0130 00",
+            "GB82 WEST 1234 5698 7654 32",
+            "FR14 2004 1010 0505 0001 3M02 606",
+            "NL91ABNA0417164300",
+            "BE68 5390 0754 7034",
+            "CH9300762011623852957",
+            "PL61 1090 1014 0000 0712 1981 2874",
+            "ES9121000418450200051332",
+            "IT60X0542811101000000123456",
+            "AT611904300234573201",
+            "SE4550000000058398257466",
+            "IE29AIBK93115212345678",
+        ] {
+            assert_eq!(
+                hits(&d, iban),
+                vec![(0..iban.len(), 0.9, "mod97")],
+                "{iban}"
+            );
+        }
+        assert_eq!(hits(&d, "IBAN: DE89370400440532013000")[0].1, 0.95);
+    }
+
+    #[test]
+    fn iban_spaced_run_on_is_cut_at_country_length() {
+        let d = Iban::new();
+        assert_eq!(spans(&d, "BE68 5390 0754 7034 DATA follows"), vec![0..19]);
+    }
+
+    #[test]
+    fn iban_negatives() {
+        let d = Iban::new();
+        for text in [
+            "DE88370400440532013000",
+            "DE89 3704 0044 0532 0130 01",
+            "DE8937040044053201300",
+            "DE893704004405320130001",
+            "US12345678901234567890",
+            "XX89370400440532013000",
+            "de89370400440532013000",
+            "DE89 3704 0044 0532 0130 00XYZ",
+        ] {
+            assert!(spans(&d, text).is_empty(), "{text}");
+        }
+    }
+
+    #[test]
+    fn luhn_and_mod97_helpers() {
+        assert!(luhn_valid(&[
+            4, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1
+        ]));
+        assert!(!luhn_valid(&[
+            4, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2
+        ]));
+        assert!(mod97_valid(b"GB82WEST12345698765432"));
+        assert!(!mod97_valid(b"GB82WEST12345698765433"));
+    }
+}

@@ -1,0 +1,374 @@
+//! The `sluice` command line: serve, policy, audit, token.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use sluice::audit::{AuditFilter, AuditLog, StoredRecord};
+use sluice::config::Config;
+use sluice::inspect::{Detectors, Dictionary};
+use sluice::pipeline::Sluice;
+use sluice::policy::{PolicySet, Signals};
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Policy-driven egress gate for LLM traffic")]
+struct Cli {
+    /// Config file (sluice.yaml). Without one, sluice runs on its embedded defaults.
+    #[arg(long, global = true, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway and admin listeners.
+    Serve,
+    /// Lint and try out team policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Read and verify the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Make and hash sluice tokens for `identity.tokens`.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate every policy file; errors name file, line and reason.
+    Check {
+        /// Policy directory (default: `policies_dir` from the config).
+        dir: Option<PathBuf>,
+    },
+    /// Show the decision a team's policy makes for a prompt.
+    Test {
+        #[arg(long)]
+        team: String,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value = "gpt-4o")]
+        model: String,
+        #[arg(long, default_value = "openai")]
+        provider: String,
+        /// Policy directory (default: `policies_dir` from the config).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct AuditDir {
+    /// Audit log directory (default: `audit.dir` from the config).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// List records, oldest first.
+    Query {
+        /// RFC 3339 time, or a duration back from now (`15m`, `2h`, `7d`).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        team: Option<String>,
+        /// cloud | local | block | error | sluice
+        #[arg(long)]
+        decision: Option<String>,
+        /// Only the newest N records.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: AuditDir,
+    },
+    /// Check the hash chain; exits 1 and names the first bad record.
+    Verify {
+        #[command(flatten)]
+        dir: AuditDir,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print the SHA-256 of a token, as `identity.tokens[].sha256` wants it.
+    Hash { token: String },
+    /// Make a new random token and print it with its config entry.
+    New {
+        #[arg(long)]
+        team: String,
+        #[arg(long)]
+        user: String,
+    },
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => serve(config),
+        Command::Policy(PolicyCommand::Check { dir }) => policy_check(dir.as_deref().unwrap_or(&config.policies_dir)),
+        Command::Policy(PolicyCommand::Test { team, prompt, model, provider, dir, json }) => {
+            policy_test(dir.as_deref().unwrap_or(&config.policies_dir), &team, &prompt, &model, &provider, json)
+        }
+        Command::Audit(AuditCommand::Query { since, until, team, decision, limit, json, dir }) => {
+            let filter = AuditFilter {
+                since_ms: since.as_deref().map(parse_time).transpose()?,
+                until_ms: until.as_deref().map(parse_time).transpose()?,
+                team,
+                decision,
+                limit,
+            };
+            audit_query(&audit_open(dir.dir.as_deref().unwrap_or(&config.audit.dir))?, &filter, json)
+        }
+        Command::Audit(AuditCommand::Verify { dir }) => {
+            audit_verify(&audit_open(dir.dir.as_deref().unwrap_or(&config.audit.dir))?)
+        }
+        Command::Token(TokenCommand::Hash { token }) => {
+            println!("{}", sluice::identity::hash_token(&token));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token(TokenCommand::New { team, user }) => token_new(&team, &user),
+    }
+}
+
+fn serve(config: Config) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let metrics = sluice::telemetry::install()?;
+        let gateway_addr = config.gateway.listen;
+        let admin_addr = config.admin.listen;
+        let sluice = Sluice::build(config)?;
+        let gateway = tokio::net::TcpListener::bind(gateway_addr)
+            .await
+            .with_context(|| format!("cannot listen on {gateway_addr} (gateway)"))?;
+        let admin = tokio::net::TcpListener::bind(admin_addr)
+            .await
+            .with_context(|| format!("cannot listen on {admin_addr} (admin)"))?;
+        tracing::info!(gateway = %gateway_addr, admin = %admin_addr, "sluice is serving");
+
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let upkeep = metrics.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                upkeep.run_upkeep();
+            }
+        });
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: no new connections, finishing requests in flight");
+            let _ = stop_tx.send(true);
+        });
+        let admin_task = tokio::spawn(sluice::ingress::admin::run(sluice.clone(), metrics, admin, stop_rx.clone()));
+        sluice::ingress::gateway::run(sluice.clone(), gateway, stop_rx).await;
+        let _ = admin_task.await;
+        sluice.audit().flush().context("cannot flush the audit log")?;
+        tracing::info!(records = sluice.audit().len(), "audit log flushed; bye");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops sluice");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn policy_check(dir: &Path) -> Result<ExitCode> {
+    match PolicySet::load_dir(dir) {
+        Ok(set) => {
+            let teams: Vec<&str> = set.teams().collect();
+            println!("{}: {} team policies OK ({})", dir.display(), set.len(), teams.join(", "));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            eprintln!("{} error(s) in {}", errors.0.len(), dir.display());
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn policy_test(dir: &Path, team: &str, prompt: &str, model: &str, provider: &str, json: bool) -> Result<ExitCode> {
+    let set = PolicySet::load_dir(dir).map_err(|e| anyhow::anyhow!("policies in {} are invalid:\n{e}", dir.display()))?;
+    let Some(policy) = set.team(team) else {
+        bail!("no policy for team `{team}` in {}", dir.display());
+    };
+    let dictionary = if policy.dictionary_terms().is_empty() {
+        None
+    } else {
+        Some(Dictionary::new(policy.dictionary_terms())?)
+    };
+    let segments = [prompt];
+    let findings = Detectors::new().scan(dictionary.as_ref(), &segments);
+    let prompt_tokens = sluice::wire::CanonicalRequest::estimated_prompt_tokens(&segments);
+    let decision = policy.decide(&Signals { findings: &findings, requested_model: model, provider, prompt_tokens });
+    if json {
+        let findings: Vec<_> = findings
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "category": f.category, "type": f.kind, "start": f.span.start, "end": f.span.end,
+                    "confidence": f.confidence, "validator": f.validator,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "team": team, "decision": decision.action, "rule": decision.rule, "reason": decision.reason,
+            "prompt_tokens": prompt_tokens, "findings": findings,
+        });
+        println!("{out}");
+    } else {
+        println!("decision: {}", decision.action.as_str());
+        println!("rule:     {}", decision.rule);
+        println!("reason:   {}", decision.reason);
+        println!("tokens:   {prompt_tokens} (estimated)");
+        if findings.is_empty() {
+            println!("findings: none");
+        } else {
+            println!("findings:");
+            for f in &findings {
+                println!(
+                    "  {:<15} bytes {}..{}  confidence {:.2}  ({})",
+                    f.kind, f.span.start, f.span.end, f.confidence, f.validator
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn audit_open(dir: &Path) -> Result<AuditLog> {
+    if !dir.exists() {
+        bail!("no audit log at {} (has sluice served any request there?)", dir.display());
+    }
+    Ok(AuditLog::open(dir)?)
+}
+
+fn audit_query(log: &AuditLog, filter: &AuditFilter, json: bool) -> Result<ExitCode> {
+    let records = log.query(filter)?;
+    if json {
+        for r in &records {
+            println!("{}", serde_json::to_string(r)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:>6}  {:<24} {:<12} {:<12} {:<8} {:<20} {:>6} {:<22} {:>10}  findings",
+        "seq", "time (UTC)", "team", "user", "decision", "rule", "status", "model", "total_ms"
+    );
+    for r in &records {
+        print_record(r);
+    }
+    eprintln!("{} record(s)", records.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_record(s: &StoredRecord) {
+    let r = &s.record;
+    let time = humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(r.time_unix_ms));
+    let findings: Vec<String> = r.findings.iter().map(|(k, n)| format!("{k}={n}")).collect();
+    println!(
+        "{:>6}  {:<24} {:<12} {:<12} {:<8} {:<20} {:>6} {:<22} {:>10.3}  {}",
+        s.seq,
+        time.to_string(),
+        r.team,
+        r.user,
+        r.decision,
+        r.rule,
+        r.status,
+        r.model_requested,
+        r.latency_us.total as f64 / 1000.0,
+        findings.join(",")
+    );
+}
+
+fn audit_verify(log: &AuditLog) -> Result<ExitCode> {
+    let report = log.verify()?;
+    match report.first_bad {
+        None => {
+            println!("audit log OK: {} record(s), hash chain intact", report.checked);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(bad) => {
+            println!("audit log TAMPERED: record {}: {}", bad.seq, bad.reason);
+            println!("({} record(s) before it verified)", report.checked);
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn token_new(team: &str, user: &str) -> Result<ExitCode> {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("cannot read /dev/urandom")?;
+    let token = format!("slk-{}", hex::encode(bytes));
+    println!("token (give it to {user}; it is not stored anywhere): {token}");
+    println!("config entry for identity.tokens:");
+    println!("  - {{ sha256: \"{}\", team: \"{team}\", user: \"{user}\" }}", sluice::identity::hash_token(&token));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// RFC 3339, or a duration meaning that long before now.
+fn parse_time(s: &str) -> Result<u64> {
+    let t = match humantime::parse_rfc3339_weak(s) {
+        Ok(t) => t,
+        Err(_) => {
+            let back = humantime::parse_duration(s)
+                .with_context(|| format!("`{s}` is neither an RFC 3339 time nor a duration like 15m"))?;
+            SystemTime::now() - back
+        }
+    };
+    Ok(t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0))
+}

@@ -1,0 +1,152 @@
+//! Anthropic messages (`POST /v1/messages`) request parsing.
+
+use serde_json::{Map, Value};
+
+use super::json::{array, join, model, object, opt_bool, opt_str, opt_u64, text_of};
+use super::{parse_json, Api, CanonicalRequest, Identity, Message, ParseError, Part, Role, Tool};
+
+pub fn parse_messages(body: &[u8]) -> Result<CanonicalRequest, ParseError> {
+    let obj = parse_json(body)?;
+    let model = model(&obj)?;
+    let system = match obj.get("system") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(blocks)) => {
+            let mut out = Vec::new();
+            for (i, b) in blocks.iter().enumerate() {
+                for p in block(b, &format!("system[{i}]"))? {
+                    if let Part::Text(t) = p {
+                        out.push(t);
+                    }
+                }
+            }
+            out
+        }
+        Some(_) => return Err(ParseError::invalid("system", "must be a string or an array of text blocks")),
+    };
+    let mut messages = Vec::new();
+    for (i, m) in array(&obj, "messages")?.iter().enumerate() {
+        let path = format!("messages[{i}]");
+        let m = object(m, &path)?;
+        let role = match opt_str(m, "role", &path)? {
+            Some("user") => Role::User,
+            Some("assistant") => Role::Assistant,
+            Some(other) => {
+                return Err(ParseError::invalid(join(&path, "role"), format!("must be `user` or `assistant`, not `{other}`")))
+            }
+            None => return Err(ParseError::invalid(join(&path, "role"), "is required")),
+        };
+        let parts = match m.get("content") {
+            None | Some(Value::Null) => return Err(ParseError::invalid(join(&path, "content"), "is required")),
+            Some(Value::String(s)) => vec![Part::Text(s.clone())],
+            Some(Value::Array(blocks)) => {
+                let mut parts = Vec::with_capacity(blocks.len());
+                for (j, b) in blocks.iter().enumerate() {
+                    parts.extend(block(b, &format!("{path}.content[{j}]"))?);
+                }
+                parts
+            }
+            Some(_) => {
+                return Err(ParseError::invalid(join(&path, "content"), "must be a string or an array of content blocks"))
+            }
+        };
+        messages.push(Message { role, parts });
+    }
+    let mut tools = Vec::new();
+    if let Some(list) = obj.get("tools").filter(|v| !v.is_null()) {
+        let list = list.as_array().ok_or_else(|| ParseError::invalid("tools", "must be an array"))?;
+        for (i, t) in list.iter().enumerate() {
+            let path = format!("tools[{i}]");
+            let t = object(t, &path)?;
+            tools.push(Tool {
+                name: opt_str(t, "name", &path)?.unwrap_or("").to_string(),
+                description: opt_str(t, "description", &path)?.unwrap_or("").to_string(),
+                parameters: t.get("input_schema").cloned().unwrap_or(Value::Null),
+            });
+        }
+    }
+    Ok(CanonicalRequest {
+        api: Api::AnthropicMessages,
+        model,
+        system,
+        messages,
+        tools,
+        stream: opt_bool(&obj, "stream")?,
+        max_tokens: opt_u64(&obj, "max_tokens")?,
+        identity: Identity::default(),
+    })
+}
+
+/// One content block; tool results nest blocks of their own.
+fn block(b: &Value, path: &str) -> Result<Vec<Part>, ParseError> {
+    let b: &Map<String, Value> = object(b, path)?;
+    Ok(match opt_str(b, "type", path)? {
+        Some("text") => vec![Part::Text(opt_str(b, "text", path)?.unwrap_or("").to_string())],
+        Some("thinking") => vec![Part::Text(opt_str(b, "thinking", path)?.unwrap_or("").to_string())],
+        Some("tool_use") | Some("server_tool_use") => vec![Part::ToolCall {
+            id: opt_str(b, "id", path)?.unwrap_or("").to_string(),
+            name: opt_str(b, "name", path)?.unwrap_or("").to_string(),
+            arguments: b.get("input").map(text_of).unwrap_or_default(),
+        }],
+        Some("tool_result") => {
+            let call_id = opt_str(b, "tool_use_id", path)?.unwrap_or("").to_string();
+            let content = match b.get("content") {
+                Some(Value::Array(inner)) => {
+                    let mut texts = Vec::new();
+                    for (k, ib) in inner.iter().enumerate() {
+                        for p in block(ib, &format!("{path}.content[{k}]"))? {
+                            if let Part::Text(t) = p {
+                                texts.push(t);
+                            }
+                        }
+                    }
+                    texts.join("\n")
+                }
+                Some(v) => text_of(v),
+                None => String::new(),
+            };
+            vec![Part::ToolResult { call_id, content }]
+        }
+        Some("redacted_thinking") => Vec::new(),
+        Some(kind) => vec![Part::Attachment { kind: kind.to_string() }],
+        None => return Err(ParseError::invalid(join(path, "type"), "is required")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_blocks_tools_and_system() {
+        let body = br#"{
+            "model": "claude-sonnet-4-5", "max_tokens": 100,
+            "system": [{"type": "text", "text": "sys"}],
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "lookup", "input": {"q": "x"}}]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "found"}]},
+                    {"type": "image", "source": {"type": "base64", "data": "AAAA"}}]}
+            ],
+            "tools": [{"name": "lookup", "description": "look up", "input_schema": {"type": "object"}}]
+        }"#;
+        let req = parse_messages(body).unwrap();
+        assert_eq!(req.system, vec!["sys".to_string()]);
+        assert!(!req.stream);
+        assert_eq!(req.max_tokens, Some(100));
+        assert_eq!(
+            req.messages[1].parts[0],
+            Part::ToolCall { id: "t1".into(), name: "lookup".into(), arguments: "{\"q\":\"x\"}".into() }
+        );
+        assert_eq!(req.messages[2].parts[0], Part::ToolResult { call_id: "t1".into(), content: "found".into() });
+        assert_eq!(req.messages[2].parts[1], Part::Attachment { kind: "image".into() });
+        assert_eq!(req.text_segments(), vec!["sys", "hi", "{\"q\":\"x\"}", "found", "look up"]);
+    }
+
+    #[test]
+    fn rejects_system_role_in_messages() {
+        let body = br#"{"model":"m","max_tokens":1,"messages":[{"role":"system","content":"x"}]}"#;
+        assert!(parse_messages(body).unwrap_err().to_string().contains("messages[0].role"));
+    }
+}

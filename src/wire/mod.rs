@@ -1,0 +1,367 @@
+//! Provider wire formats: parse requests into one canonical request, and
+//! render sluice's own answers (errors, model lists) the way the client spoke.
+//!
+//! Only the fields that matter for inspection and routing are lifted into
+//! [`CanonicalRequest`]; the original body is kept by the caller and
+//! forwarded unchanged, so unknown or future fields survive the trip.
+
+pub mod anthropic;
+pub mod openai;
+
+use bytes::Bytes;
+use http::StatusCode;
+
+/// Which client API a request arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    OpenAiChat,
+    AnthropicMessages,
+}
+
+impl Api {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::OpenAiChat => "openai.chat_completions",
+            Api::AnthropicMessages => "anthropic.messages",
+        }
+    }
+
+    /// The provider a request on this API is dispatched to.
+    pub fn provider(self) -> &'static str {
+        match self {
+            Api::OpenAiChat => "openai",
+            Api::AnthropicMessages => "anthropic",
+        }
+    }
+
+    /// The wire format used for sluice's own answers on this API.
+    pub fn format(self) -> Format {
+        match self {
+            Api::OpenAiChat => Format::OpenAi,
+            Api::AnthropicMessages => Format::Anthropic,
+        }
+    }
+}
+
+/// Who is asking; filled in by the identify step.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub team: String,
+    pub user: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Part {
+    Text(String),
+    /// Non-text content (images, documents, audio); only its kind is kept.
+    Attachment { kind: String },
+    ToolCall { id: String, name: String, arguments: String },
+    ToolResult { call_id: String, content: String },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    pub role: Role,
+    pub parts: Vec<Part>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tool {
+    pub name: String,
+    pub description: String,
+    pub parameters: serde_json::Value,
+}
+
+/// One request, whatever format it came in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CanonicalRequest {
+    pub api: Api,
+    pub model: String,
+    pub system: Vec<String>,
+    pub messages: Vec<Message>,
+    pub tools: Vec<Tool>,
+    pub stream: bool,
+    pub max_tokens: Option<u64>,
+    pub identity: Identity,
+}
+
+impl CanonicalRequest {
+    /// Every piece of text that reaches the model, in a fixed order; the
+    /// inspector reports findings by index into this list.
+    pub fn text_segments(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self.system.iter().map(String::as_str).collect();
+        for m in &self.messages {
+            for p in &m.parts {
+                match p {
+                    Part::Text(t) => out.push(t),
+                    Part::ToolCall { arguments, .. } => out.push(arguments),
+                    Part::ToolResult { content, .. } => out.push(content),
+                    Part::Attachment { .. } => {}
+                }
+            }
+        }
+        for t in &self.tools {
+            out.push(&t.description);
+        }
+        out.retain(|s| !s.is_empty());
+        out
+    }
+
+    /// Rough token count (about four bytes per token for English and code)
+    /// until a real tokenizer is wired in.
+    pub fn estimated_prompt_tokens(segments: &[&str]) -> u64 {
+        segments.iter().map(|s| (s.len() as u64).div_ceil(4)).sum()
+    }
+}
+
+/// Why a body could not be turned into a canonical request.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ParseError {
+    #[error("request body is not valid UTF-8 (invalid byte at offset {0})")]
+    InvalidUtf8(usize),
+    #[error("request body is not valid JSON: {0}")]
+    Json(String),
+    #[error("request JSON is nested too deeply")]
+    TooDeep,
+    #[error("request body must be a JSON object")]
+    NotAnObject,
+    #[error("missing required field `{0}`")]
+    Missing(&'static str),
+    #[error("`{field}` {problem}")]
+    Invalid { field: String, problem: String },
+}
+
+impl ParseError {
+    fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        ParseError::Invalid {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Decode a body into JSON with errors a client can act on.
+pub(crate) fn parse_json(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, ParseError> {
+    let text = std::str::from_utf8(body).map_err(|e| ParseError::InvalidUtf8(e.valid_up_to()))?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        // serde_json stops at depth 128 and says so; name it plainly.
+        if e.to_string().contains("recursion limit") {
+            ParseError::TooDeep
+        } else {
+            ParseError::Json(e.to_string())
+        }
+    })?;
+    match value {
+        serde_json::Value::Object(map) => Ok(map),
+        _ => Err(ParseError::NotAnObject),
+    }
+}
+
+/// The answer formats sluice renders itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    OpenAi,
+    Anthropic,
+}
+
+/// What went wrong, in terms both formats can express.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidRequest,
+    Authentication,
+    PolicyBlock,
+    NotFound,
+    TooLarge,
+    UnsupportedMediaType,
+    LocalUnavailable,
+    Upstream,
+    UpstreamTimeout,
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::Authentication => StatusCode::UNAUTHORIZED,
+            ErrorKind::PolicyBlock => StatusCode::FORBIDDEN,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::LocalUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
+            ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn openai_type(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest | ErrorKind::TooLarge | ErrorKind::UnsupportedMediaType => {
+                "invalid_request_error"
+            }
+            ErrorKind::Authentication => "authentication_error",
+            ErrorKind::PolicyBlock => "policy_violation",
+            ErrorKind::NotFound => "not_found_error",
+            ErrorKind::LocalUnavailable => "service_unavailable",
+            ErrorKind::Upstream | ErrorKind::UpstreamTimeout | ErrorKind::Internal => "api_error",
+        }
+    }
+
+    fn anthropic_type(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest | ErrorKind::UnsupportedMediaType => "invalid_request_error",
+            ErrorKind::Authentication => "authentication_error",
+            ErrorKind::PolicyBlock => "permission_error",
+            ErrorKind::NotFound => "not_found_error",
+            ErrorKind::TooLarge => "request_too_large",
+            ErrorKind::LocalUnavailable => "overloaded_error",
+            ErrorKind::Upstream | ErrorKind::UpstreamTimeout | ErrorKind::Internal => "api_error",
+        }
+    }
+
+    /// Stable machine-readable code, also used as the audit reason prefix.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::Authentication => "invalid_api_key",
+            ErrorKind::PolicyBlock => "sluice_policy_block",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::TooLarge => "request_too_large",
+            ErrorKind::UnsupportedMediaType => "unsupported_media_type",
+            ErrorKind::LocalUnavailable => "local_engine_unavailable",
+            ErrorKind::Upstream => "upstream_error",
+            ErrorKind::UpstreamTimeout => "upstream_timeout",
+            ErrorKind::Internal => "internal_error",
+        }
+    }
+}
+
+/// Render an error body in the client's format.
+pub fn error_body(format: Format, kind: ErrorKind, message: &str) -> Bytes {
+    let value = match format {
+        Format::OpenAi => serde_json::json!({
+            "error": {
+                "message": message,
+                "type": kind.openai_type(),
+                "param": null,
+                "code": kind.code(),
+            }
+        }),
+        Format::Anthropic => serde_json::json!({
+            "type": "error",
+            "error": { "type": kind.anthropic_type(), "message": message }
+        }),
+    };
+    Bytes::from(value.to_string())
+}
+
+/// `GET /v1/models` in the client's format.
+pub fn models_body(format: Format, models: &[(&str, &str)]) -> Bytes {
+    let value = match format {
+        Format::OpenAi => serde_json::json!({
+            "object": "list",
+            "data": models.iter().map(|(id, owner)| serde_json::json!({
+                "id": id, "object": "model", "created": 0, "owned_by": owner,
+            })).collect::<Vec<_>>(),
+        }),
+        Format::Anthropic => {
+            let data: Vec<_> = models
+                .iter()
+                .map(|(id, _)| {
+                    serde_json::json!({
+                        "type": "model", "id": id, "display_name": id,
+                        "created_at": "1970-01-01T00:00:00Z",
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "data": data,
+                "has_more": false,
+                "first_id": models.first().map(|m| m.0),
+                "last_id": models.last().map(|m| m.0),
+            })
+        }
+    };
+    Bytes::from(value.to_string())
+}
+
+/// Shared helpers for walking loosely typed JSON with precise error paths.
+pub(crate) mod json {
+    use super::ParseError;
+    use serde_json::{Map, Value};
+
+    pub fn opt_str<'a>(obj: &'a Map<String, Value>, key: &str, path: &str) -> Result<Option<&'a str>, ParseError> {
+        match obj.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(ParseError::invalid(join(path, key), "must be a string")),
+        }
+    }
+
+    pub fn opt_bool(obj: &Map<String, Value>, key: &str) -> Result<bool, ParseError> {
+        match obj.get(key) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(ParseError::invalid(key, "must be a boolean")),
+        }
+    }
+
+    pub fn opt_u64(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, ParseError> {
+        match obj.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| ParseError::invalid(key, "must be a non-negative integer")),
+        }
+    }
+
+    pub fn model(obj: &Map<String, Value>) -> Result<String, ParseError> {
+        match obj.get("model") {
+            None | Some(Value::Null) => Err(ParseError::Missing("model")),
+            Some(Value::String(s)) if s.trim().is_empty() => Err(ParseError::invalid("model", "must not be empty")),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(ParseError::invalid("model", "must be a string")),
+        }
+    }
+
+    pub fn array<'a>(obj: &'a Map<String, Value>, key: &'static str) -> Result<&'a [Value], ParseError> {
+        match obj.get(key) {
+            None | Some(Value::Null) => Err(ParseError::Missing(key)),
+            Some(Value::Array(a)) => Ok(a),
+            Some(_) => Err(ParseError::invalid(key, "must be an array")),
+        }
+    }
+
+    pub fn object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, ParseError> {
+        v.as_object()
+            .ok_or_else(|| ParseError::invalid(path, "must be an object"))
+    }
+
+    /// Tool arguments and results may be strings or structured JSON; either
+    /// way the model sees their text, so that is what gets inspected.
+    pub fn text_of(v: &Value) -> String {
+        match v {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn join(path: &str, key: &str) -> String {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! OpenAI chat completions (`POST /v1/chat/completions`) request parsing.
+
+use serde_json::Value;
+
+use super::json::{array, join, model, object, opt_bool, opt_str, opt_u64, text_of};
+use super::{parse_json, Api, CanonicalRequest, Identity, Message, ParseError, Part, Role, Tool};
+
+pub fn parse_chat(body: &[u8]) -> Result<CanonicalRequest, ParseError> {
+    let obj = parse_json(body)?;
+    let model = model(&obj)?;
+    let mut system = Vec::new();
+    let mut messages = Vec::new();
+    for (i, m) in array(&obj, "messages")?.iter().enumerate() {
+        let path = format!("messages[{i}]");
+        let m = object(m, &path)?;
+        let role = match opt_str(m, "role", &path)? {
+            Some("system") | Some("developer") => Role::System,
+            Some("user") => Role::User,
+            Some("assistant") => Role::Assistant,
+            Some("tool") | Some("function") => Role::Tool,
+            Some(other) => {
+                return Err(ParseError::invalid(join(&path, "role"), format!("has unknown value `{other}`")))
+            }
+            None => return Err(ParseError::invalid(join(&path, "role"), "is required")),
+        };
+        let mut parts = content_parts(m.get("content"), &path)?;
+        if role == Role::System {
+            system.extend(parts.into_iter().filter_map(|p| match p {
+                Part::Text(t) => Some(t),
+                _ => None,
+            }));
+            continue;
+        }
+        if role == Role::Tool {
+            let call_id = opt_str(m, "tool_call_id", &path)?.or(opt_str(m, "name", &path)?).unwrap_or("");
+            let content = parts
+                .drain(..)
+                .filter_map(|p| match p {
+                    Part::Text(t) => Some(t),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            parts.push(Part::ToolResult { call_id: call_id.to_string(), content });
+        }
+        if let Some(calls) = m.get("tool_calls").filter(|v| !v.is_null()) {
+            let calls = calls
+                .as_array()
+                .ok_or_else(|| ParseError::invalid(join(&path, "tool_calls"), "must be an array"))?;
+            for (j, call) in calls.iter().enumerate() {
+                let cpath = format!("{path}.tool_calls[{j}]");
+                let call = object(call, &cpath)?;
+                let id = opt_str(call, "id", &cpath)?.unwrap_or("").to_string();
+                let function = call.get("function").map(|f| object(f, &join(&cpath, "function"))).transpose()?;
+                let (name, arguments) = match function {
+                    Some(f) => (
+                        opt_str(f, "name", &cpath)?.unwrap_or("").to_string(),
+                        f.get("arguments").map(text_of).unwrap_or_default(),
+                    ),
+                    None => (String::new(), String::new()),
+                };
+                parts.push(Part::ToolCall { id, name, arguments });
+            }
+        }
+        messages.push(Message { role, parts });
+    }
+    let mut tools = Vec::new();
+    if let Some(list) = obj.get("tools").filter(|v| !v.is_null()) {
+        let list = list.as_array().ok_or_else(|| ParseError::invalid("tools", "must be an array"))?;
+        for (i, t) in list.iter().enumerate() {
+            let path = format!("tools[{i}]");
+            let t = object(t, &path)?;
+            // Chat tools nest under `function`; newer shapes put the fields at the top.
+            let f = match t.get("function") {
+                Some(f) => object(f, &join(&path, "function"))?,
+                None => t,
+            };
+            tools.push(Tool {
+                name: opt_str(f, "name", &path)?.unwrap_or("").to_string(),
+                description: opt_str(f, "description", &path)?.unwrap_or("").to_string(),
+                parameters: f.get("parameters").cloned().unwrap_or(Value::Null),
+            });
+        }
+    }
+    let max_tokens = match opt_u64(&obj, "max_completion_tokens")? {
+        Some(n) => Some(n),
+        None => opt_u64(&obj, "max_tokens")?,
+    };
+    Ok(CanonicalRequest {
+        api: Api::OpenAiChat,
+        model,
+        system,
+        messages,
+        tools,
+        stream: opt_bool(&obj, "stream")?,
+        max_tokens,
+        identity: Identity::default(),
+    })
+}
+
+fn content_parts(content: Option<&Value>, path: &str) -> Result<Vec<Part>, ParseError> {
+    let path = join(path, "content");
+    match content {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![Part::Text(s.clone())]),
+        Some(Value::Array(items)) => {
+            let mut parts = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let ipath = format!("{path}[{i}]");
+                let item = object(item, &ipath)?;
+                match opt_str(item, "type", &ipath)? {
+                    Some("text") | Some("input_text") => {
+                        parts.push(Part::Text(opt_str(item, "text", &ipath)?.unwrap_or("").to_string()))
+                    }
+                    Some("refusal") => {
+                        parts.push(Part::Text(opt_str(item, "refusal", &ipath)?.unwrap_or("").to_string()))
+                    }
+                    Some(kind) => parts.push(Part::Attachment { kind: kind.to_string() }),
+                    None => return Err(ParseError::invalid(join(&ipath, "type"), "is required")),
+                }
+            }
+            Ok(parts)
+        }
+        Some(_) => Err(ParseError::invalid(path, "must be a string or an array of content parts")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_parts_tools_and_tool_results() {
+        let body = br#"{
+            "model": "gpt-4o", "stream": true, "max_tokens": 64,
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "look"},
+                                             {"type": "image_url", "image_url": {"url": "data:x"}}]},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "result text"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "f", "description": "does f", "parameters": {}}}]
+        }"#;
+        let req = parse_chat(body).unwrap();
+        assert_eq!(req.model, "gpt-4o");
+        assert!(req.stream);
+        assert_eq!(req.max_tokens, Some(64));
+        assert_eq!(req.system, vec!["be brief".to_string()]);
+        assert_eq!(req.messages.len(), 3);
+        assert_eq!(req.messages[0].parts[1], Part::Attachment { kind: "image_url".into() });
+        assert_eq!(
+            req.messages[1].parts[0],
+            Part::ToolCall { id: "c1".into(), name: "f".into(), arguments: "{\"a\":1}".into() }
+        );
+        assert_eq!(
+            req.messages[2].parts[0],
+            Part::ToolResult { call_id: "c1".into(), content: "result text".into() }
+        );
+        assert_eq!(req.tools[0].name, "f");
+        assert_eq!(req.text_segments(), vec!["be brief", "look", "{\"a\":1}", "result text", "does f"]);
+    }
+
+    #[test]
+    fn clear_errors() {
+        assert_eq!(parse_chat(b"{\"messages\": []}"), Err(ParseError::Missing("model")));
+        assert_eq!(parse_chat(b"{\"model\": \"m\"}"), Err(ParseError::Missing("messages")));
+        assert_eq!(parse_chat(b"[1]"), Err(ParseError::NotAnObject));
+        assert_eq!(parse_chat(b"{\"model\": \"m\", \"messages\": [\xff]}"), Err(ParseError::InvalidUtf8(27)));
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(parse_chat(deep.as_bytes()), Err(ParseError::TooDeep));
+        let bad_role = br#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#;
+        assert!(parse_chat(bad_role).unwrap_err().to_string().contains("messages[0].role"));
+        let bad_content = br#"{"model":"m","messages":[{"role":"user","content":5}]}"#;
+        assert!(parse_chat(bad_content).unwrap_err().to_string().contains("messages[0].content"));
+    }
+}

@@ -1,0 +1,437 @@
+//! The gateway end to end over real sockets: a `sluice serve` process in
+//! front of the fake HTTPS provider, driven by a real HTTP client.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use support::*;
+
+const CARD_PROMPT: &str = "Charge my card 4111 1111 1111 1111 for the order";
+const SECRET_PROMPT: &str = "why does this fail? AKIAIOSFODNN7EXAMPLE is my key";
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clean_openai_prompt_reaches_provider_with_sluice_key() {
+    let fake = FakeProvider::start().await;
+    let mut sluice = SluiceProc::start(&fake, Setup::default()).await;
+    let body = chat_body("Write a haiku about rivers", false);
+    let resp = client()
+        .post(sluice.url("/v1/chat/completions"))
+        .bearer_auth("whatever-the-sdk-sends")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-sluice-route"], "cloud");
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["object"], "chat.completion");
+    assert_eq!(answer["choices"][0]["message"]["content"], "Hello from the fake provider.");
+
+    let seen = fake.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/v1/chat/completions");
+    let forwarded: Value = serde_json::from_slice(&seen[0].body).unwrap();
+    assert_eq!(forwarded, body, "the body is forwarded unchanged");
+    assert_eq!(header(&seen[0], "authorization"), Some(format!("Bearer {OPENAI_UPSTREAM_KEY}").as_str()));
+
+    let records = sluice.audit_records();
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(r["decision"], "cloud");
+    assert_eq!(r["team"], "default");
+    assert_eq!(r["api"], "openai.chat_completions");
+    assert_eq!(r["model_requested"], "gpt-4o-mini");
+    assert_eq!(r["provider"], "openai");
+    assert_eq!(r["status"], 200);
+    assert_eq!(r["prompt_sha256"].as_str().unwrap().len(), 64);
+    assert!(r["latency_us"]["total"].as_u64().unwrap() >= r["latency_us"]["upstream"].as_u64().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn card_number_stays_local_and_secret_is_blocked_in_both_formats() {
+    let fake = FakeProvider::start().await;
+    let mut sluice = SluiceProc::start(&fake, Setup::default()).await;
+    let c = client();
+
+    // OpenAI: card → local rule → 503 (no engine yet), never the cloud.
+    let resp = c.post(sluice.url("/v1/chat/completions")).json(&chat_body(CARD_PROMPT, false)).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["x-sluice-route"], "local");
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "local_engine_unavailable");
+    assert!(err["error"]["message"].as_str().unwrap().contains("not sent to any cloud provider"));
+
+    // Anthropic: card → same, Anthropic error shape.
+    let resp = c
+        .post(sluice.url("/v1/messages"))
+        .header("anthropic-version", "2023-06-01")
+        .json(&messages_body(CARD_PROMPT, true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["type"], "error");
+    assert_eq!(err["error"]["type"], "overloaded_error");
+
+    // Secrets → block, 403, naming the rule.
+    for (path, body) in [
+        ("/v1/chat/completions", chat_body(SECRET_PROMPT, false)),
+        ("/v1/messages", messages_body(SECRET_PROMPT, false)),
+    ] {
+        let resp = c.post(sluice.url(path)).json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), 403, "{path}");
+        let rule = resp.headers()["x-sluice-rule"].to_str().unwrap().to_string();
+        let err: Value = resp.json().await.unwrap();
+        let message = if path == "/v1/messages" {
+            assert_eq!(err["error"]["type"], "permission_error");
+            err["error"]["message"].as_str().unwrap().to_string()
+        } else {
+            assert_eq!(err["error"]["code"], "sluice_policy_block");
+            err["error"]["message"].as_str().unwrap().to_string()
+        };
+        assert!(message.contains(&rule), "{message} names rule {rule}");
+        assert!(!message.contains("AKIA"), "the refusal must not echo the secret");
+    }
+
+    assert!(fake.requests().is_empty(), "the provider must never see these prompts");
+    let records = sluice.audit_records();
+    assert_eq!(records.len(), 4);
+    assert_eq!(records[0]["decision"], "local");
+    assert_eq!(records[0]["findings"]["credit_card"], 1);
+    assert_eq!(records[2]["decision"], "block");
+    assert_eq!(records[2]["findings"]["aws_access_key"], 1);
+    let raw = std::fs::read_dir(sluice.audit_dir()).unwrap().flatten().map(|e| e.path()).collect::<Vec<_>>();
+    for path in raw {
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!text.contains("4111 1111"), "raw card number in {}", path.display());
+            assert!(!text.contains("AKIAIOSFODNN7EXAMPLE"), "raw secret in {}", path.display());
+        }
+    }
+    assert!(!sluice.log().contains("4111 1111"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_are_relayed_before_upstream_finishes() {
+    let fake = FakeProvider::start().await;
+    let mut sluice = SluiceProc::start(&fake, Setup::default()).await;
+    let c = client();
+    for (path, body, first_marker, last_marker) in [
+        ("/v1/chat/completions", chat_body("Stream me a story", true), "chat.completion.chunk", "[DONE]"),
+        ("/v1/messages", messages_body("Stream me a story", true), "message_start", "message_stop"),
+    ] {
+        fake.hold_streams();
+        let resp = c.post(sluice.url(path)).json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        let mut stream = resp.bytes_stream();
+        let mut got = String::new();
+        // The upstream is held after its first event: whatever arrives now
+        // was relayed before the upstream finished.
+        while !got.contains(first_marker) {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await
+                .expect("first event must arrive while upstream is held")
+                .unwrap()
+                .unwrap();
+            got.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        assert!(!got.contains(last_marker), "{path}: stream finished although upstream was held");
+        fake.release_streams();
+        while let Some(chunk) = stream.next().await {
+            got.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+        assert!(got.contains(last_marker), "{path}: stream incomplete: {got}");
+    }
+    let records = sluice.audit_records();
+    assert_eq!(records.len(), 2);
+    assert!(records.iter().all(|r| r["status"] == 200 && r["decision"] == "cloud"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_identify_teams_and_missing_tokens_get_401() {
+    let fake = FakeProvider::start().await;
+    let alice = "slk-alice-token";
+    let ghost = "slk-ghost-token";
+    let identity = format!(
+        "identity:\n  anonymous_team: null\n  tokens:\n\
+         \x20   - {{ sha256: \"{}\", team: payments, user: alice }}\n\
+         \x20   - {{ sha256: \"{}\", team: ghosts, user: casper }}\n",
+        sluice::identity::hash_token(alice),
+        sluice::identity::hash_token(ghost)
+    );
+    let mut sluice = SluiceProc::start(&fake, Setup { identity, ..Setup::default() }).await;
+    let c = client();
+
+    let resp = c.post(sluice.url("/v1/chat/completions")).json(&chat_body("hi", false)).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["type"], "authentication_error");
+
+    let resp = c
+        .post(sluice.url("/v1/messages"))
+        .header("x-api-key", "slk-wrong")
+        .json(&messages_body("hi", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["type"], "authentication_error");
+
+    // A valid token: the call goes out with sluice's provider key, not the token.
+    let resp = c
+        .post(sluice.url("/v1/messages"))
+        .header("x-api-key", alice)
+        .json(&messages_body("Summarise the meeting notes", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = fake.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(header(&seen[0], "x-api-key"), Some(ANTHROPIC_UPSTREAM_KEY));
+    assert!(seen[0].headers.iter().all(|(_, v)| !v.contains(alice)), "sluice token leaked upstream");
+
+    // A token whose team has no policy: refused, fail closed.
+    let resp = c.post(sluice.url("/v1/chat/completions")).bearer_auth(ghost).json(&chat_body("hi", false)).send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let err: Value = resp.json().await.unwrap();
+    assert!(err["error"]["message"].as_str().unwrap().contains("team `ghosts` has no policy"));
+
+    let records = sluice.audit_records();
+    assert_eq!(records.len(), 4);
+    assert_eq!(records[0]["status"], 401);
+    assert_eq!(records[0]["decision"], "error");
+    assert_eq!(records[2]["team"], "payments");
+    assert_eq!(records[2]["user"], "alice");
+    assert_eq!(records[3]["team"], "ghosts");
+    assert_eq!(records[3]["status"], 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_wire_format_errors_and_audit_records() {
+    let fake = FakeProvider::start().await;
+    let setup = Setup {
+        extra_config: String::new(),
+        ..Setup::default()
+    };
+    let mut sluice = SluiceProc::start(&fake, setup).await;
+    let c = client();
+    let openai = sluice.url("/v1/chat/completions");
+    let anthropic = sluice.url("/v1/messages");
+    let deep = format!("{{\"model\":\"m\",\"messages\":{}{}}}", "[".repeat(500), "]".repeat(500));
+    let mut huge = b"{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"".to_vec();
+    huge.resize(huge.len() + 11 * 1024 * 1024, b'a');
+    huge.extend_from_slice(b"\"}]}");
+    let cases: Vec<(&str, &String, &str, Vec<u8>, u16, &str)> = vec![
+        ("malformed json", &openai, "application/json", b"{\"model\": ".to_vec(), 400, "not valid JSON"),
+        ("malformed json (anthropic)", &anthropic, "application/json", b"{nope".to_vec(), 400, "not valid JSON"),
+        ("wrong content type", &openai, "text/plain", b"hello".to_vec(), 415, "application/json"),
+        ("invalid utf-8", &openai, "application/json", b"{\"model\":\"m\",\"messages\":[\"\xff\xfe\"]}".to_vec(), 400, "UTF-8"),
+        ("deep nesting", &anthropic, "application/json", deep.into_bytes(), 400, "nested too deeply"),
+        ("missing model", &openai, "application/json", br#"{"messages":[{"role":"user","content":"hi"}]}"#.to_vec(), 400, "`model`"),
+        ("missing model (anthropic)", &anthropic, "application/json", br#"{"max_tokens":5,"messages":[]}"#.to_vec(), 400, "`model`"),
+        ("body over limit", &openai, "application/json", huge, 413, "exceeds the limit"),
+    ];
+    for (name, url, ctype, body, status, needle) in &cases {
+        let resp = c.post(url.as_str()).header("content-type", *ctype).body(body.clone()).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), *status, "{name}");
+        let err: Value = resp.json().await.unwrap_or_else(|e| panic!("{name}: error body is not JSON: {e}"));
+        let message = if url.ends_with("/v1/messages") {
+            assert_eq!(err["type"], "error", "{name}: Anthropic shape");
+            err["error"]["message"].as_str().unwrap().to_string()
+        } else {
+            assert!(err["error"]["type"].is_string(), "{name}: OpenAI shape");
+            err["error"]["message"].as_str().unwrap().to_string()
+        };
+        assert!(message.contains(needle), "{name}: `{message}` should mention `{needle}`");
+    }
+    let records = sluice.audit_records();
+    assert_eq!(records.len(), cases.len(), "one audit record per bad request");
+    for (record, (name, _, _, _, status, _)) in records.iter().zip(&cases) {
+        assert_eq!(record["status"].as_u64().unwrap() as u16, *status, "{name}");
+        assert_eq!(record["decision"], "error", "{name}");
+    }
+    assert!(fake.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_down_and_upstream_timeout() {
+    let fake = FakeProvider::start().await;
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut down = SluiceProc::start(&fake, Setup { upstream_override: Some(closed), ..Setup::default() }).await;
+    let c = client();
+    let resp = c.post(down.url("/v1/chat/completions")).json(&chat_body("hello", false)).send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "upstream_error");
+    let resp = c.post(down.url("/v1/messages")).json(&messages_body("hello", false)).send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["type"], "api_error");
+    let records = down.audit_records();
+    assert_eq!(records.len(), 2);
+    assert!(records.iter().all(|r| r["status"] == 502 && r["decision"] == "cloud"));
+
+    let slow = Setup { upstream_extra: "  response_timeout_ms: 700\n".into(), ..Setup::default() };
+    let mut sluice = SluiceProc::start(&fake, slow).await;
+    let mut body = chat_body("hello", false);
+    body["model"] = json!("fake-slow");
+    let resp = c.post(sluice.url("/v1/chat/completions")).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 504);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "upstream_timeout");
+    let records = sluice.audit_records();
+    assert_eq!(records[0]["status"], 504);
+    assert!(records[0]["reason"].as_str().unwrap().contains("upstream_timeout"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn models_health_ready_and_metrics() {
+    let fake = FakeProvider::start().await;
+    let sluice = SluiceProc::start(&fake, Setup::default()).await;
+    let c = client();
+    let models: Value = c.get(sluice.url("/v1/models")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(models["object"], "list");
+    assert!(models["data"].as_array().unwrap().iter().any(|m| m["id"] == "gpt-4o"));
+    let models: Value = c
+        .get(sluice.url("/v1/models"))
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(models["data"].as_array().unwrap().iter().any(|m| m["type"] == "model"));
+    assert_eq!(models["has_more"], false);
+
+    let resp = c.get(sluice.url("/v1/nothing-here")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+
+    assert_eq!(c.get(format!("http://{}/healthz", sluice.admin)).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(format!("http://{}/readyz", sluice.admin)).send().await.unwrap().status(), 200);
+
+    c.post(sluice.url("/v1/chat/completions")).json(&chat_body("hello", false)).send().await.unwrap();
+    c.post(sluice.url("/v1/chat/completions")).json(&chat_body(CARD_PROMPT, false)).send().await.unwrap();
+    let metrics = c.get(format!("http://{}/metrics", sluice.admin)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("sluice_requests_total{team=\"default\",decision=\"cloud\",provider=\"openai\"} 1"), "{metrics}");
+    assert!(metrics.contains("sluice_findings_total{type=\"credit_card\"} 1"), "{metrics}");
+    assert!(metrics.contains("sluice_request_duration_seconds_bucket"), "{metrics}");
+    assert!(metrics.contains("sluice_inspection_duration_seconds_bucket"), "{metrics}");
+    assert!(!metrics.contains("4111"), "no prompt content in metrics");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_streams_in_flight_then_flushes_audit() {
+    let fake = FakeProvider::start().await;
+    let mut sluice = SluiceProc::start(&fake, Setup::default()).await;
+    fake.hold_streams();
+    let resp = client().post(sluice.url("/v1/chat/completions")).json(&chat_body("a long story", true)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(sluice.pid().to_string()).status();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // New connections are refused while the old stream is still served.
+    assert!(reqwest::Client::new().get(sluice.url("/v1/models")).send().await.is_err());
+    fake.release_streams();
+    let mut rest = String::new();
+    while let Some(chunk) = stream.next().await {
+        rest.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    assert!(rest.contains("[DONE]"), "in-flight stream completed after SIGTERM");
+    let records = sluice.audit_records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["status"], 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_verify_catches_an_edited_record() {
+    let fake = FakeProvider::start().await;
+    let mut sluice = SluiceProc::start(&fake, Setup::default()).await;
+    for prompt in ["one", "two", "three"] {
+        client().post(sluice.url("/v1/chat/completions")).json(&chat_body(prompt, false)).send().await.unwrap();
+    }
+    assert!(sluice.stop().success());
+    let dir = sluice.audit_dir();
+    let ok = cli(&["audit", "verify", "--dir"], Some(&dir));
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("3 record(s)"));
+
+    // Someone edits record 2 to hide which team sent it.
+    {
+        let db = sled::open(&dir).unwrap();
+        let key = 2u64.to_be_bytes();
+        let old = db.get(key).unwrap().unwrap();
+        let edited = String::from_utf8(old.to_vec()).unwrap().replace("\"team\":\"default\"", "\"team\":\"nobody\"");
+        assert_ne!(edited.as_bytes(), &old[..]);
+        db.insert(key, edited.as_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let bad = cli(&["audit", "verify", "--dir"], Some(&dir));
+    assert_eq!(bad.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&bad.stdout);
+    assert!(stdout.contains("record 2"), "{stdout}");
+}
+
+#[test]
+fn policy_check_reports_file_line_and_reason() {
+    let ok = cli(&["policy", "check"], Some(&repo_policies()));
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(repo_policies().join("default.yaml"), dir.path().join("default.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("research.yaml"),
+        "rules:\n  - name: cards\n    when:\n      pii: [credit_card, blood_type]\n    then: local\ndefault: cloud\n",
+    )
+    .unwrap();
+    let out = cli(&["policy", "check"], Some(dir.path()));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("research.yaml:4:"), "{stderr}");
+    assert!(stderr.contains("blood_type"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_policy_refuses_start_up_with_file_and_line() {
+    let fake = FakeProvider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("default.yaml"), "rules:\n  - name: x\n    when: { pii: any }\n    then: teleport\ndefault: cloud\n").unwrap();
+    let config = dir.path().join("sluice.yaml");
+    std::fs::write(&config, "gateway: { listen: \"127.0.0.1:0\" }\nadmin: { listen: \"127.0.0.1:0\" }\npolicies_dir: policies\naudit: { dir: data/audit }\n").unwrap();
+    let out = std::process::Command::new(sluice_bin()).args(["serve", "--config"]).arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("default.yaml:4:"), "{stderr}");
+    drop(fake);
+}
+
+#[test]
+fn policy_test_prints_decision_rule_and_findings() {
+    let out = std::process::Command::new(sluice_bin())
+        .args(["policy", "test", "--team", "default", "--prompt", CARD_PROMPT, "--dir"])
+        .arg(repo_policies())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("decision: local"), "{stdout}");
+    assert!(stdout.contains("credit_card"), "{stdout}");
+    assert!(stdout.contains("rule:"), "{stdout}");
+}

@@ -1,0 +1,226 @@
+//! Test support: the fake provider and a `sluice serve` child process wired
+//! to it (its CA trusted, api.openai.com / api.anthropic.com pinned to it).
+
+#![allow(dead_code)]
+
+pub mod fake_provider;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use fake_provider::FakeProvider;
+
+pub const OPENAI_UPSTREAM_KEY: &str = "sk-upstream-openai-key";
+pub const ANTHROPIC_UPSTREAM_KEY: &str = "sk-ant-upstream-anthropic-key";
+
+pub fn sluice_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sluice")
+}
+
+pub fn repo_policies() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
+fn free_port() -> u16 {
+    // Bound then released: a tiny race with other processes, acceptable in tests.
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// How to set up one sluice process.
+pub struct Setup {
+    /// Extra top-level YAML appended to the generated config.
+    pub extra_config: String,
+    /// YAML for the `identity:` section.
+    pub identity: String,
+    /// YAML for extra keys under `upstream:` (indented by the caller with 2 spaces).
+    pub upstream_extra: String,
+    /// Policy files written into the policy dir, replacing the repo's defaults when non-empty.
+    pub policies: Vec<(&'static str, String)>,
+    /// Point the providers at this address instead of the fake (e.g. a closed port).
+    pub upstream_override: Option<SocketAddr>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            extra_config: String::new(),
+            identity: "identity: { anonymous_team: default }\n".into(),
+            upstream_extra: String::new(),
+            policies: Vec::new(),
+            upstream_override: None,
+        }
+    }
+}
+
+pub struct SluiceProc {
+    child: Option<Child>,
+    pub gateway: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl SluiceProc {
+    pub async fn start(fake: &FakeProvider, setup: Setup) -> SluiceProc {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("fake-ca.pem");
+        fake.write_ca(&ca).unwrap();
+        let policies = dir.path().join("policies");
+        std::fs::create_dir_all(&policies).unwrap();
+        if setup.policies.is_empty() {
+            for entry in std::fs::read_dir(repo_policies()).unwrap() {
+                let entry = entry.unwrap();
+                std::fs::copy(entry.path(), policies.join(entry.file_name())).unwrap();
+            }
+        } else {
+            for (name, text) in &setup.policies {
+                std::fs::write(policies.join(name), text).unwrap();
+            }
+        }
+        let gateway = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let upstream = setup.upstream_override.unwrap_or(fake.addr());
+        let config = format!(
+            "gateway: {{ listen: \"{gateway}\" }}\n\
+             admin: {{ listen: \"{admin}\" }}\n\
+             policies_dir: policies\n\
+             audit: {{ dir: data/audit }}\n\
+             {identity}\
+             providers:\n\
+             \x20 openai: {{ base_url: \"https://api.openai.com\", api_key_env: TEST_OPENAI_KEY }}\n\
+             \x20 anthropic: {{ base_url: \"https://api.anthropic.com\", api_key_env: TEST_ANTHROPIC_KEY }}\n\
+             upstream:\n\
+             \x20 extra_ca_file: fake-ca.pem\n\
+             \x20 resolve: {{ \"api.openai.com:443\": \"{upstream}\", \"api.anthropic.com:443\": \"{upstream}\" }}\n\
+             {upstream_extra}\
+             {extra}",
+            identity = setup.identity,
+            upstream_extra = setup.upstream_extra,
+            extra = setup.extra_config,
+        );
+        let config_path = dir.path().join("sluice.yaml");
+        std::fs::write(&config_path, config).unwrap();
+        let child = Command::new(sluice_bin())
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("TEST_OPENAI_KEY", OPENAI_UPSTREAM_KEY)
+            .env("TEST_ANTHROPIC_KEY", ANTHROPIC_UPSTREAM_KEY)
+            .env("SLUICE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("sluice.log")).unwrap())
+            .spawn()
+            .expect("spawn sluice");
+        let mut proc = SluiceProc { child: Some(child), gateway, admin, dir, config: config_path };
+        proc.wait_ready().await;
+        proc
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = reqwest::Client::new();
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("sluice exited early ({status}):\n{}", self.log());
+            }
+            if let Ok(r) = client.get(format!("http://{}/readyz", self.admin)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "sluice not ready in time:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.gateway, path)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sluice.log")).unwrap_or_default()
+    }
+
+    pub fn audit_dir(&self) -> PathBuf {
+        self.dir.path().join("data/audit")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("already stopped");
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("sluice did not stop after SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every audit record, via the CLI (stops the server first: sled holds a lock).
+    pub fn audit_records(&mut self) -> Vec<serde_json::Value> {
+        if self.child.is_some() {
+            assert!(self.stop().success(), "unclean exit:\n{}", self.log());
+        }
+        let out = cli(&["audit", "query", "--json", "--dir"], Some(&self.audit_dir()));
+        assert!(out.status.success(), "audit query failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for SluiceProc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Run the sluice CLI with `args` (plus an optional trailing path).
+pub fn cli(args: &[&str], path: Option<&Path>) -> Output {
+    let mut cmd = Command::new(sluice_bin());
+    cmd.args(args);
+    if let Some(p) = path {
+        cmd.arg(p);
+    }
+    cmd.output().expect("run sluice cli")
+}
+
+pub fn chat_body(prompt: &str, stream: bool) -> serde_json::Value {
+    serde_json::json!({
+        "model": "gpt-4o-mini",
+        "stream": stream,
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": prompt}
+        ]
+    })
+}
+
+pub fn messages_body(prompt: &str, stream: bool) -> serde_json::Value {
+    serde_json::json!({
+        "model": "claude-haiku-4-5",
+        "max_tokens": 64,
+        "stream": stream,
+        "messages": [{"role": "user", "content": prompt}]
+    })
+}
+
+pub fn header<'a>(rec: &'a fake_provider::Recorded, name: &str) -> Option<&'a str> {
+    rec.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
