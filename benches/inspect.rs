@@ -25,6 +25,14 @@ I'm attaching the config loader and the last tool output. Customer reference:
 {CUSTOMER}. The card on file for the test tenant is {CARD}, and finance asked us
 to wire refunds to {IBAN} once the export is back.
 
+What we already tried: rolled back the sidecar to 1.4.9, doubled the memory request
+to 512Mi for one replica (it lasted 3 minutes longer), and disabled the nightly
+compaction job. The heap profile from 09:12 UTC shows about 310 MB held by the export
+buffer, which matches batch_size x average row size (512 x ~600 KB). Retries seem to
+stack: each failed put_records call keeps its batch alive until the next attempt, so
+after four timeouts we hold five batches at once. Is there a supported way to cap
+in-flight batches, or should we stream rows instead of buffering them?
+
 ```python
 import os, json, time
 RETRY_DELAYS = [0.5, 1.0, 2.0, 4.0, 8.0]
@@ -146,10 +154,8 @@ fn bench_scan(c: &mut Criterion) {
         // flagging the clean prompt (or misses the seeded one) is noticed.
         let found = detectors.scan(Some(&dict), &segments);
         if sensitive {
-            assert!(
-                found.len() >= 12,
-                "expected the seeded findings, got {found:?}"
-            );
+            // One finding per sensitive fill.
+            assert_eq!(found.len(), FILLS.len(), "seeded prompt produced {found:?}");
         } else {
             assert!(found.is_empty(), "clean prompt produced {found:?}");
         }

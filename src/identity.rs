@@ -19,8 +19,9 @@ pub struct IdentityTable {
 /// The outcome of identifying a request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Caller<'a> {
-    /// A valid sluice token: sluice calls the provider with its own key.
-    Token(Identity),
+    /// A valid sluice token. `own_key` is the API key the client sent when
+    /// the token came in `x-sluice-token` instead (perhaps its provider key).
+    Token { identity: Identity, own_key: Option<&'a str> },
     /// No valid sluice token; `key` is whatever API key the client sent
     /// (perhaps its own provider key).
     Unknown { key: Option<&'a str> },
@@ -52,12 +53,13 @@ impl IdentityTable {
         let key = api_key(headers);
         // An explicit sluice token header wins, so a client can send its own
         // provider key as the API key and still be identified.
-        let token = headers
-            .get("x-sluice-token")
-            .and_then(|v| v.to_str().ok())
-            .or(key);
+        let header_token = headers.get("x-sluice-token").and_then(|v| v.to_str().ok());
+        let (token, own_key) = match header_token {
+            Some(t) => (Some(t), key),
+            None => (key, None),
+        };
         if let Some(identity) = token.and_then(|t| self.lookup(t)) {
-            return Caller::Token(identity.clone());
+            return Caller::Token { identity: identity.clone(), own_key };
         }
         Caller::Unknown { key }
     }
@@ -124,11 +126,11 @@ mod tests {
         h.insert("authorization", "Bearer slk-alice".parse().unwrap());
         assert_eq!(
             t.identify(&h),
-            Caller::Token(Identity { team: "payments".into(), user: "alice".into() })
+            Caller::Token { identity: Identity { team: "payments".into(), user: "alice".into() }, own_key: None }
         );
         let mut h = HeaderMap::new();
         h.insert("x-api-key", "slk-alice".parse().unwrap());
-        assert!(matches!(t.identify(&h), Caller::Token(_)));
+        assert!(matches!(t.identify(&h), Caller::Token { own_key: None, .. }));
     }
 
     #[test]
@@ -138,7 +140,7 @@ mod tests {
         h.insert("authorization", "Bearer sk-client-own".parse().unwrap());
         assert_eq!(t.identify(&h), Caller::Unknown { key: Some("sk-client-own") });
         h.insert("x-sluice-token", "slk-alice".parse().unwrap());
-        assert!(matches!(t.identify(&h), Caller::Token(_)));
+        assert!(matches!(t.identify(&h), Caller::Token { own_key: Some("sk-client-own"), .. }));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use hyper::body::Incoming;
 use sha2::{Digest, Sha256};
 use tracing::{info_span, Instrument};
 
-use crate::audit::{AuditError, AuditLog, AuditRecord, Latencies};
+use crate::audit::{AuditError, AuditLog, AuditRecord, AuditWriter, Latencies};
 use crate::config::{Config, ProviderConfig};
 use crate::dispatch::cloud::{CloudClient, CloudError};
 use crate::identity::{Caller, IdentityTable};
@@ -58,6 +58,8 @@ pub enum StartError {
     Dictionary { team: String, source: DictionaryError },
     #[error("audit log: {0}")]
     Audit(#[from] AuditError),
+    #[error("cannot start the audit writer thread: {0}")]
+    AuditThread(std::io::Error),
     #[error("upstream client: {0}")]
     Cloud(#[from] CloudError),
 }
@@ -76,7 +78,7 @@ pub struct Sluice {
     policies: PolicySet,
     dictionaries: HashMap<String, Dictionary>,
     detectors: Detectors,
-    audit: Arc<AuditLog>,
+    audit: AuditWriter,
     cloud: CloudClient,
     openai: Provider,
     anthropic: Provider,
@@ -122,7 +124,7 @@ impl Sluice {
                 tracing::warn!(team, "team has no policy file; its requests will be refused");
             }
         }
-        let audit = Arc::new(AuditLog::open(&config.audit.dir)?);
+        let audit = AuditWriter::start(Arc::new(AuditLog::open(&config.audit.dir)?)).map_err(StartError::AuditThread)?;
         let cloud = CloudClient::new(&config.upstream)?;
         let provider = |c: &ProviderConfig| Provider {
             config: c.clone(),
@@ -143,7 +145,7 @@ impl Sluice {
         }))
     }
 
-    pub fn audit(&self) -> &Arc<AuditLog> {
+    pub fn audit(&self) -> &AuditWriter {
         &self.audit
     }
 
@@ -176,7 +178,7 @@ impl Sluice {
                 None => this.handle_unknown(req, client, ingress),
             };
             tracing::Span::current().record("status", resp.status().as_u16());
-            tracing::info!("done");
+            tracing::debug!("done");
             resp
         }
         .instrument(span)
@@ -298,14 +300,18 @@ impl Sluice {
     }
 
     fn identify(&self, api: Api, headers: &HeaderMap) -> Result<(Identity, UpstreamAuth), String> {
+        let pass_client_key = self.provider(api).config.pass_client_key;
+        let auth = |own_key: Option<&str>| {
+            if own_key.is_some() && pass_client_key {
+                UpstreamAuth::Client
+            } else {
+                UpstreamAuth::Sluice
+            }
+        };
         match self.identities.identify(headers) {
-            Caller::Token(identity) => Ok((identity, UpstreamAuth::Sluice)),
+            Caller::Token { identity, own_key } => Ok((identity, auth(own_key))),
             Caller::Unknown { key } => {
-                let auth = if key.is_some() && self.provider(api).config.pass_client_key {
-                    UpstreamAuth::Client
-                } else {
-                    UpstreamAuth::Sluice
-                };
+                let auth = auth(key);
                 match self.identities.anonymous() {
                     Some(identity) => Ok((identity, auth)),
                     None if key.is_some() => Err("Invalid sluice token".to_string()),
@@ -459,7 +465,7 @@ impl Sluice {
         for (kind, n) in &r.findings {
             metrics::counter!(telemetry::FINDINGS, "type" => kind.clone()).increment(u64::from(*n));
         }
-        if let Err(e) = self.audit.append(trail.record) {
+        if let Err(e) = self.audit.submit(trail.record) {
             metrics::counter!(telemetry::AUDIT_WRITE_ERRORS).increment(1);
             tracing::error!(error = %e, "audit record could not be written");
         }

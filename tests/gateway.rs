@@ -435,3 +435,75 @@ fn policy_test_prints_decision_rule_and_findings() {
     assert!(stdout.contains("credit_card"), "{stdout}");
     assert!(stdout.contains("rule:"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_audit_disk_stops_cloud_forwarding() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to mount a small tmpfs for the audit log");
+        return;
+    }
+    let fake = FakeProvider::start().await;
+    let sluice = SluiceProc::start(&fake, Setup { audit_tmpfs: Some("4m"), ..Setup::default() }).await;
+    // Fill the audit log's filesystem to the last byte.
+    let filler = sluice.dir.path().join("data/filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while std::io::Write::write_all(&mut f, &block).is_ok() {}
+    while std::io::Write::write_all(&mut f, &block[..512]).is_ok() {}
+    drop(f);
+
+    let c = client();
+    let mut refused_at = None;
+    for i in 0..400 {
+        let resp = c.post(sluice.url("/v1/chat/completions")).json(&chat_body("hello", false)).send().await.unwrap();
+        if resp.status() == 503 {
+            let err: Value = resp.json().await.unwrap();
+            assert!(err["error"]["message"].as_str().unwrap().contains("audit log"), "{err}");
+            refused_at = Some(i);
+            break;
+        }
+        assert_eq!(resp.status(), 200);
+        // Give the writer thread time to hit the full disk.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused_at.is_some(), "sluice kept forwarding with a full audit disk:\n{}", sluice.log());
+    let forwarded = fake.requests().len();
+    for _ in 0..5 {
+        let resp = c.post(sluice.url("/v1/chat/completions")).json(&chat_body("hello", false)).send().await.unwrap();
+        assert_eq!(resp.status(), 503, "fail closed stays closed");
+    }
+    assert_eq!(fake.requests().len(), forwarded, "nothing reached the provider after the audit log broke");
+    let ready = c.get(format!("http://{}/readyz", sluice.admin)).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_own_key_passes_through_when_enabled() {
+    let fake = FakeProvider::start().await;
+    let alice = "slk-alice-token";
+    let identity = format!(
+        "identity:\n  anonymous_team: null\n  tokens:\n    - {{ sha256: \"{}\", team: payments, user: alice }}\n",
+        sluice::identity::hash_token(alice)
+    );
+    let mut sluice = SluiceProc::start(&fake, Setup { identity, pass_client_key: true, ..Setup::default() }).await;
+    let c = client();
+    // Own provider key + sluice token in its own header: identified, own key forwarded.
+    let resp = c
+        .post(sluice.url("/v1/chat/completions"))
+        .bearer_auth("sk-client-own-key")
+        .header("x-sluice-token", alice)
+        .json(&chat_body("hello", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = fake.requests();
+    assert_eq!(header(&seen[0], "authorization"), Some("Bearer sk-client-own-key"));
+    assert!(seen[0].headers.iter().all(|(k, v)| k != "x-sluice-token" && !v.contains(alice)));
+    // Own key without a sluice token: no anonymous team, so 401.
+    let resp = c.post(sluice.url("/v1/chat/completions")).bearer_auth("sk-client-own-key").json(&chat_body("hello", false)).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let records = sluice.audit_records();
+    assert_eq!(records[0]["user"], "alice");
+    assert_eq!(records[1]["status"], 401);
+}

@@ -53,6 +53,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sled::transaction::{TransactionError, Transactional};
 
+mod writer;
+pub use writer::AuditWriter;
+
 /// `prev_hash` of the first record.
 const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 const META_TREE: &str = "meta";
@@ -239,22 +242,47 @@ impl AuditLog {
     }
 
     fn append_inner(&self, record: AuditRecord) -> Result<u64, AuditError> {
+        self.append_batch_inner(std::iter::once(record))
+    }
+
+    /// Seals and stores several records in one transaction (one head update);
+    /// returns the sequence number of the last. The background writer uses
+    /// this so a burst of requests costs one sled transaction, not many.
+    pub fn append_batch(&self, records: Vec<AuditRecord>) -> Result<u64, AuditError> {
+        let result = self.append_batch_inner(records);
+        if result.is_err() {
+            self.broken.store(true, Ordering::SeqCst);
+        }
+        result
+    }
+
+    fn append_batch_inner(&self, records: impl IntoIterator<Item = AuditRecord>) -> Result<u64, AuditError> {
         // The whole seal-and-insert must be serialized: seq and prev_hash come
         // from the previous append. A poisoned lock is still consistent because
         // the state is only updated after a successful insert.
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let seq = state.next_seq;
-        let stored = seal(seq, &state.last_hash, record)?;
-        let value = serde_json::to_vec(&stored)?;
+        let mut seq = state.next_seq;
+        let mut last_hash = state.last_hash.clone();
+        let mut rows: Vec<([u8; 8], Vec<u8>)> = Vec::new();
+        for record in records {
+            let stored = seal(seq, &last_hash, record)?;
+            rows.push((seq.to_be_bytes(), serde_json::to_vec(&stored)?));
+            last_hash = stored.hash;
+            seq += 1;
+        }
+        let Some(last_seq) = seq.checked_sub(1).filter(|_| !rows.is_empty()) else {
+            return Ok(state.next_seq.saturating_sub(1));
+        };
         let head = serde_json::to_vec(&Head {
-            seq,
-            hash: stored.hash.clone(),
+            seq: last_seq,
+            hash: last_hash.clone(),
         })?;
-        let key = seq.to_be_bytes();
         let records: &sled::Tree = &self.db;
         (records, &self.meta)
             .transaction(|(records, meta)| {
-                records.insert(&key, value.as_slice())?;
+                for (key, value) in &rows {
+                    records.insert(&key[..], value.as_slice())?;
+                }
                 meta.insert(HEAD_KEY, head.as_slice())?;
                 Ok::<(), sled::transaction::ConflictableTransactionError<Infallible>>(())
             })
@@ -262,9 +290,15 @@ impl AuditLog {
                 TransactionError::Storage(e) => AuditError::Storage(e),
                 TransactionError::Abort(never) => match never {},
             })?;
-        state.next_seq = seq + 1;
-        state.last_hash = stored.hash;
-        Ok(seq)
+        state.next_seq = seq;
+        state.last_hash = last_hash;
+        Ok(last_seq)
+    }
+
+    /// True once a write or flush has failed: the log is no longer trusted
+    /// to record what happens, so nothing may be forwarded.
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::SeqCst)
     }
 
     /// Cheap gate called before a prompt is forwarded to the cloud: fails if the

@@ -1,7 +1,7 @@
 //! Per-team sensitive terms (project code names, customer names, ...):
 //! whole-word, ASCII case-insensitive matching with one Aho-Corasick pass.
 
-use aho_corasick::{AhoCorasick, Anchored, Input, MatchKind, StartKind};
+use aho_corasick::{AhoCorasick, Input, MatchKind};
 
 use super::{finding, Category, Finding, TERM_KIND};
 
@@ -44,8 +44,6 @@ impl Dictionary {
         let matcher = AhoCorasick::builder()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::LeftmostLongest)
-            // Anchored searches retry shorter terms at a rejected start.
-            .start_kind(StartKind::Both)
             .build(&patterns)
             .map_err(DictionaryError::Build)?;
         Ok(Dictionary {
@@ -99,10 +97,15 @@ impl Dictionary {
             if !text[end..].chars().next().is_some_and(is_word_char) {
                 return Some(end);
             }
-            let shorter = Input::new(text)
-                .range(start..end - 1)
-                .anchored(Anchored::Yes);
-            end = self.matcher.find(shorter)?.end();
+            // The leftmost-longest match in start..end-1 is the next shorter
+            // term at `start` if it starts there; if it starts later, no
+            // shorter term is at `start`. (Unanchored keeps the automaton a
+            // DFA for small dictionaries; anchored support would not.)
+            let shorter = self.matcher.find(Input::new(text).range(start..end - 1))?;
+            if shorter.start() != start {
+                return None;
+            }
+            end = shorter.end();
         }
     }
 }
@@ -154,6 +157,10 @@ mod tests {
         assert_eq!(spans(&dict, "acme corp today"), vec![0..9]);
         // "acme corp" is not a whole word here, "acme" is; then "corp" is not.
         assert_eq!(spans(&dict, "acme corporation"), vec![0..4]);
+        // The retry inside "acme cor" finds "cor" at 5, not a term at 0.
+        let dict = Dictionary::new(["acme corp", "cor"]).unwrap();
+        assert!(spans(&dict, "acme corporation").is_empty());
+        assert_eq!(spans(&dict, "acme cor"), vec![5..8]);
     }
 
     #[test]

@@ -17,30 +17,146 @@ pub use finding::*;
 use std::cmp::Reverse;
 use std::ops::Range;
 
-/// Cheap facts about a segment, computed once so detectors can skip text
-/// they cannot match without running their regex over it.
-pub(crate) struct TextHints {
-    has_digit: bool,
+use regex::Regex;
+
+/// Numeric PII (cards, SSNs, phones) needs at least this many digits.
+const MIN_RUN_DIGITS: usize = 8;
+
+/// Facts about one segment gathered in a single byte pass, so detectors
+/// run their regexes only where a match is possible. Prompts are full of
+/// short numbers (versions, ports, counts); without this every digit would
+/// restart each numeric regex.
+pub(crate) struct Prescan {
     has_at: bool,
+    /// Runs of digits and the separators numeric PII uses (space - . ( ) +)
+    /// with at least [`MIN_RUN_DIGITS`] digits, each ending on a digit.
+    numeric_runs: Vec<NumericRun>,
+    /// Offsets of two uppercase letters plus two digits at a word start.
+    iban_starts: Vec<usize>,
 }
 
-impl TextHints {
+pub(crate) struct NumericRun {
+    span: Range<usize>,
+    digits: usize,
+}
+
+impl Prescan {
     fn of(text: &str) -> Self {
         let bytes = text.as_bytes();
-        TextHints {
-            has_digit: bytes.iter().any(u8::is_ascii_digit),
+        let mut pre = Prescan {
             // `<[u8]>::contains` is memchr-backed.
             has_at: bytes.contains(&b'@'),
+            numeric_runs: Vec::new(),
+            iban_starts: Vec::new(),
+        };
+        let mut i = 0;
+        while let Some(first) = next_digit(bytes, i) {
+            if iban_shaped_at(bytes, first) {
+                pre.iban_starts.push(first - 2);
+            }
+            // "(415)" and "+44" start before their first digit.
+            let mut start = first;
+            while start > i && matches!(bytes[start - 1], b'(' | b'+') {
+                start -= 1;
+            }
+            let (mut end, mut digits) = (first, 0);
+            let mut j = first;
+            while j < bytes.len()
+                && matches!(
+                    bytes[j],
+                    b'0'..=b'9' | b' ' | b'-' | b'.' | b'(' | b')' | b'+'
+                )
+            {
+                if bytes[j].is_ascii_digit() {
+                    digits += 1;
+                    end = j + 1;
+                }
+                j += 1;
+            }
+            if digits >= MIN_RUN_DIGITS {
+                pre.numeric_runs.push(NumericRun {
+                    span: start..end,
+                    digits,
+                });
+            }
+            i = j;
         }
+        pre
     }
+
+    /// Numeric runs with at least `min_digits` digits.
+    fn runs(&self, min_digits: usize) -> impl Iterator<Item = Range<usize>> + '_ {
+        self.numeric_runs
+            .iter()
+            .filter(move |r| r.digits >= min_digits)
+            .map(|r| r.span.clone())
+    }
+}
+
+/// Index of the first ASCII digit at or after `from`. Most prompt text is
+/// not digits, so it tests eight bytes at a time first.
+fn next_digit(bytes: &[u8], mut from: usize) -> Option<usize> {
+    while let Some(chunk) = bytes[from..].first_chunk::<8>() {
+        if has_ascii_digit(u64::from_le_bytes(*chunk)) {
+            break;
+        }
+        from += 8;
+    }
+    let offset = bytes[from..].iter().position(u8::is_ascii_digit)?;
+    Some(from + offset)
+}
+
+/// Whether any of the eight bytes in `word` is b'0'..=b'9'. With the top
+/// bit of each byte cleared, adding 0x80 - c sets a byte's top bit exactly
+/// when that byte is >= c, and never carries into the next byte; bytes
+/// that had their top bit set (non-ASCII) are masked out at the end.
+fn has_ascii_digit(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const TOPS: u64 = 0x8080_8080_8080_8080;
+    let low7 = word & !TOPS;
+    let at_least_0 = low7 + ONES * u64::from(0x80 - b'0');
+    let above_9 = low7 + ONES * u64::from(0x80 - b'9' - 1);
+    at_least_0 & !above_9 & !word & TOPS != 0
+}
+
+/// True when the digit at `first` begins "CCdd" (an IBAN's country code and
+/// check digits) and the letters start a word.
+fn iban_shaped_at(bytes: &[u8], first: usize) -> bool {
+    first >= 2
+        && bytes[first - 2].is_ascii_uppercase()
+        && bytes[first - 1].is_ascii_uppercase()
+        && bytes.get(first + 1).is_some_and(u8::is_ascii_digit)
+        && (first == 2 || !is_word_byte(bytes[first - 3]))
+}
+
+/// Matches of `re` within `range` of `text`, as spans of `text`. The
+/// searched slice keeps one neighbouring ASCII byte on each side so `\b`
+/// sees the real neighbours (a non-ASCII neighbour is a non-word byte for
+/// ASCII `\b`, the same as the slice's edge). `range` must lie on char
+/// boundaries.
+fn find_in<'a>(
+    re: &'a Regex,
+    text: &'a str,
+    range: Range<usize>,
+) -> impl Iterator<Item = Range<usize>> + 'a {
+    let bytes = text.as_bytes();
+    let lo = match range.start.checked_sub(1) {
+        Some(before) if bytes[before].is_ascii() => before,
+        _ => range.start,
+    };
+    let hi = match bytes.get(range.end) {
+        Some(b) if b.is_ascii() => range.end + 1,
+        _ => range.end,
+    };
+    re.find_iter(&text[lo..hi])
+        .map(move |m| lo + m.start()..lo + m.end())
 }
 
 /// One built-in detector: finds one type of item in one text segment.
 pub(crate) trait Detector: Send + Sync {
-    /// False when `find` cannot possibly match `hints`' text.
-    fn may_match(&self, hints: &TextHints) -> bool;
-    /// Push every accepted hit in `text` onto `out`, with `segment` as index.
-    fn find(&self, text: &str, segment: usize, out: &mut Vec<Finding>);
+    /// Push every accepted hit in `text` onto `out`, with `segment` as
+    /// index; `pre` is `text`'s prescan.
+    fn find(&self, text: &str, pre: &Prescan, segment: usize, out: &mut Vec<Finding>);
 }
 
 /// All built-in PII and secret detectors, compiled once.
@@ -68,11 +184,9 @@ impl Detectors {
                 continue;
             }
             let first = findings.len();
-            let hints = TextHints::of(text);
+            let pre = Prescan::of(text);
             for detector in &self.detectors {
-                if detector.may_match(&hints) {
-                    detector.find(text, segment, &mut findings);
-                }
+                detector.find(text, &pre, segment, &mut findings);
             }
             drop_nested_pii(&mut findings, first);
             if let Some(dict) = dict {
@@ -113,26 +227,24 @@ fn drop_nested_pii(findings: &mut Vec<Finding>, first: usize) {
     if findings.len() - first < 2 {
         return;
     }
-    let tail = &mut findings[first..];
-    tail.sort_by(|a, b| {
+    findings[first..].sort_by(|a, b| {
         (a.span.start, Reverse(a.span.end))
             .cmp(&(b.span.start, Reverse(b.span.end)))
             .then(b.confidence.total_cmp(&a.confidence))
     });
-    let mut reach = 0;
-    let mut seen_any = false;
-    let kept: Vec<Finding> = findings
-        .drain(first..)
-        .filter(|f| {
-            let nested = seen_any && f.span.end <= reach;
-            if !seen_any || f.span.end > reach {
-                reach = f.span.end;
-            }
-            seen_any = true;
-            !(nested && f.category == Category::Pii)
-        })
-        .collect();
-    findings.extend(kept);
+    let mut index = 0;
+    let mut reach = None;
+    findings.retain(|f| {
+        index += 1;
+        if index <= first {
+            return true;
+        }
+        let nested = reach.is_some_and(|r| f.span.end <= r);
+        if !nested {
+            reach = Some(f.span.end);
+        }
+        !(nested && f.category == Category::Pii)
+    });
 }
 
 /// Bytes that make up a "word" for boundary checks, as regex's ASCII `\b`.
@@ -159,31 +271,30 @@ fn joined_to_number(text: &str, span: &Range<usize>) -> bool {
 const CONTEXT_BEFORE: usize = 48;
 const CONTEXT_AFTER: usize = 24;
 
-/// True when one of `words` (lowercase ASCII) starts a word near `span`.
-/// Only the start is anchored so that "cards" or "cardholder" count too.
+/// True when one of `words` (lowercase ASCII, each starting with a letter)
+/// starts a word near `span`. Only the start is anchored so that "cards" or
+/// "cardholder" count too. Runs for every candidate, so positions inside
+/// words are skipped before any comparison.
 fn context_near(text: &str, span: &Range<usize>, words: &[&str]) -> bool {
     let bytes = text.as_bytes();
+    let word_at = |i: usize, limit: usize| {
+        bytes[i].is_ascii_alphabetic()
+            && (i == 0 || !bytes[i - 1].is_ascii_alphabetic())
+            && words.iter().any(|w| {
+                let w = w.as_bytes();
+                i + w.len() <= limit && bytes[i..i + w.len()].eq_ignore_ascii_case(w)
+            })
+    };
     let from = span.start.saturating_sub(CONTEXT_BEFORE);
     let to = (span.end + CONTEXT_AFTER).min(bytes.len());
-    let windows = [(from, span.start), (span.end, to)];
-    windows.iter().any(|&(lo, hi)| {
-        let window = &bytes[lo..hi];
-        words.iter().any(|word| {
-            let word = word.as_bytes();
-            window.len() >= word.len()
-                && (0..=window.len() - word.len()).any(|i| {
-                    let starts_word = i + lo == 0 || !bytes[i + lo - 1].is_ascii_alphabetic();
-                    starts_word && window[i..i + word.len()].eq_ignore_ascii_case(word)
-                })
-        })
-    })
+    (from..span.start).any(|i| word_at(i, span.start)) || (span.end..to).any(|i| word_at(i, to))
 }
 
 /// Compile one of the built-in patterns.
-fn compile_builtin(pattern: &str) -> regex::Regex {
+fn compile_builtin(pattern: &str) -> Regex {
     // The patterns are string constants exercised by the unit tests, so a
     // failure here is a programming error caught before release.
-    regex::Regex::new(pattern).expect("built-in pattern is a valid regex")
+    Regex::new(pattern).expect("built-in pattern is a valid regex")
 }
 
 /// Build a finding; every detector goes through here.
@@ -298,6 +409,25 @@ mod tests {
     }
 
     #[test]
+    fn detectors_and_dictionary_can_be_shared_across_tasks() {
+        fn shareable<T: Send + Sync + 'static>(_: &T) {}
+        shareable(&Detectors::default());
+        shareable(&Dictionary::new(["x"]).unwrap());
+        assert!(format!("{:?}", Detectors::new()).contains("10"));
+    }
+
+    #[test]
+    fn anthropic_key_is_not_also_an_openai_key() {
+        let d = Detectors::new();
+        let key = "sk-ant-api03-Ab3De5Fg7Hj9Kl1Mn3Pq5Rs7Tv9Wx1Yz3";
+        let found = d.scan(None, &[&format!("ANTHROPIC_API_KEY={key}")]);
+        assert_eq!(
+            kinds(&found),
+            vec![("anthropic_key", 0, 18..18 + key.len())]
+        );
+    }
+
+    #[test]
     fn card_digits_inside_an_iban_count_once() {
         let d = Detectors::new();
         // The 16 digits after the country code pass Luhn with a Visa prefix.
@@ -328,6 +458,37 @@ mod tests {
         assert!(!context_near(text, &(13..24), &["ssn"]));
         let text = "219-09-9999 is the SSN";
         assert!(context_near(text, &(0..11), &["ssn"]));
+    }
+
+    #[test]
+    fn digit_search_matches_bytewise_search() {
+        let mut text: Vec<u8> = b"no digits here, just words and \xc3\xa9 accents ".to_vec();
+        assert_eq!(next_digit(&text, 0), None);
+        for (i, b) in (0u8..=255).enumerate() {
+            let word = u64::from_le_bytes([b'a', b'/', b':', 0xB0, 0xB9, b, b'z', 0xFF]);
+            assert_eq!(
+                has_ascii_digit(word),
+                b.is_ascii_digit(),
+                "byte {b:#x} ({i})"
+            );
+        }
+        text.extend_from_slice(b"v2");
+        assert_eq!(next_digit(&text, 0), Some(text.len() - 1));
+        assert_eq!(next_digit(&text, text.len()), None);
+    }
+
+    #[test]
+    fn prescan_finds_numeric_runs_and_iban_starts() {
+        let text = "v1.2.3 call (415) 555-0132 or +44 20 7123 4567; IBAN DE89 3704, xDE89";
+        let pre = Prescan::of(text);
+        let runs: Vec<&str> = pre
+            .numeric_runs
+            .iter()
+            .map(|r| &text[r.span.clone()])
+            .collect();
+        assert_eq!(runs, vec!["(415) 555-0132", "+44 20 7123 4567"]);
+        assert_eq!(pre.iban_starts, vec![53]);
+        assert!(!pre.has_at);
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::ops::Range;
 use regex::Regex;
 
 use super::{
-    compile_builtin, context_near, finding, is_word_byte, joined_to_number, Category, Detector,
-    Finding, TextHints,
+    compile_builtin, context_near, find_in, finding, is_word_byte, joined_to_number, Category,
+    Detector, Finding, Prescan,
 };
 
 /// The PII detectors, in no particular order (`scan` sorts the output).
@@ -59,11 +59,10 @@ impl Email {
 }
 
 impl Detector for Email {
-    fn may_match(&self, hints: &TextHints) -> bool {
-        hints.has_at
-    }
-
-    fn find(&self, text: &str, segment: usize, out: &mut Vec<Finding>) {
+    fn find(&self, text: &str, pre: &Prescan, segment: usize, out: &mut Vec<Finding>) {
+        if !pre.has_at {
+            return;
+        }
         for m in self.re.find_iter(text) {
             let addr = m.as_str();
             let tld = addr.rsplit('.').next().unwrap_or("");
@@ -109,14 +108,10 @@ impl CreditCard {
 }
 
 impl Detector for CreditCard {
-    fn may_match(&self, hints: &TextHints) -> bool {
-        hints.has_digit
-    }
-
-    fn find(&self, text: &str, segment: usize, out: &mut Vec<Finding>) {
-        for m in self.re.find_iter(text) {
-            let span = m.range();
-            let Some(digits) = card_digits(m.as_str().as_bytes()) else {
+    fn find(&self, text: &str, pre: &Prescan, segment: usize, out: &mut Vec<Finding>) {
+        let candidates = pre.runs(13).flat_map(|run| find_in(&self.re, text, run));
+        for span in candidates {
+            let Some(digits) = card_digits(text[span.clone()].as_bytes()) else {
                 continue;
             };
             let digits = digits.as_slice();
@@ -237,14 +232,11 @@ impl UsSsn {
 }
 
 impl Detector for UsSsn {
-    fn may_match(&self, hints: &TextHints) -> bool {
-        hints.has_digit
-    }
-
-    fn find(&self, text: &str, segment: usize, out: &mut Vec<Finding>) {
-        for m in self.re.find_iter(text) {
-            let span = m.range();
-            let Some((dashed, area, group, serial)) = ssn_parts(m.as_str().as_bytes()) else {
+    fn find(&self, text: &str, pre: &Prescan, segment: usize, out: &mut Vec<Finding>) {
+        let candidates = pre.runs(9).flat_map(|run| find_in(&self.re, text, run));
+        for span in candidates {
+            let Some((dashed, area, group, serial)) = ssn_parts(text[span.clone()].as_bytes())
+            else {
                 continue;
             };
             if !ssn_allocatable(area, group, serial) || joined_to_number(text, &span) {
@@ -335,14 +327,10 @@ impl Phone {
 }
 
 impl Detector for Phone {
-    fn may_match(&self, hints: &TextHints) -> bool {
-        hints.has_digit
-    }
-
-    fn find(&self, text: &str, segment: usize, out: &mut Vec<Finding>) {
+    fn find(&self, text: &str, pre: &Prescan, segment: usize, out: &mut Vec<Finding>) {
         let bytes = text.as_bytes();
-        for m in self.re.find_iter(text) {
-            let span = m.range();
+        let candidates = pre.runs(8).flat_map(|run| find_in(&self.re, text, run));
+        for span in candidates {
             // The regex cannot demand a boundary before '(' or '+', so the
             // left edge is checked here: no word byte and no '+' glued on.
             if span.start > 0
@@ -353,7 +341,7 @@ impl Detector for Phone {
             if joined_to_number(text, &span) {
                 continue;
             }
-            let s = m.as_str().as_bytes();
+            let s = &bytes[span.clone()];
             let nanp = !s.starts_with(b"+")
                 || s.starts_with(b"+1 ")
                 || s.starts_with(b"+1-")
@@ -390,6 +378,8 @@ fn nanp_shape(s: &[u8]) -> bool {
 /// Country, check digits, then the BBAN compact or in groups of four.
 const IBAN: &str =
     r"(?-u:\b)[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?)(?-u:\b)";
+/// Longest IBAN (34 characters) plus its spaces, with room to spare.
+const IBAN_WINDOW: usize = 48;
 const IBAN_CONTEXT: &[&str] = &["iban", "account", "bank", "konto", "transfer", "wire"];
 
 struct Iban {
@@ -405,13 +395,27 @@ impl Iban {
 }
 
 impl Detector for Iban {
-    fn may_match(&self, hints: &TextHints) -> bool {
-        hints.has_digit
-    }
-
-    fn find(&self, text: &str, segment: usize, out: &mut Vec<Finding>) {
-        for m in self.re.find_iter(text) {
-            let s = m.as_str().as_bytes();
+    fn find(&self, text: &str, pre: &Prescan, segment: usize, out: &mut Vec<Finding>) {
+        let bytes = text.as_bytes();
+        let mut covered = 0;
+        for &start in &pre.iban_starts {
+            // A group inside an accepted IBAN ("... AB12 ...") is no new one.
+            if start < covered {
+                continue;
+            }
+            let mut window_end = (start + IBAN_WINDOW).min(text.len());
+            while !text.is_char_boundary(window_end) {
+                window_end -= 1;
+            }
+            let Some(m) = find_in(&self.re, text, start..window_end).next() else {
+                continue;
+            };
+            // The window may cut a longer token short; the real text must
+            // not go on with a word byte.
+            if m.start != start || bytes.get(m.end).is_some_and(|&b| is_word_byte(b)) {
+                continue;
+            }
+            let s = &bytes[m.clone()];
             let Some(expected) = iban_length([s[0], s[1]]) else {
                 continue;
             };
@@ -438,7 +442,8 @@ impl Detector for Iban {
             if !mod97_valid(&compact[..n]) {
                 continue;
             }
-            let span = m.start()..m.start() + end;
+            let span = m.start..m.start + end;
+            covered = span.end;
             let conf = if context_near(text, &span, IBAN_CONTEXT) {
                 0.95
             } else {
@@ -491,7 +496,7 @@ mod tests {
     /// Kinds and exact spans found by one detector.
     fn hits(d: &dyn Detector, text: &str) -> Vec<(Range<usize>, f32, &'static str)> {
         let mut out = Vec::new();
-        d.find(text, 0, &mut out);
+        d.find(text, &Prescan::of(text), 0, &mut out);
         out.into_iter()
             .map(|f| (f.span, f.confidence, f.validator))
             .collect()

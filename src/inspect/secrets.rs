@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use regex::Regex;
 
-use super::{compile_builtin, context_near, finding, Category, Detector, Finding, TextHints};
+use super::{compile_builtin, context_near, finding, Category, Detector, Finding, Prescan};
 
 /// The secret detectors, in no particular order (`scan` sorts the output).
 pub(super) fn detectors() -> Vec<Box<dyn Detector>> {
@@ -76,11 +76,7 @@ impl AwsAccessKey {
 }
 
 impl Detector for AwsAccessKey {
-    fn may_match(&self, _: &TextHints) -> bool {
-        true
-    }
-
-    fn find(&self, text: &str, segment: usize, out: &mut Vec<Finding>) {
+    fn find(&self, text: &str, _: &Prescan, segment: usize, out: &mut Vec<Finding>) {
         for m in self.re.find_iter(text) {
             let body = &m.as_str().as_bytes()[4..];
             let span = m.range();
@@ -115,11 +111,7 @@ impl GithubToken {
 }
 
 impl Detector for GithubToken {
-    fn may_match(&self, _: &TextHints) -> bool {
-        true
-    }
-
-    fn find(&self, text: &str, segment: usize, out: &mut Vec<Finding>) {
+    fn find(&self, text: &str, _: &Prescan, segment: usize, out: &mut Vec<Finding>) {
         for m in self.re.find_iter(text) {
             let s = m.as_str().as_bytes();
             let body = if s.starts_with(b"github_pat_") {
@@ -164,11 +156,7 @@ impl OpenAiKey {
 }
 
 impl Detector for OpenAiKey {
-    fn may_match(&self, _: &TextHints) -> bool {
-        true
-    }
-
-    fn find(&self, text: &str, segment: usize, out: &mut Vec<Finding>) {
+    fn find(&self, text: &str, _: &Prescan, segment: usize, out: &mut Vec<Finding>) {
         for m in self.re.find_iter(text) {
             let s = trim_trailing_dashes(m.as_str().as_bytes());
             let rest = &s[3..];
@@ -225,11 +213,7 @@ impl AnthropicKey {
 }
 
 impl Detector for AnthropicKey {
-    fn may_match(&self, _: &TextHints) -> bool {
-        true
-    }
-
-    fn find(&self, text: &str, segment: usize, out: &mut Vec<Finding>) {
+    fn find(&self, text: &str, _: &Prescan, segment: usize, out: &mut Vec<Finding>) {
         for m in self.re.find_iter(text) {
             let s = trim_trailing_dashes(m.as_str().as_bytes());
             let rest = &s[7..];
@@ -286,13 +270,9 @@ impl PrivateKey {
 }
 
 impl Detector for PrivateKey {
-    fn may_match(&self, _: &TextHints) -> bool {
-        true
-    }
-
     /// The span runs from the BEGIN line through the END line's closing
     /// dashes; without an END line, through the base64 that follows.
-    fn find(&self, text: &str, segment: usize, out: &mut Vec<Finding>) {
+    fn find(&self, text: &str, _: &Prescan, segment: usize, out: &mut Vec<Finding>) {
         let bytes = text.as_bytes();
         // Position of the next END marker at or after `from`, cached so that
         // many headers without END lines still cost one pass in total.
@@ -363,7 +343,7 @@ mod tests {
 
     fn hits(d: &dyn Detector, text: &str) -> Vec<(Range<usize>, f32)> {
         let mut out = Vec::new();
-        d.find(text, 0, &mut out);
+        d.find(text, &Prescan::of(text), 0, &mut out);
         for f in &out {
             assert_eq!(f.category, Category::Secret);
             assert_eq!(f.validator, "pattern");

@@ -167,7 +167,7 @@ mod tests {
         assert_eq!(parse_chat(b"{\"messages\": []}"), Err(ParseError::Missing("model")));
         assert_eq!(parse_chat(b"{\"model\": \"m\"}"), Err(ParseError::Missing("messages")));
         assert_eq!(parse_chat(b"[1]"), Err(ParseError::NotAnObject));
-        assert_eq!(parse_chat(b"{\"model\": \"m\", \"messages\": [\xff]}"), Err(ParseError::InvalidUtf8(27)));
+        assert_eq!(parse_chat(b"{\"model\": \"m\", \"messages\": [\xff]}"), Err(ParseError::InvalidUtf8(28)));
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         assert_eq!(parse_chat(deep.as_bytes()), Err(ParseError::TooDeep));
         let bad_role = br#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#;

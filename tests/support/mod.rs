@@ -40,6 +40,10 @@ pub struct Setup {
     pub policies: Vec<(&'static str, String)>,
     /// Point the providers at this address instead of the fake (e.g. a closed port).
     pub upstream_override: Option<SocketAddr>,
+    /// Put the audit log on a tmpfs of this size (needs root), so a test can fill it.
+    pub audit_tmpfs: Option<&'static str>,
+    /// Set `pass_client_key: true` on both providers.
+    pub pass_client_key: bool,
 }
 
 impl Default for Setup {
@@ -50,6 +54,8 @@ impl Default for Setup {
             upstream_extra: String::new(),
             policies: Vec::new(),
             upstream_override: None,
+            audit_tmpfs: None,
+            pass_client_key: false,
         }
     }
 }
@@ -79,6 +85,16 @@ impl SluiceProc {
                 std::fs::write(policies.join(name), text).unwrap();
             }
         }
+        if let Some(size) = setup.audit_tmpfs {
+            let data = dir.path().join("data");
+            std::fs::create_dir_all(&data).unwrap();
+            let status = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(&data)
+                .status()
+                .unwrap();
+            assert!(status.success(), "mounting a tmpfs for the audit log failed");
+        }
         let gateway = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let upstream = setup.upstream_override.unwrap_or(fake.addr());
@@ -89,8 +105,8 @@ impl SluiceProc {
              audit: {{ dir: data/audit }}\n\
              {identity}\
              providers:\n\
-             \x20 openai: {{ base_url: \"https://api.openai.com\", api_key_env: TEST_OPENAI_KEY }}\n\
-             \x20 anthropic: {{ base_url: \"https://api.anthropic.com\", api_key_env: TEST_ANTHROPIC_KEY }}\n\
+             \x20 openai: {{ base_url: \"https://api.openai.com\", api_key_env: TEST_OPENAI_KEY, pass_client_key: {pass} }}\n\
+             \x20 anthropic: {{ base_url: \"https://api.anthropic.com\", api_key_env: TEST_ANTHROPIC_KEY, pass_client_key: {pass} }}\n\
              upstream:\n\
              \x20 extra_ca_file: fake-ca.pem\n\
              \x20 resolve: {{ \"api.openai.com:443\": \"{upstream}\", \"api.anthropic.com:443\": \"{upstream}\" }}\n\
@@ -99,6 +115,7 @@ impl SluiceProc {
             identity = setup.identity,
             upstream_extra = setup.upstream_extra,
             extra = setup.extra_config,
+            pass = setup.pass_client_key,
         );
         let config_path = dir.path().join("sluice.yaml");
         std::fs::write(&config_path, config).unwrap();
@@ -188,7 +205,19 @@ impl Drop for SluiceProc {
             let _ = child.kill();
             let _ = child.wait();
         }
+        let data = self.dir.path().join("data");
+        // Only succeeds where the test mounted a tmpfs; harmless otherwise.
+        let _ = Command::new("umount").arg("-l").arg(&data).stderr(Stdio::null()).status();
     }
+}
+
+/// Whether this process may mount filesystems (root).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
 /// Run the sluice CLI with `args` (plus an optional trailing path).
