@@ -39,6 +39,7 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub providers: Providers,
     pub upstream: UpstreamConfig,
+    pub local: LocalConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,6 +103,82 @@ pub struct ProviderConfig {
     pub models: Vec<String>,
 }
 
+/// Which local tier answers `local` decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalBackendKind {
+    /// The embedded mistral.rs engine.
+    Embedded,
+    /// An OpenAI-compatible server (vLLM, Ollama, llama.cpp server, LM Studio, LocalAI, Jan, mlx_lm.server).
+    External,
+    /// No local model: `local` decisions get 503 (and never go to the cloud).
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalDevice {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalConfig {
+    pub backend: LocalBackendKind,
+    /// Embedded: a `.gguf` file, or a Hugging Face model id on machines with hub access.
+    pub model: String,
+    /// Embedded: Hugging Face id whose tokenizer to use instead of the GGUF's own.
+    pub tokenizer_model_id: Option<String>,
+    pub device: LocalDevice,
+    /// Sequences generated at once.
+    pub max_concurrent: usize,
+    /// Requests that may wait for a place beyond `max_concurrent`; past this
+    /// the team policy's `local.overflow` applies.
+    pub queue: usize,
+    /// Upper bound on `max_tokens` for local generation (and its default).
+    pub max_tokens_cap: u64,
+    /// Context window in tokens; read from the model when embedded.
+    pub context_length: Option<u64>,
+    pub external: ExternalConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExternalConfig {
+    /// Base URL including the API prefix, e.g. `http://127.0.0.1:11434/v1`.
+    pub base_url: String,
+    /// Model name sent to the server.
+    pub model: String,
+    pub api_key_env: Option<String>,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        LocalConfig {
+            backend: LocalBackendKind::Embedded,
+            model: "models/SmolLM2-135M-Instruct.Q4_1.gguf".into(),
+            tokenizer_model_id: None,
+            device: LocalDevice::Cpu,
+            max_concurrent: 4,
+            queue: 16,
+            max_tokens_cap: 512,
+            context_length: None,
+            external: ExternalConfig::default(),
+        }
+    }
+}
+
+impl Default for ExternalConfig {
+    fn default() -> Self {
+        ExternalConfig {
+            base_url: "http://127.0.0.1:11434/v1".into(),
+            model: "llama3.2".into(),
+            api_key_env: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UpstreamConfig {
@@ -127,6 +204,7 @@ impl Default for Config {
             identity: IdentityConfig::default(),
             providers: Providers::default(),
             upstream: UpstreamConfig::default(),
+            local: LocalConfig::default(),
         }
     }
 }
@@ -259,6 +337,20 @@ impl Config {
                 return Err(invalid(format!("providers.{name}.base_url must be http(s)")));
             }
         }
+        if self.local.backend == LocalBackendKind::External {
+            let uri: http::Uri = self
+                .local
+                .external
+                .base_url
+                .parse()
+                .map_err(|e| invalid(format!("local.external.base_url: {e}")))?;
+            if uri.scheme_str() != Some("https") && uri.scheme_str() != Some("http") {
+                return Err(invalid("local.external.base_url must be http(s)".into()));
+            }
+        }
+        if self.local.max_tokens_cap == 0 {
+            return Err(invalid("local.max_tokens_cap must be at least 1".into()));
+        }
         for (host, addr) in &self.upstream.resolve {
             if crate::dispatch::cloud::parse_resolve_target(addr).is_none() {
                 return Err(invalid(format!(
@@ -291,6 +383,12 @@ impl Config {
         rebase(&mut self.audit.dir);
         if let Some(ca) = self.upstream.extra_ca_file.as_mut() {
             rebase(ca);
+        }
+        // A model given as a path (not a hub id) follows the file too.
+        if self.local.model.ends_with(".gguf") {
+            let mut model = PathBuf::from(&self.local.model);
+            rebase(&mut model);
+            self.local.model = model.to_string_lossy().into_owned();
         }
         self
     }

@@ -29,7 +29,9 @@ use crate::config::{Config, ProviderConfig};
 use crate::dispatch::cloud::{CloudClient, CloudError};
 use crate::identity::{Caller, IdentityTable};
 use crate::inspect::{count_by_kind, Detectors, Dictionary, DictionaryError};
-use crate::policy::{Action, PolicyErrors, PolicySet, Signals};
+use crate::dispatch::local::{GenEvent, Generation, LocalError, LocalTier, Overflowed};
+use crate::policy::{Action, LocalOptions, Overflow, PolicyErrors, PolicySet, Signals, TooLong};
+use crate::wire::response::{self, Assembled, Meta, SseEncoder};
 use crate::telemetry;
 use crate::wire::{self, Api, ErrorKind, Format, Identity};
 
@@ -62,6 +64,8 @@ pub enum StartError {
     AuditThread(std::io::Error),
     #[error("upstream client: {0}")]
     Cloud(#[from] CloudError),
+    #[error("{0}")]
+    Local(#[from] LocalError),
 }
 
 /// A provider as sluice calls it: config plus the key read at start-up.
@@ -80,6 +84,7 @@ pub struct Sluice {
     detectors: Detectors,
     audit: AuditWriter,
     cloud: CloudClient,
+    local: Arc<LocalTier>,
     openai: Provider,
     anthropic: Provider,
     next_id: AtomicU64,
@@ -90,6 +95,12 @@ struct Trail {
     record: AuditRecord,
     started: Instant,
     format: Format,
+}
+
+/// Where a decided request is served.
+enum Route {
+    Local(Generation),
+    Cloud,
 }
 
 /// How sluice authenticates to the provider for one request.
@@ -126,6 +137,7 @@ impl Sluice {
         }
         let audit = AuditWriter::start(Arc::new(AuditLog::open(&config.audit.dir)?)).map_err(StartError::AuditThread)?;
         let cloud = CloudClient::new(&config.upstream)?;
+        let local = LocalTier::start(&config.local, &config.upstream)?;
         let provider = |c: &ProviderConfig| Provider {
             config: c.clone(),
             key: c.api_key_env.as_ref().and_then(|v| std::env::var(v).ok()).filter(|k| !k.is_empty()),
@@ -140,6 +152,7 @@ impl Sluice {
             detectors: Detectors::new(),
             audit,
             cloud,
+            local,
             config,
             next_id: AtomicU64::new(1),
         }))
@@ -153,9 +166,24 @@ impl Sluice {
         &self.config
     }
 
-    /// Ready when the audit log accepts writes; policies loaded at build.
-    pub fn ready(&self) -> bool {
-        self.audit.check_writable().is_ok()
+    /// Why sluice cannot take traffic, if it cannot: the audit log must
+    /// accept writes and the local model must have loaded (policies are
+    /// loaded before serving starts).
+    pub fn not_ready(&self) -> Option<String> {
+        if let Err(e) = self.audit.check_writable() {
+            return Some(format!("audit log: {e}"));
+        }
+        if !self.local.is_ready() {
+            return Some(match self.local.backend() {
+                Err(e) => format!("local model: {e}"),
+                Ok(_) => "local model not ready".into(),
+            });
+        }
+        None
+    }
+
+    pub fn local(&self) -> &LocalTier {
+        &self.local
     }
 
     /// Route a gateway request.
@@ -255,46 +283,183 @@ impl Sluice {
         tracing::Span::current().record("decision", decision.action.as_str());
 
         // dispatch
-        match decision.action {
+        let route = match decision.action {
             Action::Block => {
                 let message = format!("Blocked by sluice policy rule `{}`: {}", decision.rule, decision.reason);
-                self.refuse(trail, ErrorKind::PolicyBlock, &message)
+                return self.refuse(trail, ErrorKind::PolicyBlock, &message);
             }
             Action::Local => {
-                // Never falls back to the cloud: the policy said this prompt stays here.
-                let message = format!(
-                    "Policy rule `{}` keeps this request on the local model, and no local engine is available; \
-                     the request was not sent to any cloud provider",
-                    decision.rule
-                );
-                self.refuse(trail, ErrorKind::LocalUnavailable, &message)
+                let sensitive = !findings.is_empty();
+                match self.local_route(&request, policy.local_options(), sensitive, prompt_tokens, &decision.rule).await {
+                    Ok(route) => route,
+                    Err((kind, message)) => return self.refuse(trail, kind, &message),
+                }
             }
-            Action::Cloud => {
-                // Fail closed: nothing leaves unless its record can be written.
-                if let Err(e) = self.audit.check_writable() {
-                    tracing::error!(error = %e, "audit log not writable; refusing to forward");
-                    let message = "sluice cannot write its audit log, so the request was not forwarded";
-                    return self.refuse(trail, ErrorKind::LocalUnavailable, message);
-                }
-                let upstream = match self.upstream_request(api, &parts, body, auth) {
-                    Ok(upstream) => upstream,
-                    Err(message) => return self.refuse(trail, ErrorKind::Upstream, &message),
+            Action::Cloud => Route::Cloud,
+        };
+
+        // respond (record happens when the response body is finished)
+        match route {
+            Route::Local(generation) => self.respond_local(trail, &request, generation, &decision.rule).await,
+            Route::Cloud => self.forward_to_cloud(trail, api, &parts, body, auth, &decision.rule).await,
+        }
+    }
+
+    /// Where a `local` decision is served: the local tier, or (only for
+    /// prompts without findings, and only if the policy allows) the cloud
+    /// when the local model is full or the prompt too long for it.
+    async fn local_route(
+        &self,
+        request: &wire::CanonicalRequest,
+        options: LocalOptions,
+        sensitive: bool,
+        estimated_tokens: u64,
+        rule: &str,
+    ) -> Result<Route, (ErrorKind, String)> {
+        // Never falls back to the cloud because the engine is down: the
+        // policy said this prompt stays here.
+        if let Err(e) = self.local.backend() {
+            let message = format!(
+                "Policy rule `{rule}` keeps this request on the local model, which is unavailable ({e}); \
+                 the request was not sent to any cloud provider"
+            );
+            return Err((ErrorKind::LocalUnavailable, message));
+        }
+        let prompt_tokens = self.local.count_tokens(request, estimated_tokens).await;
+        if let Some(context) = self.local.context_length().filter(|&c| prompt_tokens >= c) {
+            let message = format!(
+                "The prompt has {prompt_tokens} tokens; the local model {} takes at most {context}",
+                self.local.model_name()
+            );
+            return match options.too_long {
+                TooLong::Cloud if !sensitive => Ok(Route::Cloud),
+                TooLong::Cloud => Err((
+                    ErrorKind::TooLarge,
+                    format!("{message}, and the prompt has sensitive findings, so it cannot go to the cloud"),
+                )),
+                TooLong::Block => Err((ErrorKind::PolicyBlock, format!("{message}; policy blocks prompts that are too long"))),
+                TooLong::Reject => Err((ErrorKind::TooLarge, message)),
+            };
+        }
+        let wait = match options.overflow {
+            Overflow::Wait => Some(Duration::from_millis(options.overflow_wait_ms)),
+            Overflow::Reject | Overflow::Cloud => None,
+        };
+        let admitted = match self.local.admit(wait).await {
+            Ok(admitted) => admitted,
+            Err(_) if options.overflow == Overflow::Cloud && !sensitive => return Ok(Route::Cloud),
+            Err(why) => {
+                let message = match why {
+                    Overflowed::TimedOut => format!(
+                        "The local model is busy and no place freed up within {} ms; try again later",
+                        options.overflow_wait_ms
+                    ),
+                    Overflowed::Full => "The local model's queue is full; try again later".to_string(),
                 };
-                let upstream_started = Instant::now();
-                match self.cloud.send(upstream).await {
-                    Ok(resp) => self.relay(trail, resp, upstream_started, &decision.rule),
-                    Err(e) => {
-                        metrics::counter!(telemetry::UPSTREAM_ERRORS, "provider" => api.provider(), "kind" => e.kind())
-                            .increment(1);
-                        trail.record.latency_us.upstream = micros(upstream_started.elapsed());
-                        let kind = match e {
-                            CloudError::Timeout(_) => ErrorKind::UpstreamTimeout,
-                            _ => ErrorKind::Upstream,
-                        };
-                        let message = format!("{} upstream failed: {e}", api.provider());
-                        self.refuse(trail, kind, &message)
-                    }
+                return Err((ErrorKind::RateLimited, message));
+            }
+        };
+        match self.local.generate(request, admitted, prompt_tokens).await {
+            Ok(generation) => Ok(Route::Local(generation)),
+            Err(e) => Err((ErrorKind::LocalUnavailable, format!("Local generation could not start: {e}"))),
+        }
+    }
+
+    /// Answer from the local tier in the client's format, streamed or whole.
+    async fn respond_local(
+        self: &Arc<Self>,
+        mut trail: Trail,
+        request: &wire::CanonicalRequest,
+        mut generation: Generation,
+        rule: &str,
+    ) -> Response<RespBody> {
+        trail.record.provider = "local".into();
+        trail.record.model_used = self.local.model_name().to_string();
+        let meta = Meta {
+            id: format!("sluice-{}", self.next_id.fetch_add(1, Ordering::Relaxed)),
+            model: self.local.model_name().to_string(),
+            created_unix: trail.record.time_unix_ms / 1000,
+        };
+        let generation_started = Instant::now();
+        if request.stream {
+            trail.record.status = 200;
+            let mut encoder = SseEncoder::new(trail.format, meta, request.stream_usage);
+            let opening = encoder.start(generation.prompt_tokens);
+            let body = LocalBody {
+                generation,
+                encoder,
+                pending: Some(opening),
+                done: false,
+                stats: GenStats::new(generation_started),
+                completion: Some(Completion { sluice: self.clone(), trail, upstream_started: generation_started }),
+            };
+            let mut resp = Response::new(UnsyncBoxBody::new(body));
+            let headers = resp.headers_mut();
+            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            set_route_headers(headers, "local", rule);
+            return resp;
+        }
+        let mut answer = Assembled::default();
+        let mut stats = GenStats::new(generation_started);
+        let finish = loop {
+            match generation.events.recv().await {
+                Some(Ok(GenEvent::Delta(delta))) => {
+                    stats.token();
+                    answer.push(delta);
                 }
+                Some(Ok(GenEvent::Finish(finish))) => break finish,
+                Some(Err(e)) => {
+                    trail.record.latency_us.upstream = micros(generation_started.elapsed());
+                    return self.refuse(trail, ErrorKind::LocalUnavailable, &format!("Local generation failed: {e}"));
+                }
+                None => {
+                    trail.record.latency_us.upstream = micros(generation_started.elapsed());
+                    return self.refuse(trail, ErrorKind::LocalUnavailable, "Local generation ended without an answer");
+                }
+            }
+        };
+        stats.finish(finish.usage.completion_tokens);
+        trail.record.latency_us.upstream = micros(generation_started.elapsed());
+        let body = response::render_whole(trail.format, &meta, &answer, finish);
+        let mut resp = self.answer(trail, StatusCode::OK, body);
+        set_route_headers(resp.headers_mut(), "local", rule);
+        resp
+    }
+
+    /// Forward the original request to its cloud provider and relay the answer.
+    async fn forward_to_cloud(
+        self: &Arc<Self>,
+        mut trail: Trail,
+        api: Api,
+        parts: &http::request::Parts,
+        body: Bytes,
+        auth: UpstreamAuth,
+        rule: &str,
+    ) -> Response<RespBody> {
+        // Fail closed: nothing leaves unless its record can be written.
+        if let Err(e) = self.audit.check_writable() {
+            tracing::error!(error = %e, "audit log not writable; refusing to forward");
+            let message = "sluice cannot write its audit log, so the request was not forwarded";
+            return self.refuse(trail, ErrorKind::LocalUnavailable, message);
+        }
+        trail.record.provider = api.provider().to_string();
+        let upstream = match self.upstream_request(api, parts, body, auth) {
+            Ok(upstream) => upstream,
+            Err(message) => return self.refuse(trail, ErrorKind::Upstream, &message),
+        };
+        let upstream_started = Instant::now();
+        match self.cloud.send(upstream).await {
+            Ok(resp) => self.relay(trail, resp, upstream_started, rule),
+            Err(e) => {
+                metrics::counter!(telemetry::UPSTREAM_ERRORS, "provider" => api.provider(), "kind" => e.kind()).increment(1);
+                trail.record.latency_us.upstream = micros(upstream_started.elapsed());
+                let kind = match e {
+                    CloudError::Timeout(_) => ErrorKind::UpstreamTimeout,
+                    _ => ErrorKind::Upstream,
+                };
+                let message = format!("{} upstream failed: {e}", api.provider());
+                self.refuse(trail, kind, &message)
             }
         }
     }
@@ -410,6 +575,9 @@ impl Sluice {
         let mut models: Vec<(&str, &str)> = Vec::new();
         models.extend(self.openai.config.models.iter().map(|m| (m.as_str(), "openai")));
         models.extend(self.anthropic.config.models.iter().map(|m| (m.as_str(), "anthropic")));
+        if self.local.backend().is_ok() {
+            models.push((self.local.model_name(), "sluice-local"));
+        }
         self.answer(trail, StatusCode::OK, wire::models_body(format, &models))
     }
 
@@ -425,10 +593,15 @@ impl Sluice {
         if trail.record.decision.is_empty() {
             trail.record.decision = "error".into();
         }
-        if trail.record.reason.is_empty() || kind != ErrorKind::PolicyBlock {
-            // The reason names what went wrong, never the prompt.
-            trail.record.reason = format!("{}: {}", kind.code(), message);
-        }
+        // The reason names what went wrong, never the prompt. A policy's own
+        // reason is kept and the outcome appended to it.
+        trail.record.reason = if trail.record.reason.is_empty() {
+            format!("{}: {}", kind.code(), message)
+        } else if kind == ErrorKind::PolicyBlock {
+            format!("{}; {}", trail.record.reason, kind.code())
+        } else {
+            format!("{}; {}: {}", trail.record.reason, kind.code(), message)
+        };
         let rule = trail.record.rule.clone();
         let body = wire::error_body(trail.format, kind, message);
         let mut resp = self.answer(trail, kind.status(), body);
@@ -653,6 +826,111 @@ impl Drop for RelayBody {
             self.complete(None);
         } else {
             self.complete(Some("client disconnected before the response completed"));
+        }
+    }
+}
+
+/// Local decode statistics, reported as metrics when a generation ends.
+struct GenStats {
+    started: Instant,
+    first_token: Option<Instant>,
+    deltas: u64,
+}
+
+impl GenStats {
+    fn new(started: Instant) -> GenStats {
+        GenStats { started, first_token: None, deltas: 0 }
+    }
+
+    fn token(&mut self) {
+        if self.first_token.is_none() {
+            let now = Instant::now();
+            metrics::histogram!(telemetry::LOCAL_TIME_TO_FIRST_TOKEN).record((now - self.started).as_secs_f64());
+            self.first_token = Some(now);
+        }
+        self.deltas += 1;
+    }
+
+    fn finish(&self, completion_tokens: u64) {
+        let tokens = completion_tokens.max(self.deltas);
+        metrics::counter!(telemetry::LOCAL_TOKENS).increment(tokens);
+        if let Some(first) = self.first_token {
+            let decode = first.elapsed().as_secs_f64();
+            if tokens > 1 && decode > 0.0 {
+                metrics::histogram!(telemetry::LOCAL_TOKENS_PER_SECOND).record((tokens - 1) as f64 / decode);
+            }
+        }
+    }
+}
+
+/// A local generation streamed as SSE in the client's format. Dropping it
+/// (the client went away) drops the generation, which cancels it.
+struct LocalBody {
+    generation: Generation,
+    encoder: SseEncoder,
+    pending: Option<Bytes>,
+    done: bool,
+    stats: GenStats,
+    completion: Option<Completion>,
+}
+
+impl LocalBody {
+    fn end(&mut self, problem: Option<&str>) {
+        self.done = true;
+        if let Some(c) = self.completion.take() {
+            c.finish(problem);
+        }
+    }
+}
+
+impl Body for LocalBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(bytes) = this.pending.take() {
+            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let bytes = match this.generation.events.poll_recv(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(GenEvent::Delta(delta)))) => {
+                this.stats.token();
+                this.encoder.delta(&delta)
+            }
+            Poll::Ready(Some(Ok(GenEvent::Finish(finish)))) => {
+                this.stats.finish(finish.usage.completion_tokens);
+                let bytes = this.encoder.finish(finish);
+                this.end(None);
+                bytes
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let message = format!("local generation failed: {e}");
+                let bytes = this.encoder.error(&message);
+                this.end(Some(&message));
+                bytes
+            }
+            Poll::Ready(None) => {
+                let bytes = this.encoder.error("local generation ended without finishing");
+                this.end(Some("local generation ended without finishing"));
+                bytes
+            }
+        };
+        Poll::Ready(Some(Ok(Frame::data(bytes))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.pending.is_none()
+    }
+}
+
+impl Drop for LocalBody {
+    fn drop(&mut self) {
+        if !self.done {
+            self.end(Some("client disconnected; local generation cancelled"));
         }
     }
 }

@@ -233,7 +233,9 @@ async fn bad_input_gets_wire_format_errors_and_audit_records() {
     let mut huge = b"{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"".to_vec();
     huge.resize(huge.len() + 11 * 1024 * 1024, b'a');
     huge.extend_from_slice(b"\"}]}");
-    let cases: Vec<(&str, &String, &str, Vec<u8>, u16, &str)> = vec![
+    // (name, url, content type, body, expected status, expected message part)
+    type Case<'a> = (&'a str, &'a String, &'a str, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("malformed json", &openai, "application/json", b"{\"model\": ".to_vec(), 400, "not valid JSON"),
         ("malformed json (anthropic)", &anthropic, "application/json", b"{nope".to_vec(), 400, "not valid JSON"),
         ("wrong content type", &openai, "text/plain", b"hello".to_vec(), 415, "application/json"),

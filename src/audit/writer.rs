@@ -24,7 +24,7 @@ const MAX_BATCH: usize = 512;
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 enum Message {
-    Record(AuditRecord),
+    Record(Box<AuditRecord>),
     Flush(SyncSender<Result<(), AuditError>>),
 }
 
@@ -66,7 +66,7 @@ impl AuditWriter {
     /// Queue a record. Fails only if the writer thread is gone.
     pub fn submit(&self, record: AuditRecord) -> Result<(), AuditError> {
         self.tx
-            .send(Message::Record(record))
+            .send(Message::Record(Box::new(record)))
             .map_err(|_| AuditError::NotWritable)
     }
 
@@ -115,7 +115,7 @@ fn run(log: &AuditLog, rx: Receiver<Message>) {
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
-                Message::Record(r) => batch.push(r),
+                Message::Record(r) => batch.push(*r),
                 Message::Flush(waiter) => flush_waiters.push(waiter),
             }
             if batch.len() >= MAX_BATCH {

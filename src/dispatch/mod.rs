@@ -1,4 +1,6 @@
 //! Dispatch: where a decided request goes. `cloud` is the verified upstream
-//! client; the embedded local engine arrives with its own issue.
+//! client; `local` is the local tier (embedded mistral.rs or an external
+//! OpenAI-compatible server).
 
 pub mod cloud;
+pub mod local;

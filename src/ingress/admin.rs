@@ -28,8 +28,10 @@ fn route(sluice: &Sluice, metrics: &PrometheusHandle, stopping: bool, req: &Requ
     match (req.method().as_str(), req.uri().path()) {
         ("GET", "/healthz") => text(StatusCode::OK, "ok\n"),
         ("GET", "/readyz") if stopping => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
-        ("GET", "/readyz") if sluice.ready() => text(StatusCode::OK, "ready\n"),
-        ("GET", "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "audit log not writable\n"),
+        ("GET", "/readyz") => match sluice.not_ready() {
+            None => text(StatusCode::OK, "ready\n"),
+            Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{why}\n")),
+        },
         ("GET", "/metrics") => {
             let mut resp = text(StatusCode::OK, &metrics.render());
             resp.headers_mut().insert(

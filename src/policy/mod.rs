@@ -61,6 +61,52 @@ pub struct TeamPolicy {
     terms: Vec<String>,
     rules: Vec<Rule>,
     default: Action,
+    local: LocalOptions,
+}
+
+/// What happens when the local engine's queue is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overflow {
+    /// Wait for a place, up to `overflow_wait_ms`, then answer 429.
+    #[default]
+    Wait,
+    /// Answer 429 at once.
+    Reject,
+    /// Send it to the cloud instead, unless the prompt has sensitive findings.
+    Cloud,
+}
+
+/// What happens when a prompt does not fit the local model's context.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TooLong {
+    /// Answer 413 in the client's wire format.
+    #[default]
+    Reject,
+    /// Send it to the cloud instead, unless the prompt has sensitive findings.
+    Cloud,
+    /// Refuse it as a policy block (403).
+    Block,
+}
+
+/// The `local:` section of a policy file: how local decisions behave under load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalOptions {
+    pub overflow: Overflow,
+    pub overflow_wait_ms: u64,
+    pub too_long: TooLong,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        LocalOptions {
+            overflow: Overflow::Wait,
+            overflow_wait_ms: 30_000,
+            too_long: TooLong::Reject,
+        }
+    }
 }
 
 /// Finding kinds present in a request, gathered in one pass so every rule is
@@ -231,6 +277,11 @@ impl TeamPolicy {
     /// The team's dictionary: inline terms then file terms, trimmed, deduplicated.
     pub fn dictionary_terms(&self) -> &[String] {
         &self.terms
+    }
+
+    /// How local decisions behave under load and for long prompts.
+    pub fn local_options(&self) -> LocalOptions {
+        self.local
     }
 
     /// Evaluate one request: first matching rule, else the default.
@@ -448,6 +499,7 @@ fn load_file(dir: &Path, path: &Path) -> Result<TeamPolicy, Vec<PolicyError>> {
         terms,
         rules: file.rules,
         default: file.default,
+        local: file.local,
     })
 }
 

@@ -84,6 +84,8 @@ pub(super) struct PolicyFile {
     #[serde(default)]
     pub(super) rules: Vec<Rule>,
     pub(super) default: Action,
+    #[serde(default)]
+    pub(super) local: super::LocalOptions,
 }
 
 #[derive(Deserialize)]

@@ -2,8 +2,8 @@
 
 use serde_json::{Map, Value};
 
-use super::json::{array, join, model, object, opt_bool, opt_str, opt_u64, text_of};
-use super::{parse_json, Api, CanonicalRequest, Identity, Message, ParseError, Part, Role, Tool};
+use super::json::{array, join, model, object, opt_bool, opt_f64, opt_str, opt_u64, string_list, text_of};
+use super::{parse_json, Api, CanonicalRequest, Identity, Message, ParseError, Part, Role, Sampling, Tool, ToolChoice};
 
 pub fn parse_messages(body: &[u8]) -> Result<CanonicalRequest, ParseError> {
     let obj = parse_json(body)?;
@@ -65,13 +65,36 @@ pub fn parse_messages(body: &[u8]) -> Result<CanonicalRequest, ParseError> {
             });
         }
     }
+    let tool_choice = match obj.get("tool_choice") {
+        None | Some(Value::Null) => ToolChoice::Auto,
+        Some(Value::Object(o)) => match o.get("type").and_then(Value::as_str) {
+            Some("auto") => ToolChoice::Auto,
+            Some("none") => ToolChoice::None,
+            Some("any") => ToolChoice::Required,
+            Some("tool") => ToolChoice::Named(
+                o.get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| ParseError::invalid("tool_choice.name", "is required for type `tool`"))?
+                    .to_string(),
+            ),
+            _ => return Err(ParseError::invalid("tool_choice.type", "must be auto, any, tool or none")),
+        },
+        Some(_) => return Err(ParseError::invalid("tool_choice", "must be an object")),
+    };
     Ok(CanonicalRequest {
         api: Api::AnthropicMessages,
         model,
         system,
         messages,
         tools,
+        tool_choice,
+        sampling: Sampling {
+            temperature: opt_f64(&obj, "temperature")?,
+            top_p: opt_f64(&obj, "top_p")?,
+            stop: string_list(&obj, "stop_sequences")?,
+        },
         stream: opt_bool(&obj, "stream")?,
+        stream_usage: false,
         max_tokens: opt_u64(&obj, "max_tokens")?,
         identity: Identity::default(),
     })

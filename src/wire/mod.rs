@@ -7,6 +7,7 @@
 
 pub mod anthropic;
 pub mod openai;
+pub mod response;
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -73,6 +74,26 @@ pub struct Message {
     pub parts: Vec<Part>,
 }
 
+/// How the model may use the tools it was given.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum ToolChoice {
+    #[default]
+    Auto,
+    None,
+    /// Must call some tool (OpenAI `required`, Anthropic `any`).
+    Required,
+    /// Must call this tool.
+    Named(String),
+}
+
+/// Sampling settings a client asked for; absent means the backend's default.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sampling {
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub stop: Vec<String>,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tool {
     pub name: String,
@@ -88,7 +109,11 @@ pub struct CanonicalRequest {
     pub system: Vec<String>,
     pub messages: Vec<Message>,
     pub tools: Vec<Tool>,
+    pub tool_choice: ToolChoice,
+    pub sampling: Sampling,
     pub stream: bool,
+    /// OpenAI `stream_options.include_usage`: a final usage chunk.
+    pub stream_usage: bool,
     pub max_tokens: Option<u64>,
     pub identity: Identity,
 }
@@ -182,6 +207,7 @@ pub enum ErrorKind {
     TooLarge,
     UnsupportedMediaType,
     LocalUnavailable,
+    RateLimited,
     Upstream,
     UpstreamTimeout,
     Internal,
@@ -197,6 +223,7 @@ impl ErrorKind {
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::LocalUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -212,6 +239,7 @@ impl ErrorKind {
             ErrorKind::PolicyBlock => "policy_violation",
             ErrorKind::NotFound => "not_found_error",
             ErrorKind::LocalUnavailable => "service_unavailable",
+            ErrorKind::RateLimited => "rate_limit_error",
             ErrorKind::Upstream | ErrorKind::UpstreamTimeout | ErrorKind::Internal => "api_error",
         }
     }
@@ -224,6 +252,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not_found_error",
             ErrorKind::TooLarge => "request_too_large",
             ErrorKind::LocalUnavailable => "overloaded_error",
+            ErrorKind::RateLimited => "rate_limit_error",
             ErrorKind::Upstream | ErrorKind::UpstreamTimeout | ErrorKind::Internal => "api_error",
         }
     }
@@ -238,6 +267,7 @@ impl ErrorKind {
             ErrorKind::TooLarge => "request_too_large",
             ErrorKind::UnsupportedMediaType => "unsupported_media_type",
             ErrorKind::LocalUnavailable => "local_engine_unavailable",
+            ErrorKind::RateLimited => "local_queue_full",
             ErrorKind::Upstream => "upstream_error",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::Internal => "internal_error",
@@ -322,6 +352,33 @@ pub(crate) mod json {
                 .as_u64()
                 .map(Some)
                 .ok_or_else(|| ParseError::invalid(key, "must be a non-negative integer")),
+        }
+    }
+
+    pub fn opt_f64(obj: &Map<String, Value>, key: &str) -> Result<Option<f64>, ParseError> {
+        match obj.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| ParseError::invalid(key, "must be a number")),
+        }
+    }
+
+    /// A string or an array of strings (OpenAI `stop`, Anthropic `stop_sequences`).
+    pub fn string_list(obj: &Map<String, Value>, key: &str) -> Result<Vec<String>, ParseError> {
+        match obj.get(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::String(s)) => Ok(vec![s.clone()]),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(String::from)
+                        .ok_or_else(|| ParseError::invalid(key, "must be a string or an array of strings"))
+                })
+                .collect(),
+            Some(_) => Err(ParseError::invalid(key, "must be a string or an array of strings")),
         }
     }
 

@@ -1,9 +1,9 @@
 //! OpenAI chat completions (`POST /v1/chat/completions`) request parsing.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use super::json::{array, join, model, object, opt_bool, opt_str, opt_u64, text_of};
-use super::{parse_json, Api, CanonicalRequest, Identity, Message, ParseError, Part, Role, Tool};
+use super::json::{array, join, model, object, opt_bool, opt_f64, opt_str, opt_u64, string_list, text_of};
+use super::{parse_json, Api, CanonicalRequest, Identity, Message, ParseError, Part, Role, Sampling, Tool, ToolChoice};
 
 pub fn parse_chat(body: &[u8]) -> Result<CanonicalRequest, ParseError> {
     let obj = parse_json(body)?;
@@ -86,13 +86,44 @@ pub fn parse_chat(body: &[u8]) -> Result<CanonicalRequest, ParseError> {
         Some(n) => Some(n),
         None => opt_u64(&obj, "max_tokens")?,
     };
+    let tool_choice = match obj.get("tool_choice") {
+        None | Some(Value::Null) => ToolChoice::Auto,
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => ToolChoice::Auto,
+            "none" => ToolChoice::None,
+            "required" => ToolChoice::Required,
+            other => return Err(ParseError::invalid("tool_choice", format!("has unknown value `{other}`"))),
+        },
+        Some(Value::Object(o)) => {
+            let name = o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .or_else(|| o.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| ParseError::invalid("tool_choice", "must name a function"))?;
+            ToolChoice::Named(name.to_string())
+        }
+        Some(_) => return Err(ParseError::invalid("tool_choice", "must be a string or an object")),
+    };
+    let stream_usage = obj
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     Ok(CanonicalRequest {
         api: Api::OpenAiChat,
         model,
         system,
         messages,
         tools,
+        tool_choice,
+        sampling: Sampling {
+            temperature: opt_f64(&obj, "temperature")?,
+            top_p: opt_f64(&obj, "top_p")?,
+            stop: string_list(&obj, "stop")?,
+        },
         stream: opt_bool(&obj, "stream")?,
+        stream_usage,
         max_tokens,
         identity: Identity::default(),
     })
@@ -123,6 +154,78 @@ fn content_parts(content: Option<&Value>, path: &str) -> Result<Vec<Part>, Parse
         }
         Some(_) => Err(ParseError::invalid(path, "must be a string or an array of content parts")),
     }
+}
+
+/// The canonical request as an OpenAI chat completions body, for
+/// OpenAI-compatible local servers (vLLM, Ollama, llama.cpp, ...). Always
+/// streams, with usage, so one parser serves both kinds of client request.
+pub fn to_chat_body(req: &CanonicalRequest, model: &str, max_tokens: Option<u64>) -> Value {
+    let mut messages = Vec::new();
+    for s in &req.system {
+        messages.push(json!({"role": "system", "content": s}));
+    }
+    for m in &req.messages {
+        let mut text = String::new();
+        let mut calls = Vec::new();
+        for p in &m.parts {
+            match p {
+                Part::Text(t) => text.push_str(t),
+                Part::ToolCall { id, name, arguments } => calls.push(json!({
+                    "id": id, "type": "function", "function": {"name": name, "arguments": arguments},
+                })),
+                Part::ToolResult { call_id, content } => {
+                    messages.push(json!({"role": "tool", "tool_call_id": call_id, "content": content}));
+                }
+                Part::Attachment { .. } => {}
+            }
+        }
+        let role = match m.role {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => continue,
+        };
+        if text.is_empty() && calls.is_empty() {
+            continue;
+        }
+        let mut msg = json!({"role": role, "content": text});
+        if !calls.is_empty() {
+            msg["tool_calls"] = Value::from(calls);
+        }
+        messages.push(msg);
+    }
+    let mut body = json!({
+        "model": model,
+        "messages": messages,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    });
+    if let Some(n) = max_tokens {
+        body["max_tokens"] = Value::from(n);
+    }
+    if let Some(t) = req.sampling.temperature {
+        body["temperature"] = Value::from(t);
+    }
+    if let Some(p) = req.sampling.top_p {
+        body["top_p"] = Value::from(p);
+    }
+    if !req.sampling.stop.is_empty() {
+        body["stop"] = Value::from(req.sampling.stop.clone());
+    }
+    if !req.tools.is_empty() {
+        body["tools"] = req
+            .tools
+            .iter()
+            .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}))
+            .collect();
+        body["tool_choice"] = match &req.tool_choice {
+            ToolChoice::Auto => json!("auto"),
+            ToolChoice::None => json!("none"),
+            ToolChoice::Required => json!("required"),
+            ToolChoice::Named(n) => json!({"type": "function", "function": {"name": n}}),
+        };
+    }
+    body
 }
 
 #[cfg(test)]

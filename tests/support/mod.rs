@@ -19,6 +19,21 @@ pub fn sluice_bin() -> &'static str {
     env!("CARGO_BIN_EXE_sluice")
 }
 
+/// The model `scripts/fetch-model` puts in place (`.ci/run` runs it first).
+pub fn smollm2() -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(path.is_file(), "{} is missing: run scripts/fetch-model", path.display());
+    path
+}
+
+/// A `local:` section for the embedded engine with the default model.
+pub fn embedded_local(max_concurrent: usize, queue: usize) -> String {
+    format!(
+        "local: {{ backend: embedded, model: \"{}\", max_concurrent: {max_concurrent}, queue: {queue}, max_tokens_cap: 48 }}\n",
+        smollm2().display()
+    )
+}
+
 pub fn repo_policies() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
 }
@@ -44,6 +59,8 @@ pub struct Setup {
     pub audit_tmpfs: Option<&'static str>,
     /// Set `pass_client_key: true` on both providers.
     pub pass_client_key: bool,
+    /// The `local:` section (YAML, top level). Defaults to no local model.
+    pub local: String,
 }
 
 impl Default for Setup {
@@ -56,6 +73,7 @@ impl Default for Setup {
             upstream_override: None,
             audit_tmpfs: None,
             pass_client_key: false,
+            local: "local: { backend: none }\n".into(),
         }
     }
 }
@@ -70,9 +88,38 @@ pub struct SluiceProc {
 
 impl SluiceProc {
     pub async fn start(fake: &FakeProvider, setup: Setup) -> SluiceProc {
+        let mut proc = Self::launch(fake, setup, None);
+        proc.wait_ready().await;
+        proc
+    }
+
+    /// Also trust another fake's CA (an external local backend).
+    pub async fn start_with_extra_ca(fake: &FakeProvider, setup: Setup, extra_ca_pem: &str) -> SluiceProc {
+        let mut proc = Self::launch(fake, setup, Some(extra_ca_pem));
+        proc.wait_ready().await;
+        proc
+    }
+
+    /// Start without waiting for /readyz (for tests of a sluice that never gets ready).
+    pub async fn start_unready(fake: &FakeProvider, setup: Setup) -> SluiceProc {
+        let proc = Self::launch(fake, setup, None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(proc.admin).is_err() {
+            assert!(Instant::now() < deadline, "admin listener never came up:\n{}", proc.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        proc
+    }
+
+    fn launch(fake: &FakeProvider, setup: Setup, extra_ca_pem: Option<&str>) -> SluiceProc {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("fake-ca.pem");
-        fake.write_ca(&ca).unwrap();
+        let mut pem = fake.ca_pem().to_string();
+        if let Some(extra) = extra_ca_pem {
+            pem.push('\n');
+            pem.push_str(extra);
+        }
+        std::fs::write(&ca, pem).unwrap();
         let policies = dir.path().join("policies");
         std::fs::create_dir_all(&policies).unwrap();
         if setup.policies.is_empty() {
@@ -111,11 +158,13 @@ impl SluiceProc {
              \x20 extra_ca_file: fake-ca.pem\n\
              \x20 resolve: {{ \"api.openai.com:443\": \"{upstream}\", \"api.anthropic.com:443\": \"{upstream}\" }}\n\
              {upstream_extra}\
+             {local}\
              {extra}",
             identity = setup.identity,
             upstream_extra = setup.upstream_extra,
             extra = setup.extra_config,
             pass = setup.pass_client_key,
+            local = setup.local,
         );
         let config_path = dir.path().join("sluice.yaml");
         std::fs::write(&config_path, config).unwrap();
@@ -129,9 +178,7 @@ impl SluiceProc {
             .stderr(std::fs::File::create(dir.path().join("sluice.log")).unwrap())
             .spawn()
             .expect("spawn sluice");
-        let mut proc = SluiceProc { child: Some(child), gateway, admin, dir, config: config_path };
-        proc.wait_ready().await;
-        proc
+        SluiceProc { child: Some(child), gateway, admin, dir, config: config_path }
     }
 
     async fn wait_ready(&mut self) {
@@ -252,4 +299,17 @@ pub fn messages_body(prompt: &str, stream: bool) -> serde_json::Value {
 
 pub fn header<'a>(rec: &'a fake_provider::Recorded, name: &str) -> Option<&'a str> {
     rec.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// Drive `fut` while releasing the fake's held streams every 50 ms (a held
+/// stream waits for a release that comes after its request arrived).
+pub async fn releasing<F: std::future::Future>(fake: &FakeProvider, fut: F) -> F::Output {
+    tokio::pin!(fut);
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            _ = tick.tick() => fake.release_streams(),
+        }
+    }
 }

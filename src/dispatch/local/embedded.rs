@@ -1,0 +1,284 @@
+//! The embedded engine: mistral.rs running in-process, on CPU by default
+//! (SmolLM2-135M-Instruct, GGUF Q4_1) or CUDA with `--features cuda`.
+//!
+//! The model loads once, from a local file and without any network: the
+//! GGUF carries its own tokenizer and chat template. Generation always runs
+//! as a stream; dropping the receiving side makes mistral.rs cancel the
+//! sequence at its next token.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use either::Either;
+use mistralrs::{
+    CalledFunction, GgufModelBuilder, Model, RequestBuilder, Response, StopTokens, TextMessageRole, TextMessages,
+    TextModelBuilder, TokenSource, ToolCallResponse, ToolCallType,
+};
+use tokio::sync::mpsc;
+
+use super::{GenEvent, LocalError};
+use crate::config::{LocalConfig, LocalDevice};
+use crate::wire::response::{Delta, Finish, FinishReason, Usage};
+use crate::wire::{CanonicalRequest, Part, Role, ToolChoice};
+
+pub struct Engine {
+    model: Arc<Model>,
+    context_length: Option<u64>,
+}
+
+/// The name answers carry in their `model` field.
+pub fn model_name(model: &str) -> String {
+    let path = Path::new(model);
+    if model.ends_with(".gguf") {
+        path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| model.to_string())
+    } else {
+        model.to_string()
+    }
+}
+
+/// Fail fast, at start-up, with the command that fixes it.
+pub fn check_model_file(model: &str) -> Result<(), String> {
+    if model.ends_with(".gguf") && !Path::new(model).is_file() {
+        return Err(format!(
+            "local model file {model} not found; fetch the default model with `scripts/fetch-model` \
+             (or set local.model, or local.backend: external | none, in sluice.yaml)"
+        ));
+    }
+    Ok(())
+}
+
+impl Engine {
+    pub async fn load(cfg: &LocalConfig) -> Result<Engine, String> {
+        let model = if cfg.model.ends_with(".gguf") {
+            let path = Path::new(&cfg.model);
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+            // A local directory as model id makes mistral.rs read from disk;
+            // TokenSource::None keeps it off the hub entirely.
+            let mut builder = GgufModelBuilder::new(dir.to_string_lossy(), vec![file])
+                .with_token_source(TokenSource::None)
+                .with_max_num_seqs(cfg.max_concurrent.max(1));
+            if let Some(tok) = &cfg.tokenizer_model_id {
+                builder = builder.with_tok_model_id(tok);
+            }
+            if cfg.device == LocalDevice::Cpu {
+                builder = builder.with_force_cpu();
+            }
+            builder.build().await
+        } else {
+            let mut builder = TextModelBuilder::new(&cfg.model).with_max_num_seqs(cfg.max_concurrent.max(1));
+            if cfg.device == LocalDevice::Cpu {
+                builder = builder.with_force_cpu();
+            }
+            builder.build().await
+        }
+        .map_err(|e| format!("cannot load {}: {e:#}", cfg.model))?;
+        let context_length = model.max_sequence_length().ok().flatten().map(|n| n as u64);
+        Ok(Engine {
+            model: Arc::new(model),
+            context_length,
+        })
+    }
+
+    pub fn context_length(&self) -> Option<u64> {
+        self.context_length
+    }
+
+    /// Prompt tokens after the chat template, as the model will see them.
+    pub async fn count_tokens(&self, req: &CanonicalRequest) -> Option<u64> {
+        let mut messages = TextMessages::new();
+        for (role, text) in flat_messages(req) {
+            messages = messages.add_message(role, text);
+        }
+        let tools = tools(req);
+        self.model
+            .tokenize(Either::Left(messages), tools, true, true, None)
+            .await
+            .ok()
+            .map(|ids| ids.len() as u64)
+    }
+
+    pub async fn generate(
+        &self,
+        req: &CanonicalRequest,
+        max_tokens: u64,
+    ) -> Result<mpsc::Receiver<Result<GenEvent, LocalError>>, LocalError> {
+        let request = build_request(req, max_tokens);
+        let model = self.model.clone();
+        let (tx, rx) = mpsc::channel(64);
+        // Errors before the first token are reported through the channel too:
+        // the receiver sees them as the first event.
+        tokio::spawn(async move {
+            let mut stream = match model.stream_chat_request(request).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    let _ = tx.send(Err(LocalError::Failed(format!("engine unreachable: {e}")))).await;
+                    return;
+                }
+            };
+            let mut reason = FinishReason::Stop;
+            loop {
+                // A closed channel means the client went away; returning
+                // drops the stream, and mistral.rs cancels the sequence.
+                let response = tokio::select! {
+                    response = stream.next() => response,
+                    _ = tx.closed() => return,
+                };
+                let Some(response) = response else { break };
+                match response {
+                    Response::Chunk(chunk) => {
+                        for choice in &chunk.choices {
+                            if let Some(text) = choice.delta.content.as_ref().filter(|t| !t.is_empty()) {
+                                if tx.send(Ok(GenEvent::Delta(Delta::Text(text.clone())))).await.is_err() {
+                                    return; // client gone: dropping the stream cancels the sequence
+                                }
+                            }
+                            for call in choice.delta.tool_calls.iter().flatten() {
+                                let delta = Delta::ToolCall {
+                                    index: call.index,
+                                    id: call.id.clone(),
+                                    name: call.function.name.clone(),
+                                    arguments: call.function.arguments.clone(),
+                                };
+                                if tx.send(Ok(GenEvent::Delta(delta))).await.is_err() {
+                                    return;
+                                }
+                            }
+                            if let Some(r) = &choice.finish_reason {
+                                reason = match r.as_str() {
+                                    "length" => FinishReason::Length,
+                                    "tool_calls" => FinishReason::ToolCalls,
+                                    _ => FinishReason::Stop,
+                                };
+                            }
+                        }
+                        if let Some(u) = &chunk.usage {
+                            let usage = Usage {
+                                prompt_tokens: u.prompt_tokens as u64,
+                                completion_tokens: u.completion_tokens as u64,
+                            };
+                            let _ = tx.send(Ok(GenEvent::Finish(Finish { reason, usage }))).await;
+                            return;
+                        }
+                    }
+                    Response::ModelError(message, _) => {
+                        let _ = tx.send(Err(LocalError::Backend(message))).await;
+                        return;
+                    }
+                    Response::InternalError(e) | Response::ValidationError(e) => {
+                        let _ = tx.send(Err(LocalError::Backend(e.to_string()))).await;
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+            let _ = tx.send(Err(LocalError::Failed("engine stopped mid-generation".into()))).await;
+        });
+        Ok(rx)
+    }
+}
+
+/// The conversation as (role, text) pairs; tool traffic becomes text so
+/// the token count stays close for models without tool templates.
+fn flat_messages(req: &CanonicalRequest) -> Vec<(TextMessageRole, String)> {
+    let mut out = Vec::new();
+    if !req.system.is_empty() {
+        out.push((TextMessageRole::System, req.system.join("\n\n")));
+    }
+    for m in &req.messages {
+        let role = match m.role {
+            Role::System => TextMessageRole::System,
+            Role::User => TextMessageRole::User,
+            Role::Assistant => TextMessageRole::Assistant,
+            Role::Tool => TextMessageRole::Tool,
+        };
+        let mut text = String::new();
+        for p in &m.parts {
+            match p {
+                Part::Text(t) => text.push_str(t),
+                Part::ToolCall { name, arguments, .. } => text.push_str(&format!("{name}({arguments})")),
+                Part::ToolResult { content, .. } => text.push_str(content),
+                Part::Attachment { .. } => {}
+            }
+        }
+        out.push((role, text));
+    }
+    out
+}
+
+fn tools(req: &CanonicalRequest) -> Option<Vec<mistralrs::Tool>> {
+    if req.tools.is_empty() || req.tool_choice == ToolChoice::None {
+        return None;
+    }
+    let tools: Vec<mistralrs::Tool> = req
+        .tools
+        .iter()
+        .filter_map(|t| {
+            serde_json::from_value(serde_json::json!({
+                "type": "function",
+                "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+            }))
+            .ok()
+        })
+        .collect();
+    Some(tools)
+}
+
+fn build_request(req: &CanonicalRequest, max_tokens: u64) -> RequestBuilder {
+    let mut b = RequestBuilder::new();
+    if !req.system.is_empty() {
+        b = b.add_message(TextMessageRole::System, req.system.join("\n\n"));
+    }
+    for m in &req.messages {
+        let mut text = String::new();
+        let mut calls = Vec::new();
+        for p in &m.parts {
+            match p {
+                Part::Text(t) => text.push_str(t),
+                Part::ToolCall { id, name, arguments } => calls.push(ToolCallResponse {
+                    index: calls.len(),
+                    id: id.clone(),
+                    tp: ToolCallType::Function,
+                    function: CalledFunction { name: name.clone(), arguments: arguments.clone() },
+                }),
+                Part::ToolResult { call_id, content } => b = b.add_tool_message(content, call_id),
+                Part::Attachment { .. } => {}
+            }
+        }
+        let role = match m.role {
+            Role::System => TextMessageRole::System,
+            Role::User => TextMessageRole::User,
+            Role::Assistant => TextMessageRole::Assistant,
+            Role::Tool => continue,
+        };
+        if !calls.is_empty() {
+            b = b.add_message_with_tool_call(role, text, calls);
+        } else if !text.is_empty() {
+            b = b.add_message(role, text);
+        }
+    }
+    if let Some(tools) = tools(req) {
+        let choice = match &req.tool_choice {
+            ToolChoice::Named(name) => tools
+                .iter()
+                .find(|t| &t.function.name == name)
+                .cloned()
+                .map(mistralrs::ToolChoice::Tool)
+                .unwrap_or(mistralrs::ToolChoice::Auto),
+            // mistral.rs has no "must call some tool"; auto is the closest.
+            _ => mistralrs::ToolChoice::Auto,
+        };
+        b = b.set_tools(tools).set_tool_choice(choice);
+    }
+    b = b.set_sampler_max_len(max_tokens as usize);
+    if let Some(t) = req.sampling.temperature {
+        b = b.set_sampler_temperature(t);
+    }
+    if let Some(p) = req.sampling.top_p {
+        b = b.set_sampler_topp(p);
+    }
+    if !req.sampling.stop.is_empty() {
+        b = b.set_sampler_stop_toks(StopTokens::Seqs(req.sampling.stop.clone()));
+    }
+    b
+}
