@@ -140,6 +140,10 @@ pub struct LocalConfig {
     pub max_tokens_cap: u64,
     /// Context window in tokens; read from the model when embedded.
     pub context_length: Option<u64>,
+    /// Longest prompt the local tier takes, if lower than the context: on a
+    /// CPU a long prompt holds the engine for minutes (SmolLM2 reads about
+    /// 70 tokens/s on two cores). Longer prompts get the policy's `too_long`.
+    pub max_prompt_tokens: Option<u64>,
     pub external: ExternalConfig,
 }
 
@@ -164,6 +168,7 @@ impl Default for LocalConfig {
             queue: 16,
             max_tokens_cap: 512,
             context_length: None,
+            max_prompt_tokens: None,
             external: ExternalConfig::default(),
         }
     }

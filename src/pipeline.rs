@@ -291,6 +291,12 @@ impl Sluice {
             Action::Local => {
                 let sensitive = !findings.is_empty();
                 match self.local_route(&request, policy.local_options(), sensitive, prompt_tokens, &decision.rule).await {
+                    Ok(Route::Cloud) => {
+                        // Only clean prompts get here; the record says where it really went.
+                        trail.record.decision = "cloud".into();
+                        trail.record.reason.push_str("; local tier full or prompt too long, sent to cloud by the team's local options");
+                        Route::Cloud
+                    }
                     Ok(route) => route,
                     Err((kind, message)) => return self.refuse(trail, kind, &message),
                 }
@@ -325,8 +331,8 @@ impl Sluice {
             );
             return Err((ErrorKind::LocalUnavailable, message));
         }
-        let prompt_tokens = self.local.count_tokens(request, estimated_tokens).await;
-        if let Some(context) = self.local.context_length().filter(|&c| prompt_tokens >= c) {
+        let prompt_tokens = self.local.count_tokens(request, estimated_tokens);
+        if let Some(context) = self.local.prompt_limit().filter(|&c| prompt_tokens >= c) {
             let message = format!(
                 "The prompt has {prompt_tokens} tokens; the local model {} takes at most {context}",
                 self.local.model_name()

@@ -1189,4 +1189,20 @@ mod tests {
         let (_, reason) = one_error("default: maybe\n");
         assert!(!reason.contains("at line"), "{reason}");
     }
+
+    #[test]
+    fn local_options_parse_default_and_reject_unknown_values_with_lines() {
+        assert_eq!(team("default: cloud\n").local_options(), LocalOptions::default());
+        let t = team("default: local\nlocal:\n  overflow: cloud\n  overflow_wait_ms: 50\n  too_long: block\n");
+        assert_eq!(
+            t.local_options(),
+            LocalOptions { overflow: Overflow::Cloud, overflow_wait_ms: 50, too_long: TooLong::Block }
+        );
+        let (line, reason) = one_error("default: local\nlocal:\n  overflow: spill\n");
+        assert_eq!(line, Some(3), "{reason}");
+        assert!(reason.contains("spill"), "{reason}");
+        let (line, reason) = one_error("default: local\nlocal:\n  too_long: reject\n  queue: 3\n");
+        assert_eq!(line, Some(4), "{reason}");
+        assert!(reason.contains("unknown field `queue`"), "{reason}");
+    }
 }

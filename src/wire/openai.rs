@@ -156,6 +156,11 @@ fn content_parts(content: Option<&Value>, path: &str) -> Result<Vec<Part>, Parse
     }
 }
 
+/// A tool definition in OpenAI's function-tool shape (also what mistral.rs reads).
+pub fn tool_json(t: &Tool) -> Value {
+    json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}})
+}
+
 /// The canonical request as an OpenAI chat completions body, for
 /// OpenAI-compatible local servers (vLLM, Ollama, llama.cpp, ...). Always
 /// streams, with usage, so one parser serves both kinds of client request.
@@ -213,11 +218,7 @@ pub fn to_chat_body(req: &CanonicalRequest, model: &str, max_tokens: Option<u64>
         body["stop"] = Value::from(req.sampling.stop.clone());
     }
     if !req.tools.is_empty() {
-        body["tools"] = req
-            .tools
-            .iter()
-            .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}))
-            .collect();
+        body["tools"] = req.tools.iter().map(tool_json).collect();
         body["tool_choice"] = match &req.tool_choice {
             ToolChoice::Auto => json!("auto"),
             ToolChoice::None => json!("none"),

@@ -9,9 +9,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use either::Either;
+use mistralrs::core::{
+    AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder, GGUFSpecificConfig,
+    MistralRsBuilder, ModelDType, SchedulerConfig,
+};
 use mistralrs::{
-    CalledFunction, GgufModelBuilder, Model, RequestBuilder, Response, StopTokens, TextMessageRole, TextMessages,
+    CalledFunction, Device, Model, RequestBuilder, Response, SamplingParams, StopTokens, TextMessageRole,
     TextModelBuilder, TokenSource, ToolCallResponse, ToolCallType,
 };
 use tokio::sync::mpsc;
@@ -21,9 +24,13 @@ use crate::config::{LocalConfig, LocalDevice};
 use crate::wire::response::{Delta, Finish, FinishReason, Usage};
 use crate::wire::{CanonicalRequest, Part, Role, ToolChoice};
 
+/// Counts tokens with the model's own tokenizer, off the engine thread.
+type TokenCounter = Arc<dyn Fn(&str) -> Option<usize> + Send + Sync>;
+
 pub struct Engine {
     model: Arc<Model>,
     context_length: Option<u64>,
+    counter: Option<TokenCounter>,
 }
 
 /// The name answers carry in their `model` field.
@@ -49,34 +56,23 @@ pub fn check_model_file(model: &str) -> Result<(), String> {
 
 impl Engine {
     pub async fn load(cfg: &LocalConfig) -> Result<Engine, String> {
-        let model = if cfg.model.ends_with(".gguf") {
-            let path = Path::new(&cfg.model);
-            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-            // A local directory as model id makes mistral.rs read from disk;
-            // TokenSource::None keeps it off the hub entirely.
-            let mut builder = GgufModelBuilder::new(dir.to_string_lossy(), vec![file])
-                .with_token_source(TokenSource::None)
-                .with_max_num_seqs(cfg.max_concurrent.max(1));
-            if let Some(tok) = &cfg.tokenizer_model_id {
-                builder = builder.with_tok_model_id(tok);
-            }
-            if cfg.device == LocalDevice::Cpu {
-                builder = builder.with_force_cpu();
-            }
-            builder.build().await
+        let seqs = cfg.max_concurrent.max(1);
+        let (model, counter) = if cfg.model.ends_with(".gguf") {
+            let (model, counter) = load_gguf(cfg, seqs).await.map_err(|e| format!("cannot load {}: {e:#}", cfg.model))?;
+            (model, Some(counter))
         } else {
-            let mut builder = TextModelBuilder::new(&cfg.model).with_max_num_seqs(cfg.max_concurrent.max(1));
+            let mut builder = TextModelBuilder::new(&cfg.model).with_max_num_seqs(seqs);
             if cfg.device == LocalDevice::Cpu {
                 builder = builder.with_force_cpu();
             }
-            builder.build().await
-        }
-        .map_err(|e| format!("cannot load {}: {e:#}", cfg.model))?;
+            let model = builder.build().await.map_err(|e| format!("cannot load {}: {e:#}", cfg.model))?;
+            (model, None)
+        };
         let context_length = model.max_sequence_length().ok().flatten().map(|n| n as u64);
         Ok(Engine {
             model: Arc::new(model),
             context_length,
+            counter,
         })
     }
 
@@ -84,18 +80,21 @@ impl Engine {
         self.context_length
     }
 
-    /// Prompt tokens after the chat template, as the model will see them.
-    pub async fn count_tokens(&self, req: &CanonicalRequest) -> Option<u64> {
-        let mut messages = TextMessages::new();
-        for (role, text) in flat_messages(req) {
-            messages = messages.add_message(role, text);
+    /// Prompt tokens as the model will see them, near enough for the context
+    /// check: the tokenizer's count of every message plus the chat
+    /// template's few tokens per message. Runs on the caller's thread (the
+    /// engine's own tokenize call queues behind generation, and must not be
+    /// cancelled).
+    pub fn count_tokens(&self, req: &CanonicalRequest) -> Option<u64> {
+        let counter = self.counter.as_ref()?;
+        let mut total = TEMPLATE_TOKENS_PER_PROMPT;
+        for (_, text) in flat_messages(req) {
+            total += counter(&text)? as u64 + TEMPLATE_TOKENS_PER_MESSAGE;
         }
-        let tools = tools(req);
-        self.model
-            .tokenize(Either::Left(messages), tools, true, true, None)
-            .await
-            .ok()
-            .map(|ids| ids.len() as u64)
+        for t in &req.tools {
+            total += counter(&crate::wire::openai::tool_json(t).to_string())? as u64;
+        }
+        Some(total)
     }
 
     pub async fn generate(
@@ -178,6 +177,61 @@ impl Engine {
     }
 }
 
+/// ChatML-style templates wrap each message in a few marker tokens
+/// (`<|im_start|>role\n ... <|im_end|>\n`) and open the answer with more.
+const TEMPLATE_TOKENS_PER_MESSAGE: u64 = 5;
+const TEMPLATE_TOKENS_PER_PROMPT: u64 = 3;
+
+/// Load a local GGUF one level below `GgufModelBuilder`, which keeps the
+/// tokenizer to itself.
+async fn load_gguf(cfg: &LocalConfig, seqs: usize) -> anyhow::Result<(Model, TokenCounter)> {
+    let path = Path::new(&cfg.model);
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    // A local directory as model id makes mistral.rs read from disk, and
+    // TokenSource::None keeps it off the hub: tokenizer and chat template
+    // come from the GGUF itself.
+    let loader = GGUFLoaderBuilder::new(
+        None,
+        cfg.tokenizer_model_id.clone(),
+        dir.to_string_lossy().into_owned(),
+        vec![file],
+        GGUFSpecificConfig { topology: None },
+        false,
+        None,
+    )
+    .build();
+    let device = match cfg.device {
+        LocalDevice::Cpu => Device::Cpu,
+        LocalDevice::Cuda => Device::new_cuda(0)?,
+    };
+    // Loading reads and maps the file synchronously.
+    let pipeline = tokio::task::spawn_blocking(move || {
+        loader.load_model_from_hf(
+            None,
+            TokenSource::None,
+            &ModelDType::Auto,
+            &device,
+            true,
+            DeviceMapSetting::Auto(AutoDeviceMapParams::default_text()),
+            None,
+            None,
+        )
+    })
+    .await??;
+    let tokenizer = pipeline
+        .lock()
+        .await
+        .tokenizer()
+        .ok_or_else(|| anyhow::anyhow!("the GGUF carries no tokenizer"))?;
+    let counter: TokenCounter = Arc::new(move |text: &str| tokenizer.encode(text, false).ok().map(|e| e.get_ids().len()));
+    let scheduler = SchedulerConfig::DefaultScheduler {
+        method: DefaultSchedulerMethod::Fixed(seqs.try_into()?),
+    };
+    let runner = MistralRsBuilder::new(pipeline, scheduler, false, None).build().await;
+    Ok((Model::new(runner), counter))
+}
+
 /// The conversation as (role, text) pairs; tool traffic becomes text so
 /// the token count stays close for models without tool templates.
 fn flat_messages(req: &CanonicalRequest) -> Vec<(TextMessageRole, String)> {
@@ -213,13 +267,7 @@ fn tools(req: &CanonicalRequest) -> Option<Vec<mistralrs::Tool>> {
     let tools: Vec<mistralrs::Tool> = req
         .tools
         .iter()
-        .filter_map(|t| {
-            serde_json::from_value(serde_json::json!({
-                "type": "function",
-                "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
-            }))
-            .ok()
-        })
+        .filter_map(|t| serde_json::from_value(crate::wire::openai::tool_json(t)).ok())
         .collect();
     Some(tools)
 }
@@ -270,8 +318,13 @@ fn build_request(req: &CanonicalRequest, max_tokens: u64) -> RequestBuilder {
         };
         b = b.set_tools(tools).set_tool_choice(choice);
     }
+    // The builder starts greedy (top-k 1), where a temperature changes
+    // nothing; a client that asks for sampling gets neutral settings first.
+    if req.sampling.temperature.is_some_and(|t| t > 0.0) || req.sampling.top_p.is_some() {
+        b = b.set_sampling(SamplingParams::neutral());
+    }
     b = b.set_sampler_max_len(max_tokens as usize);
-    if let Some(t) = req.sampling.temperature {
+    if let Some(t) = req.sampling.temperature.filter(|&t| t > 0.0) {
         b = b.set_sampler_temperature(t);
     }
     if let Some(p) = req.sampling.top_p {

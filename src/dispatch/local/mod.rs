@@ -82,6 +82,7 @@ pub struct LocalTier {
     inflight: Arc<AtomicUsize>,
     max_tokens_cap: u64,
     context_length: Option<u64>,
+    max_prompt_tokens: Option<u64>,
 }
 
 /// A place in the queue, held until generation starts.
@@ -129,6 +130,7 @@ impl LocalTier {
             inflight: Arc::new(AtomicUsize::new(0)),
             max_tokens_cap: cfg.max_tokens_cap,
             context_length: cfg.context_length,
+            max_prompt_tokens: cfg.max_prompt_tokens,
         });
         match cfg.backend {
             LocalBackendKind::None => tier.set(State::Disabled),
@@ -196,10 +198,19 @@ impl LocalTier {
 
     /// Prompt tokens as the local model counts them; estimated where the
     /// backend has no tokenizer here.
-    pub async fn count_tokens(&self, req: &CanonicalRequest, estimate: u64) -> u64 {
+    pub fn count_tokens(&self, req: &CanonicalRequest, estimate: u64) -> u64 {
         match self.backend().ok().as_deref() {
-            Some(Backend::Embedded(e)) => e.count_tokens(req).await.unwrap_or(estimate),
+            Some(Backend::Embedded(e)) => e.count_tokens(req).unwrap_or(estimate),
             _ => estimate,
+        }
+    }
+
+    /// The most prompt tokens the local tier takes: the model's context, or
+    /// the configured `max_prompt_tokens` if lower.
+    pub fn prompt_limit(&self) -> Option<u64> {
+        match (self.context_length(), self.max_prompt_tokens) {
+            (Some(c), Some(m)) => Some(c.min(m)),
+            (c, m) => c.or(m),
         }
     }
 
