@@ -17,8 +17,8 @@ use futures_util::StreamExt;
 use mistralrs::{GgufModelBuilder, RequestBuilder, Response, TextMessageRole, TokenSource};
 use serde_json::{json, Value};
 
-/// The prompt carries an email address so sluice's default policy keeps it local.
-const PROMPT: &str = "My email is jane.doe@example.com. Write three sentences about rivers.";
+/// The prompt carries a card number so sluice's default policy keeps it local.
+const PROMPT: &str = "Card 4111 1111 1111 1111 was charged twice. Write three sentences about rivers.";
 const SYSTEM: &str = "You are a concise assistant.";
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -117,6 +117,8 @@ providers:
 upstream:
   extra_ca_file: $work/fake-ca.pem
   resolve: { "api.openai.com:443": "127.0.0.1:$fake_port", "api.anthropic.com:443": "127.0.0.1:$fake_port" }
+# This measures the cloud path; the local model would only take memory.
+local: { backend: none }
 EOF
 
 export FAKE_OPENAI_KEY=sk-fake-openai

@@ -13,11 +13,14 @@ import time
 
 from llama_cpp import Llama
 
-PROMPT = "My email is jane.doe@example.com. Write three sentences about rivers."
+PROMPT = "Card 4111 1111 1111 1111 was charged twice. Write three sentences about rivers."
 SYSTEM = "You are a concise assistant."
 
 
 def one(llm, max_tokens):
+    # llama-cpp-python reuses the KV cache of a matching prompt prefix; the
+    # other paths read the whole prompt every time, so this must too.
+    llm.reset()
     started = time.perf_counter()
     ttft = None
     tokens = 0

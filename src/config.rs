@@ -197,6 +197,9 @@ pub struct UpstreamConfig {
     /// Longest silence allowed between two chunks of a response body.
     pub idle_timeout_ms: u64,
     pub pool_idle_per_host: usize,
+    /// Offer HTTP/2 by ALPN (used when the provider accepts it); otherwise
+    /// HTTP/1.1 over pooled keep-alive connections.
+    pub http2: bool,
 }
 
 impl Default for Config {
@@ -281,6 +284,7 @@ impl Default for UpstreamConfig {
             response_timeout_ms: 120_000,
             idle_timeout_ms: 120_000,
             pool_idle_per_host: 64,
+            http2: false,
         }
     }
 }

@@ -417,7 +417,7 @@ impl Sluice {
                 Some(Ok(GenEvent::Finish(finish))) => break finish,
                 Some(Err(e)) => {
                     trail.record.latency_us.upstream = micros(generation_started.elapsed());
-                    return self.refuse(trail, ErrorKind::LocalUnavailable, &format!("Local generation failed: {e}"));
+                    return self.refuse(trail, ErrorKind::LocalUnavailable, &e.to_string());
                 }
                 None => {
                     trail.record.latency_us.upstream = micros(generation_started.elapsed());

@@ -122,8 +122,16 @@ async fn card_number_stays_local_and_secret_is_blocked_in_both_formats() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn streams_are_relayed_before_upstream_finishes() {
+    // Over the default HTTP/1.1 pool and over HTTP/2 to the provider.
+    for http2 in [false, true] {
+        streams_relayed(http2).await;
+    }
+}
+
+async fn streams_relayed(http2: bool) {
     let fake = FakeProvider::start().await;
-    let mut sluice = SluiceProc::start(&fake, Setup::default()).await;
+    let setup = Setup { upstream_extra: format!("  http2: {http2}\n"), ..Setup::default() };
+    let mut sluice = SluiceProc::start(&fake, setup).await;
     let c = client();
     for (path, body, first_marker, last_marker) in [
         ("/v1/chat/completions", chat_body("Stream me a story", true), "chat.completion.chunk", "[DONE]"),

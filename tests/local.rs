@@ -375,3 +375,58 @@ async fn external_backend_answers_both_formats_and_disconnect_frees_the_slot() {
         "{records:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn required_tool_calls_come_back_in_each_clients_format() {
+    let cloud = FakeProvider::start().await;
+    let setup = Setup { local: embedded_local(2, 4), policies: policy("{ overflow: wait }"), ..Setup::default() };
+    let mut sluice = SluiceProc::start(&cloud, setup).await;
+    let c = client();
+    let params = json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]});
+    let prompt = "My card is 4111 1111 1111 1111. What is the weather in Paris?";
+
+    let mut body = chat_body(prompt, false);
+    body["tools"] = json!([{"type": "function", "function": {"name": "get_weather", "description": "Current weather for a city.", "parameters": params}}]);
+    body["tool_choice"] = json!({"type": "function", "function": {"name": "get_weather"}});
+    let resp = c.post(sluice.url("/v1/chat/completions")).json(&body).send().await.unwrap();
+    let status = resp.status();
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let choice = &answer["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{answer}");
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["function"]["name"], "get_weather");
+    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["city"].is_string(), "{args}");
+
+    let mut body = messages_body(prompt, false);
+    body["tools"] = json!([{"name": "get_weather", "description": "Current weather for a city.", "input_schema": params}]);
+    body["tool_choice"] = json!({"type": "tool", "name": "get_weather"});
+    let resp = c.post(sluice.url("/v1/messages")).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["stop_reason"], "tool_use", "{answer}");
+    let block = answer["content"].as_array().unwrap().iter().find(|b| b["type"] == "tool_use").unwrap().clone();
+    assert_eq!(block["name"], "get_weather");
+    assert!(block["input"]["city"].is_string(), "{block}");
+
+    // Streamed: the call arrives as tool_use content block events.
+    body["stream"] = json!(true);
+    let resp = c.post(sluice.url("/v1/messages")).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let events = sse_events(&resp.text().await.unwrap());
+    let datas: Vec<Value> = events.iter().map(|(_, d)| serde_json::from_str(d).unwrap()).collect();
+    let start = datas.iter().find(|d| d["type"] == "content_block_start" && d["content_block"]["type"] == "tool_use");
+    assert_eq!(start.expect("a tool_use block")["content_block"]["name"], "get_weather");
+    let json_text: String = datas
+        .iter()
+        .filter_map(|d| d["delta"]["partial_json"].as_str())
+        .collect();
+    let input: Value = serde_json::from_str(&json_text).unwrap();
+    assert!(input["city"].is_string(), "{input}");
+    let last_delta = datas.iter().rev().find(|d| d["type"] == "message_delta").unwrap();
+    assert_eq!(last_delta["delta"]["stop_reason"], "tool_use");
+    assert!(cloud.requests().is_empty());
+    assert_eq!(sluice.audit_records().len(), 3);
+}

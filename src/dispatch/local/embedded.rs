@@ -14,9 +14,10 @@ use mistralrs::core::{
     MistralRsBuilder, ModelDType, SchedulerConfig,
 };
 use mistralrs::{
-    CalledFunction, Device, Model, RequestBuilder, Response, SamplingParams, StopTokens, TextMessageRole,
-    TextModelBuilder, TokenSource, ToolCallResponse, ToolCallType,
+    CalledFunction, Constraint, Device, Model, RequestBuilder, Response, SamplingParams, StopTokens,
+    TextMessageRole, TextModelBuilder, TokenSource, ToolCallResponse, ToolCallType,
 };
+use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::{GenEvent, LocalError};
@@ -161,11 +162,11 @@ impl Engine {
                         }
                     }
                     Response::ModelError(message, _) => {
-                        let _ = tx.send(Err(LocalError::Backend(message))).await;
+                        let _ = tx.send(Err(LocalError::Backend(first_line(&message)))).await;
                         return;
                     }
                     Response::InternalError(e) | Response::ValidationError(e) => {
-                        let _ = tx.send(Err(LocalError::Backend(e.to_string()))).await;
+                        let _ = tx.send(Err(LocalError::Backend(first_line(&e.to_string())))).await;
                         return;
                     }
                     _ => {}
@@ -175,6 +176,12 @@ impl Engine {
         });
         Ok(rx)
     }
+}
+
+/// Engine errors can carry whole backtraces; clients get the first line.
+fn first_line(message: &str) -> String {
+    let line = message.lines().next().unwrap_or("").trim();
+    line.chars().take(300).collect()
 }
 
 /// ChatML-style templates wrap each message in a few marker tokens
@@ -272,10 +279,63 @@ fn tools(req: &CanonicalRequest) -> Option<Vec<mistralrs::Tool>> {
     Some(tools)
 }
 
+/// A client that requires a tool call (a named tool, or any tool) gets one:
+/// small models' chat templates often ignore tool definitions, so the tools
+/// are described in the system prompt and the output is constrained to the
+/// `{"name", "arguments"}` JSON that mistral.rs parses as a tool call.
+fn forced_tool_call(req: &CanonicalRequest) -> Option<(String, Value)> {
+    let candidates: Vec<&crate::wire::Tool> = match &req.tool_choice {
+        ToolChoice::Named(name) => req.tools.iter().filter(|t| &t.name == name).collect(),
+        ToolChoice::Required => req.tools.iter().collect(),
+        ToolChoice::Auto | ToolChoice::None => return None,
+    };
+    if candidates.is_empty() {
+        return None;
+    }
+    let mut note = String::from("You can call these tools:\n");
+    for t in &candidates {
+        note.push_str(&format!("- {}: {} Parameters (JSON schema): {}\n", t.name, t.description, t.parameters));
+    }
+    note.push_str("Reply only with JSON of the form {\"name\": <tool name>, \"arguments\": {...}}.");
+    let schema = if let [only] = candidates.as_slice() {
+        let mut arguments = if only.parameters.is_object() { only.parameters.clone() } else { json!({"type": "object"}) };
+        // Without this a small model keeps inventing keys until max_tokens.
+        if arguments.get("additionalProperties").is_none() && arguments.get("properties").is_some() {
+            arguments["additionalProperties"] = json!(false);
+        }
+        json!({
+            "type": "object",
+            "properties": {"name": {"const": only.name}, "arguments": arguments},
+            "required": ["name", "arguments"],
+            "additionalProperties": false,
+        })
+    } else {
+        let names: Vec<&str> = candidates.iter().map(|t| t.name.as_str()).collect();
+        json!({
+            "type": "object",
+            "properties": {"name": {"enum": names}, "arguments": {"type": "object"}},
+            "required": ["name", "arguments"],
+            "additionalProperties": false,
+        })
+    };
+    Some((note, schema))
+}
+
 fn build_request(req: &CanonicalRequest, max_tokens: u64) -> RequestBuilder {
     let mut b = RequestBuilder::new();
-    if !req.system.is_empty() {
-        b = b.add_message(TextMessageRole::System, req.system.join("\n\n"));
+    let forced = forced_tool_call(req);
+    let mut system = req.system.join("\n\n");
+    if let Some((note, _)) = &forced {
+        if !system.is_empty() {
+            system.push_str("\n\n");
+        }
+        system.push_str(note);
+    }
+    if !system.is_empty() {
+        b = b.add_message(TextMessageRole::System, system);
+    }
+    if let Some((_, schema)) = forced {
+        b = b.set_constraint(Constraint::JsonSchema(schema));
     }
     for m in &req.messages {
         let mut text = String::new();
@@ -306,17 +366,10 @@ fn build_request(req: &CanonicalRequest, max_tokens: u64) -> RequestBuilder {
         }
     }
     if let Some(tools) = tools(req) {
-        let choice = match &req.tool_choice {
-            ToolChoice::Named(name) => tools
-                .iter()
-                .find(|t| &t.function.name == name)
-                .cloned()
-                .map(mistralrs::ToolChoice::Tool)
-                .unwrap_or(mistralrs::ToolChoice::Auto),
-            // mistral.rs has no "must call some tool"; auto is the closest.
-            _ => mistralrs::ToolChoice::Auto,
-        };
-        b = b.set_tools(tools).set_tool_choice(choice);
+        // A required call is enforced by the output constraint above; the
+        // engine's own "required" check fails on streamed output, so the
+        // engine is always told `auto` and parses what the constraint made.
+        b = b.set_tools(tools).set_tool_choice(mistralrs::ToolChoice::Auto);
     }
     // The builder starts greedy (top-k 1), where a temperature changes
     // nothing; a client that asks for sampling gets neutral settings first.
