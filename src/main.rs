@@ -13,11 +13,6 @@ use sluice::inspect::{Detectors, Dictionary};
 use sluice::pipeline::Sluice;
 use sluice::policy::{PolicySet, Signals};
 
-// glibc malloc showed up as ~12% of the proxy's CPU under load; mimalloc's
-// thread-local free lists suit many small short-lived request buffers.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "Policy-driven egress gate for LLM traffic")]
 struct Cli {
