@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use sha2::{Digest, Sha256};
 use tracing::{info_span, Instrument};
@@ -693,21 +693,60 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), String> {
     }
 }
 
-async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, (ErrorKind, String)> {
+/// Read the whole request body, up to `limit` bytes.
+///
+/// An oversized body is still read (and thrown away) for a short while
+/// before the 413 goes out, like nginx's lingering close: a client that is
+/// still writing when the server closes gets a broken pipe instead of the
+/// answer. The drain is bounded in bytes and time so it cannot be abused.
+async fn read_body(mut body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, (ErrorKind, String)> {
     let too_large = || (ErrorKind::TooLarge, format!("request body exceeds the limit of {limit} bytes"));
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
+    let mut over = declared.is_some_and(|n| n > limit as u64);
+    let drain_until = tokio::time::Instant::now() + DRAIN_TIME;
+    let mut drained: u64 = 0;
+    loop {
+        let frame = if over {
+            match tokio::time::timeout_at(drain_until, body.frame()).await {
+                Ok(frame) => frame,
+                Err(_) => return Err(too_large()),
+            }
+        } else {
+            body.frame().await
+        };
+        let frame = match frame {
+            None => break,
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => return Err((ErrorKind::InvalidRequest, format!("cannot read request body: {e}"))),
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        if over {
+            drained += data.len() as u64;
+            if drained > DRAIN_BYTES {
+                return Err(too_large());
+            }
+            continue;
+        }
+        if buf.len() + data.len() > limit {
+            over = true;
+            buf.clear();
+            continue;
+        }
+        buf.extend_from_slice(&data);
+    }
+    if over {
         return Err(too_large());
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err((ErrorKind::InvalidRequest, format!("cannot read request body: {e}"))),
-    }
+    Ok(buf.freeze())
 }
+
+/// Bounds on reading an oversized body before answering 413.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+const DRAIN_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Headers that describe one hop, or carry credentials meant for sluice.
 fn forwardable(name: &HeaderName) -> bool {
