@@ -147,6 +147,38 @@ impl CanonicalRequest {
     }
 }
 
+/// One message flattened for backends that take one text per message.
+/// Tool results travel as their own messages, in order, before `text`.
+#[derive(Debug, PartialEq)]
+pub struct Turn<'a> {
+    pub role: Role,
+    pub text: String,
+    /// (id, name, arguments) of each tool call the message makes.
+    pub calls: Vec<(&'a str, &'a str, &'a str)>,
+    /// (call id, content) of each tool result the message carries.
+    pub results: Vec<(&'a str, &'a str)>,
+}
+
+impl CanonicalRequest {
+    pub fn turns(&self) -> Vec<Turn<'_>> {
+        self.messages
+            .iter()
+            .map(|m| {
+                let mut turn = Turn { role: m.role, text: String::new(), calls: Vec::new(), results: Vec::new() };
+                for p in &m.parts {
+                    match p {
+                        Part::Text(t) => turn.text.push_str(t),
+                        Part::ToolCall { id, name, arguments } => turn.calls.push((id, name, arguments)),
+                        Part::ToolResult { call_id, content } => turn.results.push((call_id, content)),
+                        Part::Attachment { .. } => {}
+                    }
+                }
+                turn
+            })
+            .collect()
+    }
+}
+
 /// Why a body could not be turned into a canonical request.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ParseError {

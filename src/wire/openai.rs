@@ -169,32 +169,26 @@ pub fn to_chat_body(req: &CanonicalRequest, model: &str, max_tokens: Option<u64>
     for s in &req.system {
         messages.push(json!({"role": "system", "content": s}));
     }
-    for m in &req.messages {
-        let mut text = String::new();
-        let mut calls = Vec::new();
-        for p in &m.parts {
-            match p {
-                Part::Text(t) => text.push_str(t),
-                Part::ToolCall { id, name, arguments } => calls.push(json!({
-                    "id": id, "type": "function", "function": {"name": name, "arguments": arguments},
-                })),
-                Part::ToolResult { call_id, content } => {
-                    messages.push(json!({"role": "tool", "tool_call_id": call_id, "content": content}));
-                }
-                Part::Attachment { .. } => {}
-            }
+    for turn in req.turns() {
+        for (call_id, content) in &turn.results {
+            messages.push(json!({"role": "tool", "tool_call_id": call_id, "content": content}));
         }
-        let role = match m.role {
+        let role = match turn.role {
             Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
             Role::Tool => continue,
         };
-        if text.is_empty() && calls.is_empty() {
+        if turn.text.is_empty() && turn.calls.is_empty() {
             continue;
         }
-        let mut msg = json!({"role": role, "content": text});
-        if !calls.is_empty() {
+        let mut msg = json!({"role": role, "content": turn.text});
+        if !turn.calls.is_empty() {
+            let calls: Vec<Value> = turn
+                .calls
+                .iter()
+                .map(|(id, name, arguments)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}))
+                .collect();
             msg["tool_calls"] = Value::from(calls);
         }
         messages.push(msg);

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use super::{GenEvent, LocalError};
 use crate::config::{LocalConfig, LocalDevice};
 use crate::wire::response::{Delta, Finish, FinishReason, Usage};
-use crate::wire::{CanonicalRequest, Part, Role, ToolChoice};
+use crate::wire::{CanonicalRequest, Role, ToolChoice};
 
 /// Counts tokens with the model's own tokenizer, off the engine thread.
 type TokenCounter = Arc<dyn Fn(&str) -> Option<usize> + Send + Sync>;
@@ -246,25 +246,28 @@ fn flat_messages(req: &CanonicalRequest) -> Vec<(TextMessageRole, String)> {
     if !req.system.is_empty() {
         out.push((TextMessageRole::System, req.system.join("\n\n")));
     }
-    for m in &req.messages {
-        let role = match m.role {
-            Role::System => TextMessageRole::System,
-            Role::User => TextMessageRole::User,
-            Role::Assistant => TextMessageRole::Assistant,
-            Role::Tool => TextMessageRole::Tool,
-        };
-        let mut text = String::new();
-        for p in &m.parts {
-            match p {
-                Part::Text(t) => text.push_str(t),
-                Part::ToolCall { name, arguments, .. } => text.push_str(&format!("{name}({arguments})")),
-                Part::ToolResult { content, .. } => text.push_str(content),
-                Part::Attachment { .. } => {}
-            }
+    for turn in req.turns() {
+        for (_, content) in &turn.results {
+            out.push((TextMessageRole::Tool, content.to_string()));
         }
-        out.push((role, text));
+        let mut text = turn.text;
+        for (_, name, arguments) in &turn.calls {
+            text.push_str(&format!("{name}({arguments})"));
+        }
+        if !text.is_empty() {
+            out.push((role_of(turn.role), text));
+        }
     }
     out
+}
+
+fn role_of(role: Role) -> TextMessageRole {
+    match role {
+        Role::System => TextMessageRole::System,
+        Role::User => TextMessageRole::User,
+        Role::Assistant => TextMessageRole::Assistant,
+        Role::Tool => TextMessageRole::Tool,
+    }
 }
 
 fn tools(req: &CanonicalRequest) -> Option<Vec<mistralrs::Tool>> {
@@ -337,33 +340,31 @@ fn build_request(req: &CanonicalRequest, max_tokens: u64) -> RequestBuilder {
     if let Some((_, schema)) = forced {
         b = b.set_constraint(Constraint::JsonSchema(schema));
     }
-    for m in &req.messages {
-        let mut text = String::new();
-        let mut calls = Vec::new();
-        for p in &m.parts {
-            match p {
-                Part::Text(t) => text.push_str(t),
-                Part::ToolCall { id, name, arguments } => calls.push(ToolCallResponse {
-                    index: calls.len(),
-                    id: id.clone(),
-                    tp: ToolCallType::Function,
-                    function: CalledFunction { name: name.clone(), arguments: arguments.clone() },
-                }),
-                Part::ToolResult { call_id, content } => b = b.add_tool_message(content, call_id),
-                Part::Attachment { .. } => {}
+    for turn in req.turns() {
+        for (call_id, content) in &turn.results {
+            b = b.add_tool_message(content, call_id);
+        }
+        if turn.role == Role::Tool {
+            continue;
+        }
+        if turn.calls.is_empty() {
+            if !turn.text.is_empty() {
+                b = b.add_message(role_of(turn.role), turn.text);
             }
+            continue;
         }
-        let role = match m.role {
-            Role::System => TextMessageRole::System,
-            Role::User => TextMessageRole::User,
-            Role::Assistant => TextMessageRole::Assistant,
-            Role::Tool => continue,
-        };
-        if !calls.is_empty() {
-            b = b.add_message_with_tool_call(role, text, calls);
-        } else if !text.is_empty() {
-            b = b.add_message(role, text);
-        }
+        let calls = turn
+            .calls
+            .iter()
+            .enumerate()
+            .map(|(index, (id, name, arguments))| ToolCallResponse {
+                index,
+                id: id.to_string(),
+                tp: ToolCallType::Function,
+                function: CalledFunction { name: name.to_string(), arguments: arguments.to_string() },
+            })
+            .collect();
+        b = b.add_message_with_tool_call(role_of(turn.role), turn.text, calls);
     }
     if let Some(tools) = tools(req) {
         // A required call is enforced by the output constraint above; the

@@ -61,7 +61,8 @@ pub enum Overflowed {
 /// The loaded backend.
 pub enum Backend {
     Embedded(embedded::Engine),
-    External(external::Server),
+    // Boxed: the HTTP client is several times the size of the engine handle.
+    External(Box<external::Server>),
 }
 
 enum State {
@@ -119,7 +120,7 @@ impl LocalTier {
         let model_name = match cfg.backend {
             LocalBackendKind::None => "none".to_string(),
             LocalBackendKind::Embedded => embedded::model_name(&cfg.model),
-            LocalBackendKind::External => format!("{}", cfg.external.model),
+            LocalBackendKind::External => cfg.external.model.clone(),
         };
         let tier = Arc::new(LocalTier {
             state: RwLock::new(State::Loading),
@@ -136,7 +137,7 @@ impl LocalTier {
             LocalBackendKind::None => tier.set(State::Disabled),
             LocalBackendKind::External => {
                 let server = external::Server::new(&cfg.external, upstream).map_err(|e| LocalError::Failed(e.to_string()))?;
-                tier.set(State::Ready(Arc::new(Backend::External(server))));
+                tier.set(State::Ready(Arc::new(Backend::External(Box::new(server)))));
             }
             LocalBackendKind::Embedded => {
                 embedded::check_model_file(&cfg.model).map_err(LocalError::Failed)?;
