@@ -1,9 +1,15 @@
 //! Cost of `Detectors::scan` on one ~1,000-token (~4,000-byte) prompt of
-//! mixed prose, code and JSON, with a 100-term team dictionary: once with
-//! nothing to find (near misses included) and once with PII, secrets and a
-//! dictionary term. Throughput is reported in bytes of scanned text.
+//! mixed prose, code and JSON, all detectors on: with a 100-term team
+//! dictionary once with nothing to find (near misses included) and once
+//! with PII, secrets and a dictionary term; then the same two prompts with
+//! a 100,000-term dictionary, to show dictionary cost does not grow with
+//! its size. Throughput is reported in bytes of scanned text.
+//!
+//! Before the criterion groups it prints p50/p99/max per-scan latency over
+//! 10,000 timed scans of each case (criterion reports means only).
 
 use std::hint::black_box;
+use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sluice::inspect::{Detectors, Dictionary};
@@ -69,7 +75,7 @@ let client = Client::builder().api_key("{OPENAI}").timeout(Duration::from_secs(6
 Memory limit is 512Mi and the request is 256Mi; nodes are m6i.2xlarge with 32 GiB.
 Call me at {PHONE} if that is easier; HR has my record under {SSN}."#;
 
-const TOOL: &str = r#"{"tool":"kubectl_describe","status":"ok","elapsed_ms":1842,"pod":{"name":"billing-export-7d9f8c6b5-x2x9k","namespace":"billing","node":"ip-10-42-17-201.eu-west-1.compute.internal","restarts":14,"started_at":"2024-11-02T09:14:07Z","image":"registry.internal/billing-export@sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08","resources":{"limits":{"memory":"512Mi","cpu":"500m"},"requests":{"memory":"256Mi","cpu":"250m"}},"last_state":{"terminated":{"reason":"OOMKilled","exit_code":137,"finished_at":"2024-11-02T09:15:52Z"}}},"events":[{"type":"Warning","reason":"BackOff","count":37,"message":"Back-off restarting failed container"},{"type":"Normal","reason":"Pulled","count":15,"message":"Container image already present on machine"},{"type":"Warning","reason":"Unhealthy","count":9,"message":"Liveness probe failed: Get http://10.42.17.201:8080/healthz: context deadline exceeded"}],"metrics":{"p50_ms":112.4,"p95_ms":870.2,"p99_ms":2210.9,"rss_bytes":[401219584,455081984,498073600,536870912],"gc_pauses_ms":[12,15,11,48,230]},"owner":"{OWNER}","labels":{"app.kubernetes.io/version":"2.7.1","team":"billing","cost-center":"CC-4471-09"}}"#;
+const TOOL: &str = r#"{"tool":"kubectl_describe","status":"ok","elapsed_ms":1842,"pod":{"name":"billing-export-7d9f8c6b5-x2x9k","namespace":"billing","node":"ip-10-42-17-201.eu-west-1.compute.internal","host_ip":"{HOST}","restarts":14,"started_at":"2024-11-02T09:14:07Z","image":"registry.internal/billing-export@sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08","resources":{"limits":{"memory":"512Mi","cpu":"500m"},"requests":{"memory":"256Mi","cpu":"250m"}},"last_state":{"terminated":{"reason":"OOMKilled","exit_code":137,"finished_at":"2024-11-02T09:15:52Z"}}},"events":[{"type":"Warning","reason":"BackOff","count":37,"message":"Back-off restarting failed container"},{"type":"Normal","reason":"Pulled","count":15,"message":"Container image already present on machine"},{"type":"Warning","reason":"Unhealthy","count":9,"message":"Liveness probe failed: Get http://billing-export:8080/healthz: context deadline exceeded"}],"metrics":{"p50_ms":112.4,"p95_ms":870.2,"p99_ms":2210.9,"rss_bytes":[401219584,455081984,498073600,536870912],"gc_pauses_ms":[12,15,11,48,230]},"owner":"{OWNER}","labels":{"app.kubernetes.io/version":"2.7.1","team":"billing","cost-center":"CC-4471-09"}}"#;
 
 /// Placeholder, clean value (near misses where natural), sensitive value.
 const FILLS: &[(&str, &str, &str)] = &[
@@ -107,6 +113,7 @@ const FILLS: &[(&str, &str, &str)] = &[
     ("{PHONE}", "extension 4471", "(415) 555-0132"),
     ("{SSN}", "000-12-3456", "SSN 219-09-9999"),
     ("{OWNER}", "team-billing", "ann.lee@example.org"),
+    ("{HOST}", "billing-export.svc", "203.0.113.77"),
 ];
 
 fn prompt(sensitive: bool) -> Vec<String> {
@@ -123,7 +130,7 @@ fn prompt(sensitive: bool) -> Vec<String> {
 }
 
 /// 100 two-word code names: 10 adjectives x 10 animals.
-fn dictionary() -> Dictionary {
+fn small_dictionary() -> Dictionary {
     const ADJECTIVES: [&str; 10] = [
         "crimson", "silent", "golden", "hollow", "iron", "northern", "quiet", "scarlet", "velvet",
         "wild",
@@ -139,30 +146,78 @@ fn dictionary() -> Dictionary {
     dict
 }
 
+/// The 100 code names plus 99,900 generated customer-like names
+/// ("customer q7k2m"), none of which occurs in the prompts.
+fn large_dictionary() -> Dictionary {
+    const ADJECTIVES: [&str; 10] = [
+        "crimson", "silent", "golden", "hollow", "iron", "northern", "quiet", "scarlet", "velvet",
+        "wild",
+    ];
+    const ANIMALS: [&str; 10] = [
+        "falcon", "otter", "badger", "heron", "lynx", "marten", "osprey", "raven", "stoat", "wolf",
+    ];
+    let mut terms: Vec<String> = ADJECTIVES
+        .iter()
+        .flat_map(|a| ANIMALS.iter().map(move |n| format!("{a} {n}")))
+        .collect();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    while terms.len() < 100_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let name: String = (0..6)
+            .map(|i| char::from(b'a' + ((x >> (i * 5)) % 26) as u8))
+            .collect();
+        terms.push(format!("customer {name}"));
+    }
+    terms.sort_unstable();
+    terms.dedup();
+    let dict = Dictionary::new(&terms).expect("generated terms are not blank");
+    assert!(dict.len() > 99_000, "{}", dict.len());
+    dict
+}
+
+/// p50, p99 and max of `n` timed scans, in microseconds.
+fn latency(detectors: &Detectors, dict: &Dictionary, segments: &[&str], n: usize) -> [f64; 3] {
+    let mut times: Vec<f64> = (0..n)
+        .map(|_| {
+            let start = Instant::now();
+            black_box(detectors.scan(black_box(Some(dict)), black_box(segments)));
+            start.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    [times[n / 2], times[n * 99 / 100], times[n - 1]]
+}
+
 fn bench_scan(c: &mut Criterion) {
     let detectors = Detectors::new();
-    let dict = dictionary();
+    let small = small_dictionary();
+    let large = large_dictionary();
     let mut group = c.benchmark_group("inspect");
-    for (name, sensitive) in [
-        ("scan_1000_tokens_clean", false),
-        ("scan_1000_tokens_with_findings", true),
-    ] {
-        let segments = prompt(sensitive);
-        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-        let bytes: usize = segments.iter().map(|s| s.len()).sum();
-        // Guard the benchmark's premise, so a detector change that starts
-        // flagging the clean prompt (or misses the seeded one) is noticed.
-        let found = detectors.scan(Some(&dict), &segments);
-        if sensitive {
-            // One finding per sensitive fill.
-            assert_eq!(found.len(), FILLS.len(), "seeded prompt produced {found:?}");
-        } else {
-            assert!(found.is_empty(), "clean prompt produced {found:?}");
+    for (dict_name, dict) in [("dict100", &small), ("dict100k", &large)] {
+        for (name, sensitive) in [("clean", false), ("with_findings", true)] {
+            let segments = prompt(sensitive);
+            let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+            let bytes: usize = segments.iter().map(|s| s.len()).sum();
+            // Guard the benchmark's premise, so a detector change that
+            // starts flagging the clean prompt (or misses the seeded one)
+            // is noticed.
+            let found = detectors.scan(Some(dict), &segments);
+            if sensitive {
+                // One finding per sensitive fill.
+                assert_eq!(found.len(), FILLS.len(), "seeded prompt produced {found:?}");
+            } else {
+                assert!(found.is_empty(), "clean prompt produced {found:?}");
+            }
+            let id = format!("scan_1000_tokens_{name}_{dict_name}");
+            let [p50, p99, max] = latency(&detectors, dict, &segments, 10_000);
+            eprintln!("{id}: {bytes} bytes, p50 {p50:.1} us, p99 {p99:.1} us, max {max:.1} us");
+            group.throughput(Throughput::Bytes(bytes as u64));
+            group.bench_function(id, |b| {
+                b.iter(|| detectors.scan(black_box(Some(dict)), black_box(&segments)))
+            });
         }
-        group.throughput(Throughput::Bytes(bytes as u64));
-        group.bench_function(name, |b| {
-            b.iter(|| detectors.scan(black_box(Some(&dict)), black_box(&segments)))
-        });
     }
     group.finish();
 }

@@ -7,11 +7,18 @@
 //!     --concurrency 16 --duration 10 --warmup 2
 //! cargo run --release --example loadgen -- --url https://api.openai.com/v1/chat/completions \
 //!     --ca /tmp/fake-ca.pem --resolve api.openai.com:443:127.0.0.1:9443 --requests 1000
+//! cargo run --release --example loadgen -- --url https://api.openai.com/v1/chat/completions \
+//!     --proxy http://127.0.0.1:3128 --ca data/ca/ca.pem --concurrency 16
 //! ```
 //!
+//! With `--proxy`, an https:// target is reached through a `CONNECT` tunnel
+//! (TLS to the target inside it, as `HTTPS_PROXY` clients do) and an http://
+//! target by sending absolute-form requests to the proxy.
+//!
 //! Latencies cover sending the request through reading the whole response
-//! body; connecting is not timed (connections are counted instead). Only 2xx
-//! answers enter the histogram, so fast failures cannot flatter it.
+//! body; connecting (including CONNECT and TLS) is not timed (connections are
+//! counted instead). Only 2xx answers enter the histogram, so fast failures
+//! cannot flatter it.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -21,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use base64::Engine;
 use bytes::Bytes;
 use clap::Parser;
 use http_body_util::{BodyExt, Full};
@@ -28,11 +36,14 @@ use hyper::client::conn::{http1, http2};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
+
+/// Longest CONNECT response head accepted from a proxy.
+const MAX_PROXY_HEAD: usize = 16 * 1024;
 
 const DEFAULT_BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":16}"#;
 
@@ -58,6 +69,8 @@ struct Args {
     #[arg(long)]
     ca: Option<PathBuf>,
     /// HOST:PORT:ADDR or HOST:PORT:ADDR:PORT2 — connect there for HOST:PORT (like curl).
+    /// With --proxy the proxy resolves the target, so this only applies to
+    /// the proxy's own address.
     #[arg(long = "resolve")]
     resolve: Vec<String>,
     /// Request body file; default is a small OpenAI chat completion request.
@@ -72,6 +85,13 @@ struct Args {
     /// Per-request timeout in seconds; a timed-out request is a transport error.
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
+    /// Forward proxy http://HOST:PORT: https:// targets go through a CONNECT
+    /// tunnel per connection, http:// targets as absolute-form requests.
+    #[arg(long)]
+    proxy: Option<Uri>,
+    /// USER:TOKEN sent to the proxy as Proxy-Authorization: Basic.
+    #[arg(long, requires = "proxy")]
+    proxy_auth: Option<String>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -81,7 +101,10 @@ struct Args {
 struct Target {
     host: String,
     port: u16,
+    /// The target's address, or the proxy's when there is one.
     connect_to: SocketAddr,
+    /// Set when connections are CONNECT tunnels through a proxy.
+    tunnel: Option<Tunnel>,
     uri: Uri,
     authority: String,
     http2: bool,
@@ -89,6 +112,13 @@ struct Target {
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Bytes,
     timeout: Duration,
+}
+
+/// What a worker sends to open a CONNECT tunnel to the target.
+struct Tunnel {
+    /// `host:port` (IPv6 in brackets), the CONNECT request target.
+    authority: String,
+    proxy_authorization: Option<String>,
 }
 
 enum Sender {
@@ -172,13 +202,45 @@ async fn build_target(args: &Args) -> anyhow::Result<Target> {
         let (key, addr) = parse_resolve(spec)?;
         overrides.insert(key, addr);
     }
-    let connect_to = match overrides.get(&(host.to_ascii_lowercase(), port)) {
+    let proxy = match &args.proxy {
+        Some(uri) => Some(parse_proxy(uri)?),
+        None => None,
+    };
+    let proxy_authorization = args.proxy_auth.as_ref().map(|creds| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(creds)
+        )
+    });
+    let (dial_host, dial_port) = match &proxy {
+        Some((h, p)) => (h.clone(), *p),
+        None => (host.clone(), port),
+    };
+    let connect_to = match overrides.get(&(dial_host.to_ascii_lowercase(), dial_port)) {
         Some(addr) => *addr,
-        None => tokio::net::lookup_host((host.as_str(), port))
+        None => tokio::net::lookup_host((dial_host.as_str(), dial_port))
             .await
-            .with_context(|| format!("resolving {host}:{port}"))?
+            .with_context(|| format!("resolving {dial_host}:{dial_port}"))?
             .next()
-            .with_context(|| format!("{host}:{port} resolved to no address"))?,
+            .with_context(|| format!("{dial_host}:{dial_port} resolved to no address"))?,
+    };
+    // A plain-http target behind a proxy is not tunneled: the proxy gets
+    // absolute-form requests, as curl and HTTP_PROXY clients send them.
+    let forward_plain = proxy.is_some() && !https;
+    if forward_plain && args.http2 {
+        bail!("--http2 with an http:// target needs a direct connection, not --proxy");
+    }
+    let tunnel = if proxy.is_some() && https {
+        Some(Tunnel {
+            authority: if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            },
+            proxy_authorization: proxy_authorization.clone(),
+        })
+    } else {
+        None
     };
 
     let tls = if https {
@@ -200,8 +262,9 @@ async fn build_target(args: &Args) -> anyhow::Result<Target> {
         .map(|pq| pq.as_str())
         .unwrap_or("/");
     // HTTP/2 carries scheme and authority as pseudo-headers, so it needs the
-    // absolute form; HTTP/1.1 sends the origin form plus a Host header.
-    let uri: Uri = if args.http2 {
+    // absolute form; HTTP/1.1 sends the origin form plus a Host header
+    // (absolute form too when a proxy forwards it).
+    let uri: Uri = if args.http2 || forward_plain {
         format!(
             "{}://{authority}{path}",
             if https { "https" } else { "http" }
@@ -226,6 +289,14 @@ async fn build_target(args: &Args) -> anyhow::Result<Target> {
     if !headers.iter().any(|(n, _)| n == CONTENT_TYPE) {
         headers.push((CONTENT_TYPE, HeaderValue::from_static("application/json")));
     }
+    if forward_plain {
+        if let Some(value) = &proxy_authorization {
+            headers.push((
+                hyper::header::PROXY_AUTHORIZATION,
+                HeaderValue::from_str(value).context("bad --proxy-auth")?,
+            ));
+        }
+    }
     let body = match &args.body {
         Some(path) => {
             Bytes::from(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
@@ -237,6 +308,7 @@ async fn build_target(args: &Args) -> anyhow::Result<Target> {
         host,
         port,
         connect_to,
+        tunnel,
         uri,
         authority,
         http2: args.http2,
@@ -245,6 +317,23 @@ async fn build_target(args: &Args) -> anyhow::Result<Target> {
         body,
         timeout: Duration::from_secs_f64(args.timeout),
     })
+}
+
+/// Splits `http://HOST:PORT` into host and port (default 80).
+fn parse_proxy(uri: &Uri) -> anyhow::Result<(String, u16)> {
+    if uri.scheme_str() != Some("http") {
+        bail!("--proxy must be http://HOST:PORT (TLS to the proxy is not supported)");
+    }
+    let authority = uri.authority().context("--proxy has no host")?;
+    if authority.as_str().contains('@') {
+        bail!("put proxy credentials in --proxy-auth, not in the --proxy URL");
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    Ok((host, authority.port_u16().unwrap_or(80)))
 }
 
 /// Parses `HOST:PORT:ADDR` (ADDR an IP, connecting on PORT) or
@@ -300,10 +389,15 @@ fn tls_config(args: &Args) -> anyhow::Result<rustls::ClientConfig> {
 }
 
 async fn connect(target: &Target) -> anyhow::Result<Sender> {
-    let tcp = TcpStream::connect(target.connect_to)
+    let mut tcp = TcpStream::connect(target.connect_to)
         .await
         .with_context(|| format!("connecting to {}", target.connect_to))?;
     tcp.set_nodelay(true)?;
+    if let Some(tunnel) = &target.tunnel {
+        open_tunnel(&mut tcp, tunnel)
+            .await
+            .with_context(|| format!("CONNECT {} via {}", tunnel.authority, target.connect_to))?;
+    }
     match &target.tls {
         None => handshake(tcp, target.http2).await,
         Some(tls) => {
@@ -319,6 +413,55 @@ async fn connect(target: &Target) -> anyhow::Result<Sender> {
             handshake(stream, target.http2).await
         }
     }
+}
+
+/// Sends `CONNECT` and reads the proxy's answer; on a 2xx the stream is a
+/// raw tunnel to the target.
+async fn open_tunnel(tcp: &mut TcpStream, tunnel: &Tunnel) -> anyhow::Result<()> {
+    let mut head = format!("CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n", tunnel.authority);
+    if let Some(auth) = &tunnel.proxy_authorization {
+        head.push_str("Proxy-Authorization: ");
+        head.push_str(auth);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    tcp.write_all(head.as_bytes()).await?;
+
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    let end = loop {
+        let n = tcp.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("proxy closed the connection before answering CONNECT");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > MAX_PROXY_HEAD {
+            bail!("proxy's CONNECT answer head is over {MAX_PROXY_HEAD} bytes");
+        }
+    };
+    let status_line =
+        String::from_utf8_lossy(&buf[..buf.iter().position(|&b| b == b'\r').unwrap_or(end)])
+            .into_owned();
+    let status = status_line
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|code| code.parse::<u16>().ok())
+        .with_context(|| format!("bad CONNECT answer {status_line:?}"))?;
+    if !(200..300).contains(&status) {
+        bail!("proxy answered {status_line:?}");
+    }
+    // The target speaks only after our ClientHello, so anything past the
+    // head means the proxy is not behaving as a tunnel.
+    if buf.len() > end {
+        bail!(
+            "proxy sent {} bytes after its CONNECT answer",
+            buf.len() - end
+        );
+    }
+    Ok(())
 }
 
 async fn handshake<I>(io: I, use_http2: bool) -> anyhow::Result<Sender>
@@ -501,6 +644,7 @@ fn report(
     if args.json {
         let out = serde_json::json!({
             "url": args.url.to_string(),
+            "proxy": args.proxy.as_ref().map(|p| p.to_string()),
             "protocol": protocol,
             "concurrency": args.concurrency,
             "elapsed_s": round3(secs),
@@ -519,10 +663,12 @@ fn report(
         });
         println!("{out}");
     } else {
-        println!(
-            "url          {} ({protocol}, via {})",
-            args.url, target.connect_to
-        );
+        let via = match (&args.proxy, &target.tunnel) {
+            (Some(_), Some(_)) => format!("CONNECT tunnel via proxy {}", target.connect_to),
+            (Some(_), None) => format!("proxy {}", target.connect_to),
+            (None, _) => target.connect_to.to_string(),
+        };
+        println!("url          {} ({protocol}, via {via})", args.url);
         println!(
             "concurrency  {}  connections {}",
             args.concurrency, total.connections

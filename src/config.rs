@@ -40,6 +40,73 @@ pub struct Config {
     pub providers: Providers,
     pub upstream: UpstreamConfig,
     pub local: LocalConfig,
+    pub proxy: ProxyConfig,
+    pub ca: CaConfig,
+    /// USD per million tokens, by model name or name prefix; policies can
+    /// route on the estimated cost of a call.
+    pub prices: BTreeMap<String, ModelPrice>,
+    pub sessions: SessionsConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPrice {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+/// Memory of conversations kept local for sensitive content (`sticky_local`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// Conversations remembered; the oldest are forgotten first.
+    pub capacity: usize,
+    pub ttl_hours: u64,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig { capacity: 100_000, ttl_hours: 24 }
+    }
+}
+
+/// Output tokens assumed for a cost estimate when the client sets no limit.
+const ASSUMED_OUTPUT_TOKENS: u64 = 500;
+
+impl Config {
+    /// Estimated cost in USD of sending `prompt_tokens` to `model`, by the
+    /// longest matching price entry; `None` for models without a price.
+    pub fn estimated_cost_usd(&self, model: &str, prompt_tokens: u64, max_tokens: Option<u64>) -> Option<f64> {
+        let (_, price) = self
+            .prices
+            .iter()
+            .filter(|(name, _)| model.starts_with(name.as_str()))
+            .max_by_key(|(name, _)| name.len())?;
+        let output = max_tokens.unwrap_or(ASSUMED_OUTPUT_TOKENS);
+        Some((prompt_tokens as f64 * price.input_per_mtok + output as f64 * price.output_per_mtok) / 1e6)
+    }
+}
+
+/// List prices (USD per million tokens) shipped as defaults; override them
+/// in `prices:` with the organisation's own rates.
+fn default_prices() -> BTreeMap<String, ModelPrice> {
+    let table: &[(&str, f64, f64)] = &[
+        ("gpt-4o", 2.5, 10.0),
+        ("gpt-4o-mini", 0.15, 0.6),
+        ("gpt-4.1", 2.0, 8.0),
+        ("gpt-4.1-mini", 0.4, 1.6),
+        ("o3-mini", 1.1, 4.4),
+        ("o3", 2.0, 8.0),
+        ("claude-opus-4", 15.0, 75.0),
+        ("claude-sonnet-4", 3.0, 15.0),
+        ("claude-haiku-4", 1.0, 5.0),
+        ("gemini-2.5-pro", 1.25, 10.0),
+        ("gemini-2.5-flash", 0.3, 2.5),
+    ];
+    table
+        .iter()
+        .map(|&(name, input, output)| (name.to_string(), ModelPrice { input_per_mtok: input, output_per_mtok: output }))
+        .collect()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,6 +153,7 @@ pub struct TokenEntry {
 pub struct Providers {
     pub openai: ProviderConfig,
     pub anthropic: ProviderConfig,
+    pub gemini: ProviderConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -202,6 +270,86 @@ pub struct UpstreamConfig {
     pub http2: bool,
 }
 
+/// The forward proxy (`HTTPS_PROXY=http://127.0.0.1:3128`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Hosts whose TLS sluice terminates and inspects. `*` stands for exactly
+    /// one DNS label. Everything else is tunneled byte for byte.
+    pub intercept: Vec<String>,
+    /// Ports a CONNECT may reach.
+    pub allowed_ports: Vec<u16>,
+    /// CIDR blocks of private, loopback or link-local destinations that are
+    /// nevertheless allowed (all such destinations are refused by default).
+    pub allow_private: Vec<String>,
+    pub max_connections: usize,
+    /// Time a client gets to finish its TLS handshake with sluice.
+    pub handshake_timeout_ms: u64,
+    /// Longest silence on a tunnel or an intercepted connection.
+    pub idle_timeout_ms: u64,
+    /// Leaf certificates kept in memory (one per intercepted host name).
+    pub leaf_cache_size: usize,
+    pub leaf_validity_hours: u64,
+}
+
+/// Where sluice keeps the CA that signs intercepted hosts' certificates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaConfig {
+    /// Holds `ca.pem` and `ca.key` (0600). Created on first `serve` if absent.
+    pub dir: PathBuf,
+    /// Limit the CA to the intercepted domains with X.509 name constraints.
+    pub name_constraints: bool,
+}
+
+/// LLM API hosts intercepted by default.
+pub const DEFAULT_INTERCEPT: &[&str] = &[
+    "api.openai.com",
+    "api.anthropic.com",
+    "generativelanguage.googleapis.com",
+    "api.mistral.ai",
+    "api.groq.com",
+    "api.together.xyz",
+    "api.together.ai",
+    "api.deepseek.com",
+    "openrouter.ai",
+    "api.cohere.com",
+    "api.cohere.ai",
+    "api.x.ai",
+    "api.perplexity.ai",
+    "api.fireworks.ai",
+    "*.openai.azure.com",
+    "bedrock-runtime.*.amazonaws.com",
+];
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 3128)),
+            intercept: DEFAULT_INTERCEPT.iter().map(|s| s.to_string()).collect(),
+            allowed_ports: vec![443],
+            allow_private: Vec::new(),
+            max_connections: 4096,
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 300_000,
+            leaf_cache_size: 1024,
+            leaf_validity_hours: 24,
+        }
+    }
+}
+
+impl Default for CaConfig {
+    fn default() -> Self {
+        CaConfig {
+            dir: PathBuf::from("data/ca"),
+            name_constraints: true,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -213,6 +361,10 @@ impl Default for Config {
             providers: Providers::default(),
             upstream: UpstreamConfig::default(),
             local: LocalConfig::default(),
+            proxy: ProxyConfig::default(),
+            ca: CaConfig::default(),
+            prices: default_prices(),
+            sessions: SessionsConfig::default(),
         }
     }
 }
@@ -270,6 +422,12 @@ impl Default for Providers {
                     "claude-haiku-4-5".into(),
                     "claude-opus-4-1".into(),
                 ],
+            },
+            gemini: ProviderConfig {
+                base_url: "https://generativelanguage.googleapis.com".into(),
+                api_key_env: Some("GEMINI_API_KEY".into()),
+                pass_client_key: false,
+                models: vec!["gemini-2.5-flash".into(), "gemini-2.5-pro".into()],
             },
         }
     }
@@ -337,7 +495,11 @@ impl Config {
                 )));
             }
         }
-        for (name, p) in [("openai", &self.providers.openai), ("anthropic", &self.providers.anthropic)] {
+        for (name, p) in [
+            ("openai", &self.providers.openai),
+            ("anthropic", &self.providers.anthropic),
+            ("gemini", &self.providers.gemini),
+        ] {
             let uri: http::Uri = p
                 .base_url
                 .parse()
@@ -367,6 +529,19 @@ impl Config {
                 )));
             }
         }
+        for cidr in &self.proxy.allow_private {
+            if crate::ingress::netpolicy::Cidr::parse(cidr).is_none() {
+                return Err(invalid(format!("proxy.allow_private: `{cidr}` is not a CIDR block (e.g. 10.0.0.0/8)")));
+            }
+        }
+        for host in &self.proxy.intercept {
+            if host.is_empty() || host.contains(['/', ':', ' ']) {
+                return Err(invalid(format!("proxy.intercept: `{host}` is not a host name pattern")));
+            }
+        }
+        if self.proxy.max_connections == 0 || self.proxy.leaf_cache_size == 0 {
+            return Err(invalid("proxy.max_connections and proxy.leaf_cache_size must be at least 1".into()));
+        }
         Ok(())
     }
 
@@ -379,6 +554,9 @@ impl Config {
         if self.providers.anthropic.models.is_empty() {
             self.providers.anthropic.models = defaults.anthropic.models;
         }
+        if self.providers.gemini.models.is_empty() {
+            self.providers.gemini.models = defaults.gemini.models;
+        }
         self
     }
 
@@ -390,6 +568,7 @@ impl Config {
         };
         rebase(&mut self.policies_dir);
         rebase(&mut self.audit.dir);
+        rebase(&mut self.ca.dir);
         if let Some(ca) = self.upstream.extra_ca_file.as_mut() {
             rebase(ca);
         }

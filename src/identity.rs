@@ -84,7 +84,8 @@ impl IdentityTable {
     }
 }
 
-/// `Authorization: Bearer X` (OpenAI) or `x-api-key: X` (Anthropic).
+/// `Authorization: Bearer X` (OpenAI), `x-api-key: X` (Anthropic) or
+/// `x-goog-api-key: X` (Gemini).
 pub fn api_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let v = v.trim();
@@ -94,6 +95,7 @@ pub fn api_key(headers: &HeaderMap) -> Option<&str> {
     }
     headers
         .get("x-api-key")
+        .or_else(|| headers.get("x-goog-api-key"))
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())

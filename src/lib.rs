@@ -5,6 +5,8 @@
 //! → [`dispatch`] → [`audit`] / [`telemetry`].
 
 pub mod audit;
+pub mod ca;
+pub mod classify;
 pub mod config;
 pub mod dispatch;
 pub mod identity;
@@ -12,5 +14,7 @@ pub mod ingress;
 pub mod inspect;
 pub mod pipeline;
 pub mod policy;
+pub mod redact;
+pub mod session;
 pub mod telemetry;
 pub mod wire;

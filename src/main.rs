@@ -1,4 +1,4 @@
-//! The `sluice` command line: serve, policy, audit, token.
+//! The `sluice` command line: serve, policy, audit, token, ca.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -25,7 +25,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway and admin listeners.
+    /// Run the gateway, forward proxy and admin listeners.
     Serve,
     /// Lint and try out team policies.
     #[command(subcommand)]
@@ -36,6 +36,22 @@ enum Command {
     /// Make and hash sluice tokens for `identity.tokens`.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The CA that signs certificates for intercepted hosts.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create an ECDSA P-256 CA in `ca.dir`, name-constrained to the
+    /// intercepted hosts unless `ca.name_constraints` is false.
+    Init {
+        /// Replace an existing CA (clients must then trust the new one).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the CA certificate (PEM) for clients' trust stores.
+    Export,
 }
 
 #[derive(Subcommand)]
@@ -58,6 +74,20 @@ enum PolicyCommand {
         /// Policy directory (default: `policies_dir` from the config).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Messages in the conversation so far (the prompt is the last).
+        #[arg(long, default_value_t = 1)]
+        turns: u32,
+        /// Assistant tool calls earlier in the conversation.
+        #[arg(long, default_value_t = 0)]
+        tool_steps: u32,
+        /// The request offers tools.
+        #[arg(long)]
+        tools: bool,
+        #[arg(long)]
+        stream: bool,
+        /// Treat the conversation as one kept local earlier (sticky_local).
+        #[arg(long)]
+        sticky: bool,
         #[arg(long)]
         json: bool,
     },
@@ -136,8 +166,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve => serve(config),
         Command::Policy(PolicyCommand::Check { dir }) => policy_check(dir.as_deref().unwrap_or(&config.policies_dir)),
-        Command::Policy(PolicyCommand::Test { team, prompt, model, provider, dir, json }) => {
-            policy_test(dir.as_deref().unwrap_or(&config.policies_dir), &team, &prompt, &model, &provider, json)
+        Command::Policy(PolicyCommand::Test { team, prompt, model, provider, dir, turns, tool_steps, tools, stream, sticky, json }) => {
+            let dir = dir.clone().unwrap_or_else(|| config.policies_dir.clone());
+            let context = TestContext { turns, tool_steps, tools, stream, sticky };
+            policy_test(&config, &dir, &team, &prompt, &model, &provider, &context, json)
         }
         Command::Audit(AuditCommand::Query { since, until, team, decision, limit, json, dir }) => {
             let filter = AuditFilter {
@@ -157,7 +189,50 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Token(TokenCommand::New { team, user }) => token_new(&team, &user),
+        Command::Ca(CaCommand::Init { force }) => {
+            let files = sluice::ca::init(&config.ca.dir, &constrained_to(&config), force)?;
+            println!("CA certificate: {}", files.cert.display());
+            println!("CA key (0600):  {}", files.key.display());
+            println!("Give clients the certificate: sluice ca export > sluice-ca.pem");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ca(CaCommand::Export) => {
+            let pem = sluice::ca::export(&config.ca.dir)
+                .with_context(|| format!("no CA in {} (run `sluice ca init`)", config.ca.dir.display()))?;
+            print!("{pem}");
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// The intercept patterns the CA is limited to; none means unconstrained.
+fn constrained_to(config: &Config) -> Vec<String> {
+    if config.ca.name_constraints {
+        config.proxy.intercept.clone()
+    } else {
+        Vec::new()
+    }
+}
+
+/// Load the proxy's CA, creating it on first start, and refuse to start if
+/// it cannot sign for every intercepted host.
+fn proxy_leaves(config: &Config) -> Result<sluice::ca::LeafCache> {
+    let files = sluice::ca::CaFiles::in_dir(&config.ca.dir);
+    if !files.cert.exists() && !files.key.exists() {
+        sluice::ca::init(&config.ca.dir, &constrained_to(config), false)?;
+        tracing::info!(cert = %files.cert.display(), "created the proxy CA; clients must trust it (`sluice ca export`)");
+    }
+    let authority = sluice::ca::Authority::load(&config.ca.dir)?;
+    let uncovered = authority.uncovered(&config.proxy.intercept);
+    if !uncovered.is_empty() {
+        bail!(
+            "the CA in {} cannot sign for intercepted hosts {}: its name constraints predate them; re-create it with `sluice ca init --force`",
+            config.ca.dir.display(),
+            uncovered.join(", ")
+        );
+    }
+    let validity = Duration::from_secs(config.proxy.leaf_validity_hours.max(1) * 3600);
+    Ok(sluice::ca::LeafCache::new(authority, config.proxy.leaf_cache_size, validity))
 }
 
 fn serve(config: Config) -> Result<ExitCode> {
@@ -169,6 +244,8 @@ fn serve(config: Config) -> Result<ExitCode> {
         let metrics = sluice::telemetry::install()?;
         let gateway_addr = config.gateway.listen;
         let admin_addr = config.admin.listen;
+        let proxy_addr = config.proxy.enabled.then_some(config.proxy.listen);
+        let leaves = proxy_addr.map(|_| proxy_leaves(&config)).transpose()?;
         let sluice = Sluice::build(config)?;
         let gateway = tokio::net::TcpListener::bind(gateway_addr)
             .await
@@ -176,7 +253,15 @@ fn serve(config: Config) -> Result<ExitCode> {
         let admin = tokio::net::TcpListener::bind(admin_addr)
             .await
             .with_context(|| format!("cannot listen on {admin_addr} (admin)"))?;
-        tracing::info!(gateway = %gateway_addr, admin = %admin_addr, "sluice is serving");
+        let proxy = match proxy_addr {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (proxy)"))?,
+            ),
+            None => None,
+        };
+        tracing::info!(gateway = %gateway_addr, admin = %admin_addr, proxy = ?proxy_addr, "sluice is serving");
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let upkeep = metrics.clone();
@@ -192,7 +277,17 @@ fn serve(config: Config) -> Result<ExitCode> {
             let _ = stop_tx.send(true);
         });
         let admin_task = tokio::spawn(sluice::ingress::admin::run(sluice.clone(), metrics, admin, stop_rx.clone()));
+        let proxy_task = match (proxy, leaves) {
+            (Some(listener), Some(leaves)) => {
+                let proxy = sluice::ingress::proxy::Proxy::new(sluice.clone(), leaves, stop_rx.clone());
+                Some(tokio::spawn(sluice::ingress::proxy::run(proxy, listener)))
+            }
+            _ => None,
+        };
         sluice::ingress::gateway::run(sluice.clone(), gateway, stop_rx).await;
+        if let Some(task) = proxy_task {
+            let _ = task.await;
+        }
         let _ = admin_task.await;
         sluice.audit().flush().context("cannot flush the audit log")?;
         tracing::info!(records = sluice.audit().log().len(), "audit log flushed; bye");
@@ -238,7 +333,26 @@ fn policy_check(dir: &Path) -> Result<ExitCode> {
     }
 }
 
-fn policy_test(dir: &Path, team: &str, prompt: &str, model: &str, provider: &str, json: bool) -> Result<ExitCode> {
+/// The conversation around a `policy test` prompt.
+struct TestContext {
+    turns: u32,
+    tool_steps: u32,
+    tools: bool,
+    stream: bool,
+    sticky: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn policy_test(
+    config: &Config,
+    dir: &Path,
+    team: &str,
+    prompt: &str,
+    model: &str,
+    provider: &str,
+    context: &TestContext,
+    json: bool,
+) -> Result<ExitCode> {
     let set = PolicySet::load_dir(dir).map_err(|e| anyhow::anyhow!("policies in {} are invalid:\n{e}", dir.display()))?;
     let Some(policy) = set.team(team) else {
         bail!("no policy for team `{team}` in {}", dir.display());
@@ -249,9 +363,25 @@ fn policy_test(dir: &Path, team: &str, prompt: &str, model: &str, provider: &str
         Some(Dictionary::new(policy.dictionary_terms())?)
     };
     let segments = [prompt];
-    let findings = Detectors::new().scan(dictionary.as_ref(), &segments);
+    let findings = policy.relevant_findings(&Detectors::new().scan(dictionary.as_ref(), &segments));
     let prompt_tokens = sluice::wire::CanonicalRequest::estimated_prompt_tokens(&segments);
-    let decision = policy.decide(&Signals { findings: &findings, requested_model: model, provider, prompt_tokens });
+    let signals = Signals {
+        findings: &findings,
+        requested_model: model,
+        provider,
+        prompt_tokens,
+        prompt_tokens_exact: false,
+        task: Some(sluice::classify::Classifier::new().classify(prompt)),
+        turns: context.turns,
+        tool_steps: context.tool_steps,
+        tools_present: context.tools,
+        stream: context.stream,
+        estimated_cost_usd: config.estimated_cost_usd(model, prompt_tokens, None),
+        local_queue_depth: 0,
+        sticky_local: context.sticky,
+    };
+    let decision = policy.decide(&signals);
+    let summary = sluice::pipeline::signal_summary(&signals, &decision);
     if json {
         let findings: Vec<_> = findings
             .iter()
@@ -264,7 +394,7 @@ fn policy_test(dir: &Path, team: &str, prompt: &str, model: &str, provider: &str
             .collect();
         let out = serde_json::json!({
             "team": team, "decision": decision.action, "rule": decision.rule, "reason": decision.reason,
-            "prompt_tokens": prompt_tokens, "findings": findings,
+            "prompt_tokens": prompt_tokens, "findings": findings, "signals": summary,
         });
         println!("{out}");
     } else {
@@ -272,6 +402,15 @@ fn policy_test(dir: &Path, team: &str, prompt: &str, model: &str, provider: &str
         println!("rule:     {}", decision.rule);
         println!("reason:   {}", decision.reason);
         println!("tokens:   {prompt_tokens} (estimated)");
+        if let Some(task) = signals.task {
+            println!("task:     {} ({:.2})", task.task.as_str(), task.confidence);
+        }
+        if let Some(cost) = signals.estimated_cost_usd {
+            println!("cost:     ${cost:.6} (estimated, {model})");
+        }
+        if !decision.because.is_empty() {
+            println!("because:  {}", decision.because.join("; "));
+        }
         if findings.is_empty() {
             println!("findings: none");
         } else {

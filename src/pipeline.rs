@@ -22,11 +22,16 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use sha2::{Digest, Sha256};
+use hyper_util::rt::TokioIo;
 use tracing::{info_span, Instrument};
 
+use crate::classify::Classifier;
+use crate::redact::{Redaction, SseRestorer, StreamFormat};
+use crate::session::{Conversation, StickySessions};
 use crate::audit::{AuditError, AuditLog, AuditRecord, AuditWriter, Latencies};
 use crate::config::{Config, ProviderConfig};
 use crate::dispatch::cloud::{CloudClient, CloudError};
+use crate::dispatch::origin::{Origin, OriginBody};
 use crate::identity::{Caller, IdentityTable};
 use crate::inspect::{count_by_kind, Detectors, Dictionary, DictionaryError};
 use crate::dispatch::local::{GenEvent, Generation, LocalError, LocalTier, Overflowed};
@@ -42,14 +47,77 @@ pub type RespBody = UnsyncBoxBody<Bytes, BoxError>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ingress {
     Gateway,
+    Proxy,
 }
 
 impl Ingress {
     fn as_str(self) -> &'static str {
         match self {
             Ingress::Gateway => "gateway",
+            Ingress::Proxy => "proxy",
         }
     }
+}
+
+/// How a request reached sluice, which decides who the caller is and where
+/// a `cloud` decision sends it.
+#[derive(Clone)]
+pub enum Via {
+    /// An app pointed at sluice: the API key names the caller, and the
+    /// configured provider is called with sluice's key (or the client's).
+    Gateway,
+    /// The forward proxy: the caller was named by proxy authentication and
+    /// the request goes, with the client's own credentials, to the origin
+    /// the client connected to.
+    Proxy { identity: Identity, origin: Arc<Origin> },
+}
+
+impl Via {
+    fn ingress(&self) -> Ingress {
+        match self {
+            Via::Gateway => Ingress::Gateway,
+            Via::Proxy { .. } => Ingress::Proxy,
+        }
+    }
+
+    /// The provider name policies see: the API's provider at the gateway,
+    /// the catalog name of the origin host at the proxy.
+    fn provider(&self, api: Api) -> String {
+        match self {
+            Via::Gateway => api.provider().to_string(),
+            Via::Proxy { origin, .. } => provider_of_host(&origin.target().host).to_string(),
+        }
+    }
+}
+
+/// Catalog names for the intercepted LLM API hosts.
+pub fn provider_of_host(host: &str) -> &str {
+    const CATALOG: &[(&str, &str)] = &[
+        ("api.openai.com", "openai"),
+        ("api.anthropic.com", "anthropic"),
+        ("generativelanguage.googleapis.com", "gemini"),
+        ("api.mistral.ai", "mistral"),
+        ("api.groq.com", "groq"),
+        ("api.together.xyz", "together"),
+        ("api.together.ai", "together"),
+        ("api.deepseek.com", "deepseek"),
+        ("openrouter.ai", "openrouter"),
+        ("api.cohere.com", "cohere"),
+        ("api.cohere.ai", "cohere"),
+        ("api.x.ai", "xai"),
+        ("api.perplexity.ai", "perplexity"),
+        ("api.fireworks.ai", "fireworks"),
+    ];
+    if let Some((_, name)) = CATALOG.iter().find(|(h, _)| *h == host) {
+        return name;
+    }
+    if host.ends_with(".openai.azure.com") {
+        return "azure_openai";
+    }
+    if host.starts_with("bedrock-runtime.") && host.ends_with(".amazonaws.com") {
+        return "bedrock";
+    }
+    host
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +155,9 @@ pub struct Sluice {
     local: Arc<LocalTier>,
     openai: Provider,
     anthropic: Provider,
+    gemini: Provider,
+    classifier: Classifier,
+    sticky: StickySessions,
     next_id: AtomicU64,
 }
 
@@ -146,6 +217,12 @@ impl Sluice {
         Ok(Arc::new(Sluice {
             openai: provider(&config.providers.openai),
             anthropic: provider(&config.providers.anthropic),
+            gemini: provider(&config.providers.gemini),
+            classifier: Classifier::new(),
+            sticky: StickySessions::new(
+                config.sessions.capacity,
+                Duration::from_secs(config.sessions.ttl_hours.saturating_mul(3600)),
+            ),
             identities,
             policies,
             dictionaries,
@@ -194,12 +271,14 @@ impl Sluice {
         let api = match (req.method().as_str(), req.uri().path()) {
             ("POST", "/v1/chat/completions") => Some(Api::OpenAiChat),
             ("POST", "/v1/messages") => Some(Api::AnthropicMessages),
+            ("POST", "/v1/responses") => Some(Api::OpenAiResponses),
+            ("POST", path) if wire::gemini::model_from_path(path).is_some() => Some(Api::GeminiGenerate),
             _ => None,
         };
         let this = self.clone();
         async move {
             let resp = match api {
-                Some(api) => this.handle_llm(api, req, client, ingress).await,
+                Some(api) => this.handle_llm(api, req, client, Via::Gateway).await,
                 None if req.method() == http::Method::GET && req.uri().path() == "/v1/models" => {
                     this.handle_models(req, client, ingress)
                 }
@@ -213,14 +292,190 @@ impl Sluice {
         .await
     }
 
+    /// Route a request that arrived inside an intercepted proxy connection
+    /// (or as a plain-HTTP absolute-form request) for `origin`'s host.
+    /// LLM API calls go through the full pipeline; anything else (file
+    /// uploads, model lists, WebSockets) is forwarded unchanged and audited.
+    pub async fn handle_proxied(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        client: SocketAddr,
+        identity: Identity,
+        origin: Arc<Origin>,
+    ) -> Response<RespBody> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let span = info_span!("request", id, ingress = "proxy", host = %origin.target().host, method = %req.method(),
+            path = %req.uri().path(), team = %identity.team, decision = tracing::field::Empty, status = tracing::field::Empty);
+        let this = self.clone();
+        async move {
+            let resp = if is_websocket_upgrade(req.headers()) {
+                this.relay_websocket(req, client, identity, origin).await
+            } else {
+                match proxied_api(req.method(), req.uri().path()) {
+                    Some(api) => this.handle_llm(api, req, client, Via::Proxy { identity, origin }).await,
+                    None => this.forward_unchanged(req, client, identity, origin).await,
+                }
+            };
+            tracing::Span::current().record("status", resp.status().as_u16());
+            tracing::debug!("done");
+            resp
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Refuse a proxied request before it reaches the pipeline (wrong host
+    /// for the connection, origin unreachable), with an audit record.
+    pub fn refuse_proxied(
+        &self,
+        req: &Request<Incoming>,
+        client: SocketAddr,
+        identity: &Identity,
+        host: &str,
+        kind: ErrorKind,
+        message: &str,
+    ) -> Response<RespBody> {
+        let mut trail = Trail::new("proxy", format_of(req.headers()), client, Ingress::Proxy);
+        trail.record.team = identity.team.clone();
+        trail.record.user = identity.user.clone();
+        trail.record.host = host.to_string();
+        trail.record.provider = provider_of_host(host).to_string();
+        trail.record.decision = "block".into();
+        self.refuse(trail, kind, message)
+    }
+
+    /// Audit a refusal at the proxy's door (a CONNECT or absolute-form
+    /// request that was never let through); the proxy answers it itself.
+    pub fn record_proxy_refusal(&self, client: SocketAddr, identity: Option<&Identity>, host: &str, status: StatusCode, reason: &str) {
+        let mut trail = Trail::new("proxy.connect", Format::OpenAi, client, Ingress::Proxy);
+        if let Some(identity) = identity {
+            trail.record.team = identity.team.clone();
+            trail.record.user = identity.user.clone();
+        }
+        trail.record.host = host.to_string();
+        trail.record.provider = provider_of_host(host).to_string();
+        trail.record.decision = "block".into();
+        trail.record.reason = reason.to_string();
+        trail.record.status = status.as_u16();
+        self.record(trail, None);
+    }
+
+    pub fn identities(&self) -> &IdentityTable {
+        &self.identities
+    }
+
+    pub fn cloud(&self) -> &CloudClient {
+        &self.cloud
+    }
+
+    /// Forward a non-LLM request on an intercepted host unchanged, body
+    /// streamed both ways, and record it.
+    async fn forward_unchanged(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        client: SocketAddr,
+        identity: Identity,
+        origin: Arc<Origin>,
+    ) -> Response<RespBody> {
+        let mut trail = Trail::new("passthrough", format_of(req.headers()), client, Ingress::Proxy);
+        trail.record.team = identity.team.clone();
+        trail.record.user = identity.user.clone();
+        trail.record.host = origin.target().host.clone();
+        trail.record.provider = provider_of_host(&origin.target().host).to_string();
+        trail.record.decision = "forward".into();
+        trail.record.reason = format!("{} {} is not an LLM API call; forwarded unchanged", req.method(), req.uri().path());
+        if let Err(e) = self.audit.check_writable() {
+            tracing::error!(error = %e, "audit log not writable; refusing to forward");
+            let message = "sluice cannot write its audit log, so the request was not forwarded";
+            return self.refuse(trail, ErrorKind::LocalUnavailable, message);
+        }
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        for name in ["proxy-authorization", "proxy-authenticate"] {
+            parts.headers.remove(name);
+        }
+        let upstream = Request::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed_unsync());
+        let started = Instant::now();
+        let sent = origin.send(upstream).await;
+        self.relay_or_refuse(trail, sent, started, "passthrough", "")
+    }
+
+    /// Relay a WebSocket upgrade to the origin and then its frames, both
+    /// ways; the record is written when the socket closes.
+    async fn relay_websocket(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        client: SocketAddr,
+        identity: Identity,
+        origin: Arc<Origin>,
+    ) -> Response<RespBody> {
+        let mut trail = Trail::new("websocket", format_of(req.headers()), client, Ingress::Proxy);
+        trail.record.team = identity.team.clone();
+        trail.record.user = identity.user.clone();
+        trail.record.host = origin.target().host.clone();
+        trail.record.provider = provider_of_host(&origin.target().host).to_string();
+        trail.record.decision = "forward".into();
+        if let Err(e) = self.audit.check_writable() {
+            tracing::error!(error = %e, "audit log not writable; refusing to forward");
+            return self.refuse(trail, ErrorKind::LocalUnavailable, "sluice cannot write its audit log, so the request was not forwarded");
+        }
+        let client_upgrade = hyper::upgrade::on(&mut req);
+        let (mut parts, _) = req.into_parts();
+        for name in ["proxy-authorization", "proxy-authenticate", "proxy-connection", "keep-alive", "te", "trailer", "transfer-encoding"] {
+            parts.headers.remove(name);
+        }
+        let path = parts.uri.path().to_string();
+        let upstream = Request::from_parts(parts, full_request(Bytes::new()));
+        let started = Instant::now();
+        let mut resp = match origin.send_upgradable(upstream).await {
+            Ok(resp) => resp,
+            Err(e) => return self.relay_or_refuse(trail, Err(e), started, "passthrough", ""),
+        };
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return self.relay(trail, resp, started, "passthrough", "");
+        }
+        let origin_upgrade = hyper::upgrade::on(&mut resp);
+        trail.record.status = 101;
+        let idle = Duration::from_millis(self.config.proxy.idle_timeout_ms);
+        let this = self.clone();
+        tokio::spawn(async move {
+            trail.record.reason = match tokio::try_join!(client_upgrade, origin_upgrade) {
+                Ok((client_io, origin_io)) => {
+                    let mut client_io = TokioIo::new(client_io);
+                    let mut origin_io = TokioIo::new(origin_io);
+                    let relayed = crate::ingress::tunnel::copy_with_idle(&mut client_io, &mut origin_io, idle).await;
+                    let mut reason = format!("websocket {path} closed after {} bytes up, {} bytes down", relayed.up, relayed.down);
+                    if let Some(e) = relayed.error {
+                        reason.push_str(&format!(" ({e})"));
+                    }
+                    reason
+                }
+                Err(e) => format!("websocket {path} upgrade failed: {e}"),
+            };
+            this.record(trail, Some(started.elapsed()));
+        });
+        let (parts, _) = resp.into_parts();
+        Response::from_parts(parts, full(Bytes::new()))
+    }
+
     /// One LLM API call, end to end.
-    async fn handle_llm(self: Arc<Self>, api: Api, req: Request<Incoming>, client: SocketAddr, ingress: Ingress) -> Response<RespBody> {
-        let mut trail = Trail::new(api.as_str(), api.format(), client, ingress);
-        trail.record.provider = api.provider().to_string();
+    async fn handle_llm(self: Arc<Self>, api: Api, req: Request<Incoming>, client: SocketAddr, via: Via) -> Response<RespBody> {
+        let mut trail = Trail::new(api.as_str(), api.format(), client, via.ingress());
+        let provider = via.provider(api);
+        trail.record.provider = provider.clone();
+        if let Via::Proxy { origin, .. } = &via {
+            trail.record.host = origin.target().host.clone();
+        }
         let (parts, body) = req.into_parts();
 
         // identify
-        let (identity, auth) = match self.identify(api, &parts.headers) {
+        let identified = match &via {
+            Via::Gateway => self.identify(api, &parts.headers),
+            // Proxy authentication named the caller; the client's own
+            // provider credentials travel on unchanged.
+            Via::Proxy { identity, .. } => Ok((identity.clone(), UpstreamAuth::Client)),
+        };
+        let (identity, auth) = match identified {
             Ok(found) => found,
             Err(message) => return self.refuse(trail, ErrorKind::Authentication, &message),
         };
@@ -239,6 +494,11 @@ impl Sluice {
         let parsed = match api {
             Api::OpenAiChat => wire::openai::parse_chat(&body),
             Api::AnthropicMessages => wire::anthropic::parse_messages(&body),
+            Api::OpenAiResponses => wire::responses::parse_responses(&body),
+            Api::GeminiGenerate => match wire::gemini::model_from_path(parts.uri.path()) {
+                Some((model, stream)) => wire::gemini::parse_generate(&model, stream, &body),
+                None => Err(wire::ParseError::Missing("model (in the request path)")),
+            },
         };
         let mut request = match parsed {
             Ok(request) => request,
@@ -257,10 +517,31 @@ impl Sluice {
         // inspect
         let inspect_started = Instant::now();
         let segments = request.text_segments();
-        let findings = self
-            .detectors
-            .scan(self.dictionaries.get(&request.identity.team), &segments);
-        let prompt_tokens = wire::CanonicalRequest::estimated_prompt_tokens(&segments);
+        let scanned = self.detectors.scan(self.dictionaries.get(&request.identity.team), &segments);
+        // Findings under the team's minimum confidence do not count.
+        let findings = policy.relevant_findings(&scanned);
+        let estimate = wire::CanonicalRequest::estimated_prompt_tokens(&segments);
+        // The tokenizer costs more than the rest of inspection together; a
+        // prompt this short is far from any sensible length threshold.
+        let exact_tokens = estimate > EXACT_TOKEN_COUNT_ABOVE && self.local.has_tokenizer();
+        let prompt_tokens = if exact_tokens { self.local.count_tokens(&request, estimate) } else { estimate };
+        let task = self.classifier.classify(&request.last_user_text());
+        let conversation = Conversation::of(&request.identity.team, &request);
+        let signals = Signals {
+            findings: &findings,
+            requested_model: &request.model,
+            provider: &provider,
+            prompt_tokens,
+            prompt_tokens_exact: exact_tokens,
+            task: Some(task),
+            turns: request.turn_count(),
+            tool_steps: request.tool_steps(),
+            tools_present: !request.tools.is_empty(),
+            stream: request.stream,
+            estimated_cost_usd: self.config.estimated_cost_usd(&request.model, prompt_tokens, request.max_tokens),
+            local_queue_depth: self.local.queue_depth(),
+            sticky_local: self.sticky.is_sticky(&conversation),
+        };
         trail.record.prompt_sha256 = prompt_digest(&segments);
         trail.record.findings = count_by_kind(&findings)
             .into_iter()
@@ -271,25 +552,27 @@ impl Sluice {
         metrics::histogram!(telemetry::INSPECTION_DURATION).record(inspect_time.as_secs_f64());
 
         // decide
-        let decision = policy.decide(&Signals {
-            findings: &findings,
-            requested_model: &request.model,
-            provider: api.provider(),
-            prompt_tokens,
-        });
+        let decision = policy.decide(&signals);
+        trail.record.signals = Some(signal_summary(&signals, &decision));
         trail.record.decision = decision.action.as_str().to_string();
         trail.record.rule = decision.rule.clone();
         trail.record.reason = decision.reason.clone();
         tracing::Span::current().record("decision", decision.action.as_str());
+        // A conversation kept local for what it contains never overflows to
+        // the cloud, and its later turns stay local too.
+        let sensitive = !findings.is_empty() || decision.sticky;
 
         // dispatch
+        let mut redaction = None;
         let route = match decision.action {
             Action::Block => {
                 let message = format!("Blocked by sluice policy rule `{}`: {}", decision.rule, decision.reason);
                 return self.refuse(trail, ErrorKind::PolicyBlock, &message);
             }
             Action::Local => {
-                let sensitive = !findings.is_empty();
+                if decision.sticky {
+                    self.sticky.mark(&conversation);
+                }
                 match self.local_route(&request, policy.local_options(), sensitive, prompt_tokens, &decision.rule).await {
                     Ok(Route::Cloud) => {
                         // Only clean prompts get here; the record says where it really went.
@@ -301,13 +584,49 @@ impl Sluice {
                     Err((kind, message)) => return self.refuse(trail, kind, &message),
                 }
             }
+            Action::Redact => {
+                let planned = Redaction::from_findings(&segments, &policy.findings_to_redact(&decision, &findings));
+                if api == Api::GeminiGenerate && request.stream && !planned.is_empty() {
+                    // No stream restorer speaks Gemini yet: refuse rather than
+                    // show the user placeholders.
+                    let message = format!(
+                        "Policy rule `{}` redacts this prompt, and sluice cannot restore redacted values in streamed Gemini answers; send it without streaming",
+                        decision.rule
+                    );
+                    return self.refuse(trail, ErrorKind::PolicyBlock, &message);
+                }
+                trail.record.redacted = planned.counts_by_kind().into_iter().map(|(k, n)| (k.to_string(), n)).collect();
+                if !planned.is_empty() {
+                    redaction = Some(Arc::new(planned));
+                }
+                Route::Cloud
+            }
             Action::Cloud => Route::Cloud,
         };
 
         // respond (record happens when the response body is finished)
         match route {
-            Route::Local(generation) => self.respond_local(trail, &request, generation, &decision.rule).await,
-            Route::Cloud => self.forward_to_cloud(trail, api, &parts, body, auth, &decision.rule).await,
+            Route::Local(generation) => {
+                // Gemini streams as SSE only with `alt=sse`; otherwise as one JSON array.
+                let json_array = api == Api::GeminiGenerate
+                    && request.stream
+                    && !wire::gemini::is_sse(parts.uri.path_and_query().map_or("", |p| p.as_str()));
+                self.respond_local(trail, &request, generation, json_array, &decision.rule).await
+            }
+            Route::Cloud => {
+                let body = match &redaction {
+                    None => body,
+                    Some(r) => match r.redact_json_body(&body) {
+                        Ok(redacted) => Bytes::from(redacted),
+                        // Fail closed: a value that cannot be replaced must not leave.
+                        Err(e) => {
+                            let message = format!("Policy rule `{}` redacts this prompt, but it could not be redacted: {e}", decision.rule);
+                            return self.refuse(trail, ErrorKind::PolicyBlock, &message);
+                        }
+                    },
+                };
+                self.forward_to_cloud(trail, api, &via, &parts, body, auth, redaction, &decision.rule).await
+            }
         }
     }
 
@@ -377,6 +696,7 @@ impl Sluice {
         mut trail: Trail,
         request: &wire::CanonicalRequest,
         mut generation: Generation,
+        json_array: bool,
         rule: &str,
     ) -> Response<RespBody> {
         trail.record.provider = "local".into();
@@ -387,7 +707,7 @@ impl Sluice {
             created_unix: trail.record.time_unix_ms / 1000,
         };
         let generation_started = Instant::now();
-        if request.stream {
+        if request.stream && !json_array {
             trail.record.status = 200;
             let mut encoder = SseEncoder::new(trail.format, meta, request.stream_usage);
             let opening = encoder.start(generation.prompt_tokens);
@@ -427,7 +747,11 @@ impl Sluice {
         };
         stats.finish(finish.usage.completion_tokens);
         trail.record.latency_us.upstream = micros(generation_started.elapsed());
-        let body = response::render_whole(trail.format, &meta, &answer, finish);
+        let body = if json_array {
+            wire::gemini::render_stream_array(&meta, &answer, finish)
+        } else {
+            response::render_whole(trail.format, &meta, &answer, finish)
+        };
         let mut resp = self.answer(trail, StatusCode::OK, body);
         set_route_headers(resp.headers_mut(), "local", rule);
         resp
@@ -436,11 +760,13 @@ impl Sluice {
     /// Forward the original request to its cloud provider and relay the answer.
     async fn forward_to_cloud(
         self: &Arc<Self>,
-        mut trail: Trail,
+        trail: Trail,
         api: Api,
+        via: &Via,
         parts: &http::request::Parts,
         body: Bytes,
         auth: UpstreamAuth,
+        redaction: Option<Arc<Redaction>>,
         rule: &str,
     ) -> Response<RespBody> {
         // Fail closed: nothing leaves unless its record can be written.
@@ -449,22 +775,49 @@ impl Sluice {
             let message = "sluice cannot write its audit log, so the request was not forwarded";
             return self.refuse(trail, ErrorKind::LocalUnavailable, message);
         }
-        trail.record.provider = api.provider().to_string();
-        let upstream = match self.upstream_request(api, parts, body, auth) {
+        let mut upstream = match self.upstream_request(api, via, parts, body, auth) {
             Ok(upstream) => upstream,
             Err(message) => return self.refuse(trail, ErrorKind::Upstream, &message),
         };
+        let restore = redaction.map(|redaction| {
+            // A compressed answer could not be searched for placeholders.
+            upstream.headers_mut().insert(http::header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+            (redaction, stream_format(api))
+        });
         let upstream_started = Instant::now();
-        match self.cloud.send(upstream).await {
-            Ok(resp) => self.relay(trail, resp, upstream_started, rule),
+        let sent = match via {
+            Via::Gateway => self.cloud.send(upstream).await,
+            Via::Proxy { origin, .. } => origin.send(upstream.map(|b| b.map_err(|never| match never {}).boxed_unsync())).await,
+        };
+        match sent {
+            Ok(resp) => {
+                let route = if restore.is_some() { "redact" } else { "cloud" };
+                self.relay_restoring(trail, resp, upstream_started, route, rule, restore)
+            }
+            Err(e) => self.relay_or_refuse(trail, Err(e), upstream_started, "cloud", rule),
+        }
+    }
+
+    /// Relay an upstream answer, or refuse with the upstream's failure.
+    fn relay_or_refuse(
+        self: &Arc<Self>,
+        mut trail: Trail,
+        sent: Result<Response<Incoming>, CloudError>,
+        upstream_started: Instant,
+        route: &'static str,
+        rule: &str,
+    ) -> Response<RespBody> {
+        match sent {
+            Ok(resp) => self.relay(trail, resp, upstream_started, route, rule),
             Err(e) => {
-                metrics::counter!(telemetry::UPSTREAM_ERRORS, "provider" => api.provider(), "kind" => e.kind()).increment(1);
+                let provider = trail.record.provider.clone();
+                metrics::counter!(telemetry::UPSTREAM_ERRORS, "provider" => provider.clone(), "kind" => e.kind()).increment(1);
                 trail.record.latency_us.upstream = micros(upstream_started.elapsed());
                 let kind = match e {
                     CloudError::Timeout(_) => ErrorKind::UpstreamTimeout,
                     _ => ErrorKind::Upstream,
                 };
-                let message = format!("{} upstream failed: {e}", api.provider());
+                let message = format!("{provider} upstream failed: {e}");
                 self.refuse(trail, kind, &message)
             }
         }
@@ -494,8 +847,9 @@ impl Sluice {
 
     fn provider(&self, api: Api) -> &Provider {
         match api {
-            Api::OpenAiChat => &self.openai,
+            Api::OpenAiChat | Api::OpenAiResponses => &self.openai,
             Api::AnthropicMessages => &self.anthropic,
+            Api::GeminiGenerate => &self.gemini,
         }
     }
 
@@ -503,13 +857,18 @@ impl Sluice {
     fn upstream_request(
         &self,
         api: Api,
+        via: &Via,
         parts: &http::request::Parts,
         body: Bytes,
         auth: UpstreamAuth,
     ) -> Result<Request<Full<Bytes>>, String> {
         let provider = self.provider(api);
         let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let uri = format!("{}{}", provider.config.base_url.trim_end_matches('/'), path);
+        let uri = match via {
+            Via::Gateway => format!("{}{}", provider.config.base_url.trim_end_matches('/'), path),
+            // The origin connection addresses it (origin form or h2 authority).
+            Via::Proxy { .. } => path.to_string(),
+        };
         let mut builder = Request::builder().method(parts.method.clone()).uri(uri);
         let headers = builder.headers_mut().ok_or("cannot build upstream request")?;
         for (name, value) in &parts.headers {
@@ -519,7 +878,7 @@ impl Sluice {
         }
         match auth {
             UpstreamAuth::Client => {
-                for name in [http::header::AUTHORIZATION, HeaderName::from_static("x-api-key")] {
+                for name in [http::header::AUTHORIZATION, HeaderName::from_static("x-api-key"), HeaderName::from_static("x-goog-api-key")] {
                     if let Some(v) = parts.headers.get(&name) {
                         headers.insert(name, v.clone());
                     }
@@ -535,8 +894,11 @@ impl Sluice {
                 };
                 let value = |v: String| HeaderValue::from_str(&v).map_err(|_| "provider API key is not a valid header value".to_string());
                 match api {
-                    Api::OpenAiChat => headers.insert(http::header::AUTHORIZATION, value(format!("Bearer {key}"))?),
+                    Api::OpenAiChat | Api::OpenAiResponses => {
+                        headers.insert(http::header::AUTHORIZATION, value(format!("Bearer {key}"))?)
+                    }
                     Api::AnthropicMessages => headers.insert("x-api-key", value(key.to_string())?),
+                    Api::GeminiGenerate => headers.insert("x-goog-api-key", value(key.to_string())?),
                 };
             }
         }
@@ -544,7 +906,28 @@ impl Sluice {
     }
 
     /// Stream the provider's response back, recording when it ends.
-    fn relay(self: &Arc<Self>, mut trail: Trail, resp: Response<Incoming>, upstream_started: Instant, rule: &str) -> Response<RespBody> {
+    fn relay(
+        self: &Arc<Self>,
+        trail: Trail,
+        resp: Response<Incoming>,
+        upstream_started: Instant,
+        route: &'static str,
+        rule: &str,
+    ) -> Response<RespBody> {
+        self.relay_restoring(trail, resp, upstream_started, route, rule, None)
+    }
+
+    /// [`Self::relay`], putting redacted values back where the answer
+    /// quotes their placeholders: event by event for SSE, whole otherwise.
+    fn relay_restoring(
+        self: &Arc<Self>,
+        mut trail: Trail,
+        resp: Response<Incoming>,
+        upstream_started: Instant,
+        route: &'static str,
+        rule: &str,
+        restore: Option<(Arc<Redaction>, Option<StreamFormat>)>,
+    ) -> Response<RespBody> {
         let (mut parts, body) = resp.into_parts();
         trail.record.status = parts.status.as_u16();
         trail.record.model_used = trail.record.model_requested.clone();
@@ -553,10 +936,24 @@ impl Sluice {
                 .increment(1);
         }
         strip_hop_by_hop(&mut parts.headers);
-        set_route_headers(&mut parts.headers, "cloud", rule);
+        set_route_headers(&mut parts.headers, route, rule);
         let idle_timeout = Duration::from_millis(self.config.upstream.idle_timeout_ms);
+        let restore = restore.map(|(redaction, format)| {
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            let is_sse = parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream"));
+            match format {
+                Some(format) if is_sse => Restore::Stream(redaction.sse_restorer(format)),
+                _ => Restore::Whole { redaction, buffered: Vec::new() },
+            }
+        });
         let body = RelayBody {
             inner: body,
+            restore,
+            finished: false,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             idle_timeout,
             completion: Some(Completion {
@@ -671,6 +1068,38 @@ impl Trail {
     }
 }
 
+/// The LLM API a proxied request calls, by method and path. OpenAI-compatible
+/// providers (Groq, Together, Mistral, DeepSeek, OpenRouter, Azure) all end
+/// their chat path in `/chat/completions`.
+fn proxied_api(method: &http::Method, path: &str) -> Option<Api> {
+    if method != http::Method::POST {
+        return None;
+    }
+    if path.ends_with("/chat/completions") {
+        Some(Api::OpenAiChat)
+    } else if path == "/v1/messages" || path.ends_with("/anthropic/v1/messages") {
+        Some(Api::AnthropicMessages)
+    } else if path == "/v1/responses" || path.ends_with("/openai/v1/responses") {
+        // Not /v1/responses/{id}/cancel and friends: those carry no prompt.
+        Some(Api::OpenAiResponses)
+    } else if wire::gemini::model_from_path(path).is_some() {
+        Some(Api::GeminiGenerate)
+    } else {
+        None
+    }
+}
+
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+fn full_request(bytes: Bytes) -> OriginBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
+}
+
 /// Anthropic clients send `anthropic-version`; everyone else gets OpenAI's shape.
 fn format_of(headers: &HeaderMap) -> Format {
     if headers.contains_key("anthropic-version") {
@@ -752,7 +1181,7 @@ const DRAIN_BYTES: u64 = 64 * 1024 * 1024;
 fn forwardable(name: &HeaderName) -> bool {
     !matches!(
         name.as_str(),
-        "host" | "authorization" | "x-api-key" | "x-sluice-token" | "content-length" | "connection" | "keep-alive"
+        "host" | "authorization" | "x-api-key" | "x-goog-api-key" | "x-sluice-token" | "content-length" | "connection" | "keep-alive"
             | "proxy-authorization" | "proxy-authenticate" | "proxy-connection" | "te" | "trailer"
             | "transfer-encoding" | "upgrade"
     )
@@ -810,6 +1239,10 @@ impl Completion {
 /// The provider's body, relayed frame by frame with an idle timeout.
 struct RelayBody {
     inner: Incoming,
+    /// Placeholders to turn back into values on the way to the client.
+    restore: Option<Restore>,
+    /// The last frame (restored text) has gone out.
+    finished: bool,
     idle: Pin<Box<tokio::time::Sleep>>,
     idle_timeout: Duration,
     completion: Option<Completion>,
@@ -829,39 +1262,106 @@ impl Body for RelayBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                let deadline = tokio::time::Instant::now() + this.idle_timeout;
-                this.idle.as_mut().reset(deadline);
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.complete(Some("upstream body failed mid-stream"));
-                Poll::Ready(Some(Err(Box::new(e))))
-            }
-            Poll::Ready(None) => {
-                this.complete(None);
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                if this.idle.as_mut().poll(cx).is_ready() {
-                    this.complete(Some("upstream went idle mid-stream"));
-                    let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "upstream idle timeout");
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        loop {
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let deadline = tokio::time::Instant::now() + this.idle_timeout;
+                    this.idle.as_mut().reset(deadline);
+                    let Some(restore) = this.restore.as_mut() else {
+                        return Poll::Ready(Some(Ok(frame)));
+                    };
+                    let Some(data) = frame.data_ref() else {
+                        return Poll::Ready(Some(Ok(frame)));
+                    };
+                    match restore {
+                        Restore::Stream(restorer) => {
+                            let out = restorer.push(data);
+                            // Held back as a possible placeholder prefix: read on.
+                            if !out.is_empty() {
+                                return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                            }
+                        }
+                        Restore::Whole { buffered, .. } => buffered.extend_from_slice(data),
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.complete(Some("upstream body failed mid-stream"));
                     return Poll::Ready(Some(Err(Box::new(e))));
                 }
-                Poll::Pending
+                Poll::Ready(None) => {
+                    this.finished = true;
+                    this.complete(None);
+                    let last = match this.restore.take() {
+                        None => Vec::new(),
+                        Some(Restore::Stream(mut restorer)) => restorer.finish(),
+                        // Not JSON (an HTML error page, say): it cannot hold
+                        // a placeholder the client would misread; pass it on.
+                        Some(Restore::Whole { redaction, buffered }) => {
+                            redaction.restore_json_body(&buffered).unwrap_or(buffered)
+                        }
+                    };
+                    if last.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(last)))));
+                }
+                Poll::Pending => {
+                    if this.idle.as_mut().poll(cx).is_ready() {
+                        this.complete(Some("upstream went idle mid-stream"));
+                        let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "upstream idle timeout");
+                        return Poll::Ready(Some(Err(Box::new(e))));
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.finished || (self.restore.is_none() && self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        if self.restore.is_some() {
+            SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
     }
 }
+
+/// How a redacted request's answer is restored.
+enum Restore {
+    Stream(SseRestorer),
+    Whole { redaction: Arc<Redaction>, buffered: Vec<u8> },
+}
+
+/// The SSE dialect of an API's streamed answers, for restoring placeholders.
+fn stream_format(api: Api) -> Option<StreamFormat> {
+    match api {
+        Api::OpenAiChat => Some(StreamFormat::OpenAiChat),
+        Api::AnthropicMessages => Some(StreamFormat::AnthropicMessages),
+        Api::OpenAiResponses => Some(StreamFormat::OpenAiResponses),
+        Api::GeminiGenerate => None,
+    }
+}
+
+/// The signals behind a decision, for the audit record: numbers and class
+/// names, never text.
+pub fn signal_summary(signals: &Signals, decision: &crate::policy::Decision) -> serde_json::Value {
+    let mut summary = serde_json::to_value(signals.summary()).unwrap_or_default();
+    if let Some(map) = summary.as_object_mut() {
+        map.insert("because".into(), serde_json::json!(decision.because));
+    }
+    summary
+}
+
+/// Prompts estimated at or below this many tokens are not run through the
+/// local tokenizer (see the inspect step).
+const EXACT_TOKEN_COUNT_ABOVE: u64 = 512;
 
 impl Drop for RelayBody {
     fn drop(&mut self) {

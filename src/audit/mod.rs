@@ -95,6 +95,18 @@ pub struct AuditRecord {
     pub prompt_sha256: String,
     pub status: u16,
     pub latency_us: Latencies,
+    /// Host the client addressed (forward proxy only). Fields added after
+    /// the first release are skipped when empty, so that older records
+    /// re-serialise byte for byte and their hashes still verify.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
+    /// Finding type -> count of distinct values replaced by placeholders
+    /// (`redact` decisions).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub redacted: BTreeMap<String, u32>,
+    /// The routing signals behind the decision (task, tokens, turns, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signals: Option<serde_json::Value>,
 }
 
 /// Time spent per stage of a request, in microseconds.
@@ -709,6 +721,22 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    #[test]
+    fn fields_added_later_are_left_out_when_empty_so_old_hashes_verify() {
+        let old = record(1, "t", "cloud");
+        let json = serde_json::to_value(&old).unwrap();
+        for key in ["host", "redacted", "signals"] {
+            assert!(json.get(key).is_none(), "{key} must not be serialised when empty");
+        }
+        let mut new = old.clone();
+        new.host = "api.openai.com".into();
+        new.redacted = BTreeMap::from([("email".to_string(), 1)]);
+        new.signals = Some(serde_json::json!({"task": "summarization"}));
+        let back: AuditRecord = serde_json::from_value(serde_json::to_value(&new).unwrap()).unwrap();
+        assert_eq!(back, new);
+        assert_ne!(chain_hash(1, "", &old).unwrap(), chain_hash(1, "", &new).unwrap());
+    }
+
     fn record(time: u64, team: &str, decision: &str) -> AuditRecord {
         AuditRecord {
             time_unix_ms: time,
@@ -731,6 +759,7 @@ mod tests {
                 upstream: 90_000,
                 total: 91_000,
             },
+            ..AuditRecord::default()
         }
     }
 

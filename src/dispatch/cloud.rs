@@ -62,24 +62,20 @@ type Connector = HttpsConnector<PinnedConnector>;
 pub struct CloudClient {
     client: Client<Connector, Full<Bytes>>,
     response_timeout: Duration,
+    tls: Arc<rustls::ClientConfig>,
+    resolve: Arc<ResolveMap>,
 }
 
 impl CloudClient {
     pub fn new(cfg: &UpstreamConfig) -> Result<CloudClient, CloudError> {
         let tls = tls_config(cfg.extra_ca_file.as_deref())?;
-        let mut resolve = HashMap::new();
-        for (key, target) in &cfg.resolve {
-            // Config validation has already rejected unparsable targets.
-            if let Some(target) = parse_resolve_target(target) {
-                resolve.insert(key.to_ascii_lowercase(), target);
-            }
-        }
+        let resolve = Arc::new(ResolveMap::new(&cfg.resolve));
         let pinned = PinnedConnector {
-            resolve: Arc::new(resolve),
+            resolve: resolve.clone(),
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
         };
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
+            .with_tls_config(tls.clone())
             .https_or_http()
             .enable_http1();
         // HTTP/1.1 with a warm pool costs less CPU per request than one
@@ -97,7 +93,19 @@ impl CloudClient {
         Ok(CloudClient {
             client,
             response_timeout: Duration::from_millis(cfg.response_timeout_ms),
+            tls: Arc::new(tls),
+            resolve,
         })
+    }
+
+    /// The verifying TLS settings (webpki roots + extra CA), for the proxy's
+    /// own upstream connections.
+    pub fn tls(&self) -> Arc<rustls::ClientConfig> {
+        self.tls.clone()
+    }
+
+    pub fn resolve_map(&self) -> Arc<ResolveMap> {
+        self.resolve.clone()
     }
 
     /// Send a request and wait for the response head; the body streams on.
@@ -111,7 +119,7 @@ impl CloudClient {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {
@@ -167,25 +175,43 @@ pub fn parse_resolve_target(s: &str) -> Option<ResolveTarget> {
         .map(ResolveTarget::Ip)
 }
 
-/// TCP connector that consults the resolve map before DNS.
-#[derive(Clone)]
-struct PinnedConnector {
+/// Host names pinned to addresses by config (`upstream.resolve`).
+#[derive(Debug, Default)]
+pub struct ResolveMap {
     /// Keys are `host:port` or bare `host`, lower-case.
-    resolve: Arc<HashMap<String, ResolveTarget>>,
-    connect_timeout: Duration,
+    entries: HashMap<String, ResolveTarget>,
 }
 
-impl PinnedConnector {
-    fn pinned(&self, host: &str, port: u16) -> Option<SocketAddr> {
+impl ResolveMap {
+    pub fn new(config: &std::collections::BTreeMap<String, String>) -> ResolveMap {
+        let mut entries = HashMap::new();
+        for (key, target) in config {
+            // Config validation has already rejected unparsable targets.
+            if let Some(target) = parse_resolve_target(target) {
+                entries.insert(key.to_ascii_lowercase(), target);
+            }
+        }
+        ResolveMap { entries }
+    }
+
+    /// The pinned address for `host` (lower-case) and `port`, if any.
+    pub fn pinned(&self, host: &str, port: u16) -> Option<SocketAddr> {
         let target = self
-            .resolve
+            .entries
             .get(&format!("{host}:{port}"))
-            .or_else(|| self.resolve.get(host))?;
+            .or_else(|| self.entries.get(host))?;
         Some(match *target {
             ResolveTarget::Ip(ip) => SocketAddr::new(ip, port),
             ResolveTarget::Addr(addr) => addr,
         })
     }
+}
+
+/// TCP connector that consults the resolve map before DNS.
+#[derive(Clone)]
+struct PinnedConnector {
+    resolve: Arc<ResolveMap>,
+    connect_timeout: Duration,
 }
 
 impl tower_service::Service<Uri> for PinnedConnector {
@@ -210,7 +236,7 @@ impl tower_service::Service<Uri> for PinnedConnector {
                 _ => 443,
             });
             // Resolve once and connect to exactly what was resolved.
-            let addrs: Vec<SocketAddr> = match this.pinned(&host, port) {
+            let addrs: Vec<SocketAddr> = match this.resolve.pinned(&host, port) {
                 Some(addr) => vec![addr],
                 None => tokio::net::lookup_host((host.as_str(), port)).await?.collect(),
             };
@@ -255,7 +281,7 @@ mod tests {
         let mut map = HashMap::new();
         map.insert("api.openai.com:443".to_string(), ResolveTarget::Addr("127.0.0.1:1000".parse().unwrap()));
         map.insert("api.anthropic.com".to_string(), ResolveTarget::Ip("127.0.0.2".parse().unwrap()));
-        let c = PinnedConnector { resolve: Arc::new(map), connect_timeout: Duration::from_secs(1) };
+        let c = ResolveMap { entries: map };
         assert_eq!(c.pinned("api.openai.com", 443), Some("127.0.0.1:1000".parse().unwrap()));
         assert_eq!(c.pinned("api.openai.com", 8443), None);
         assert_eq!(c.pinned("api.anthropic.com", 443), Some("127.0.0.2:443".parse().unwrap()));

@@ -3,4 +3,5 @@
 //! OpenAI-compatible server).
 
 pub mod cloud;
+pub mod origin;
 pub mod local;

@@ -4,6 +4,9 @@
 
 pub mod admin;
 pub mod gateway;
+pub mod netpolicy;
+pub mod proxy;
+pub mod tunnel;
 
 use std::convert::Infallible;
 use std::future::Future;

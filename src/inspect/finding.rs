@@ -13,13 +13,17 @@ pub enum Category {
     Pii,
     Secret,
     Term,
+    /// Opaque content (a `data:` URL, a long base64 run) whose text is not
+    /// inspected; kind is always [`ATTACHMENT_KIND`].
+    Attachment,
 }
 
 /// One detected item in one text segment of a request.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Finding {
     pub category: Category,
-    /// Stable type name, one of [`PII_KINDS`], [`SECRET_KINDS`] or [`TERM_KIND`].
+    /// Stable type name, one of [`PII_KINDS`], [`SECRET_KINDS`],
+    /// [`TERM_KIND`] or [`ATTACHMENT_KIND`].
     pub kind: &'static str,
     /// Index of the scanned segment (see `Detectors::scan`).
     pub segment: usize,
@@ -27,12 +31,28 @@ pub struct Finding {
     pub span: Range<usize>,
     /// 0.0..=1.0; validated matches are high, bare pattern matches lower.
     pub confidence: f32,
-    /// Which check accepted the match: "luhn", "mod97", "ssn_rules", "pattern", "dictionary", ...
+    /// Which check accepted the match: "luhn", "mod97", "ssn_rules",
+    /// "aba_checksum", "base58check", "bech32", "eip55", "jwt_header",
+    /// "entropy", "context", "pattern", "dictionary", ...
     pub validator: &'static str,
 }
 
 /// PII type names that policies may name under `when.pii`.
-pub const PII_KINDS: &[&str] = &["email", "credit_card", "us_ssn", "phone", "iban"];
+pub const PII_KINDS: &[&str] = &[
+    "email",
+    "credit_card",
+    "us_ssn",
+    "phone",
+    "iban",
+    "ip_address",
+    "mac_address",
+    "uk_nino",
+    "date_of_birth",
+    "passport_number",
+    "drivers_license",
+    "us_bank_routing",
+    "crypto_wallet",
+];
 
 /// Secret type names that policies may name under `when.secrets`.
 pub const SECRET_KINDS: &[&str] = &[
@@ -41,10 +61,57 @@ pub const SECRET_KINDS: &[&str] = &[
     "openai_key",
     "anthropic_key",
     "private_key",
+    "aws_secret_key",
+    "gcp_service_account",
+    "gcp_api_key",
+    "azure_storage_key",
+    "azure_client_secret",
+    "gitlab_token",
+    "slack_token",
+    "slack_webhook",
+    "stripe_key",
+    "twilio_key",
+    "sendgrid_key",
+    "npm_token",
+    "pypi_token",
+    "huggingface_token",
+    "jwt",
+    "database_url",
+    "generic_secret",
+    "datadog_key",
+    "shopify_token",
+    "discord_token",
+    "telegram_bot_token",
+    "mailgun_key",
+    "square_token",
+    "digitalocean_token",
+    "linear_key",
+    "notion_token",
+    "atlassian_token",
+    "heroku_key",
+    "postman_key",
+    "grafana_token",
+    "doppler_token",
+    "databricks_token",
+    "dynatrace_token",
+    "newrelic_key",
+    "sentry_token",
+    "pulumi_token",
+    "age_secret_key",
+    "vault_token",
+    "terraform_token",
+    "alibaba_key",
+    "flyio_token",
+    "planetscale_token",
+    "onepassword_token",
 ];
 
 /// The kind of every dictionary hit; the term itself is never recorded.
 pub const TERM_KIND: &str = "term";
+
+/// The kind of every [`Category::Attachment`] finding. Its validator says
+/// which shape it was: "data_url" or "base64_run".
+pub const ATTACHMENT_KIND: &str = "opaque_attachment";
 
 /// Count findings by type name, for the audit record and metrics.
 pub fn count_by_kind(findings: &[Finding]) -> BTreeMap<&'static str, u32> {

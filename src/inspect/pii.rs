@@ -1,4 +1,5 @@
-//! PII detectors: email, payment card, US SSN, phone number and IBAN.
+//! PII detectors: email (plain and spelled out), payment card, US SSN,
+//! phone number and IBAN.
 //!
 //! Each regex only proposes candidates; the code after it decides, with the
 //! type's own checks (Luhn, issuer prefix, SSN allocation rules, mod-97),
@@ -19,6 +20,7 @@ use super::{
 pub(super) fn detectors() -> Vec<Box<dyn Detector>> {
     vec![
         Box::new(Email::new()),
+        Box::new(ObfuscatedEmail::new()),
         Box::new(CreditCard::new()),
         Box::new(UsSsn::new()),
         Box::new(Phone::new()),
@@ -80,11 +82,93 @@ impl Detector for Email {
     }
 }
 
+// ---------------------------------------------------- obfuscated email
+
+/// "john dot doe at example dot com", "john[at]example[.]com",
+/// "jane (at) corp (dot) io": each separator either bracketed or a
+/// spaced-out word. Plain '.' is allowed between labels too.
+const OBFUSCATED_EMAIL: &str = concat!(
+    r"(?i)(?-u:\b)[a-z0-9._%+\-]+",
+    r"(?:\s*(?:\[dot\]|\(dot\)|\{dot\}|\[\.\])\s*[a-z0-9_%+\-]+|\s+dot\s+[a-z0-9_%+\-]+)*",
+    r"(?:\s*(?:\[at\]|\(at\)|\{at\}|<at>)\s*|\s+at\s+)",
+    r"[a-z0-9\-]+",
+    r"(?:(?:\s*(?:\[dot\]|\(dot\)|\{dot\}|\[\.\])\s*|\s+dot\s+|\.)[a-z0-9\-]+)+(?-u:\b)",
+);
+/// Spelled-out separators can only be trusted with a real top-level
+/// domain at the end: "look at the car dot" is prose.
+const COMMON_TLDS: &[&str] = &[
+    "com", "org", "net", "edu", "gov", "mil", "int", "io", "co", "ai", "dev", "app", "info", "biz",
+    "me", "tech", "cloud", "online", "email", "xyz",
+];
+
+struct ObfuscatedEmail {
+    re: Regex,
+}
+
+impl ObfuscatedEmail {
+    fn new() -> Self {
+        ObfuscatedEmail {
+            re: compile_builtin(OBFUSCATED_EMAIL),
+        }
+    }
+}
+
+impl Detector for ObfuscatedEmail {
+    fn keywords(&self) -> &[&'static str] {
+        &[
+            "[at]", "(at)", "{at}", "<at>", " dot ", "[dot]", "(dot)", "{dot}", "[.]",
+        ]
+    }
+
+    fn find(&self, text: &str, _: &Prescan, segment: usize, out: &mut Vec<Finding>) {
+        for m in self.re.find_iter(text) {
+            let s = m.as_str();
+            let lower = s.to_ascii_lowercase();
+            // A plain address is the Email detector's; this one only takes
+            // candidates with at least one disguised separator.
+            let bracketed = [
+                "[at]", "(at)", "{at}", "<at>", "[dot]", "(dot)", "{dot}", "[.]",
+            ]
+            .iter()
+            .any(|w| lower.contains(w));
+            let spelled = lower.split_whitespace().any(|w| w == "at" || w == "dot");
+            if !bracketed && !spelled {
+                continue;
+            }
+            let tld = lower
+                .rsplit(|c: char| !c.is_ascii_alphanumeric() && c != '-')
+                .next()
+                .unwrap_or("");
+            let tld_ok = if bracketed {
+                (2..=24).contains(&tld.len()) && tld.bytes().all(|b| b.is_ascii_alphabetic())
+            } else {
+                COMMON_TLDS.contains(&tld)
+                    || (tld.len() == 2 && tld.bytes().all(|b| b.is_ascii_alphabetic()))
+            };
+            // Spelled-out forms need "dot" in the domain, or "look at x.com"
+            // would read as an address.
+            let domain_dotted = lower
+                .rsplit_once(" at ")
+                .is_none_or(|(_, d)| d.contains("dot") || d.contains("[.]"));
+            if !tld_ok || (!bracketed && !domain_dotted) {
+                continue;
+            }
+            let span = m.range();
+            let conf = if context_near(text, &span, EMAIL_CONTEXT) {
+                0.85
+            } else {
+                0.75
+            };
+            out.push(pii("email", segment, span, conf, "deobfuscated"));
+        }
+    }
+}
+
 // ---------------------------------------------------------- credit card
 
 /// 13-19 contiguous digits, 4-4-4-(1..4)(-3), or Amex/Diners 4-6-(4|5).
-/// Separators are space or dash; the code requires one kind throughout.
-const CARD: &str = r"(?-u:\b)(?:[0-9]{13,19}|[0-9]{4}[ \-][0-9]{4}[ \-][0-9]{4}[ \-][0-9]{1,4}(?:[ \-][0-9]{3})?|[0-9]{4}[ \-][0-9]{6}[ \-][0-9]{4,5})(?-u:\b)";
+/// Separators are space, dash or dot; the code requires one kind throughout.
+const CARD: &str = r"(?-u:\b)(?:[0-9]{13,19}|[0-9]{4}[ .\-][0-9]{4}[ .\-][0-9]{4}[ .\-][0-9]{1,4}(?:[ .\-][0-9]{3})?|[0-9]{4}[ .\-][0-9]{6}[ .\-][0-9]{4,5})(?-u:\b)";
 const CARD_CONTEXT: &[&str] = &[
     "card",
     "credit",
@@ -115,13 +199,17 @@ impl Detector for CreditCard {
                 continue;
             };
             let digits = digits.as_slice();
-            if joined_to_number(text, &span) || !issuer_accepts(digits) || !luhn_valid(digits) {
+            if joined_to_number(text, &span) || !luhn_valid(digits) {
                 continue;
             }
-            let conf = if context_near(text, &span, CARD_CONTEXT) {
-                0.95
-            } else {
-                0.9
+            let context = context_near(text, &span, CARD_CONTEXT);
+            // Maestro's ranges overlap too many other numbers to accept
+            // without a card word nearby.
+            let conf = match (issuer_accepts(digits), context && maestro(digits)) {
+                (true, _) if context => 0.95,
+                (true, _) => 0.9,
+                (false, true) => 0.85,
+                (false, false) => continue,
             };
             out.push(pii("credit_card", segment, span, conf, "luhn"));
         }
@@ -174,7 +262,12 @@ fn issuer_accepts(d: &[u8]) -> bool {
     match d[0] {
         4 => matches!(n, 13 | 16 | 19),
         5 => (51..=55).contains(&prefix(d, 2)) && n == 16,
-        2 => (2221..=2720).contains(&prefix(d, 4)) && n == 16,
+        2 => {
+            let mastercard = (2221..=2720).contains(&prefix(d, 4)) && n == 16;
+            // Old 15-digit JCB ranges.
+            mastercard || (prefix(d, 4) == 2131 && n == 15)
+        }
+        1 => prefix(d, 4) == 1800 && n == 15,
         3 => {
             let amex = matches!(prefix(d, 2), 34 | 37) && n == 15;
             let jcb = (3528..=3589).contains(&prefix(d, 4)) && n >= 16;
@@ -188,6 +281,12 @@ fn issuer_accepts(d: &[u8]) -> bool {
         }
         _ => false,
     }
+}
+
+/// Maestro: 50, 56-58, 6x prefixes, 13-19 digits.
+fn maestro(d: &[u8]) -> bool {
+    let p = prefix(d, 2);
+    (p == 50 || (56..=58).contains(&p) || (60..=69).contains(&p)) && d.len() >= 13
 }
 
 fn luhn_valid(d: &[u8]) -> bool {
@@ -542,6 +641,32 @@ mod tests {
     }
 
     #[test]
+    fn obfuscated_emails() {
+        let d = ObfuscatedEmail::new();
+        for (text, want) in [
+            (
+                "write john dot doe at example dot com today",
+                "john dot doe at example dot com",
+            ),
+            ("john[at]example[.]com", "john[at]example[.]com"),
+            ("Jane (at) corp (dot) io", "Jane (at) corp (dot) io"),
+            ("mail: ops[at]acme.co.uk", "ops[at]acme.co.uk"),
+        ] {
+            let got = spans(&d, text);
+            assert_eq!(got.len(), 1, "{text}");
+            assert_eq!(&text[got[0].clone()], want);
+        }
+        for text in [
+            "look at the car dot",
+            "meet at example.com",
+            "plain a@example.com is not this detector's",
+            "we are at home dot matrix",
+        ] {
+            assert!(spans(&d, text).is_empty(), "{text}");
+        }
+    }
+
+    #[test]
     fn card_positives_with_and_without_separators() {
         let d = CreditCard::new();
         let text = "4012888888881881 4012-8888-8888-1881 4012 8888 8888 1881";
@@ -573,6 +698,18 @@ mod tests {
         assert!(spans(&d, "36168002586008").is_empty());
         // Luhn passes but no major-network prefix (UATP, Maestro, Dankort).
         assert!(spans(&d, "122000000000003 6759649826438453 5019717010103742").is_empty());
+        // Maestro is accepted next to a card word.
+        assert_eq!(
+            hits(&d, "maestro card 6759649826438453"),
+            vec![(13..29, 0.85, "luhn")]
+        );
+        // Legacy 15-digit JCB.
+        assert_eq!(
+            spans(&d, "213176828496175 180016070420458"),
+            vec![0..15, 16..31]
+        );
+        // Dotted card numbers are one obfuscation.
+        assert_eq!(spans(&d, "4111.1111.1111.1111"), vec![0..19]);
         // Amex prefix at the wrong length.
         assert!(spans(&d, "3704004405320130").is_empty());
         // Mixed separators, and digits glued to a longer number.

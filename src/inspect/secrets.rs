@@ -1,5 +1,6 @@
 //! Secret detectors: AWS access key IDs, GitHub tokens, OpenAI and
-//! Anthropic API keys, and PEM private key blocks.
+//! Anthropic API keys, and PEM / OpenSSH private key blocks; plus the
+//! placeholder and entropy helpers the table rules in `rules` share.
 //!
 //! Every pattern starts with a fixed literal ("AKIA", "ghp_", "sk-",
 //! "-----BEGIN"), which the regex crate turns into a fast substring
@@ -30,14 +31,121 @@ fn secret(kind: &'static str, segment: usize, span: Range<usize>, confidence: f3
 /// Confidence for documentation placeholders ("AKIA...EXAMPLE",
 /// "ghp_xxxx..."): still reported, since test suites and red-team prompts
 /// use exactly these, but ranked below real-looking keys.
-const PLACEHOLDER: f32 = 0.6;
+pub(super) const PLACEHOLDER: f32 = 0.6;
 
 /// A body whose letters and digits are one repeated character
 /// ("xxxx_xxxx") is a placeholder, not a key.
-fn is_placeholder(body: &[u8]) -> bool {
+pub(super) fn is_placeholder(body: &[u8]) -> bool {
     let mut alnum = body.iter().filter(|b| b.is_ascii_alphanumeric());
     let first = alnum.next();
     alnum.all(|b| Some(b) == first)
+}
+
+/// Values that stand in for a secret in docs, templates and config:
+/// whole words ("changeme", "none"), template syntax ("${VAR}",
+/// "{{ x }}", "<your-key>"), masks ("****", "xxxx") and lookups
+/// ("os.environ", "process.env").
+pub(super) fn is_placeholder_value(value: &[u8]) -> bool {
+    const WHOLE: &[&str] = &[
+        "password",
+        "passwd",
+        "secret",
+        "changeme",
+        "none",
+        "null",
+        "nil",
+        "true",
+        "false",
+        "undefined",
+        "required",
+        "optional",
+        "string",
+        "empty",
+        "test",
+        "testing",
+        "admin",
+        "root",
+        "pass",
+        "value",
+        "token",
+        "default",
+        "example",
+        "sample",
+        "dummy",
+        "redacted",
+        "hidden",
+        "masked",
+        "replace_me",
+        "replaceme",
+        "todo",
+        "fixme",
+        "mypassword",
+        "password123",
+        "secret123",
+        "letmein",
+        "qwerty",
+        "12345678",
+        "123456",
+    ];
+    const INSIDE: &[&str] = &[
+        "xxxx",
+        "****",
+        "....",
+        "<your",
+        "your_",
+        "your-",
+        "yourpassword",
+        "yoursecret",
+        "yourkey",
+        "yourtoken",
+        "changeme",
+        "change_me",
+        "change-me",
+        "placeholder",
+        "redacted",
+        "example",
+        "${",
+        "{{",
+        "$(",
+        "%(",
+        "process.env",
+        "os.environ",
+        "getenv",
+        "secrets.",
+        "insert_",
+        "insert-",
+        "dummy",
+        "fake",
+        "sample",
+    ];
+    let lower = value.to_ascii_lowercase();
+    let Ok(lower) = std::str::from_utf8(&lower) else {
+        return false;
+    };
+    let trimmed = lower.trim_matches(|c: char| matches!(c, '"' | '\'' | '<' | '>' | '[' | ']'));
+    value.first() == Some(&b'$')
+        || WHOLE.contains(&trimmed)
+        || INSIDE.iter().any(|w| lower.contains(w))
+}
+
+/// Shannon entropy of `s` in bits per byte.
+pub(super) fn shannon_entropy(s: &[u8]) -> f32 {
+    if s.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u32; 256];
+    for &b in s {
+        counts[usize::from(b)] += 1;
+    }
+    let n = s.len() as f32;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f32 / n;
+            -p * p.log2()
+        })
+        .sum()
 }
 
 /// Random-looking: upper- and lowercase letters and digits all present.
@@ -76,6 +184,10 @@ impl AwsAccessKey {
 }
 
 impl Detector for AwsAccessKey {
+    fn keywords(&self) -> &[&'static str] {
+        &["akia", "asia", "abia", "acca"]
+    }
+
     fn find(&self, text: &str, _: &Prescan, segment: usize, out: &mut Vec<Finding>) {
         for m in self.re.find_iter(text) {
             let body = &m.as_str().as_bytes()[4..];
@@ -111,6 +223,10 @@ impl GithubToken {
 }
 
 impl Detector for GithubToken {
+    fn keywords(&self) -> &[&'static str] {
+        &["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"]
+    }
+
     fn find(&self, text: &str, _: &Prescan, segment: usize, out: &mut Vec<Finding>) {
         for m in self.re.find_iter(text) {
             let s = m.as_str().as_bytes();
@@ -156,6 +272,10 @@ impl OpenAiKey {
 }
 
 impl Detector for OpenAiKey {
+    fn keywords(&self) -> &[&'static str] {
+        &["sk-"]
+    }
+
     fn find(&self, text: &str, _: &Prescan, segment: usize, out: &mut Vec<Finding>) {
         for m in self.re.find_iter(text) {
             let s = trim_trailing_dashes(m.as_str().as_bytes());
@@ -213,6 +333,10 @@ impl AnthropicKey {
 }
 
 impl Detector for AnthropicKey {
+    fn keywords(&self) -> &[&'static str] {
+        &["sk-ant-"]
+    }
+
     fn find(&self, text: &str, _: &Prescan, segment: usize, out: &mut Vec<Finding>) {
         for m in self.re.find_iter(text) {
             let s = trim_trailing_dashes(m.as_str().as_bytes());
@@ -270,6 +394,10 @@ impl PrivateKey {
 }
 
 impl Detector for PrivateKey {
+    fn keywords(&self) -> &[&'static str] {
+        &["-----begin"]
+    }
+
     /// The span runs from the BEGIN line through the END line's closing
     /// dashes; without an END line, through the base64 that follows.
     fn find(&self, text: &str, _: &Prescan, segment: usize, out: &mut Vec<Finding>) {

@@ -1,21 +1,25 @@
 //! Per-team routing policies: load and validate `policies/<team>.yaml`, and
-//! decide for each request whether it goes to the local model, to the cloud,
-//! or nowhere.
+//! decide for each request whether it goes to the local model, to the cloud
+//! (redacted first or as it is), or nowhere, and why.
 //!
 //! A team's rules are tried in file order; the first whose conditions all
-//! hold decides, otherwise the file's `default` does. The file format is
-//! documented in `policies/default.yaml`.
+//! hold decides, otherwise the file's `default` does. Findings below the
+//! team's `min_confidence` are ignored throughout. Once a conversation has
+//! been kept local for its content, later turns stay local (`sticky_local`),
+//! though `block` rules still apply. The file format is documented in
+//! `policies/default.yaml`.
 
 mod glob;
 mod schema;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::classify::Task;
 use crate::inspect::{Category, Finding, PII_KINDS, SECRET_KINDS};
-use schema::{KindSet, PolicyFile, Rule, PROVIDERS};
+use schema::{number, KindSet, MinConfidence, NumRange, PolicyFile, Rule, Selector, PROVIDERS};
 
 /// Where a request goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -23,6 +27,9 @@ use schema::{KindSet, PolicyFile, Rule, PROVIDERS};
 pub enum Action {
     Local,
     Cloud,
+    /// Replace the findings in [`Decision::redact`]'s scope with
+    /// placeholders, then send to the cloud.
+    Redact,
     Block,
 }
 
@@ -31,6 +38,7 @@ impl Action {
         match self {
             Action::Local => "local",
             Action::Cloud => "cloud",
+            Action::Redact => "redact",
             Action::Block => "block",
         }
     }
@@ -40,18 +48,127 @@ impl Action {
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Decision {
     pub action: Action,
-    /// Name of the rule that matched, or `"default"`.
+    /// Name of the rule that matched, `"default"`, or `"sticky_local"`.
     pub rule: String,
     /// Human explanation; names finding types, never their values.
     pub reason: String,
+    /// The signals that drove the decision, one per condition of the rule
+    /// that matched: "pii: credit_card", "task: code_completion (0.91)",
+    /// "tool_steps: 6 >= 5". Empty for the file's `default`.
+    pub because: Vec<String>,
+    /// Which findings to replace; `Some` exactly when `action` is `Redact`.
+    /// [`TeamPolicy::findings_to_redact`] applies it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redact: Option<RedactScope>,
+    /// Later turns of this conversation must stay local: the prompt was
+    /// kept local because of what it contains (a rule on pii, secrets,
+    /// terms or attachments, or an earlier sticky turn) and the team has
+    /// `sticky_local` on. The caller remembers it and sets
+    /// [`Signals::sticky_local`] on the conversation's next requests.
+    pub sticky: bool,
+}
+
+/// Which findings a `redact` decision replaces with placeholders: every
+/// PII, secret and dictionary-term finding, or only the categories and
+/// types a rule's `redact:` lists. Attachments are never redacted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedactScope(Option<Arc<[Selector]>>);
+
+impl RedactScope {
+    fn all() -> RedactScope {
+        RedactScope(None)
+    }
+
+    fn only(selectors: Vec<Selector>) -> RedactScope {
+        RedactScope(Some(selectors.into()))
+    }
+
+    /// Whether `finding` is one this scope replaces.
+    pub fn covers(&self, finding: &Finding) -> bool {
+        match &self.0 {
+            None => finding.category != Category::Attachment,
+            Some(selectors) => selectors.iter().any(|s| s.matches(finding)),
+        }
+    }
+}
+
+/// Serialized as `"all"` or as the list of names the rule gave.
+impl serde::Serialize for RedactScope {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            None => serializer.serialize_str("all"),
+            Some(selectors) => serializer.collect_seq(selectors.iter().map(Selector::name)),
+        }
+    }
 }
 
 /// What is known about a request when its policy is evaluated.
+#[derive(Clone, Debug, Default)]
 pub struct Signals<'a> {
     pub findings: &'a [Finding],
     pub requested_model: &'a str,
     pub provider: &'a str,
+    /// Counted with the local model's tokenizer when one is loaded,
+    /// estimated otherwise (`prompt_tokens_exact` says which).
     pub prompt_tokens: u64,
+    pub prompt_tokens_exact: bool,
+    /// The task classifier's prediction for the last user turn.
+    pub task: Option<crate::classify::Prediction>,
+    /// Messages in the conversation (system prompt excluded).
+    pub turns: u32,
+    /// Assistant tool calls so far in the conversation.
+    pub tool_steps: u32,
+    pub tools_present: bool,
+    pub stream: bool,
+    /// Estimated cloud cost of this call in USD, from the config's price
+    /// table; `None` when the model has no price.
+    pub estimated_cost_usd: Option<f64>,
+    /// Requests waiting for the local engine right now.
+    pub local_queue_depth: u64,
+    /// An earlier turn of this conversation was kept local because it was
+    /// sensitive (see `sticky_local`).
+    pub sticky_local: bool,
+}
+
+/// The request-level signals of [`Signals`] for the audit record and
+/// `sluice policy test --json`: numbers and names only, never text, values
+/// or findings.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct SignalSummary {
+    pub task: Option<&'static str>,
+    /// Rounded to 3 decimals: an f32 widened to f64 would print as
+    /// 0.9100000262260437.
+    pub task_confidence: Option<f64>,
+    pub prompt_tokens: u64,
+    pub prompt_tokens_exact: bool,
+    pub turns: u32,
+    pub tool_steps: u32,
+    pub tools_present: bool,
+    pub stream: bool,
+    pub estimated_cost_usd: Option<f64>,
+    pub local_queue_depth: u64,
+    pub sticky_local: bool,
+}
+
+impl Signals<'_> {
+    pub fn summary(&self) -> SignalSummary {
+        SignalSummary {
+            task: self.task.map(|p| p.task.as_str()),
+            task_confidence: self
+                .task
+                .map(|p| (f64::from(p.confidence) * 1000.0).round() / 1000.0),
+            prompt_tokens: self.prompt_tokens,
+            prompt_tokens_exact: self.prompt_tokens_exact,
+            turns: self.turns,
+            tool_steps: self.tool_steps,
+            tools_present: self.tools_present,
+            stream: self.stream,
+            // Micro-dollars are precise enough and print cleanly.
+            estimated_cost_usd: self.estimated_cost_usd.map(|c| (c * 1e6).round() / 1e6),
+            local_queue_depth: self.local_queue_depth,
+            sticky_local: self.sticky_local,
+        }
+    }
 }
 
 /// One team's parsed and validated policy file.
@@ -59,8 +176,10 @@ pub struct Signals<'a> {
 pub struct TeamPolicy {
     team: String,
     terms: Vec<String>,
+    min_confidence: MinConfidence,
     rules: Vec<Rule>,
     default: Action,
+    sticky_local: bool,
     local: LocalOptions,
 }
 
@@ -111,24 +230,21 @@ impl Default for LocalOptions {
 
 /// Finding kinds present in a request, gathered in one pass so every rule is
 /// then tested with bit operations.
+#[derive(Default)]
 struct Present {
     pii: u64,
     pii_any: bool,
     secrets: u64,
     secrets_any: bool,
     terms: bool,
+    attachments: bool,
 }
 
 impl Present {
-    fn scan(findings: &[Finding]) -> Present {
-        let mut present = Present {
-            pii: 0,
-            pii_any: false,
-            secrets: 0,
-            secrets_any: false,
-            terms: false,
-        };
-        for f in findings {
+    /// Only findings `min_confidence` keeps are counted.
+    fn scan(findings: &[Finding], min_confidence: &MinConfidence) -> Present {
+        let mut present = Present::default();
+        for f in findings.iter().filter(|f| min_confidence.keeps(f)) {
             match f.category {
                 Category::Pii => {
                     present.pii_any = true;
@@ -139,6 +255,7 @@ impl Present {
                     present.secrets |= kind_bit(SECRET_KINDS, f.kind);
                 }
                 Category::Term => present.terms = true,
+                Category::Attachment => present.attachments = true,
             }
         }
         present
@@ -168,6 +285,23 @@ fn provider_bit(provider: &str) -> u64 {
         .map_or(0, |i| 1u64 << i)
 }
 
+fn task_bit(task: Task) -> u64 {
+    Task::ALL
+        .iter()
+        .position(|t| *t == task)
+        .map_or(0, |i| 1u64 << i)
+}
+
+/// Whether an optional range condition holds for `value`.
+fn in_range(range: Option<NumRange>, value: f64) -> bool {
+    range.is_none_or(|r| r.contains(value))
+}
+
+// Counts stay far below 2^53, where f64 stops being exact.
+fn count(n: u64) -> f64 {
+    n as f64
+}
+
 impl Rule {
     fn matches(&self, present: &Present, signals: &Signals) -> bool {
         let w = &self.when;
@@ -184,6 +318,11 @@ impl Rule {
         if w.terms && !present.terms {
             return false;
         }
+        if w.attachments
+            .is_some_and(|want| want != present.attachments)
+        {
+            return false;
+        }
         if let Some(globs) = &w.model {
             if !globs.iter().any(|g| g.matches(signals.requested_model)) {
                 return false;
@@ -194,78 +333,125 @@ impl Rule {
                 return false;
             }
         }
-        if let Some(range) = w.prompt_tokens {
-            if !range.contains(signals.prompt_tokens) {
-                return false;
-            }
-        }
-        true
+        // Task and cost conditions never hold when the classifier gave no
+        // answer or the model has no price.
+        let task = signals.task;
+        let task_ok = w
+            .task
+            .is_none_or(|mask| task.is_some_and(|p| mask & task_bit(p.task) != 0));
+        let confidence_ok = w
+            .task_confidence
+            .is_none_or(|range| task.is_some_and(|p| range.contains(f64::from(p.confidence))));
+        let cost = signals.estimated_cost_usd;
+        let cost_ok = w
+            .estimated_cost_usd
+            .is_none_or(|range| cost.is_some_and(|c| range.contains(c)));
+        task_ok
+            && confidence_ok
+            && cost_ok
+            && in_range(w.prompt_tokens, count(signals.prompt_tokens))
+            && in_range(w.turns, f64::from(signals.turns))
+            && in_range(w.tool_steps, f64::from(signals.tool_steps))
+            && in_range(w.local_queue_depth, count(signals.local_queue_depth))
+            && w.tools_present
+                .is_none_or(|want| want == signals.tools_present)
+            && w.stream.is_none_or(|want| want == signals.stream)
     }
 
-    /// "rule NAME matched: pii credit_card; terms; ..." — one part per
-    /// condition, naming only types, never matched values.
-    fn generated_reason(&self, present: &Present, signals: &Signals) -> String {
-        let mut out = format!("rule {} matched: ", self.name);
-        let mut parts = Parts {
-            out: &mut out,
-            any_written: false,
-        };
+    /// One entry per condition of this (matching) rule, naming the signal
+    /// and the value that satisfied it — types and numbers, never text.
+    fn because(&self, present: &Present, signals: &Signals) -> Vec<String> {
         let w = &self.when;
+        let mut out = Vec::new();
         if let Some(set) = w.pii {
             let hit = kinds_hit(set, present.pii_any, present.pii).unwrap_or(0);
-            parts.kinds("pii", PII_KINDS, hit);
+            out.push(format!("pii: {}", kind_names(PII_KINDS, hit)));
         }
         if let Some(set) = w.secrets {
             let hit = kinds_hit(set, present.secrets_any, present.secrets).unwrap_or(0);
-            parts.kinds("secrets", SECRET_KINDS, hit);
+            out.push(format!("secrets: {}", kind_names(SECRET_KINDS, hit)));
         }
         if w.terms {
-            parts.start("terms");
+            out.push("terms: dictionary match".to_string());
+        }
+        if let Some(want) = w.attachments {
+            out.push(format!("attachments: {want}"));
         }
         if w.model.is_some() {
-            parts.start("model ");
-            parts.out.push_str(signals.requested_model);
+            out.push(format!("model: {}", signals.requested_model));
         }
         if w.provider.is_some() {
-            parts.start("provider ");
-            parts.out.push_str(signals.provider);
+            out.push(format!("provider: {}", signals.provider));
         }
-        if w.prompt_tokens.is_some() {
-            parts.start("prompt_tokens ");
-            // Writing to a String cannot fail.
-            let _ = write!(parts.out, "{}", signals.prompt_tokens);
+        if let (Some(_), Some(p)) = (w.task, signals.task) {
+            // Two decimals say how sure the classifier was; the
+            // task_confidence entry below shows the exact comparison.
+            out.push(format!("task: {} ({:.2})", p.task.as_str(), p.confidence));
+        }
+        if let (Some(range), Some(p)) = (w.task_confidence, signals.task) {
+            let confidence = number(f64::from(p.confidence));
+            out.push(format!("task_confidence: {}", range.explain(&confidence)));
+        }
+        let ranges = [
+            (
+                "prompt_tokens",
+                w.prompt_tokens,
+                count(signals.prompt_tokens),
+            ),
+            ("turns", w.turns, f64::from(signals.turns)),
+            ("tool_steps", w.tool_steps, f64::from(signals.tool_steps)),
+            (
+                "local_queue_depth",
+                w.local_queue_depth,
+                count(signals.local_queue_depth),
+            ),
+        ];
+        for (name, range, value) in ranges {
+            if let Some(range) = range {
+                out.push(format!("{name}: {}", range.explain(&number(value))));
+            }
+        }
+        if let (Some(range), Some(cost)) = (w.estimated_cost_usd, signals.estimated_cost_usd) {
+            out.push(format!(
+                "estimated_cost_usd: {}",
+                range.explain(&number(cost))
+            ));
+        }
+        if let Some(want) = w.tools_present {
+            out.push(format!("tools_present: {want}"));
+        }
+        if let Some(want) = w.stream {
+            out.push(format!("stream: {want}"));
         }
         out
     }
-}
 
-/// Writes reason parts separated by "; ".
-struct Parts<'s> {
-    out: &'s mut String,
-    any_written: bool,
-}
-
-impl Parts<'_> {
-    fn start(&mut self, label: &str) {
-        if self.any_written {
-            self.out.push_str("; ");
-        }
-        self.any_written = true;
-        self.out.push_str(label);
-    }
-
-    /// `label` followed by the names whose bits are set in `mask`.
-    fn kinds(&mut self, label: &str, names: &[&str], mask: u64) {
-        self.start(label);
-        let mut first = true;
-        for (i, name) in names.iter().enumerate() {
-            if mask & (1u64 << i) != 0 {
-                self.out.push_str(if first { " " } else { ", " });
-                self.out.push_str(name);
-                first = false;
-            }
+    fn decision(&self, present: &Present, signals: &Signals, sticky_local: bool) -> Decision {
+        let because = self.because(present, signals);
+        let reason = match &self.reason {
+            Some(reason) => reason.clone(),
+            None => format!("rule {} matched: {}", self.name, because.join("; ")),
+        };
+        Decision {
+            action: self.then,
+            rule: self.name.clone(),
+            reason,
+            because,
+            redact: self.redact.clone(),
+            sticky: sticky_local && self.then == Action::Local && self.when.on_findings(),
         }
     }
+}
+
+/// The names whose bits are set in `mask`, comma separated.
+fn kind_names(names: &[&str], mask: u64) -> String {
+    names
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| mask & (1u64 << i) != 0)
+        .map(|(_, name)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl TeamPolicy {
@@ -284,26 +470,94 @@ impl TeamPolicy {
         self.local
     }
 
-    /// Evaluate one request: first matching rule, else the default.
+    /// Whether the team keeps a conversation local once one of its turns
+    /// was kept local for its content (`sticky_local:`, default true).
+    pub fn sticky_local(&self) -> bool {
+        self.sticky_local
+    }
+
+    /// The findings this team's `min_confidence` keeps, in their order.
+    /// [`TeamPolicy::decide`] applies the same filter itself, so passing
+    /// either list to it gives the same decision.
+    pub fn relevant_findings(&self, findings: &[Finding]) -> Vec<Finding> {
+        findings
+            .iter()
+            .filter(|f| self.min_confidence.keeps(f))
+            .cloned()
+            .collect()
+    }
+
+    /// The findings to replace with placeholders for `decision`: the
+    /// relevant findings its [`RedactScope`] covers; empty unless the
+    /// decision is `redact`. May be empty for a `redact` decision too (a
+    /// rule on the model alone), which then sends the prompt unchanged.
+    pub fn findings_to_redact(&self, decision: &Decision, findings: &[Finding]) -> Vec<Finding> {
+        let Some(scope) = decision
+            .redact
+            .as_ref()
+            .filter(|_| decision.action == Action::Redact)
+        else {
+            return Vec::new();
+        };
+        findings
+            .iter()
+            .filter(|f| self.min_confidence.keeps(f) && scope.covers(f))
+            .cloned()
+            .collect()
+    }
+
+    /// Evaluate one request: first matching rule, else the default; with
+    /// `signals.sticky_local` (and the option on), see [`Self::decide_sticky`].
     pub fn decide(&self, signals: &Signals) -> Decision {
-        let present = Present::scan(signals.findings);
+        let present = Present::scan(signals.findings, &self.min_confidence);
+        if self.sticky_local && signals.sticky_local {
+            return self.decide_sticky(&present, signals);
+        }
+        match self.rules.iter().find(|r| r.matches(&present, signals)) {
+            Some(rule) => rule.decision(&present, signals, self.sticky_local),
+            None => self.default_decision(),
+        }
+    }
+
+    /// A conversation already kept local stays local, whatever later rules
+    /// would say (a follow-up question carries the earlier answer's context
+    /// even when it has no findings of its own). Refusals still win, since
+    /// local is a destination, not a pass: the first matching `block` rule
+    /// anywhere in the file (a key pasted in a later turn is still
+    /// stopped), and a `block` default when no rule matches at all.
+    fn decide_sticky(&self, present: &Present, signals: &Signals) -> Decision {
+        let mut any_matched = false;
         for rule in &self.rules {
-            if rule.matches(&present, signals) {
-                let reason = match &rule.reason {
-                    Some(reason) => reason.clone(),
-                    None => rule.generated_reason(&present, signals),
-                };
-                return Decision {
-                    action: rule.then,
-                    rule: rule.name.clone(),
-                    reason,
-                };
+            if rule.matches(present, signals) {
+                if rule.then == Action::Block {
+                    return rule.decision(present, signals, self.sticky_local);
+                }
+                any_matched = true;
             }
         }
+        if !any_matched && self.default == Action::Block {
+            return self.default_decision();
+        }
+        Decision {
+            action: Action::Local,
+            rule: "sticky_local".to_string(),
+            reason: "an earlier turn of this conversation was kept local because it was \
+                     sensitive, so the conversation stays local"
+                .to_string(),
+            because: vec!["sticky_local: earlier turn was sensitive".to_string()],
+            redact: None,
+            sticky: true,
+        }
+    }
+
+    fn default_decision(&self) -> Decision {
         Decision {
             action: self.default,
             rule: "default".to_string(),
             reason: "no rule matched".to_string(),
+            because: Vec::new(),
+            redact: (self.default == Action::Redact).then(RedactScope::all),
+            sticky: false,
         }
     }
 }
@@ -497,8 +751,10 @@ fn load_file(dir: &Path, path: &Path) -> Result<TeamPolicy, Vec<PolicyError>> {
     Ok(TeamPolicy {
         team,
         terms,
+        min_confidence: file.min_confidence,
         rules: file.rules,
         default: file.default,
+        sticky_local: file.sticky_local,
         local: file.local,
     })
 }
@@ -622,6 +878,7 @@ impl fmt::Display for PolicyErrors {
 mod tests {
     use super::*;
     use std::fs;
+    use std::path::Path;
 
     fn finding(category: Category, kind: &'static str) -> Finding {
         Finding {
@@ -657,6 +914,7 @@ mod tests {
             requested_model: model,
             provider,
             prompt_tokens: tokens,
+            ..Signals::default()
         }
     }
 
@@ -698,27 +956,141 @@ mod tests {
         (errs[0].line, errs[0].reason.clone())
     }
 
-    #[test]
-    fn shipped_policies_load_cleanly_and_behave_as_documented() {
+    fn attachment() -> Finding {
+        finding(Category::Attachment, crate::inspect::ATTACHMENT_KIND)
+    }
+
+    fn with_confidence(mut f: Finding, confidence: f32) -> Finding {
+        f.confidence = confidence;
+        f
+    }
+
+    fn task(name: &str, confidence: f32) -> Option<crate::classify::Prediction> {
+        Some(crate::classify::Prediction {
+            task: Task::from_name(name).expect("test names a real task"),
+            confidence,
+        })
+    }
+
+    fn shipped() -> PolicySet {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-        let set = match PolicySet::load_dir(&dir) {
+        match PolicySet::load_dir(&dir) {
             Ok(set) => set,
             Err(e) => panic!("shipped policies must load:\n{e}"),
-        };
-        assert_eq!(set.teams().collect::<Vec<_>>(), ["default", "payments"]);
-        assert_eq!(set.len(), 2);
+        }
+    }
+
+    #[test]
+    fn shipped_policies_load_cleanly_and_behave_as_documented() {
+        let set = shipped();
+        assert_eq!(
+            set.teams().collect::<Vec<_>>(),
+            ["default", "engineering", "payments"]
+        );
+        assert_eq!(set.len(), 3);
 
         let default = set.team("default").expect("default.yaml ships");
         assert!(default.dictionary_terms().is_empty());
+        assert!(default.sticky_local());
         let decide = |f: &[Finding]| default.decide(&signals(f, "gpt-4o", "openai", 10));
         let d = decide(&[pii("email"), secret("aws_access_key")]);
         assert_eq!((d.action, d.rule.as_str()), (Action::Block, "no-secrets"));
-        for kind in ["credit_card", "us_ssn", "iban"] {
-            assert_eq!(decide(&[pii(kind)]).action, Action::Local, "{kind}");
+        // Documentation keys score 0.6 and are still blocked.
+        let d = decide(&[with_confidence(secret("aws_access_key"), 0.6)]);
+        assert_eq!(d.action, Action::Block);
+        for kind in [
+            "credit_card",
+            "us_ssn",
+            "iban",
+            "uk_nino",
+            "us_bank_routing",
+        ] {
+            let d = decide(&[pii(kind)]);
+            assert_eq!(d.action, Action::Local, "{kind}");
+            assert!(d.sticky, "{kind}");
         }
         assert_eq!(decide(&[term()]).action, Action::Local);
-        assert_eq!(decide(&[pii("email")]).action, Action::Cloud);
+        for kind in ["email", "phone", "date_of_birth"] {
+            let d = decide(&[pii(kind)]);
+            assert_eq!(
+                (d.action, d.rule.as_str()),
+                (Action::Redact, "other-pii-redacted"),
+                "{kind}"
+            );
+        }
+        // A card next to an email stays home rather than being redacted.
+        assert_eq!(
+            decide(&[pii("email"), pii("credit_card")]).action,
+            Action::Local
+        );
+        // Loopback addresses (0.4) are not personal data here.
+        assert_eq!(
+            decide(&[with_confidence(pii("ip_address"), 0.4)]).rule,
+            "default"
+        );
+        assert_eq!(decide(&[attachment()]).rule, "attachments-to-cloud");
         assert_eq!(decide(&[]).rule, "default");
+
+        let routed = |s: Signals| {
+            let d = default.decide(&s);
+            (d.action, d.rule)
+        };
+        let base = || signals(&[], "gpt-4o", "openai", 100);
+        let code = Signals {
+            task: task("code_completion", 0.9),
+            ..base()
+        };
+        assert_eq!(
+            routed(code.clone()),
+            (Action::Local, "simple-tasks-stay-local".to_string())
+        );
+        let unsure = Signals {
+            task: task("code_completion", 0.5),
+            ..base()
+        };
+        assert_eq!(routed(unsure).1, "default");
+        let busy = Signals {
+            local_queue_depth: 8,
+            ..code.clone()
+        };
+        assert_eq!(routed(busy).1, "default");
+        let long = Signals {
+            prompt_tokens: 6001,
+            ..code.clone()
+        };
+        assert_eq!(
+            routed(long),
+            (Action::Cloud, "long-prompts-to-cloud".to_string())
+        );
+        let agent = Signals {
+            tool_steps: 5,
+            ..code.clone()
+        };
+        assert_eq!(routed(agent).1, "agent-loops-to-cloud");
+        let math = Signals {
+            task: task("math_reasoning", 0.8),
+            ..base()
+        };
+        assert_eq!(routed(math).1, "hard-tasks-to-cloud");
+        let guess = Signals {
+            task: task("research_analysis", 0.4),
+            ..base()
+        };
+        assert_eq!(routed(guess).1, "default");
+        // Sensitive rules come first: a long card prompt stays local.
+        let cards = [pii("credit_card")];
+        let long_card = Signals {
+            findings: &cards,
+            prompt_tokens: 9000,
+            tool_steps: 9,
+            ..base()
+        };
+        assert_eq!(routed(long_card).0, Action::Local);
+        let sticky = Signals {
+            sticky_local: true,
+            ..base()
+        };
+        assert_eq!(routed(sticky), (Action::Local, "sticky_local".to_string()));
 
         let payments = set.team("payments").expect("payments.yaml ships");
         assert_eq!(payments.team(), "payments");
@@ -726,17 +1098,64 @@ mod tests {
             .dictionary_terms()
             .iter()
             .any(|t| t == "Project Falcon"));
+        assert_eq!(payments.local_options().too_long, TooLong::Block);
         let decide = |f: &[Finding], model: &str, tokens: u64| {
             payments.decide(&signals(f, model, "openai", tokens))
         };
         assert_eq!(decide(&[pii("email")], "gpt-4o", 10).action, Action::Local);
         assert_eq!(
+            decide(&[with_confidence(pii("ip_address"), 0.4)], "gpt-4o", 10).action,
+            Action::Local
+        );
+        assert_eq!(
             decide(&[secret("github_token")], "gpt-4o", 10).action,
             Action::Block
         );
+        assert_eq!(decide(&[attachment()], "gpt-4o", 10).action, Action::Block);
         assert_eq!(decide(&[], "gpt-4o", 9000).rule, "bulk-prompts-stay-local");
         assert_eq!(decide(&[], "gpt-4o", 8000).action, Action::Cloud);
         assert_eq!(decide(&[], "gpt-3.5-turbo", 9000).action, Action::Cloud);
+
+        let eng = set.team("engineering").expect("engineering.yaml ships");
+        assert!(!eng.sticky_local());
+        let findings = [
+            pii("email"),
+            pii("ip_address"),
+            with_confidence(pii("phone"), 0.65),
+        ];
+        let d = eng.decide(&signals(&findings, "gpt-4o", "openai", 10));
+        assert_eq!(
+            (d.action, d.rule.as_str()),
+            (Action::Redact, "personal-data-redacted")
+        );
+        let kinds: Vec<&str> = eng
+            .findings_to_redact(&d, &findings)
+            .iter()
+            .map(|f| f.kind)
+            .collect();
+        assert_eq!(kinds, ["email"], "IP kept, weak phone ignored");
+        let weak_key = [with_confidence(secret("generic_secret"), 0.3)];
+        assert_eq!(
+            eng.decide(&signals(&weak_key, "gpt-4o", "openai", 10))
+                .action,
+            Action::Block
+        );
+        let completion = Signals {
+            task: task("code_completion", 0.7),
+            stream: true,
+            ..signals(&[], "gpt-4o", "openai", 50)
+        };
+        assert_eq!(eng.decide(&completion).rule, "editor-completions-local");
+        let with_tools = Signals {
+            tools_present: true,
+            ..completion.clone()
+        };
+        assert_eq!(eng.decide(&with_tools).rule, "default");
+        let pricey = Signals {
+            estimated_cost_usd: Some(2.5),
+            ..completion
+        };
+        assert_eq!(eng.decide(&pricey).rule, "expensive-calls");
     }
 
     #[test]
@@ -763,7 +1182,10 @@ mod tests {
             Decision {
                 action: Action::Block,
                 rule: "default".to_string(),
-                reason: "no rule matched".to_string()
+                reason: "no rule matched".to_string(),
+                because: Vec::new(),
+                redact: None,
+                sticky: false,
             }
         );
     }
@@ -897,11 +1319,11 @@ mod tests {
                 ],
                 1
             ),
-            "rule cards matched: pii credit_card, us_ssn; terms"
+            "rule cards matched: pii: credit_card, us_ssn; terms: dictionary match"
         );
         assert_eq!(
             reason(&[], 9),
-            "rule big matched: model gpt-4o; provider openai; prompt_tokens 9"
+            "rule big matched: model: gpt-4o; provider: openai; prompt_tokens: 9 > 5"
         );
     }
 
@@ -973,10 +1395,10 @@ mod tests {
         );
         assert_eq!(line, Some(4));
         assert!(
-            reason.contains("unknown action `allow`; expected local, cloud or block"),
+            reason.contains("unknown action `allow`; expected local, cloud, redact or block"),
             "{reason}"
         );
-        let (line, _) = one_error("rules: []\ndefault: redact\n");
+        let (line, _) = one_error("rules: []\ndefault: pass\n");
         assert_eq!(line, Some(2));
     }
 
@@ -1090,11 +1512,13 @@ mod tests {
             assert_eq!(line, Some(4), "{when}: {reason}");
             assert!(reason.contains(expected), "{when}: {reason}");
         }
-        let (line, reason) = one_error(
-            "default: cloud\nrules:\n- name: default\n  when: { pii: any }\n  then: local\n",
-        );
-        assert_eq!(line, Some(3));
-        assert!(reason.contains("reserved"), "{reason}");
+        for name in ["default", "sticky_local"] {
+            let (line, reason) = one_error(&format!(
+                "default: cloud\nrules:\n- name: {name}\n  when: {{ pii: any }}\n  then: local\n"
+            ));
+            assert_eq!(line, Some(3));
+            assert!(reason.contains("reserved"), "{reason}");
+        }
     }
 
     #[test]
@@ -1192,11 +1616,18 @@ mod tests {
 
     #[test]
     fn local_options_parse_default_and_reject_unknown_values_with_lines() {
-        assert_eq!(team("default: cloud\n").local_options(), LocalOptions::default());
+        assert_eq!(
+            team("default: cloud\n").local_options(),
+            LocalOptions::default()
+        );
         let t = team("default: local\nlocal:\n  overflow: cloud\n  overflow_wait_ms: 50\n  too_long: block\n");
         assert_eq!(
             t.local_options(),
-            LocalOptions { overflow: Overflow::Cloud, overflow_wait_ms: 50, too_long: TooLong::Block }
+            LocalOptions {
+                overflow: Overflow::Cloud,
+                overflow_wait_ms: 50,
+                too_long: TooLong::Block
+            }
         );
         let (line, reason) = one_error("default: local\nlocal:\n  overflow: spill\n");
         assert_eq!(line, Some(3), "{reason}");
@@ -1204,5 +1635,538 @@ mod tests {
         let (line, reason) = one_error("default: local\nlocal:\n  too_long: reject\n  queue: 3\n");
         assert_eq!(line, Some(4), "{reason}");
         assert!(reason.contains("unknown field `queue`"), "{reason}");
+    }
+
+    /// Signals with only the routing fields that matter to a test set.
+    fn routing(f: impl FnOnce(&mut Signals<'static>)) -> Signals<'static> {
+        let mut s = Signals {
+            requested_model: "gpt-4o",
+            provider: "openai",
+            ..Signals::default()
+        };
+        f(&mut s);
+        s
+    }
+
+    #[test]
+    fn attachments_condition_matches_presence_or_absence() {
+        let p = team(
+            "rules:\n\
+             - { name: with, when: { attachments: true }, then: block }\n\
+             - { name: without, when: { attachments: false, pii: any }, then: local }\n\
+             default: cloud\n",
+        );
+        let rule = |f: &[Finding]| p.decide(&signals(f, "m", "openai", 1)).rule;
+        assert_eq!(rule(&[attachment()]), "with");
+        assert_eq!(rule(&[attachment(), pii("email")]), "with");
+        assert_eq!(rule(&[pii("email")]), "without");
+        assert_eq!(rule(&[]), "default");
+        // An attachment is not PII.
+        let p = team("rules:\n- { name: r, when: { pii: any }, then: local }\ndefault: cloud\n");
+        assert_eq!(
+            p.decide(&signals(&[attachment()], "m", "openai", 1)).rule,
+            "default"
+        );
+        let d = team(
+            "rules:\n- { name: a, when: { attachments: true }, then: cloud }\ndefault: local\n",
+        )
+        .decide(&signals(&[attachment()], "m", "openai", 1));
+        assert_eq!(d.because, ["attachments: true"]);
+    }
+
+    #[test]
+    fn min_confidence_ignores_weak_findings_by_type_then_category_then_default() {
+        let p = team(
+            "min_confidence:\n  default: 0.5\n  pii: 0.8\n  email: 0.3\n  secrets: 0\n\
+             rules:\n\
+             - { name: keys, when: { secrets: any }, then: block }\n\
+             - { name: people, when: { pii: any }, then: local }\n\
+             - { name: words, when: { terms: any }, then: local }\n\
+             default: cloud\n",
+        );
+        let rule = |f: Finding| p.decide(&signals(&[f], "m", "openai", 1)).rule;
+        assert_eq!(rule(with_confidence(pii("phone"), 0.79)), "default");
+        assert_eq!(rule(with_confidence(pii("phone"), 0.8)), "people");
+        assert_eq!(rule(with_confidence(pii("email"), 0.3)), "people");
+        assert_eq!(rule(with_confidence(pii("email"), 0.29)), "default");
+        assert_eq!(rule(with_confidence(secret("jwt"), 0.01)), "keys");
+        assert_eq!(rule(with_confidence(term(), 0.49)), "default");
+        assert_eq!(rule(with_confidence(term(), 0.5)), "words");
+
+        let findings = [
+            with_confidence(pii("phone"), 0.6),
+            with_confidence(pii("email"), 0.6),
+            with_confidence(term(), 0.2),
+            with_confidence(secret("jwt"), 0.2),
+        ];
+        let kept: Vec<&str> = p
+            .relevant_findings(&findings)
+            .iter()
+            .map(|f| f.kind)
+            .collect();
+        assert_eq!(kept, ["email", "jwt"]);
+        // decide() filters the same way whichever list it is given.
+        let relevant = p.relevant_findings(&findings);
+        assert_eq!(
+            p.decide(&signals(&findings, "m", "openai", 1)),
+            p.decide(&signals(&relevant, "m", "openai", 1))
+        );
+        // Without min_confidence every finding counts.
+        let all = team("default: cloud\n").relevant_findings(&findings);
+        assert_eq!(all, findings);
+    }
+
+    #[test]
+    fn min_confidence_errors_name_the_bad_entry() {
+        let (line, reason) = one_error("default: cloud\nmin_confidence:\n  emial: 0.5\n");
+        assert_eq!(line, Some(3), "{reason}");
+        assert!(reason.contains("unknown finding type `emial`"), "{reason}");
+        assert!(reason.contains("email, credit_card"), "{reason}");
+        assert!(reason.contains("aws_access_key"), "{reason}");
+        let (line, reason) =
+            one_error("default: cloud\nmin_confidence:\n  default: 0.2\n  email: 1.5\n");
+        assert_eq!(line, Some(4), "{reason}");
+        assert!(reason.contains("from 0 to 1, not 1.5"), "{reason}");
+        let (line, reason) = one_error(
+            "default: cloud\nmin_confidence:\n  email: 0.5\n  phone: 0.5\n  email: 0.6\n",
+        );
+        assert_eq!(line, Some(5), "{reason}");
+        assert!(reason.contains("`email` is listed twice"), "{reason}");
+        let (line, reason) = one_error("default: cloud\nmin_confidence: [email]\n");
+        assert_eq!(line, Some(2), "{reason}");
+    }
+
+    #[test]
+    fn redact_rules_replace_every_finding_or_only_those_listed() {
+        let p = team(
+            "rules:\n\
+             - { name: some, when: { model: \"cheap*\" }, then: redact, redact: [email, secrets] }\n\
+             - { name: all, when: { pii: any }, then: redact }\n\
+             default: redact\n",
+        );
+        assert_eq!(Action::Redact.as_str(), "redact");
+        let findings = [
+            pii("email"),
+            pii("phone"),
+            secret("jwt"),
+            term(),
+            attachment(),
+        ];
+        let redacted = |model: &str| {
+            let d = p.decide(&signals(&findings, model, "openai", 1));
+            let kinds: Vec<&str> = p
+                .findings_to_redact(&d, &findings)
+                .iter()
+                .map(|f| f.kind)
+                .collect();
+            (d.action, d.rule, kinds)
+        };
+        assert_eq!(
+            redacted("cheap-1"),
+            (Action::Redact, "some".to_string(), vec!["email", "jwt"])
+        );
+        // Everything but the attachment, which is never redacted.
+        assert_eq!(
+            redacted("gpt-4o"),
+            (
+                Action::Redact,
+                "all".to_string(),
+                vec!["email", "phone", "jwt", "term"]
+            )
+        );
+        let d = p.decide(&signals(&[term()], "gpt-4o", "openai", 1));
+        assert_eq!((d.action, d.rule.as_str()), (Action::Redact, "default"));
+        assert_eq!(p.findings_to_redact(&d, &[term()]).len(), 1);
+
+        // Weak findings are neither decided on nor redacted.
+        let p = team("min_confidence: { email: 0.9 }\ndefault: redact\n");
+        let weak = [with_confidence(pii("email"), 0.5), pii("phone")];
+        let d = p.decide(&signals(&weak, "m", "openai", 1));
+        assert_eq!(p.findings_to_redact(&d, &weak), [pii("phone")]);
+    }
+
+    #[test]
+    fn only_redact_decisions_redact_and_the_scope_serializes_plainly() {
+        let p = team(
+            "rules:\n\
+             - { name: r, when: { pii: any }, then: redact, redact: [pii, term] }\n\
+             default: cloud\n",
+        );
+        let findings = [pii("email")];
+        let d = p.decide(&signals(&findings, "m", "openai", 1));
+        let json = serde_json::to_value(&d).expect("a decision serializes");
+        assert_eq!(json["action"], "redact");
+        assert_eq!(json["redact"], serde_json::json!(["pii", "term"]));
+        assert_eq!(json["because"], serde_json::json!(["pii: email"]));
+        let d = p.decide(&signals(&[], "m", "openai", 1));
+        assert_eq!(d.redact, None);
+        assert!(p.findings_to_redact(&d, &findings).is_empty());
+        let json = serde_json::to_value(&d).expect("a decision serializes");
+        assert!(json.get("redact").is_none(), "{json}");
+        let all = team("default: redact\n").decide(&signals(&[], "m", "openai", 1));
+        let json = serde_json::to_value(&all).expect("a decision serializes");
+        assert_eq!(json["redact"], "all");
+    }
+
+    #[test]
+    fn redact_lists_are_checked_where_they_are_written() {
+        let cases = [
+            (
+                "then: local\n  redact: [email]",
+                // Known once the whole rule is read: reported at the rule.
+                3,
+                "only limits what a `then: redact` rule replaces",
+            ),
+            (
+                "then: redact\n  redact: [emial]",
+                6,
+                "unknown finding type `emial`",
+            ),
+            (
+                "then: redact\n  redact: [attachments]",
+                6,
+                "cannot be redacted",
+            ),
+            (
+                "then: redact\n  redact: opaque_attachment",
+                6,
+                "cannot be redacted",
+            ),
+            ("then: redact\n  redact: []", 6, "would replace nothing"),
+        ];
+        for (tail, want_line, expected) in cases {
+            let (line, reason) = one_error(&format!(
+                "default: cloud\nrules:\n- name: r\n  when: {{ pii: any }}\n  {tail}\n"
+            ));
+            assert!(reason.contains(expected), "{tail}: {reason}");
+            assert_eq!(line, Some(want_line), "{tail}: {reason}");
+        }
+    }
+
+    #[test]
+    fn task_conditions_need_a_prediction_of_a_listed_task() {
+        let p = team(
+            "rules:\n\
+             - { name: sure, when: { task: [code_completion, extraction], task_confidence: { min: 0.6 } }, then: local }\n\
+             - { name: any-math, when: { task: math_reasoning }, then: block }\n\
+             - { name: unsure, when: { task_confidence: { lt: 0.2 } }, then: cloud }\n\
+             default: redact\n",
+        );
+        let rule = |t| p.decide(&routing(|s| s.task = t)).rule;
+        assert_eq!(rule(task("code_completion", 0.6)), "sure");
+        assert_eq!(rule(task("extraction", 0.95)), "sure");
+        assert_eq!(rule(task("code_completion", 0.59)), "default");
+        assert_eq!(rule(task("math_reasoning", 0.1)), "any-math");
+        assert_eq!(rule(task("translation", 0.1)), "unsure");
+        assert_eq!(rule(task("translation", 0.2)), "default");
+        // No prediction: neither task nor task_confidence holds.
+        assert_eq!(rule(None), "default");
+        let d = p.decide(&routing(|s| s.task = task("code_completion", 0.91)));
+        assert_eq!(
+            d.because,
+            [
+                "task: code_completion (0.91)",
+                "task_confidence: 0.91 >= 0.6"
+            ]
+        );
+        assert_eq!(
+            d.reason,
+            "rule sure matched: task: code_completion (0.91); task_confidence: 0.91 >= 0.6"
+        );
+    }
+
+    #[test]
+    fn count_conditions_compare_their_own_signal() {
+        let p = team(
+            "rules:\n\
+             - { name: turns, when: { turns: { min: 10, max: 20 } }, then: block }\n\
+             - { name: steps, when: { tool_steps: { gte: 5 } }, then: cloud }\n\
+             - { name: queue, when: { local_queue_depth: { gt: 3 } }, then: redact }\n\
+             - { name: small, when: { prompt_tokens: { max: 50 } }, then: local }\n\
+             default: cloud\n",
+        );
+        let rule = |f: fn(&mut Signals<'static>)| p.decide(&routing(f)).rule;
+        assert_eq!(rule(|s| s.turns = 10), "turns");
+        assert_eq!(rule(|s| s.turns = 20), "turns");
+        assert_eq!(rule(|s| (s.turns, s.prompt_tokens) = (21, 99)), "default");
+        assert_eq!(rule(|s| (s.tool_steps, s.prompt_tokens) = (5, 99)), "steps");
+        assert_eq!(
+            rule(|s| (s.tool_steps, s.prompt_tokens) = (4, 99)),
+            "default"
+        );
+        assert_eq!(
+            rule(|s| (s.local_queue_depth, s.prompt_tokens) = (4, 99)),
+            "queue"
+        );
+        assert_eq!(
+            rule(|s| (s.local_queue_depth, s.prompt_tokens) = (3, 99)),
+            "default"
+        );
+        assert_eq!(rule(|s| s.prompt_tokens = 50), "small");
+        let d = p.decide(&routing(|s| (s.tool_steps, s.prompt_tokens) = (6, 99)));
+        assert_eq!(d.because, ["tool_steps: 6 >= 5"]);
+        let d = p.decide(&routing(|s| s.turns = 12));
+        assert_eq!(d.because, ["turns: 10 <= 12 <= 20"]);
+        let d = p.decide(&routing(|s| {
+            (s.local_queue_depth, s.prompt_tokens) = (7, 99)
+        }));
+        assert_eq!(d.because, ["local_queue_depth: 7 > 3"]);
+        let d = p.decide(&routing(|s| s.prompt_tokens = 9));
+        assert_eq!(d.because, ["prompt_tokens: 9 <= 50"]);
+    }
+
+    #[test]
+    fn cost_conditions_never_hold_for_unpriced_models() {
+        let p = team(
+            "rules:\n\
+             - { name: pricey, when: { estimated_cost_usd: { gt: 0.25 } }, then: block }\n\
+             - { name: cheap, when: { estimated_cost_usd: { max: 0.25 } }, then: local }\n\
+             default: cloud\n",
+        );
+        let decide = |cost| p.decide(&routing(|s| s.estimated_cost_usd = cost));
+        assert_eq!(decide(Some(0.42)).rule, "pricey");
+        assert_eq!(
+            decide(Some(0.42)).because,
+            ["estimated_cost_usd: 0.42 > 0.25"]
+        );
+        assert_eq!(decide(Some(0.25)).rule, "cheap");
+        assert_eq!(decide(Some(0.0)).rule, "cheap");
+        assert_eq!(decide(None).rule, "default");
+    }
+
+    #[test]
+    fn flag_conditions_and_the_requested_model_alias() {
+        let p = team(
+            "rules:\n\
+             - { name: agent, when: { tools_present: true, stream: false }, then: cloud }\n\
+             - { name: chat, when: { tools_present: false, stream: true, requested_model: \"gpt-4*\" }, then: local }\n\
+             default: block\n",
+        );
+        let rule = |tools: bool, stream: bool, model: &'static str| {
+            p.decide(&routing(|s| {
+                s.tools_present = tools;
+                s.stream = stream;
+                s.requested_model = model;
+            }))
+            .rule
+        };
+        assert_eq!(rule(true, false, "x"), "agent");
+        assert_eq!(rule(true, true, "gpt-4o"), "default");
+        assert_eq!(rule(false, true, "gpt-4o"), "chat");
+        assert_eq!(rule(false, true, "claude-3"), "default");
+        assert_eq!(rule(false, false, "gpt-4o"), "default");
+        let d = p.decide(&routing(|s| s.stream = true));
+        assert_eq!(
+            d.because,
+            ["model: gpt-4o", "tools_present: false", "stream: true"]
+        );
+        let (line, reason) = one_error(
+            "default: cloud\nrules:\n- name: r\n  when: { model: a, requested_model: b }\n  then: local\n",
+        );
+        assert_eq!(line, Some(4), "{reason}");
+        assert!(reason.contains("duplicate field"), "{reason}");
+    }
+
+    #[test]
+    fn bad_routing_conditions_are_reported_where_they_are() {
+        let cases = [
+            (
+                "when: { task: [code_completion, poetry] }",
+                "unknown task `poetry`",
+            ),
+            ("when: { task: any }", "not allowed"),
+            ("when: { task: [] }", "never matches"),
+            (
+                "when: { task_confidence: { min: 1.2 } }",
+                "from 0 to 1, not 1.2",
+            ),
+            ("when: { turns: { min: 5, max: 3 } }", "can never all hold"),
+            (
+                "when: { tool_steps: { gt: 2, lt: 3 } }",
+                "can never all hold",
+            ),
+            (
+                "when: { local_queue_depth: { lt: 0 } }",
+                "can never all hold",
+            ),
+            ("when: { turns: { min: 2.5 } }", "whole number"),
+            ("when: { estimated_cost_usd: { min: -1 } }", "not -1"),
+            (
+                "when: { estimated_cost_usd: { gt: 0.5, lt: 0.5 } }",
+                "can never all hold",
+            ),
+            ("when: { stream: sometimes }", "sometimes"),
+            (
+                "when: { tool_step: { min: 5 } }",
+                "unknown field `tool_step`",
+            ),
+            ("when: { turns: { least: 5 } }", "unknown field `least`"),
+        ];
+        for (when, expected) in cases {
+            let (line, reason) = one_error(&format!(
+                "default: cloud\nrules:\n- name: r\n  {when}\n  then: local\n"
+            ));
+            assert_eq!(line, Some(4), "{when}: {reason}");
+            assert!(reason.contains(expected), "{when}: {reason}");
+        }
+        let (_, reason) = one_error(
+            "default: cloud\nrules:\n- name: r\n  when: { task: poetry }\n  then: local\n",
+        );
+        assert!(
+            reason.contains("code_completion, code_generation"),
+            "valid names are listed: {reason}"
+        );
+        let (line, reason) = one_error("default: cloud\nsticky_local: sometimes\n");
+        assert_eq!(line, Some(2), "{reason}");
+        let (line, reason) = one_error("default: cloud\nsticky: true\n");
+        assert_eq!(line, Some(2), "{reason}");
+        assert!(reason.contains("unknown field `sticky`"), "{reason}");
+    }
+
+    #[test]
+    fn ranges_take_the_tightest_of_repeated_bounds() {
+        let p = team(
+            "rules:\n\
+             - { name: r, when: { prompt_tokens: { min: 10, gt: 10, lte: 20, max: 30 } }, then: local }\n\
+             default: cloud\n",
+        );
+        let rule = |n: u64| p.decide(&routing(|s| s.prompt_tokens = n)).rule;
+        assert_eq!(rule(10), "default");
+        assert_eq!(rule(11), "r");
+        assert_eq!(rule(20), "r");
+        assert_eq!(rule(21), "default");
+        assert_eq!(
+            p.decide(&routing(|s| s.prompt_tokens = 15)).because,
+            ["prompt_tokens: 10 < 15 <= 20"]
+        );
+    }
+
+    #[test]
+    fn sticky_conversations_stay_local_unless_a_block_rule_matches() {
+        let p = team(
+            "rules:\n\
+             - { name: long, when: { prompt_tokens: { gt: 100 } }, then: cloud }\n\
+             - { name: cards, when: { pii: [credit_card] }, then: local }\n\
+             - { name: mail, when: { pii: [email] }, then: redact }\n\
+             - { name: keys, when: { secrets: any }, then: block }\n\
+             default: cloud\n",
+        );
+        let sticky = |f: &[Finding], tokens: u64| {
+            p.decide(&Signals {
+                findings: f,
+                prompt_tokens: tokens,
+                sticky_local: true,
+                ..Signals::default()
+            })
+        };
+        let d = sticky(&[], 1);
+        assert_eq!((d.action, d.rule.as_str()), (Action::Local, "sticky_local"));
+        assert!(d.sticky);
+        assert!(d.reason.contains("earlier turn"), "{}", d.reason);
+        assert_eq!(d.because, ["sticky_local: earlier turn was sensitive"]);
+        // Rules that would send it out, redacted or not, do not.
+        assert_eq!(sticky(&[], 500).rule, "sticky_local");
+        assert_eq!(sticky(&[pii("email")], 1).rule, "sticky_local");
+        // A block rule wins even when an earlier rule also matches.
+        let d = sticky(&[secret("jwt"), pii("credit_card")], 500);
+        assert_eq!((d.action, d.rule.as_str()), (Action::Block, "keys"));
+        assert!(!d.sticky);
+
+        // A `block` default still refuses what no rule allows.
+        let strict =
+            team("rules:\n- { name: cards, when: { pii: any }, then: local }\ndefault: block\n");
+        let d = strict.decide(&routing(|s| s.sticky_local = true));
+        assert_eq!((d.action, d.rule.as_str()), (Action::Block, "default"));
+
+        // With the option off every turn is judged alone.
+        let off = team(
+            "sticky_local: false\nrules:\n- { name: cards, when: { pii: any }, then: local }\ndefault: cloud\n",
+        );
+        assert!(!off.sticky_local());
+        assert_eq!(
+            off.decide(&routing(|s| s.sticky_local = true)).rule,
+            "default"
+        );
+        let d = off.decide(&signals(&[pii("email")], "m", "openai", 1));
+        assert!(!d.sticky, "nothing to remember when the option is off");
+    }
+
+    #[test]
+    fn only_local_decisions_about_content_make_a_conversation_sticky() {
+        let p = team(
+            "rules:\n\
+             - { name: cards, when: { pii: any }, then: local }\n\
+             - { name: words, when: { terms: any, model: \"x*\" }, then: local }\n\
+             - { name: files, when: { attachments: true }, then: local }\n\
+             - { name: code, when: { task: code_completion }, then: local }\n\
+             - { name: keys, when: { secrets: any }, then: block }\n\
+             default: local\n",
+        );
+        let sticky = |f: &[Finding], t| {
+            p.decide(&Signals {
+                findings: f,
+                requested_model: "x1",
+                task: t,
+                ..Signals::default()
+            })
+            .sticky
+        };
+        assert!(sticky(&[pii("email")], None));
+        assert!(sticky(&[term()], None));
+        assert!(sticky(&[attachment()], None));
+        assert!(!sticky(&[], task("code_completion", 0.9)));
+        assert!(!sticky(&[secret("jwt")], None));
+        assert!(!sticky(&[], None), "the default is not about content");
+    }
+
+    #[test]
+    fn signal_summary_reports_numbers_and_names_only() {
+        let findings = [pii("email")];
+        let s = Signals {
+            findings: &findings,
+            requested_model: "gpt-4o",
+            provider: "openai",
+            prompt_tokens: 9000,
+            prompt_tokens_exact: true,
+            task: task("code_completion", 0.91),
+            turns: 3,
+            tool_steps: 6,
+            tools_present: true,
+            stream: true,
+            estimated_cost_usd: Some(0.42),
+            local_queue_depth: 2,
+            sticky_local: false,
+        };
+        let summary = s.summary();
+        assert_eq!(summary.task, Some("code_completion"));
+        assert_eq!(summary.tool_steps, 6);
+        let json = serde_json::to_value(&summary).expect("a summary serializes");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "task": "code_completion",
+                "task_confidence": 0.91,
+                "prompt_tokens": 9000,
+                "prompt_tokens_exact": true,
+                "turns": 3,
+                "tool_steps": 6,
+                "tools_present": true,
+                "stream": true,
+                "estimated_cost_usd": 0.42,
+                "local_queue_depth": 2,
+                "sticky_local": false
+            })
+        );
+        let empty = serde_json::to_value(Signals::default().summary()).expect("serializes");
+        assert_eq!(empty["task"], serde_json::Value::Null);
+        assert_eq!(empty["estimated_cost_usd"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn numbers_are_written_as_people_write_them() {
+        assert_eq!(schema::number(6000.0), "6000");
+        assert_eq!(schema::number(0.25), "0.25");
+        assert_eq!(schema::number(f64::from(0.91f32)), "0.91");
+        assert_eq!(schema::number(0.1 + 0.2), "0.3");
     }
 }

@@ -13,14 +13,20 @@ use serde::de::{self, value::MapAccessDeserializer, Deserializer, MapAccess, Seq
 use serde::Deserialize;
 
 use super::glob::Glob;
-use super::Action;
-use crate::inspect::{PII_KINDS, SECRET_KINDS};
+use super::{Action, RedactScope};
+use crate::classify::Task;
+use crate::inspect::{Category, Finding, ATTACHMENT_KIND, PII_KINDS, SECRET_KINDS, TERM_KIND};
 
 /// Provider names `when.provider` may name.
 pub(super) const PROVIDERS: &[&str] = &["openai", "anthropic"];
 
 // Kind sets are bit masks indexed by position in these lists.
-const _: () = assert!(PII_KINDS.len() <= 64 && SECRET_KINDS.len() <= 64 && PROVIDERS.len() <= 64);
+const _: () = assert!(
+    PII_KINDS.len() <= 64
+        && SECRET_KINDS.len() <= 64
+        && PROVIDERS.len() <= 64
+        && Task::ALL.len() <= 64
+);
 
 /// Read a string scalar and check it while serde_yaml is still reading that
 /// scalar: only then does an error get the scalar's own position.
@@ -82,10 +88,18 @@ pub(super) struct PolicyFile {
     #[serde(default)]
     pub(super) dictionary: Option<DictionarySpec>,
     #[serde(default)]
+    pub(super) min_confidence: MinConfidence,
+    #[serde(default)]
     pub(super) rules: Vec<Rule>,
     pub(super) default: Action,
+    #[serde(default = "yes")]
+    pub(super) sticky_local: bool,
     #[serde(default)]
     pub(super) local: super::LocalOptions,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -120,6 +134,8 @@ pub(super) struct Rule {
     pub(super) when: When,
     pub(super) then: Action,
     pub(super) reason: Option<String>,
+    /// Set exactly when `then` is `redact`.
+    pub(super) redact: Option<RedactScope>,
 }
 
 #[derive(Deserialize)]
@@ -131,6 +147,8 @@ struct RuleSpec {
     then: Action,
     #[serde(default)]
     reason: Option<String>,
+    #[serde(default)]
+    redact: Option<RedactList>,
 }
 
 impl<'de> Deserialize<'de> for Rule {
@@ -150,11 +168,23 @@ impl<'de> Deserialize<'de> for Rule {
                 }
                 other => other,
             };
+            let redact = match (spec.then, spec.redact) {
+                (Action::Redact, list) => Some(list.map_or_else(RedactScope::all, |l| l.0)),
+                (_, None) => None,
+                (other, Some(_)) => {
+                    return Err(format!(
+                        "rule `{name}` lists `redact:` but its action is `{}`; \
+                         `redact:` only limits what a `then: redact` rule replaces",
+                        other.as_str()
+                    ))
+                }
+            };
             Ok(Rule {
                 name,
                 when,
                 then: spec.then,
                 reason,
+                redact,
             })
         })
     }
@@ -181,6 +211,12 @@ impl<'de> Deserialize<'de> for RuleName {
                         .to_string(),
                 );
             }
+            if name == "sticky_local" {
+                return Err(
+                    "rule name `sticky_local` is reserved for decisions that keep a conversation local"
+                        .to_string(),
+                );
+            }
             Ok(RuleName(name.to_string()))
         })
     }
@@ -192,15 +228,16 @@ impl<'de> Deserialize<'de> for Action {
         impl Visitor<'_> for ActionVisitor {
             type Value = Action;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an action: local, cloud or block")
+                f.write_str("an action: local, cloud, redact or block")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Action, E> {
                 match v {
                     "local" => Ok(Action::Local),
                     "cloud" => Ok(Action::Cloud),
+                    "redact" => Ok(Action::Redact),
                     "block" => Ok(Action::Block),
                     other => Err(E::custom(format!(
-                        "unknown action `{other}`; expected local, cloud or block"
+                        "unknown action `{other}`; expected local, cloud, redact or block"
                     ))),
                 }
             }
@@ -209,16 +246,35 @@ impl<'de> Deserialize<'de> for Action {
     }
 }
 
-/// The conditions of one rule, all of which must hold.
+/// The conditions of one rule, all of which must hold. `None` (or `false`
+/// for `terms`) is a condition the rule does not have.
 #[derive(Debug)]
 pub(super) struct When {
     pub(super) pii: Option<KindSet>,
     pub(super) secrets: Option<KindSet>,
     pub(super) terms: bool,
+    pub(super) attachments: Option<bool>,
     pub(super) model: Option<Box<[Glob]>>,
     /// Bit mask over [`PROVIDERS`].
     pub(super) provider: Option<u64>,
-    pub(super) prompt_tokens: Option<TokenRange>,
+    /// Bit mask over [`Task::ALL`].
+    pub(super) task: Option<u64>,
+    pub(super) task_confidence: Option<NumRange>,
+    pub(super) prompt_tokens: Option<NumRange>,
+    pub(super) turns: Option<NumRange>,
+    pub(super) tool_steps: Option<NumRange>,
+    pub(super) tools_present: Option<bool>,
+    pub(super) stream: Option<bool>,
+    pub(super) estimated_cost_usd: Option<NumRange>,
+    pub(super) local_queue_depth: Option<NumRange>,
+}
+
+impl When {
+    /// True when any condition looks at findings: such a rule keeps a
+    /// prompt local because of what it contains (see `Decision::sticky`).
+    pub(super) fn on_findings(&self) -> bool {
+        self.pii.is_some() || self.secrets.is_some() || self.terms || self.attachments == Some(true)
+    }
 }
 
 #[derive(Deserialize)]
@@ -231,34 +287,73 @@ struct WhenSpec {
     #[serde(default)]
     terms: Option<AnyOnly>,
     #[serde(default)]
+    attachments: Option<bool>,
+    #[serde(default, alias = "requested_model")]
     model: Option<Patterns>,
     #[serde(default)]
     provider: Option<NameSet<ProviderNames>>,
     #[serde(default)]
-    prompt_tokens: Option<TokenRange>,
+    task: Option<NameSet<TaskNames>>,
+    #[serde(default)]
+    task_confidence: Option<Ranged<Fraction>>,
+    #[serde(default)]
+    prompt_tokens: Option<Ranged<Count>>,
+    #[serde(default)]
+    turns: Option<Ranged<Count>>,
+    #[serde(default)]
+    tool_steps: Option<Ranged<Count>>,
+    #[serde(default)]
+    tools_present: Option<bool>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    estimated_cost_usd: Option<Ranged<Usd>>,
+    #[serde(default)]
+    local_queue_depth: Option<Ranged<Count>>,
 }
 
 impl<'de> Deserialize<'de> for When {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         checked_map(deserializer, "a mapping of conditions", |spec: WhenSpec| {
+            let listed = |set: KindSet| match set {
+                KindSet::Listed(mask) => mask,
+                // Families without `any` reject it while parsing, so this
+                // arm is never taken.
+                KindSet::Any => u64::MAX,
+            };
+            let range = |r: Option<Ranged<_>>| r.map(|r| r.0);
             let when = When {
                 pii: spec.pii.map(|s| s.set),
                 secrets: spec.secrets.map(|s| s.set),
                 terms: spec.terms.is_some(),
+                attachments: spec.attachments,
                 model: spec.model.map(|p| p.0),
-                provider: spec.provider.map(|s| match s.set {
-                    KindSet::Listed(mask) => mask,
-                    // ProviderNames forbids `any`, so this arm is never taken.
-                    KindSet::Any => u64::MAX,
-                }),
-                prompt_tokens: spec.prompt_tokens,
+                provider: spec.provider.map(|s| listed(s.set)),
+                task: spec.task.map(|s| listed(s.set)),
+                task_confidence: spec.task_confidence.map(|r| r.0),
+                prompt_tokens: range(spec.prompt_tokens),
+                turns: range(spec.turns),
+                tool_steps: range(spec.tool_steps),
+                tools_present: spec.tools_present,
+                stream: spec.stream,
+                estimated_cost_usd: spec.estimated_cost_usd.map(|r| r.0),
+                local_queue_depth: range(spec.local_queue_depth),
             };
             let empty = when.pii.is_none()
                 && when.secrets.is_none()
                 && !when.terms
+                && when.attachments.is_none()
                 && when.model.is_none()
                 && when.provider.is_none()
-                && when.prompt_tokens.is_none();
+                && when.task.is_none()
+                && when.task_confidence.is_none()
+                && when.prompt_tokens.is_none()
+                && when.turns.is_none()
+                && when.tool_steps.is_none()
+                && when.tools_present.is_none()
+                && when.stream.is_none()
+                && when.estimated_cost_usd.is_none()
+                && when.local_queue_depth.is_none();
             if empty {
                 return Err("empty `when`; a catch-all belongs in the file's `default`".to_string());
             }
@@ -281,32 +376,64 @@ trait NameFamily {
     const KEY: &'static str;
     /// What one name is, for messages.
     const WHAT: &'static str;
-    const NAMES: &'static [&'static str];
     const ALLOWS_ANY: bool;
+    /// The name's position in the family, which is its bit in a mask.
+    fn position(name: &str) -> Option<usize>;
+    /// Every valid name, for messages.
+    fn valid() -> String;
 }
 
 struct PiiNames;
 impl NameFamily for PiiNames {
     const KEY: &'static str = "pii";
     const WHAT: &'static str = "pii type";
-    const NAMES: &'static [&'static str] = PII_KINDS;
     const ALLOWS_ANY: bool = true;
+    fn position(name: &str) -> Option<usize> {
+        PII_KINDS.iter().position(|n| *n == name)
+    }
+    fn valid() -> String {
+        PII_KINDS.join(", ")
+    }
 }
 
 struct SecretNames;
 impl NameFamily for SecretNames {
     const KEY: &'static str = "secrets";
     const WHAT: &'static str = "secret type";
-    const NAMES: &'static [&'static str] = SECRET_KINDS;
     const ALLOWS_ANY: bool = true;
+    fn position(name: &str) -> Option<usize> {
+        SECRET_KINDS.iter().position(|n| *n == name)
+    }
+    fn valid() -> String {
+        SECRET_KINDS.join(", ")
+    }
 }
 
 struct ProviderNames;
 impl NameFamily for ProviderNames {
     const KEY: &'static str = "provider";
     const WHAT: &'static str = "provider";
-    const NAMES: &'static [&'static str] = PROVIDERS;
     const ALLOWS_ANY: bool = false;
+    fn position(name: &str) -> Option<usize> {
+        PROVIDERS.iter().position(|n| *n == name)
+    }
+    fn valid() -> String {
+        PROVIDERS.join(", ")
+    }
+}
+
+struct TaskNames;
+impl NameFamily for TaskNames {
+    const KEY: &'static str = "task";
+    const WHAT: &'static str = "task";
+    const ALLOWS_ANY: bool = false;
+    fn position(name: &str) -> Option<usize> {
+        let task = Task::from_name(name)?;
+        Task::ALL.iter().position(|t| *t == task)
+    }
+    fn valid() -> String {
+        Task::ALL.map(Task::as_str).join(", ")
+    }
 }
 
 /// `any`, one name, or a list of names from family `F`.
@@ -316,17 +443,9 @@ struct NameSet<F> {
 }
 
 fn name_bit<F: NameFamily>(name: &str) -> Result<u64, String> {
-    F::NAMES
-        .iter()
-        .position(|n| *n == name)
+    F::position(name)
         .map(|i| 1u64 << i)
-        .ok_or_else(|| {
-            format!(
-                "unknown {} `{name}`; valid: {}",
-                F::WHAT,
-                F::NAMES.join(", ")
-            )
-        })
+        .ok_or_else(|| format!("unknown {} `{name}`; valid: {}", F::WHAT, F::valid()))
 }
 
 impl<'de, F: NameFamily> Deserialize<'de> for NameSet<F> {
@@ -464,61 +583,456 @@ impl<'de> Deserialize<'de> for PatternItem {
     }
 }
 
-/// `prompt_tokens: { gt, gte, lt, lte }` folded into one inclusive range.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct TokenRange {
-    pub(super) min: u64,
-    pub(super) max: u64,
+/// Read a number and check it while serde_yaml is still reading it, so an
+/// error points at the number itself.
+fn checked_num<'de, D, T>(
+    deserializer: D,
+    expecting: &'static str,
+    check: impl FnOnce(f64) -> Result<T, String>,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct NumVisitor<F>(F, &'static str);
+    impl<T, F: FnOnce(f64) -> Result<T, String>> Visitor<'_> for NumVisitor<F> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(self.1)
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+            (self.0)(v).map_err(E::custom)
+        }
+        // Counts and limits are far below 2^53, where f64 stops being exact.
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+            (self.0)(v as f64).map_err(E::custom)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+            (self.0)(v as f64).map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_f64(NumVisitor(check, expecting))
 }
 
-impl TokenRange {
-    pub(super) fn contains(&self, n: u64) -> bool {
-        self.min <= n && n <= self.max
+/// What the numbers of one range condition measure.
+pub(super) trait Unit {
+    /// Smallest and largest value the signal can take.
+    const LOW: f64;
+    const HIGH: f64;
+    /// Counts take whole numbers only.
+    const WHOLE: bool;
+    /// What a valid bound is, for messages.
+    const EXPECTING: &'static str;
+    /// The bound as the signal's own precision sees it.
+    fn canonical(v: f64) -> f64 {
+        v
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ComparisonSpec {
-    #[serde(default)]
-    gt: Option<u64>,
-    #[serde(default)]
-    gte: Option<u64>,
-    #[serde(default)]
-    lt: Option<u64>,
-    #[serde(default)]
-    lte: Option<u64>,
+/// Tokens, turns, tool steps, queued requests.
+pub(super) struct Count;
+impl Unit for Count {
+    const LOW: f64 = 0.0;
+    const HIGH: f64 = f64::INFINITY;
+    const WHOLE: bool = true;
+    const EXPECTING: &'static str = "a whole number, 0 or more";
 }
 
-impl<'de> Deserialize<'de> for TokenRange {
+/// An amount of US dollars.
+pub(super) struct Usd;
+impl Unit for Usd {
+    const LOW: f64 = 0.0;
+    const HIGH: f64 = f64::INFINITY;
+    const WHOLE: bool = false;
+    const EXPECTING: &'static str = "an amount in USD, 0 or more";
+}
+
+/// A confidence between 0 and 1.
+pub(super) struct Fraction;
+impl Unit for Fraction {
+    const LOW: f64 = 0.0;
+    const HIGH: f64 = 1.0;
+    const WHOLE: bool = false;
+    const EXPECTING: &'static str = "a number from 0 to 1";
+    /// Confidences are f32: `min: 0.6` must accept a confidence of 0.6f32.
+    fn canonical(v: f64) -> f64 {
+        f64::from(v as f32)
+    }
+}
+
+/// One number valid in unit `U`.
+struct Num<U>(f64, PhantomData<U>);
+
+impl<'de, U: Unit> Deserialize<'de> for Num<U> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        checked_num(deserializer, U::EXPECTING, |v| {
+            let whole_ok = !U::WHOLE || v.fract() == 0.0;
+            if v.is_finite() && (U::LOW..=U::HIGH).contains(&v) && whole_ok {
+                Ok(Num(U::canonical(v), PhantomData))
+            } else {
+                Err(format!("expected {}, not {v}", U::EXPECTING))
+            }
+        })
+    }
+}
+
+/// One end of a [`NumRange`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Limit {
+    pub(super) value: f64,
+    /// `gt` / `lt` rather than `min` / `gte` / `max` / `lte`.
+    pub(super) strict: bool,
+}
+
+/// A numeric condition such as `{ min: 5 }`, `{ gt: 6000 }` or
+/// `{ gte: 1000, lt: 8000 }`; shared by every numeric signal.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct NumRange {
+    pub(super) lower: Option<Limit>,
+    pub(super) upper: Option<Limit>,
+}
+
+impl NumRange {
+    pub(super) fn contains(&self, x: f64) -> bool {
+        let above = self
+            .lower
+            .is_none_or(|l| if l.strict { x > l.value } else { x >= l.value });
+        let below = self
+            .upper
+            .is_none_or(|u| if u.strict { x < u.value } else { x <= u.value });
+        above && below
+    }
+
+    /// `value` compared with the bounds: "9000 > 6000", "5 <= 6 < 10".
+    pub(super) fn explain(&self, value: &str) -> String {
+        // Written left to right, smaller side first, except a lone lower
+        // bound, which reads better as "9000 > 6000".
+        let below = |limit: Limit| if limit.strict { "<" } else { "<=" };
+        match (self.lower, self.upper) {
+            (Some(l), None) => {
+                let op = if l.strict { ">" } else { ">=" };
+                format!("{value} {op} {}", number(l.value))
+            }
+            (None, Some(u)) => format!("{value} {} {}", below(u), number(u.value)),
+            (Some(l), Some(u)) => format!(
+                "{} {} {value} {} {}",
+                number(l.value),
+                below(l),
+                below(u),
+                number(u.value)
+            ),
+            (None, None) => value.to_string(),
+        }
+    }
+}
+
+/// A number as people write it: no trailing zeros, at most 4 decimals.
+pub(super) fn number(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        return format!("{x:.0}");
+    }
+    let text = format!("{x:.4}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, bound = "U: Unit")]
+struct RangeSpec<U> {
+    #[serde(default)]
+    min: Option<Num<U>>,
+    #[serde(default)]
+    max: Option<Num<U>>,
+    #[serde(default)]
+    gt: Option<Num<U>>,
+    #[serde(default)]
+    gte: Option<Num<U>>,
+    #[serde(default)]
+    lt: Option<Num<U>>,
+    #[serde(default)]
+    lte: Option<Num<U>>,
+}
+
+/// A [`NumRange`] whose bounds are valid in unit `U`.
+struct Ranged<U>(NumRange, PhantomData<U>);
+
+/// The tighter of two lower (`upper == false`) or upper limits; at equal
+/// values the strict one is tighter.
+fn tighter(a: Option<Limit>, b: Option<Limit>, upper: bool) -> Option<Limit> {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            let a_wins = if a.value == b.value {
+                a.strict
+            } else {
+                (a.value > b.value) != upper
+            };
+            Some(if a_wins { a } else { b })
+        }
+        (a, b) => a.or(b),
+    }
+}
+
+impl<'de, U: Unit> Deserialize<'de> for Ranged<U> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         checked_map(
             deserializer,
-            "a comparison like { gt: 8000 }",
-            |spec: ComparisonSpec| {
-                if spec.gt.is_none()
-                    && spec.gte.is_none()
-                    && spec.lt.is_none()
-                    && spec.lte.is_none()
-                {
+            "a range like { min: 5 } or { gt: 8000 }",
+            |spec: RangeSpec<U>| {
+                let limit = |n: Option<Num<U>>, strict| n.map(|n| Limit { value: n.0, strict });
+                let lower = [limit(spec.gt, true), limit(spec.gte, false)]
+                    .into_iter()
+                    .fold(limit(spec.min, false), |a, b| tighter(a, b, false));
+                let upper = [limit(spec.lt, true), limit(spec.lte, false)]
+                    .into_iter()
+                    .fold(limit(spec.max, false), |a, b| tighter(a, b, true));
+                if lower.is_none() && upper.is_none() {
                     return Err(
-                        "`prompt_tokens` needs at least one of gt, gte, lt, lte".to_string()
+                        "a range needs at least one of min, max, gt, gte, lt, lte".to_string()
                     );
                 }
-                let never = || "`prompt_tokens` bounds can never all hold".to_string();
-                let mut min = spec.gte.unwrap_or(0);
-                if let Some(gt) = spec.gt {
-                    min = min.max(gt.checked_add(1).ok_or_else(never)?);
+                let range = NumRange { lower, upper };
+                if range_is_empty::<U>(&range) {
+                    return Err(format!(
+                        "range bounds can never all hold (a value {})",
+                        range.explain("x")
+                    ));
                 }
-                let mut max = spec.lte.unwrap_or(u64::MAX);
-                if let Some(lt) = spec.lt {
-                    max = max.min(lt.checked_sub(1).ok_or_else(never)?);
-                }
-                if min > max {
-                    return Err(never());
-                }
-                Ok(TokenRange { min, max })
+                Ok(Ranged(range, PhantomData))
             },
         )
+    }
+}
+
+/// True when no value the signal can take lies in `range`.
+fn range_is_empty<U: Unit>(range: &NumRange) -> bool {
+    let lower = range.lower.unwrap_or(Limit {
+        value: U::LOW,
+        strict: false,
+    });
+    let upper = range.upper.unwrap_or(Limit {
+        value: U::HIGH,
+        strict: false,
+    });
+    if U::WHOLE {
+        // Compare the smallest and largest whole numbers inside.
+        let lo = if lower.strict {
+            lower.value.floor() + 1.0
+        } else {
+            lower.value.ceil()
+        };
+        let hi = if upper.strict {
+            upper.value.ceil() - 1.0
+        } else {
+            upper.value.floor()
+        };
+        lo > hi
+    } else {
+        lower.value > upper.value || (lower.value == upper.value && (lower.strict || upper.strict))
+    }
+}
+
+/// Which findings a name in `min_confidence:` or `redact:` stands for: a
+/// whole category, or one type within its category.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Selector {
+    Category(Category),
+    Kind(Category, &'static str),
+}
+
+/// Category names as written in policies, with the category they stand for.
+const CATEGORY_NAMES: &[(&str, Category)] = &[
+    ("pii", Category::Pii),
+    ("secrets", Category::Secret),
+    ("terms", Category::Term),
+    ("attachments", Category::Attachment),
+];
+
+impl Selector {
+    fn parse(name: &str) -> Result<Selector, String> {
+        if let Some((_, category)) = CATEGORY_NAMES.iter().find(|(n, _)| *n == name) {
+            return Ok(Selector::Category(*category));
+        }
+        let families = [
+            (Category::Pii, PII_KINDS),
+            (Category::Secret, SECRET_KINDS),
+            (Category::Term, &[TERM_KIND][..]),
+            (Category::Attachment, &[ATTACHMENT_KIND][..]),
+        ];
+        for (category, kinds) in families {
+            if let Some(kind) = kinds.iter().find(|k| **k == name) {
+                return Ok(Selector::Kind(category, kind));
+            }
+        }
+        Err(format!(
+            "unknown finding type `{name}`; valid: the categories pii, secrets, terms, \
+             attachments; the pii types {}; the secret types {}; {TERM_KIND}; {ATTACHMENT_KIND}",
+            PII_KINDS.join(", "),
+            SECRET_KINDS.join(", ")
+        ))
+    }
+
+    pub(super) fn matches(&self, finding: &Finding) -> bool {
+        match *self {
+            Selector::Category(category) => finding.category == category,
+            Selector::Kind(category, kind) => finding.category == category && finding.kind == kind,
+        }
+    }
+
+    pub(super) fn name(&self) -> &'static str {
+        match *self {
+            Selector::Category(category) => CATEGORY_NAMES
+                .iter()
+                .find(|(_, c)| *c == category)
+                .map_or("", |(n, _)| n),
+            Selector::Kind(_, kind) => kind,
+        }
+    }
+
+    fn is_attachment(&self) -> bool {
+        matches!(
+            self,
+            Selector::Category(Category::Attachment) | Selector::Kind(Category::Attachment, _)
+        )
+    }
+}
+
+/// `redact:` — one name or a list of category and type names.
+struct RedactList(RedactScope);
+
+/// One element of `redact:`, checked at its own position.
+struct RedactName(Selector);
+
+impl<'de> Deserialize<'de> for RedactName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        checked_str(deserializer, "a finding category or type", redact_name)
+    }
+}
+
+fn redact_name(name: &str) -> Result<RedactName, String> {
+    let selector = Selector::parse(name)?;
+    if selector.is_attachment() {
+        // The redactor leaves binary payloads alone (it cannot place them),
+        // so listing them would fail every such request at run time.
+        return Err(format!(
+            "`{name}` cannot be redacted: attachments are not inspected; \
+             route them with `when: {{ attachments: true }}` instead"
+        ));
+    }
+    Ok(RedactName(selector))
+}
+
+impl<'de> Deserialize<'de> for RedactList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListVisitor;
+        impl<'de> Visitor<'de> for ListVisitor {
+            type Value = RedactList;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a finding category or type, or a list of them")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RedactList, E> {
+                let RedactName(selector) = redact_name(v).map_err(E::custom)?;
+                Ok(RedactList(RedactScope::only(vec![selector])))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RedactList, A::Error> {
+                let mut selectors = Vec::new();
+                while let Some(RedactName(selector)) = seq.next_element()? {
+                    if !selectors.contains(&selector) {
+                        selectors.push(selector);
+                    }
+                }
+                if selectors.is_empty() {
+                    return Err(de::Error::custom(
+                        "empty `redact` list would replace nothing; remove it to redact every finding",
+                    ));
+                }
+                Ok(RedactList(RedactScope::only(selectors)))
+            }
+        }
+        deserializer.deserialize_any(ListVisitor)
+    }
+}
+
+/// `min_confidence:` compiled: findings below their threshold are ignored.
+#[derive(Debug, Default)]
+pub(super) struct MinConfidence {
+    /// For findings no entry names; 0 keeps everything.
+    default: f32,
+    /// Type entries are consulted before category entries.
+    kinds: Vec<(Selector, f32)>,
+    categories: Vec<(Selector, f32)>,
+}
+
+impl MinConfidence {
+    pub(super) fn keeps(&self, finding: &Finding) -> bool {
+        let threshold = self
+            .kinds
+            .iter()
+            .chain(&self.categories)
+            .find(|(s, _)| s.matches(finding))
+            .map_or(self.default, |(_, t)| *t);
+        finding.confidence >= threshold
+    }
+}
+
+/// A `min_confidence:` key: `default` or a category or type name.
+enum ConfidenceKey {
+    Default,
+    Of(Selector),
+}
+
+/// Reads one key, rejecting repeats at the repeated key.
+struct ConfidenceKeySeed<'a>(&'a [ConfidenceKey]);
+
+impl<'de> de::DeserializeSeed<'de> for ConfidenceKeySeed<'_> {
+    type Value = ConfidenceKey;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        let seen = self.0;
+        checked_str(
+            deserializer,
+            "a finding category or type, or `default`",
+            |raw| {
+                let key = if raw == "default" {
+                    ConfidenceKey::Default
+                } else {
+                    ConfidenceKey::Of(Selector::parse(raw)?)
+                };
+                let repeated = seen.iter().any(|k| match (k, &key) {
+                    (ConfidenceKey::Default, ConfidenceKey::Default) => true,
+                    (ConfidenceKey::Of(a), ConfidenceKey::Of(b)) => a == b,
+                    _ => false,
+                });
+                if repeated {
+                    return Err(format!("`{raw}` is listed twice in `min_confidence`"));
+                }
+                Ok(key)
+            },
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for MinConfidence {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MapVisitor;
+        impl<'de> Visitor<'de> for MapVisitor {
+            type Value = MinConfidence;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping from finding type to a confidence from 0 to 1")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MinConfidence, A::Error> {
+                let mut keys = Vec::new();
+                let mut out = MinConfidence::default();
+                while let Some(key) = map.next_key_seed(ConfidenceKeySeed(&keys))? {
+                    let Num(value, _) = map.next_value::<Num<Fraction>>()?;
+                    // Confidences are f32; thresholds are written with few digits.
+                    let value = value as f32;
+                    match key {
+                        ConfidenceKey::Default => out.default = value,
+                        ConfidenceKey::Of(s @ Selector::Kind(..)) => out.kinds.push((s, value)),
+                        ConfidenceKey::Of(s) => out.categories.push((s, value)),
+                    }
+                    keys.push(key);
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_map(MapVisitor)
     }
 }

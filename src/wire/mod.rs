@@ -6,8 +6,10 @@
 //! forwarded unchanged, so unknown or future fields survive the trip.
 
 pub mod anthropic;
+pub mod gemini;
 pub mod openai;
 pub mod response;
+pub mod responses;
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -17,6 +19,8 @@ use http::StatusCode;
 pub enum Api {
     OpenAiChat,
     AnthropicMessages,
+    OpenAiResponses,
+    GeminiGenerate,
 }
 
 impl Api {
@@ -24,14 +28,17 @@ impl Api {
         match self {
             Api::OpenAiChat => "openai.chat_completions",
             Api::AnthropicMessages => "anthropic.messages",
+            Api::OpenAiResponses => "openai.responses",
+            Api::GeminiGenerate => "gemini.generate_content",
         }
     }
 
     /// The provider a request on this API is dispatched to.
     pub fn provider(self) -> &'static str {
         match self {
-            Api::OpenAiChat => "openai",
+            Api::OpenAiChat | Api::OpenAiResponses => "openai",
             Api::AnthropicMessages => "anthropic",
+            Api::GeminiGenerate => "gemini",
         }
     }
 
@@ -40,6 +47,8 @@ impl Api {
         match self {
             Api::OpenAiChat => Format::OpenAi,
             Api::AnthropicMessages => Format::Anthropic,
+            Api::OpenAiResponses => Format::OpenAiResponses,
+            Api::GeminiGenerate => Format::Gemini,
         }
     }
 }
@@ -140,6 +149,41 @@ impl CanonicalRequest {
         out
     }
 
+    /// Messages in the conversation, system prompt excluded.
+    pub fn turn_count(&self) -> u32 {
+        self.messages.len().min(u32::MAX as usize) as u32
+    }
+
+    /// Tool calls the assistant has made so far in the conversation: the
+    /// depth of an agent chain.
+    pub fn tool_steps(&self) -> u32 {
+        let calls = self
+            .messages
+            .iter()
+            .filter(|m| m.role == Role::Assistant)
+            .flat_map(|m| &m.parts)
+            .filter(|p| matches!(p, Part::ToolCall { .. }))
+            .count();
+        calls.min(u32::MAX as usize) as u32
+    }
+
+    /// The text of the last user message, which says what is being asked.
+    pub fn last_user_text(&self) -> String {
+        let Some(m) = self.messages.iter().rev().find(|m| m.role == Role::User) else {
+            return String::new();
+        };
+        let mut text = String::new();
+        for p in &m.parts {
+            if let Part::Text(t) = p {
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                text.push_str(t);
+            }
+        }
+        text
+    }
+
     /// Rough token count (about four bytes per token for English and code)
     /// until a real tokenizer is wired in.
     pub fn estimated_prompt_tokens(segments: &[&str]) -> u64 {
@@ -227,6 +271,9 @@ pub(crate) fn parse_json(body: &[u8]) -> Result<serde_json::Map<String, serde_js
 pub enum Format {
     OpenAi,
     Anthropic,
+    /// OpenAI Responses: errors and model lists as OpenAI, answers as Response objects.
+    OpenAiResponses,
+    Gemini,
 }
 
 /// What went wrong, in terms both formats can express.
@@ -240,6 +287,8 @@ pub enum ErrorKind {
     UnsupportedMediaType,
     LocalUnavailable,
     RateLimited,
+    /// The request named a host other than the one the connection is for.
+    Misdirected,
     Upstream,
     UpstreamTimeout,
     Internal,
@@ -256,6 +305,7 @@ impl ErrorKind {
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::LocalUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -272,6 +322,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not_found_error",
             ErrorKind::LocalUnavailable => "service_unavailable",
             ErrorKind::RateLimited => "rate_limit_error",
+            ErrorKind::Misdirected => "invalid_request_error",
             ErrorKind::Upstream | ErrorKind::UpstreamTimeout | ErrorKind::Internal => "api_error",
         }
     }
@@ -285,6 +336,7 @@ impl ErrorKind {
             ErrorKind::TooLarge => "request_too_large",
             ErrorKind::LocalUnavailable => "overloaded_error",
             ErrorKind::RateLimited => "rate_limit_error",
+            ErrorKind::Misdirected => "invalid_request_error",
             ErrorKind::Upstream | ErrorKind::UpstreamTimeout | ErrorKind::Internal => "api_error",
         }
     }
@@ -300,6 +352,7 @@ impl ErrorKind {
             ErrorKind::UnsupportedMediaType => "unsupported_media_type",
             ErrorKind::LocalUnavailable => "local_engine_unavailable",
             ErrorKind::RateLimited => "local_queue_full",
+            ErrorKind::Misdirected => "misdirected_request",
             ErrorKind::Upstream => "upstream_error",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::Internal => "internal_error",
@@ -310,7 +363,7 @@ impl ErrorKind {
 /// Render an error body in the client's format.
 pub fn error_body(format: Format, kind: ErrorKind, message: &str) -> Bytes {
     let value = match format {
-        Format::OpenAi => serde_json::json!({
+        Format::OpenAi | Format::OpenAiResponses => serde_json::json!({
             "error": {
                 "message": message,
                 "type": kind.openai_type(),
@@ -322,6 +375,7 @@ pub fn error_body(format: Format, kind: ErrorKind, message: &str) -> Bytes {
             "type": "error",
             "error": { "type": kind.anthropic_type(), "message": message }
         }),
+        Format::Gemini => return gemini::error_body(kind.status(), message),
     };
     Bytes::from(value.to_string())
 }
@@ -329,7 +383,7 @@ pub fn error_body(format: Format, kind: ErrorKind, message: &str) -> Bytes {
 /// `GET /v1/models` in the client's format.
 pub fn models_body(format: Format, models: &[(&str, &str)]) -> Bytes {
     let value = match format {
-        Format::OpenAi => serde_json::json!({
+        Format::OpenAi | Format::OpenAiResponses => serde_json::json!({
             "object": "list",
             "data": models.iter().map(|(id, owner)| serde_json::json!({
                 "id": id, "object": "model", "created": 0, "owned_by": owner,
@@ -352,6 +406,7 @@ pub fn models_body(format: Format, models: &[(&str, &str)]) -> Bytes {
                 "last_id": models.last().map(|m| m.0),
             })
         }
+        Format::Gemini => return gemini::models_body(models),
     };
     Bytes::from(value.to_string())
 }
@@ -452,5 +507,20 @@ pub(crate) mod json {
         } else {
             format!("{path}.{key}")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_and_model_bodies_per_format() {
+        let body = |f| serde_json::from_slice::<serde_json::Value>(&error_body(f, ErrorKind::PolicyBlock, "no")).unwrap();
+        assert_eq!(body(Format::OpenAiResponses), body(Format::OpenAi));
+        assert_eq!(body(Format::Gemini)["error"]["status"], "PERMISSION_DENIED");
+        assert_eq!(body(Format::Gemini)["error"]["code"], 403);
+        let models = serde_json::from_slice::<serde_json::Value>(&models_body(Format::Gemini, &[("m", "o")])).unwrap();
+        assert_eq!(models["models"][0]["name"], "models/m");
     }
 }

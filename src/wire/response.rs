@@ -9,6 +9,8 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use super::gemini::GeminiSse;
+use super::responses::ResponsesSse;
 use super::Format;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +135,8 @@ pub fn render_whole(format: Format, meta: &Meta, answer: &Assembled, finish: Fin
                 "usage": {"input_tokens": finish.usage.prompt_tokens, "output_tokens": finish.usage.completion_tokens},
             })
         }
+        Format::OpenAiResponses => return super::responses::render_whole(meta, answer, finish),
+        Format::Gemini => return super::gemini::render_whole(meta, answer, finish),
     };
     Bytes::from(value.to_string())
 }
@@ -155,17 +159,30 @@ pub struct SseEncoder {
     next_block: usize,
     /// Anthropic: tool-call index → content block index.
     tool_blocks: Vec<usize>,
+    /// The encoder for formats that keep theirs in their own module.
+    other: Other,
+}
+
+enum Other {
+    None,
+    Responses(ResponsesSse),
+    Gemini(GeminiSse),
 }
 
 impl SseEncoder {
     pub fn new(format: Format, meta: Meta, include_usage: bool) -> SseEncoder {
         SseEncoder {
             format,
-            meta,
             include_usage,
             open_block: None,
             next_block: 0,
             tool_blocks: Vec::new(),
+            other: match format {
+                Format::OpenAiResponses => Other::Responses(ResponsesSse::new(meta.clone())),
+                Format::Gemini => Other::Gemini(GeminiSse::new(meta.clone())),
+                Format::OpenAi | Format::Anthropic => Other::None,
+            },
+            meta,
         }
     }
 
@@ -185,6 +202,11 @@ impl SseEncoder {
                 out.extend_from_slice(&event("ping", &json!({"type": "ping"})));
                 Bytes::from(out)
             }
+            Format::OpenAiResponses | Format::Gemini => match &mut self.other {
+                Other::Responses(e) => e.start(prompt_tokens),
+                Other::Gemini(e) => e.start(prompt_tokens),
+                Other::None => Bytes::new(),
+            },
         }
     }
 
@@ -232,6 +254,11 @@ impl SseEncoder {
                 }
                 Bytes::from(out)
             }
+            Format::OpenAiResponses | Format::Gemini => match &mut self.other {
+                Other::Responses(e) => e.delta(delta),
+                Other::Gemini(e) => e.delta(delta),
+                Other::None => Bytes::new(),
+            },
         }
     }
 
@@ -265,6 +292,11 @@ impl SseEncoder {
                 out.extend_from_slice(&event("message_stop", &json!({"type": "message_stop"})));
                 Bytes::from(out)
             }
+            Format::OpenAiResponses | Format::Gemini => match &mut self.other {
+                Other::Responses(e) => e.finish(finish),
+                Other::Gemini(e) => e.finish(finish),
+                Other::None => Bytes::new(),
+            },
         }
     }
 
@@ -276,6 +308,11 @@ impl SseEncoder {
                 "error",
                 &json!({"type": "error", "error": {"type": "api_error", "message": message}}),
             )),
+            Format::OpenAiResponses | Format::Gemini => match &mut self.other {
+                Other::Responses(e) => e.error(message),
+                Other::Gemini(e) => e.error(message),
+                Other::None => Bytes::new(),
+            },
         }
     }
 
@@ -390,6 +427,25 @@ mod tests {
         assert_eq!(evs[2].1["choices"][0]["finish_reason"], "stop");
         assert_eq!(evs[3].1["usage"]["total_tokens"], 4);
         assert_eq!(evs[4].1, Value::String("[DONE]".into()));
+    }
+
+    #[test]
+    fn responses_and_gemini_go_through_their_encoders() {
+        let finish = Finish { reason: FinishReason::Stop, usage: Usage { prompt_tokens: 2, completion_tokens: 1 } };
+        let mut enc = SseEncoder::new(Format::OpenAiResponses, meta(), false);
+        let mut out = String::new();
+        out += std::str::from_utf8(&enc.start(2)).unwrap();
+        out += std::str::from_utf8(&enc.delta(&Delta::Text("Hi".into()))).unwrap();
+        out += std::str::from_utf8(&enc.finish(finish)).unwrap();
+        let names: Vec<String> = events(&out).into_iter().map(|(n, _)| n.unwrap()).collect();
+        assert_eq!(names.first().map(String::as_str), Some("response.created"));
+        assert_eq!(names.last().map(String::as_str), Some("response.completed"));
+        let mut enc = SseEncoder::new(Format::Gemini, meta(), false);
+        assert!(enc.start(2).is_empty());
+        let chunk = enc.delta(&Delta::Text("Hi".into()));
+        assert!(chunk.starts_with(b"data: {") && chunk.ends_with(b"\r\n\r\n"));
+        let whole: Value = serde_json::from_slice(&render_whole(Format::Gemini, &meta(), &Assembled::default(), finish)).unwrap();
+        assert_eq!(whole["candidates"][0]["finishReason"], "STOP");
     }
 
     #[test]

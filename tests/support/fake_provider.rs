@@ -64,6 +64,8 @@ pub struct Recorded {
     /// host the same way for both protocols.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// "HTTP/1.1" or "HTTP/2.0".
+    pub version: String,
 }
 
 /// A running fake provider. Dropping it stops accepting and closes its
@@ -251,7 +253,9 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
     builder.http1().keep_alive(true);
     // Connection errors (client gone, protocol violations) end just this
     // connection; there is nobody to report them to.
-    let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+    let _ = builder
+        .serve_connection_with_upgrades(TokioIo::new(tls), service)
+        .await;
 }
 
 type ResponseBody = BoxBody<Bytes, Infallible>;
@@ -264,8 +268,11 @@ enum Api {
 
 async fn handle(
     shared: Arc<Shared>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    if req.uri().path() == "/v1/realtime" && req.headers().contains_key(hyper::header::UPGRADE) {
+        return Ok(websocket_echo(&shared, &mut req));
+    }
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -316,7 +323,48 @@ fn record(shared: &Shared, parts: &hyper::http::request::Parts, body: &Bytes) {
         path,
         headers,
         body: body.to_vec(),
+        version: format!("{:?}", parts.version),
     });
+}
+
+/// `GET /v1/realtime` with an upgrade: answers 101 and echoes every byte
+/// back (no WebSocket framing is needed to test a relay).
+fn websocket_echo(shared: &Shared, req: &mut Request<Incoming>) -> Response<ResponseBody> {
+    if shared.recording.load(Ordering::SeqCst) {
+        let mut headers: Vec<(String, String)> = req
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        headers.sort();
+        shared.requests().push(Recorded {
+            method: req.method().to_string(),
+            path: req.uri().path().to_string(),
+            headers,
+            body: Vec::new(),
+            version: format!("{:?}", req.version()),
+        });
+    }
+    let upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = upgrade.await {
+            let mut io = TokioIo::new(upgraded);
+            let mut buf = vec![0u8; 8192];
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok(n) = io.read(&mut buf).await {
+                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(hyper::header::UPGRADE, "websocket")
+        .header(hyper::header::CONNECTION, "Upgrade")
+        .header("sec-websocket-accept", "fake")
+        .body(Full::new(Bytes::new()).boxed())
+        .expect("static response")
 }
 
 /// Answers a chat completion (OpenAI) or a message (Anthropic).
@@ -359,11 +407,22 @@ async fn generate(shared: &Shared, api: Api, body: &[u8]) -> Response<ResponseBo
 
     let serial = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let prompt_tokens = estimate_prompt_tokens(&request);
+    // `fake-echo` repeats the last user message, streamed three characters
+    // at a time, so tests can see what the provider saw come back.
+    let (text, pieces): (String, Vec<String>) = if model == "fake-echo" {
+        let said = last_user_text(&request);
+        let text = format!("Echo: {said}");
+        let chars: Vec<char> = text.chars().collect();
+        let pieces = chars.chunks(3).map(|c| c.iter().collect()).collect();
+        (text, pieces)
+    } else {
+        (REPLY_TEXT.to_string(), REPLY_PIECES.iter().map(|p| p.to_string()).collect())
+    };
     let created = unix_now();
     if !stream {
         let value = match api {
-            Api::OpenAi => openai_completion(serial, created, &model, prompt_tokens),
-            Api::Anthropic => anthropic_message(serial, &model, prompt_tokens),
+            Api::OpenAi => openai_completion(serial, created, &model, prompt_tokens, &text),
+            Api::Anthropic => anthropic_message(serial, &model, prompt_tokens, &text),
         };
         return json_response(StatusCode::OK, &value);
     }
@@ -374,9 +433,9 @@ async fn generate(shared: &Shared, api: Api, body: &[u8]) -> Response<ResponseBo
                 .pointer("/stream_options/include_usage")
                 .and_then(Value::as_bool)
                 == Some(true);
-            openai_stream(serial, created, &model, prompt_tokens, include_usage)
+            openai_stream(serial, created, &model, prompt_tokens, include_usage, &pieces)
         }
-        Api::Anthropic => anthropic_stream(serial, &model, prompt_tokens),
+        Api::Anthropic => anthropic_stream(serial, &model, prompt_tokens, &pieces),
     };
     let gate = if model == "fake-stream-held" || shared.hold.load(Ordering::SeqCst) {
         let epoch_rx = shared.release_epoch.subscribe();
@@ -388,7 +447,26 @@ async fn generate(shared: &Shared, api: Api, body: &[u8]) -> Response<ResponseBo
     sse_response(events, gate)
 }
 
-fn openai_completion(serial: u64, created: u64, model: &str, prompt_tokens: u64) -> Value {
+/// The text of the last user message (string or text parts).
+fn last_user_text(request: &Value) -> String {
+    let Some(messages) = request.get("messages").and_then(Value::as_array) else {
+        return String::new();
+    };
+    let Some(last) = messages.iter().rev().find(|m| m["role"] == "user") else {
+        return String::new();
+    };
+    match &last["content"] {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+fn openai_completion(serial: u64, created: u64, model: &str, prompt_tokens: u64, text: &str) -> Value {
     json!({
         "id": format!("chatcmpl-fake{serial:06}"),
         "object": "chat.completion",
@@ -397,7 +475,7 @@ fn openai_completion(serial: u64, created: u64, model: &str, prompt_tokens: u64)
         "system_fingerprint": "fp_fake",
         "choices": [{
             "index": 0,
-            "message": { "role": "assistant", "content": REPLY_TEXT, "refusal": null },
+            "message": { "role": "assistant", "content": text, "refusal": null },
             "logprobs": null,
             "finish_reason": "stop"
         }],
@@ -415,6 +493,7 @@ fn openai_stream(
     model: &str,
     prompt_tokens: u64,
     include_usage: bool,
+    pieces: &[String],
 ) -> Vec<Bytes> {
     let id = format!("chatcmpl-fake{serial:06}");
     let chunk = |delta: Value, finish_reason: Value| {
@@ -436,7 +515,7 @@ fn openai_stream(
         json!({ "role": "assistant", "content": "" }),
         Value::Null,
     )];
-    for piece in REPLY_PIECES {
+    for piece in pieces {
         chunks.push(chunk(json!({ "content": piece }), Value::Null));
     }
     chunks.push(chunk(json!({}), json!("stop")));
@@ -463,20 +542,20 @@ fn openai_stream(
     events
 }
 
-fn anthropic_message(serial: u64, model: &str, prompt_tokens: u64) -> Value {
+fn anthropic_message(serial: u64, model: &str, prompt_tokens: u64, text: &str) -> Value {
     json!({
         "id": format!("msg_fake{serial:06}"),
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": [{ "type": "text", "text": REPLY_TEXT }],
+        "content": [{ "type": "text", "text": text }],
         "stop_reason": "end_turn",
         "stop_sequence": null,
         "usage": { "input_tokens": prompt_tokens, "output_tokens": REPLY_TOKENS }
     })
 }
 
-fn anthropic_stream(serial: u64, model: &str, prompt_tokens: u64) -> Vec<Bytes> {
+fn anthropic_stream(serial: u64, model: &str, prompt_tokens: u64, pieces: &[String]) -> Vec<Bytes> {
     let mut events = vec![
         (
             "message_start",
@@ -504,7 +583,7 @@ fn anthropic_stream(serial: u64, model: &str, prompt_tokens: u64) -> Vec<Bytes> 
         ),
         ("ping", json!({ "type": "ping" })),
     ];
-    for piece in REPLY_PIECES {
+    for piece in pieces {
         events.push((
             "content_block_delta",
             json!({

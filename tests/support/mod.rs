@@ -61,6 +61,8 @@ pub struct Setup {
     pub pass_client_key: bool,
     /// The `local:` section (YAML, top level). Defaults to no local model.
     pub local: String,
+    /// Extra keys for the `proxy:` flow map (e.g. `allowed_ports: [443, 8443]`).
+    pub proxy: String,
 }
 
 impl Default for Setup {
@@ -74,6 +76,7 @@ impl Default for Setup {
             audit_tmpfs: None,
             pass_client_key: false,
             local: "local: { backend: none }\n".into(),
+            proxy: String::new(),
         }
     }
 }
@@ -82,6 +85,7 @@ pub struct SluiceProc {
     child: Option<Child>,
     pub gateway: SocketAddr,
     pub admin: SocketAddr,
+    pub proxy: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
 }
@@ -144,10 +148,14 @@ impl SluiceProc {
         }
         let gateway = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let proxy_extra = if setup.proxy.is_empty() { String::new() } else { format!(", {}", setup.proxy) };
         let upstream = setup.upstream_override.unwrap_or(fake.addr());
         let config = format!(
             "gateway: {{ listen: \"{gateway}\" }}\n\
              admin: {{ listen: \"{admin}\" }}\n\
+             proxy: {{ listen: \"{proxy}\"{proxy_extra} }}\n\
+             ca: {{ dir: data/ca }}\n\
              policies_dir: policies\n\
              audit: {{ dir: data/audit }}\n\
              {identity}\
@@ -173,12 +181,12 @@ impl SluiceProc {
             .arg(&config_path)
             .env("TEST_OPENAI_KEY", OPENAI_UPSTREAM_KEY)
             .env("TEST_ANTHROPIC_KEY", ANTHROPIC_UPSTREAM_KEY)
-            .env("SLUICE_LOG", "info")
+            .env("SLUICE_LOG", std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("sluice.log")).unwrap())
             .spawn()
             .expect("spawn sluice");
-        SluiceProc { child: Some(child), gateway, admin, dir, config: config_path }
+        SluiceProc { child: Some(child), gateway, admin, proxy, dir, config: config_path }
     }
 
     async fn wait_ready(&mut self) {
@@ -204,6 +212,15 @@ impl SluiceProc {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sluice.log")).unwrap_or_default()
+    }
+
+    /// The proxy's CA certificate (PEM), as clients must trust it.
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("data/ca/ca.pem")).expect("sluice created its CA")
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("data/ca/ca.pem")
     }
 
     pub fn audit_dir(&self) -> PathBuf {

@@ -215,6 +215,16 @@ impl LocalTier {
         }
     }
 
+    /// Requests waiting for an engine slot right now.
+    pub fn queue_depth(&self) -> u64 {
+        self.inflight.load(Ordering::SeqCst).saturating_sub(self.max_concurrent) as u64
+    }
+
+    /// Whether `count_tokens` uses a real tokenizer.
+    pub fn has_tokenizer(&self) -> bool {
+        matches!(self.backend().ok().as_deref(), Some(Backend::Embedded(_)))
+    }
+
     /// `max_tokens` as the local tier will apply it.
     pub fn capped_max_tokens(&self, requested: Option<u64>) -> u64 {
         requested.unwrap_or(self.max_tokens_cap).min(self.max_tokens_cap)

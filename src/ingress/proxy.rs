@@ -1,0 +1,494 @@
+//! The forward proxy (`HTTPS_PROXY`): answers `CONNECT` and plain-HTTP
+//! absolute-form requests.
+//!
+//! Phases of one proxied connection:
+//! 1. **door** — proxy authentication (the gateway's token table), allowed
+//!    port, destination resolved once and checked (no internal addresses);
+//! 2. **tunnel** — a host not on the intercept list gets its bytes relayed
+//!    untouched;
+//! 3. **intercept** — an LLM API host: read the ClientHello, connect to the
+//!    origin offering the client's ALPN, then finish the client's handshake
+//!    with a leaf from sluice's CA and the protocol the origin chose;
+//! 4. **requests** — each request must name the host the connection is for,
+//!    then goes to [`Sluice::handle_proxied`], the same pipeline as the
+//!    gateway.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::LazyConfigAcceptor;
+
+use super::netpolicy::{NetPolicy, Refusal};
+use super::tunnel::{copy_with_idle, Activity, Tracked};
+use crate::ca::{host_matches, LeafCache};
+use crate::dispatch::origin::{Origin, OriginTarget, ALPN_H1, ALPN_H2};
+use crate::pipeline::{full, RespBody, Sluice};
+use crate::telemetry;
+use crate::wire::{ErrorKind, Identity};
+
+/// Slow-loris guard for request heads on the proxy port and inside
+/// intercepted connections.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything the proxy listener needs, built once at start-up.
+pub struct Proxy {
+    sluice: Arc<Sluice>,
+    leaves: LeafCache,
+    intercept: Vec<String>,
+    net: NetPolicy,
+    slots: Arc<Semaphore>,
+    max_connections: usize,
+    handshake_timeout: Duration,
+    idle_timeout: Duration,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Proxy {
+    pub fn new(sluice: Arc<Sluice>, leaves: LeafCache, shutdown: watch::Receiver<bool>) -> Arc<Proxy> {
+        let cfg = &sluice.config().proxy;
+        let upstream = &sluice.config().upstream;
+        Arc::new(Proxy {
+            leaves,
+            intercept: cfg.intercept.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            net: NetPolicy::new(cfg, sluice.cloud().resolve_map()),
+            slots: Arc::new(Semaphore::new(cfg.max_connections)),
+            max_connections: cfg.max_connections,
+            handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms),
+            idle_timeout: Duration::from_millis(cfg.idle_timeout_ms),
+            connect_timeout: Duration::from_millis(upstream.connect_timeout_ms),
+            response_timeout: Duration::from_millis(upstream.response_timeout_ms),
+            shutdown,
+            sluice,
+        })
+    }
+
+    fn intercepts(&self, host: &str) -> bool {
+        self.intercept.iter().any(|p| host_matches(p, host))
+    }
+}
+
+/// Accept proxy connections until shutdown, then let connections in flight
+/// finish for the gateway's grace period.
+pub async fn run(proxy: Arc<Proxy>, listener: TcpListener) {
+    let grace = Duration::from_millis(proxy.sluice.config().gateway.shutdown_grace_ms);
+    let mut shutdown = proxy.shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "proxy accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let Ok(permit) = proxy.slots.clone().try_acquire_owned() else {
+                    metrics::counter!(telemetry::PROXY_CONNECTS, "outcome" => "over_limit").increment(1);
+                    tokio::spawn(refuse_over_limit(stream));
+                    continue;
+                };
+                tokio::spawn(serve_client(proxy.clone(), stream, peer, Arc::new(permit)));
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    // Every connection holds a slot until its last tunnel or intercepted
+    // request is done; all slots back means all work is finished.
+    let all = u32::try_from(proxy.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(grace, proxy.slots.acquire_many(all)).await.is_err() {
+        tracing::warn!(?grace, "grace period over; dropping proxy connections still open");
+    }
+}
+
+async fn refuse_over_limit(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = "sluice proxy: too many connections, try again shortly\n";
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// One client connection to the proxy port.
+async fn serve_client(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr, permit: Arc<OwnedSemaphorePermit>) {
+    let _open = telemetry::GaugeGuard::new(telemetry::PROXY_OPEN_CONNECTIONS);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    let svc_proxy = proxy.clone();
+    let service = service_fn(move |req| {
+        let proxy = svc_proxy.clone();
+        let permit = permit.clone();
+        async move { Ok::<_, Infallible>(proxy.door(req, peer, permit).await) }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let mut shutdown = proxy.shutdown.clone();
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, %peer, "proxy connection ended with an error");
+            }
+            return;
+        }
+        _ = shutdown.changed() => conn.as_mut().graceful_shutdown(),
+    }
+    let _ = conn.await;
+}
+
+impl Proxy {
+    /// Phase 1 for every request on the proxy port.
+    async fn door(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr, permit: Arc<OwnedSemaphorePermit>) -> Response<RespBody> {
+        let identity = match self.authenticate(req.headers()) {
+            Ok(identity) => identity,
+            Err(reason) => {
+                let host = req.uri().host().unwrap_or("").to_ascii_lowercase();
+                self.sluice.record_proxy_refusal(peer, None, &host, StatusCode::PROXY_AUTHENTICATION_REQUIRED, &reason);
+                metrics::counter!(telemetry::PROXY_CONNECTS, "outcome" => "auth_required").increment(1);
+                let mut resp = text(StatusCode::PROXY_AUTHENTICATION_REQUIRED, &reason);
+                resp.headers_mut()
+                    .insert(http::header::PROXY_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"sluice\""));
+                return resp;
+            }
+        };
+        if req.method() == Method::CONNECT {
+            return self.connect(req, peer, identity, permit).await;
+        }
+        if req.uri().scheme_str() == Some("http") && req.uri().host().is_some() {
+            return self.plain_http(req, peer, identity).await;
+        }
+        text(
+            StatusCode::BAD_REQUEST,
+            "this is sluice's proxy port: send CONNECT or absolute-form http:// requests (apps that set a base URL use the gateway port)",
+        )
+    }
+
+    /// `Proxy-Authorization: Basic base64(user:token)`; the token (or, if the
+    /// password is empty, the user name) is looked up in the token table.
+    fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, String> {
+        let ids = self.sluice.identities();
+        let given = headers.get(http::header::PROXY_AUTHORIZATION);
+        if let Some(value) = given {
+            let token = value.to_str().ok().and_then(basic_token);
+            if let Some(identity) = token.as_deref().and_then(|t| ids.lookup(t)) {
+                return Ok(identity.clone());
+            }
+        }
+        match ids.anonymous() {
+            Some(identity) => Ok(identity),
+            None if given.is_some() => Err("invalid sluice proxy credentials".into()),
+            None => Err("sluice proxy requires authentication: Proxy-Authorization: Basic user:token".into()),
+        }
+    }
+
+    /// `CONNECT host:port`: check the destination, then tunnel or intercept.
+    async fn connect(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        identity: Identity,
+        permit: Arc<OwnedSemaphorePermit>,
+    ) -> Response<RespBody> {
+        let Some(authority) = req.uri().authority().cloned() else {
+            return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+        };
+        let host = authority.host().trim_matches(|c| c == '[' || c == ']').to_ascii_lowercase();
+        let port = authority.port_u16().unwrap_or(443);
+        let addr = match self.net.destination(&host, port).await {
+            Ok(addr) => addr,
+            Err(refusal) => return self.refuse_destination(peer, &identity, &host, &refusal),
+        };
+        let upgrade = hyper::upgrade::on(&mut req);
+        if !self.intercepts(&host) {
+            let upstream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(upstream)) => upstream,
+                Ok(Err(e)) => return self.bad_gateway(peer, &identity, &host, &format!("cannot connect to {host}:{port}: {e}")),
+                Err(_) => return self.bad_gateway(peer, &identity, &host, &format!("connecting to {host}:{port} timed out")),
+            };
+            let _ = upstream.set_nodelay(true);
+            metrics::counter!(telemetry::PROXY_CONNECTS, "outcome" => "tunnel").increment(1);
+            let idle = self.idle_timeout;
+            tokio::spawn(async move {
+                let _permit = permit;
+                let _open = telemetry::GaugeGuard::new(telemetry::PROXY_OPEN_TUNNELS);
+                let mut upstream = upstream;
+                match upgrade.await {
+                    Ok(client) => {
+                        let mut client = TokioIo::new(client);
+                        let relayed = copy_with_idle(&mut client, &mut upstream, idle).await;
+                        tracing::debug!(host, up = relayed.up, down = relayed.down, error = ?relayed.error, "tunnel closed");
+                    }
+                    Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+                }
+            });
+            return empty(StatusCode::OK);
+        }
+        metrics::counter!(telemetry::PROXY_CONNECTS, "outcome" => "intercept").increment(1);
+        tokio::spawn(async move {
+            let _permit = permit;
+            match upgrade.await {
+                Ok(client) => self.intercept(TokioIo::new(client), host, port, addr, identity, peer).await,
+                Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+            }
+        });
+        empty(StatusCode::OK)
+    }
+
+    /// Phase 3: terminate the client's TLS with a leaf for the host and
+    /// serve its requests through the pipeline.
+    async fn intercept(
+        self: Arc<Self>,
+        client: TokioIo<hyper::upgrade::Upgraded>,
+        host: String,
+        port: u16,
+        addr: SocketAddr,
+        identity: Identity,
+        peer: SocketAddr,
+    ) {
+        let activity = Activity::new();
+        let client = Tracked::new(client, activity.clone());
+        let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), client);
+        let start = match tokio::time::timeout(self.handshake_timeout, acceptor).await {
+            Ok(Ok(start)) => start,
+            Ok(Err(e)) => return tracing::debug!(error = %e, host, "client hello unreadable"),
+            Err(_) => return tracing::debug!(host, "client hello timed out"),
+        };
+        let hello = start.client_hello();
+        let sni = hello.server_name().map(str::to_ascii_lowercase);
+        let offered: Vec<Vec<u8>> = hello.alpn().map(|protocols| protocols.map(<[u8]>::to_vec).collect()).unwrap_or_default();
+
+        // SNI must name the CONNECT host; if it does not, the leaf follows
+        // SNI (when that host is interceptable too) and every request is
+        // refused with 421, so the client learns why instead of seeing a
+        // certificate error.
+        let sni_host = sni.clone().unwrap_or_else(|| host.clone());
+        let misdirected = sni_host != host;
+        let cert_host = if misdirected && self.intercepts(&sni_host) { sni_host.clone() } else { host.clone() };
+
+        let mut upstream_offer: Vec<Vec<u8>> =
+            offered.iter().filter(|p| p.as_slice() == ALPN_H2 || p.as_slice() == ALPN_H1).cloned().collect();
+        if upstream_offer.is_empty() {
+            upstream_offer.push(ALPN_H1.to_vec());
+        }
+        let origin = if misdirected {
+            Err(format!("TLS server name {sni_host} does not match the CONNECT host {host}"))
+        } else {
+            let target = OriginTarget {
+                host: host.clone(),
+                port,
+                addr,
+                tls: Some(self.sluice.cloud().tls()),
+                connect_timeout: self.connect_timeout,
+                response_timeout: self.response_timeout,
+            };
+            Origin::connect(target, upstream_offer).await.map(Arc::new).map_err(|e| format!("cannot reach {host}:{port}: {e}"))
+        };
+        // Mirror the origin: the client gets exactly the protocol the origin
+        // picked from the client's own offer.
+        let h2 = matches!(&origin, Ok(o) if o.is_h2());
+        let alpn = match (offered.is_empty(), h2) {
+            (true, _) => Vec::new(),
+            (false, true) => vec![ALPN_H2.to_vec()],
+            (false, false) => vec![ALPN_H1.to_vec()],
+        };
+        let config = match self.leaves.server_config(&cert_host, &alpn) {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::warn!(error = %e, host = cert_host, "cannot mint a certificate");
+                let reason = format!("no certificate for {cert_host}: {e}");
+                self.sluice.record_proxy_refusal(peer, Some(&identity), &cert_host, StatusCode::BAD_GATEWAY, &reason);
+                return;
+            }
+        };
+        let tls = match tokio::time::timeout(self.handshake_timeout, start.into_stream(config)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return tracing::debug!(error = %e, host, "client TLS handshake failed"),
+            Err(_) => return tracing::debug!(host, "client TLS handshake timed out"),
+        };
+
+        let this = self.clone();
+        let service = service_fn(move |req: Request<Incoming>| {
+            let this = this.clone();
+            let origin = origin.clone();
+            let identity = identity.clone();
+            let cert_host = cert_host.clone();
+            async move {
+                let resp = match (&origin, request_host(&req)) {
+                    (_, Some(named)) if named != cert_host => this.sluice.refuse_proxied(
+                        &req,
+                        peer,
+                        &identity,
+                        &cert_host,
+                        ErrorKind::Misdirected,
+                        &format!("request for {named} on a connection for {cert_host}"),
+                    ),
+                    (_, None) => this.sluice.refuse_proxied(
+                        &req,
+                        peer,
+                        &identity,
+                        &cert_host,
+                        ErrorKind::Misdirected,
+                        "request names no host",
+                    ),
+                    (Err(message), _) => {
+                        let kind = if misdirected { ErrorKind::Misdirected } else { ErrorKind::Upstream };
+                        this.sluice.refuse_proxied(&req, peer, &identity, &cert_host, kind, message)
+                    }
+                    (Ok(origin), _) => this.sluice.clone().handle_proxied(req, peer, identity, origin.clone()).await,
+                };
+                Ok::<_, Infallible>(resp)
+            }
+        });
+        let io = TokioIo::new(tls);
+        let mut shutdown = self.shutdown.clone();
+        if h2 {
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .serve_connection(io, service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = activity.idle(self.idle_timeout) => return,
+                _ = shutdown.changed() => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
+        } else {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .keep_alive(true)
+                .serve_connection(io, service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = activity.idle(self.idle_timeout) => return,
+                _ = shutdown.changed() => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
+        }
+    }
+
+    /// A plain-HTTP absolute-form request (`GET http://host/path`).
+    async fn plain_http(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr, identity: Identity) -> Response<RespBody> {
+        let Some(host) = req.uri().host().map(|h| h.trim_matches(|c| c == '[' || c == ']').to_ascii_lowercase()) else {
+            return text(StatusCode::BAD_REQUEST, "absolute-form request without a host");
+        };
+        let port = req.uri().port_u16().unwrap_or(80);
+        let addr = match self.net.destination(&host, port).await {
+            Ok(addr) => addr,
+            Err(refusal) => return self.refuse_destination(peer, &identity, &host, &refusal),
+        };
+        let target = OriginTarget {
+            host: host.clone(),
+            port,
+            addr,
+            tls: None,
+            connect_timeout: self.connect_timeout,
+            response_timeout: self.response_timeout,
+        };
+        match Origin::connect(target, Vec::new()).await {
+            Ok(origin) => self.sluice.clone().handle_proxied(req, peer, identity, Arc::new(origin)).await,
+            Err(e) => self.bad_gateway(peer, &identity, &host, &format!("cannot connect to {host}:{port}: {e}")),
+        }
+    }
+
+    fn refuse_destination(&self, peer: SocketAddr, identity: &Identity, host: &str, refusal: &Refusal) -> Response<RespBody> {
+        let status = match refusal {
+            Refusal::Resolve { .. } => StatusCode::BAD_GATEWAY,
+            Refusal::Port(_) | Refusal::Private { .. } => StatusCode::FORBIDDEN,
+        };
+        let reason = refusal.to_string();
+        self.sluice.record_proxy_refusal(peer, Some(identity), host, status, &reason);
+        metrics::counter!(telemetry::PROXY_CONNECTS, "outcome" => refusal.kind()).increment(1);
+        text(status, &format!("sluice proxy refused: {reason}"))
+    }
+
+    fn bad_gateway(&self, peer: SocketAddr, identity: &Identity, host: &str, reason: &str) -> Response<RespBody> {
+        self.sluice.record_proxy_refusal(peer, Some(identity), host, StatusCode::BAD_GATEWAY, reason);
+        metrics::counter!(telemetry::PROXY_CONNECTS, "outcome" => "connect_failed").increment(1);
+        text(StatusCode::BAD_GATEWAY, &format!("sluice proxy: {reason}"))
+    }
+}
+
+/// The host a request names: `:authority` (HTTP/2) or `Host` (HTTP/1.1),
+/// without port, lower-case.
+fn request_host(req: &Request<Incoming>) -> Option<String> {
+    let raw = match req.uri().authority() {
+        Some(a) => a.host().to_string(),
+        None => {
+            let value = req.headers().get(http::header::HOST)?.to_str().ok()?;
+            let authority: http::uri::Authority = value.parse().ok()?;
+            authority.host().to_string()
+        }
+    };
+    Some(raw.trim_matches(|c| c == '[' || c == ']').to_ascii_lowercase())
+}
+
+/// The token from a `Basic` credential: the password, or the user name when
+/// the password is empty.
+fn basic_token(value: &str) -> Option<String> {
+    use base64::Engine;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, password) = decoded.split_once(':').unwrap_or((decoded.as_str(), ""));
+    let token = if password.is_empty() { user } else { password };
+    (!token.is_empty()).then(|| token.to_string())
+}
+
+fn text(status: StatusCode, message: &str) -> Response<RespBody> {
+    let mut resp = Response::new(full(Bytes::from(format!("{message}\n"))));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+fn empty(status: StatusCode) -> Response<RespBody> {
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = status;
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials() {
+        // "alice:slk-1" and "slk-2:" (token as user name, as some clients send it)
+        assert_eq!(basic_token("Basic YWxpY2U6c2xrLTE="), Some("slk-1".into()));
+        assert_eq!(basic_token("basic c2xrLTI6"), Some("slk-2".into()));
+        assert_eq!(basic_token("Bearer abc"), None);
+        assert_eq!(basic_token("Basic !!!"), None);
+        assert_eq!(basic_token("Basic Og=="), None); // ":"
+    }
+}

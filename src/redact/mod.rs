@@ -1,0 +1,617 @@
+//! `then: redact`: swap each finding's value for a typed placeholder
+//! (`<EMAIL_1>`) in the body sent to the cloud, and swap placeholders back
+//! for the values in the answer, whole or streamed, before the client sees it.
+//!
+//! A [`Redaction`] is planned once per request from the findings. The same
+//! value always gets the same placeholder, numbered per type in order of
+//! first appearance; clients resend the whole conversation each turn, so the
+//! numbering is stable across turns. Placeholders the model invents
+//! (`<EMAIL_9>` when there is no such entry) are left as they are.
+
+mod json;
+mod sse;
+mod table;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+
+use crate::inspect::Finding;
+
+pub use sse::{SseRestorer, StreamFormat};
+use table::{Mode, Table};
+
+/// Why a body could not be redacted or restored.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RedactError {
+    #[error("body is not valid JSON: {0}")]
+    InvalidJson(String),
+    /// Fail closed: a value the inspector found is not inside any string of
+    /// the body that redaction rewrites (for example it spans two content
+    /// parts the parser joined), so it would reach the cloud.
+    #[error("a `{kind}` finding could not be located in the request body")]
+    Unplaced { kind: &'static str },
+    #[error("too many distinct values to redact")]
+    TooManyValues,
+}
+
+impl From<json::InvalidJson> for RedactError {
+    fn from(e: json::InvalidJson) -> Self {
+        RedactError::InvalidJson(e.0)
+    }
+}
+
+/// The placeholders of one request and the values they stand for.
+///
+/// Cheap to clone; `Debug` prints counts only, never values.
+#[derive(Clone, Default)]
+pub struct Redaction {
+    table: Arc<Table>,
+}
+
+/// Member keys whose string values are protocol identifiers or binary
+/// payloads, not prose: rewriting them would break the request (a term that
+/// happens to occur in base64 image data, a model name, a tool id).
+const PROTOCOL_KEYS: &[&str] = &[
+    "model",
+    "role",
+    "type",
+    "id",
+    "name",
+    "tool_call_id",
+    "tool_use_id",
+    "call_id",
+    "signature",
+    "data",
+    "file_data",
+    "file_id",
+    "media_type",
+    "detail",
+    "format",
+    "encrypted_content",
+];
+
+/// Keys whose string values are JSON source text rather than prose.
+const JSON_TEXT_KEYS: &[&str] = &["arguments", "partial_json"];
+
+impl Redaction {
+    /// Assign placeholders in order of first appearance; the same value gets
+    /// the same placeholder (and keeps the kind it was first seen with).
+    /// `items` yields `(kind, value)` in conversation order. Empty values are
+    /// ignored.
+    pub fn plan<'a>(items: impl IntoIterator<Item = (&'static str, &'a str)>) -> Redaction {
+        let mut table = Table::default();
+        let mut seen: HashMap<&'a str, ()> = HashMap::new();
+        let mut next_number: HashMap<String, u32> = HashMap::new();
+        for (kind, value) in items {
+            if value.is_empty() || seen.insert(value, ()).is_some() {
+                continue;
+            }
+            let label = placeholder_label(kind);
+            let n = next_number.entry(label.clone()).or_insert(0);
+            *n += 1;
+            table.push(kind, format!("{label}_{n}"), value.to_string());
+        }
+        Redaction {
+            table: Arc::new(table),
+        }
+    }
+
+    /// Plan from inspector findings over `segments` (the request's
+    /// `text_segments()`), ordered by segment then position so numbering
+    /// follows the conversation. Findings whose span does not fit their
+    /// segment are skipped.
+    pub fn from_findings(segments: &[&str], findings: &[Finding]) -> Redaction {
+        let mut ordered: Vec<&Finding> = findings.iter().collect();
+        ordered.sort_by_key(|f| (f.segment, f.span.start, std::cmp::Reverse(f.span.end)));
+        Redaction::plan(ordered.into_iter().filter_map(|f| {
+            let value = segments.get(f.segment)?.get(f.span.clone())?;
+            Some((f.kind, value))
+        }))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.entries.is_empty()
+    }
+
+    /// Distinct redacted values per finding kind, for the audit record.
+    pub fn counts_by_kind(&self) -> BTreeMap<&'static str, u32> {
+        let mut counts = BTreeMap::new();
+        for e in &self.table.entries {
+            *counts.entry(e.kind).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Rewrite a JSON request body: in every string value (not keys, not
+    /// protocol fields such as `model`, `role`, `id` or base64 `data`), each
+    /// value is replaced by its placeholder, longest match first. Everything
+    /// else is kept byte for byte. Fails closed with
+    /// [`RedactError::Unplaced`] if some value was found nowhere.
+    pub fn redact_json_body(&self, body: &[u8]) -> Result<Vec<u8>, RedactError> {
+        if self.is_empty() {
+            return Ok(body.to_vec());
+        }
+        let text =
+            std::str::from_utf8(body).map_err(|e| RedactError::InvalidJson(e.to_string()))?;
+        let entries = &self.table.entries;
+        let plain = Needles::new(
+            entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (i, e.value.clone())),
+        )?;
+        // Anthropic tool inputs are inspected as sluice's serialisation of
+        // the `input` object, so a value found there may carry escapes
+        // (`\"`, `\n`) that the strings inside `input` do not; there, match
+        // the unescaped spelling too.
+        let unescaped = entries.iter().enumerate().filter_map(|(i, e)| {
+            if !e.value.contains('\\') {
+                return None;
+            }
+            let plain = serde_json::from_str::<String>(&format!("\"{}\"", e.value)).ok()?;
+            (plain != e.value && !plain.is_empty()).then_some((i, plain))
+        });
+        let input = Needles::new(plain.items.iter().cloned().chain(unescaped))?;
+        let mut hits = vec![0u32; entries.len()];
+        let rewritten = json::rewrite_strings(text, |ctx, s| {
+            if !rewritable(ctx, s) {
+                return None;
+            }
+            let needles = if ctx.in_input { &input } else { &plain };
+            let mut out: Option<String> = None;
+            let mut copied = 0;
+            for m in needles.matcher.find_iter(s) {
+                let entry = needles.items[m.pattern().as_usize()].0;
+                hits[entry] += 1;
+                let out = out.get_or_insert_with(|| String::with_capacity(s.len()));
+                out.push_str(&s[copied..m.start()]);
+                out.push_str(&entries[entry].placeholder);
+                copied = m.end();
+            }
+            if let Some(out) = out.as_mut() {
+                out.push_str(&s[copied..]);
+            }
+            out
+        })?;
+        // A value with no match of its own may only have occurred inside a
+        // longer (or earlier, overlapping) value, which was replaced; it is
+        // unplaced only if no rewritable string contains it at all.
+        let mut missing: Vec<usize> = (0..hits.len()).filter(|&i| hits[i] == 0).collect();
+        if !missing.is_empty() {
+            json::rewrite_strings(text, |ctx, s| {
+                if rewritable(ctx, s) {
+                    let needles = if ctx.in_input { &input } else { &plain };
+                    missing.retain(|&i| {
+                        !needles
+                            .items
+                            .iter()
+                            .any(|(o, n)| *o == i && s.contains(n.as_str()))
+                    });
+                }
+                None
+            })?;
+        }
+        if let Some(&first) = missing.first() {
+            return Err(RedactError::Unplaced {
+                kind: entries[first].kind,
+            });
+        }
+        Ok(rewritten.map_or_else(|| body.to_vec(), String::into_bytes))
+    }
+
+    /// Restore a whole (non-streamed) JSON response. Inside JSON-encoded
+    /// strings (`arguments`, `partial_json`) values go in JSON-escaped.
+    /// Returns the body unchanged when it holds no placeholder.
+    pub fn restore_json_body(&self, body: &[u8]) -> Result<Vec<u8>, RedactError> {
+        if self.is_empty() || !table::may_hold_placeholder(body) {
+            return Ok(body.to_vec());
+        }
+        let text =
+            std::str::from_utf8(body).map_err(|e| RedactError::InvalidJson(e.to_string()))?;
+        let rewritten = restore_document(&self.table, text)?;
+        Ok(rewritten.map_or_else(|| body.to_vec(), String::into_bytes))
+    }
+
+    /// A restorer for one streamed (SSE) response in `format`.
+    pub fn sse_restorer(&self, format: StreamFormat) -> SseRestorer {
+        SseRestorer::new(Arc::clone(&self.table), format)
+    }
+}
+
+/// Values to find, each with the index of the entry it stands for.
+struct Needles {
+    items: Vec<(usize, String)>,
+    matcher: AhoCorasick,
+}
+
+impl Needles {
+    fn new(items: impl IntoIterator<Item = (usize, String)>) -> Result<Needles, RedactError> {
+        let items: Vec<(usize, String)> = items.into_iter().collect();
+        let matcher = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(items.iter().map(|(_, n)| n))
+            .map_err(|_| RedactError::TooManyValues)?;
+        Ok(Needles { items, matcher })
+    }
+}
+
+/// Whether redaction may rewrite a string value: not protocol fields
+/// (outside tool inputs) and not data URLs.
+fn rewritable(ctx: &json::StrCtx<'_>, s: &str) -> bool {
+    let protocol = !ctx.in_input && ctx.key.is_some_and(|k| PROTOCOL_KEYS.contains(&k));
+    !protocol && !s.starts_with("data:")
+}
+
+/// Restore every placeholder in the string values of a JSON document;
+/// `Ok(None)` when nothing changed.
+fn restore_document(table: &Table, text: &str) -> Result<Option<String>, json::InvalidJson> {
+    json::rewrite_strings(text, |ctx, s| {
+        let json_text = !ctx.in_input && ctx.key.is_some_and(|k| JSON_TEXT_KEYS.contains(&k));
+        table.restore(
+            s,
+            if json_text {
+                Mode::JsonText
+            } else {
+                Mode::Text
+            },
+        )
+    })
+}
+
+impl fmt::Debug for Redaction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redaction")
+            .field("counts", &self.counts_by_kind())
+            .finish()
+    }
+}
+
+/// The placeholder label for a finding kind: `email` → `EMAIL`,
+/// `credit_card` → `CARD`; unknown kinds are upper-cased, with anything but
+/// ASCII letters and digits turned into `_`.
+pub fn placeholder_label(kind: &str) -> String {
+    let fixed = match kind {
+        "email" => "EMAIL",
+        "credit_card" => "CARD",
+        "us_ssn" => "SSN",
+        "phone" => "PHONE",
+        "iban" => "IBAN",
+        "aws_access_key" => "AWS_KEY",
+        "github_token" => "GITHUB_TOKEN",
+        "openai_key" => "OPENAI_KEY",
+        "anthropic_key" => "ANTHROPIC_KEY",
+        "private_key" => "PRIVATE_KEY",
+        "term" => "TERM",
+        _ => "",
+    };
+    if !fixed.is_empty() {
+        return fixed.to_string();
+    }
+    let label: String = kind
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if label.is_empty() {
+        "REDACTED".to_string()
+    } else {
+        label
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inspect::Category;
+    use serde_json::{json, Value};
+
+    fn all_strings(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) => out.push(s.clone()),
+            Value::Array(a) => a.iter().for_each(|x| all_strings(x, out)),
+            Value::Object(o) => o.iter().for_each(|(k, x)| {
+                out.push(k.clone());
+                all_strings(x, out)
+            }),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(placeholder_label("email"), "EMAIL");
+        assert_eq!(placeholder_label("credit_card"), "CARD");
+        assert_eq!(placeholder_label("us_ssn"), "SSN");
+        assert_eq!(placeholder_label("aws_access_key"), "AWS_KEY");
+        assert_eq!(placeholder_label("term"), "TERM");
+        assert_eq!(placeholder_label("passport-no"), "PASSPORT_NO");
+    }
+
+    #[test]
+    fn same_value_same_placeholder_numbered_per_label() {
+        let r = Redaction::plan([
+            ("email", "a@x.com"),
+            ("credit_card", "4111111111111111"),
+            ("email", "b@x.com"),
+            ("email", "a@x.com"),
+            ("term", ""),
+        ]);
+        let ph: Vec<(&str, &str)> = r
+            .table
+            .entries
+            .iter()
+            .map(|e| (e.placeholder.as_str(), e.value.as_str()))
+            .collect();
+        assert_eq!(
+            ph,
+            [
+                ("<EMAIL_1>", "a@x.com"),
+                ("<CARD_1>", "4111111111111111"),
+                ("<EMAIL_2>", "b@x.com")
+            ]
+        );
+        assert_eq!(
+            r.counts_by_kind(),
+            BTreeMap::from([("credit_card", 1), ("email", 2)])
+        );
+        assert!(!r.is_empty());
+        assert!(Redaction::plan([]).is_empty());
+        assert!(!format!("{r:?}").contains("a@x.com"));
+    }
+
+    #[test]
+    fn plan_is_stable_across_turns() {
+        let turn1 = Redaction::plan([("email", "a@x.com"), ("phone", "555-0100")]);
+        // Turn 2 resends turn 1 (now with the restored answer) plus new text.
+        let turn2 = Redaction::plan([
+            ("email", "a@x.com"),
+            ("phone", "555-0100"),
+            ("email", "a@x.com"),
+            ("email", "c@x.com"),
+        ]);
+        for e in &turn1.table.entries {
+            let same = turn2
+                .table
+                .entries
+                .iter()
+                .find(|x| x.value == e.value)
+                .unwrap();
+            assert_eq!(same.placeholder, e.placeholder);
+        }
+        assert_eq!(turn2.table.entries[2].placeholder, "<EMAIL_2>");
+    }
+
+    #[test]
+    fn from_findings_orders_by_position() {
+        let segments = ["mail b@x.com", "first a@x.com then b@x.com"];
+        let f = |segment, span: std::ops::Range<usize>| Finding {
+            category: Category::Pii,
+            kind: "email",
+            segment,
+            span,
+            confidence: 1.0,
+            validator: "pattern",
+        };
+        let findings = [f(1, 19..26), f(1, 6..13), f(0, 5..12), f(0, 5..99)];
+        let r = Redaction::from_findings(&segments, &findings);
+        let values: Vec<&str> = r.table.entries.iter().map(|e| e.value.as_str()).collect();
+        assert_eq!(values, ["b@x.com", "a@x.com"]);
+    }
+
+    #[test]
+    fn redacts_realistic_openai_body() {
+        let body = json!({
+            "model": "gpt-4o",
+            "messages": [
+                {"role": "system", "content": "You help Acme staff. Escalate to boss@acme.com."},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Card 4111 1111 1111 1111 belongs to jo@x.org"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,QUNNRQ=="}}
+                ]},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{\"email\":\"jo@x.org\"}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "jo@x.org: Project Falcon lead"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "lookup", "description": "Find a user; never for boss@acme.com", "parameters": {"type": "object"}}}],
+            "user": "jo@x.org"
+        });
+        let raw = serde_json::to_vec(&body).unwrap();
+        let r = Redaction::plan([
+            ("email", "boss@acme.com"),
+            ("credit_card", "4111 1111 1111 1111"),
+            ("email", "jo@x.org"),
+            ("term", "Falcon"),
+        ]);
+        let out = r.redact_json_body(&raw).unwrap();
+        let text = String::from_utf8(out.clone()).unwrap();
+        for v in ["boss@acme.com", "4111 1111 1111 1111", "jo@x.org", "Falcon"] {
+            assert!(!text.contains(v), "{v} left in {text}");
+        }
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v["messages"][1]["content"][0]["text"],
+            "Card <CARD_1> belongs to <EMAIL_2>"
+        );
+        assert_eq!(
+            v["messages"][2]["tool_calls"][0]["function"]["arguments"],
+            "{\"email\":\"<EMAIL_2>\"}"
+        );
+        assert_eq!(
+            v["messages"][3]["content"],
+            "<EMAIL_2>: Project <TERM_1> lead"
+        );
+        assert_eq!(v["user"], "<EMAIL_2>");
+        // Structure and binary payloads are untouched.
+        assert_eq!(v["model"], "gpt-4o");
+        assert_eq!(
+            v["messages"][1]["content"][1],
+            body["messages"][1]["content"][1]
+        );
+        // Restoring the redacted body gives back the original.
+        let restored: Value = serde_json::from_slice(&r.restore_json_body(&out).unwrap()).unwrap();
+        assert_eq!(restored, body);
+    }
+
+    #[test]
+    fn redacts_realistic_anthropic_body() {
+        let body = json!({
+            "model": "claude-sonnet-4",
+            "system": [{"type": "text", "text": "Customer: ann@corp.io, SSN 123-45-6789"}],
+            "messages": [
+                {"role": "user", "content": "Email ann@corp.io about the \"Blue Wren\" account"},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "Looking up."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "crm", "input": {"name": "Blue Wren", "id": "123-45-6789"}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "owner ann@corp.io"}]},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "YW5uQGNvcnAuaW8="}}
+                ]}
+            ],
+            "max_tokens": 100
+        });
+        let raw = serde_json::to_vec(&body).unwrap();
+        let r = Redaction::plan([
+            ("email", "ann@corp.io"),
+            ("us_ssn", "123-45-6789"),
+            ("term", "Blue Wren"),
+        ]);
+        let out = r.redact_json_body(&raw).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        let mut strings = Vec::new();
+        all_strings(&v, &mut strings);
+        for s in &strings {
+            for value in ["ann@corp.io", "123-45-6789", "Blue Wren"] {
+                assert!(!s.contains(value), "{value} left in {s}");
+            }
+        }
+        assert_eq!(v["system"][0]["text"], "Customer: <EMAIL_1>, SSN <SSN_1>");
+        // Keys inside a tool input are the model's: `id` there is data.
+        assert_eq!(
+            v["messages"][1]["content"][1]["input"],
+            json!({"name": "<TERM_1>", "id": "<SSN_1>"})
+        );
+        assert_eq!(v["messages"][1]["content"][1]["id"], "toolu_1");
+        assert_eq!(
+            v["messages"][2]["content"][1]["source"]["data"],
+            "YW5uQGNvcnAuaW8="
+        );
+        assert_eq!(v["max_tokens"], 100);
+    }
+
+    #[test]
+    fn escaped_values_from_serialised_tool_input_are_found() {
+        let body = br#"{"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"t","name":"n","input":{"q":"say \"hi\" Bob"}}]}]}"#;
+        // The inspector saw `{"q":"say \"hi\" Bob"}` and matched with escapes.
+        let r = Redaction::plan([("term", r#"\"hi\" Bob"#)]);
+        let out = String::from_utf8(r.redact_json_body(body).unwrap()).unwrap();
+        assert!(out.contains(r#""q":"say <TERM_1>""#), "{out}");
+    }
+
+    #[test]
+    fn unescaped_spelling_is_only_matched_inside_tool_inputs() {
+        // Decoded content: `q\" and q"`; the value was seen in plain text.
+        let body = br#"{"messages":[{"role":"user","content":"q\\\" and q\""}]}"#;
+        let r = Redaction::plan([("term", r#"q\""#)]);
+        let v: Value = serde_json::from_slice(&r.redact_json_body(body).unwrap()).unwrap();
+        assert_eq!(v["messages"][0]["content"], "<TERM_1> and q\"");
+    }
+
+    #[test]
+    fn overlapping_values_prefer_the_longest() {
+        let body = br#"{"messages":[{"role":"user","content":"Falcon Heavy and Falcon"}]}"#;
+        let r = Redaction::plan([("term", "Falcon"), ("term", "Falcon Heavy")]);
+        let v: Value = serde_json::from_slice(&r.redact_json_body(body).unwrap()).unwrap();
+        assert_eq!(v["messages"][0]["content"], "<TERM_2> and <TERM_1>");
+    }
+
+    #[test]
+    fn value_seen_only_inside_a_longer_value_is_placed() {
+        let body = br#"{"messages":[{"role":"user","content":"about Falcon Heavy"}]}"#;
+        let r = Redaction::plan([("term", "Falcon"), ("term", "Falcon Heavy")]);
+        let v: Value = serde_json::from_slice(&r.redact_json_body(body).unwrap()).unwrap();
+        assert_eq!(v["messages"][0]["content"], "about <TERM_2>");
+    }
+
+    #[test]
+    fn unplaced_value_fails_closed() {
+        let body = br#"{"messages":[{"role":"user","content":"nothing here"}]}"#;
+        let r = Redaction::plan([("email", "a@x.com")]);
+        assert_eq!(
+            r.redact_json_body(body),
+            Err(RedactError::Unplaced { kind: "email" })
+        );
+        assert!(matches!(
+            r.redact_json_body(b"{nope"),
+            Err(RedactError::InvalidJson(_))
+        ));
+    }
+
+    #[test]
+    fn restores_whole_openai_chat_response() {
+        let r = Redaction::plan([("email", "jo@x.org"), ("term", "Say \"Falcon\"")]);
+        let body = json!({
+            "id": "chatcmpl-1", "object": "chat.completion",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": "Writing to <EMAIL_1> re <TERM_1>, not <EMAIL_7>.",
+                "tool_calls": [{"id": "c", "type": "function", "function": {"name": "send",
+                    "arguments": "{\"to\":\"<EMAIL_1>\",\"subject\":\"<TERM_1>\"}"}}]
+            }}]
+        });
+        let out: Value = serde_json::from_slice(
+            &r.restore_json_body(&serde_json::to_vec(&body).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        let msg = &out["choices"][0]["message"];
+        assert_eq!(
+            msg["content"],
+            "Writing to jo@x.org re Say \"Falcon\", not <EMAIL_7>."
+        );
+        let args: Value = serde_json::from_str(
+            msg["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(args, json!({"to": "jo@x.org", "subject": "Say \"Falcon\""}));
+    }
+
+    #[test]
+    fn restores_whole_anthropic_and_responses_bodies() {
+        let r = Redaction::plan([("email", "jo@x.org")]);
+        let anthropic = json!({"type": "message", "content": [
+            {"type": "text", "text": "Sent to <EMAIL_1>"},
+            {"type": "tool_use", "id": "t", "name": "send", "input": {"to": ["<EMAIL_1>"]}}
+        ]});
+        let out: Value = serde_json::from_slice(
+            &r.restore_json_body(&serde_json::to_vec(&anthropic).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(out["content"][0]["text"], "Sent to jo@x.org");
+        assert_eq!(out["content"][1]["input"]["to"][0], "jo@x.org");
+
+        // Go-style encoders escape `<` and `>`; JSON parsing makes that moot.
+        let responses = br#"{"object":"response","output":[{"type":"message","content":[{"type":"output_text","text":"hi \u003cEMAIL_1\u003e"}]},{"type":"function_call","arguments":"{\"to\":\"<EMAIL_1>\"}"}]}"#;
+        let out: Value = serde_json::from_slice(&r.restore_json_body(responses).unwrap()).unwrap();
+        assert_eq!(out["output"][0]["content"][0]["text"], "hi jo@x.org");
+        assert_eq!(out["output"][1]["arguments"], "{\"to\":\"jo@x.org\"}");
+    }
+
+    #[test]
+    fn response_without_placeholders_is_returned_byte_for_byte() {
+        let r = Redaction::plan([("email", "jo@x.org")]);
+        let body = br#"{"b": 1.0e3,   "a":"x < y"}"#;
+        assert_eq!(r.restore_json_body(body).unwrap(), body);
+    }
+}
