@@ -539,10 +539,17 @@ async fn worker(
                 }
                 Err(e) => {
                     sender = None;
+                    stats.first_error.get_or_insert_with(|| format!("{e:#}"));
                     if Instant::now() >= measure_from {
+                        // A failed connect uses up a request, or a run with
+                        // --requests against a refusing server never ends.
+                        if let Stop::After(n) = stop {
+                            if claimed.fetch_add(1, Ordering::Relaxed) >= n {
+                                break;
+                            }
+                        }
                         stats.transport_errors += 1;
                     }
-                    stats.first_error.get_or_insert_with(|| format!("{e:#}"));
                     // Don't spin on a refusing server.
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
@@ -664,7 +671,7 @@ fn report(
         println!("{out}");
     } else {
         let via = match (&args.proxy, &target.tunnel) {
-            (Some(_), Some(_)) => format!("CONNECT tunnel via proxy {}", target.connect_to),
+            (Some(_), Some(_)) => format!("CONNECT tunnel through proxy {}", target.connect_to),
             (Some(_), None) => format!("proxy {}", target.connect_to),
             (None, _) => target.connect_to.to_string(),
         };

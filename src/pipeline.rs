@@ -377,18 +377,12 @@ impl Sluice {
         identity: Identity,
         origin: Arc<Origin>,
     ) -> Response<RespBody> {
-        let mut trail = Trail::new("passthrough", format_of(req.headers()), client, Ingress::Proxy);
-        trail.record.team = identity.team.clone();
-        trail.record.user = identity.user.clone();
-        trail.record.host = origin.target().host.clone();
-        trail.record.provider = provider_of_host(&origin.target().host).to_string();
-        trail.record.decision = "forward".into();
+        let mut trail = Trail::forwarded("passthrough", req.headers(), client, &identity, &origin);
         trail.record.reason = format!("{} {} is not an LLM API call; forwarded unchanged", req.method(), req.uri().path());
-        if let Err(e) = self.audit.check_writable() {
-            tracing::error!(error = %e, "audit log not writable; refusing to forward");
-            let message = "sluice cannot write its audit log, so the request was not forwarded";
-            return self.refuse(trail, ErrorKind::LocalUnavailable, message);
-        }
+        let trail = match self.gate_on_audit(trail) {
+            Ok(trail) => trail,
+            Err(refused) => return refused,
+        };
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         for name in ["proxy-authorization", "proxy-authenticate"] {
@@ -409,16 +403,11 @@ impl Sluice {
         identity: Identity,
         origin: Arc<Origin>,
     ) -> Response<RespBody> {
-        let mut trail = Trail::new("websocket", format_of(req.headers()), client, Ingress::Proxy);
-        trail.record.team = identity.team.clone();
-        trail.record.user = identity.user.clone();
-        trail.record.host = origin.target().host.clone();
-        trail.record.provider = provider_of_host(&origin.target().host).to_string();
-        trail.record.decision = "forward".into();
-        if let Err(e) = self.audit.check_writable() {
-            tracing::error!(error = %e, "audit log not writable; refusing to forward");
-            return self.refuse(trail, ErrorKind::LocalUnavailable, "sluice cannot write its audit log, so the request was not forwarded");
-        }
+        let trail = Trail::forwarded("websocket", req.headers(), client, &identity, &origin);
+        let mut trail = match self.gate_on_audit(trail) {
+            Ok(trail) => trail,
+            Err(refused) => return refused,
+        };
         let client_upgrade = hyper::upgrade::on(&mut req);
         let (mut parts, _) = req.into_parts();
         for name in ["proxy-authorization", "proxy-authenticate", "proxy-connection", "keep-alive", "te", "trailer", "transfer-encoding"] {
@@ -625,7 +614,11 @@ impl Sluice {
                         }
                     },
                 };
-                self.forward_to_cloud(trail, api, &via, &parts, body, auth, redaction, &decision.rule).await
+                let upstream = match self.upstream_request(api, &via, &parts, body, auth) {
+                    Ok(upstream) => upstream,
+                    Err(message) => return self.refuse(trail, ErrorKind::Upstream, &message),
+                };
+                self.forward_to_cloud(trail, api, &via, upstream, redaction, &decision.rule).await
             }
         }
     }
@@ -763,21 +756,13 @@ impl Sluice {
         trail: Trail,
         api: Api,
         via: &Via,
-        parts: &http::request::Parts,
-        body: Bytes,
-        auth: UpstreamAuth,
+        mut upstream: Request<Full<Bytes>>,
         redaction: Option<Arc<Redaction>>,
         rule: &str,
     ) -> Response<RespBody> {
-        // Fail closed: nothing leaves unless its record can be written.
-        if let Err(e) = self.audit.check_writable() {
-            tracing::error!(error = %e, "audit log not writable; refusing to forward");
-            let message = "sluice cannot write its audit log, so the request was not forwarded";
-            return self.refuse(trail, ErrorKind::LocalUnavailable, message);
-        }
-        let mut upstream = match self.upstream_request(api, via, parts, body, auth) {
-            Ok(upstream) => upstream,
-            Err(message) => return self.refuse(trail, ErrorKind::Upstream, &message),
+        let trail = match self.gate_on_audit(trail) {
+            Ok(trail) => trail,
+            Err(refused) => return refused,
         };
         let restore = redaction.map(|redaction| {
             // A compressed answer could not be searched for placeholders.
@@ -795,6 +780,19 @@ impl Sluice {
                 self.relay_restoring(trail, resp, upstream_started, route, rule, restore)
             }
             Err(e) => self.relay_or_refuse(trail, Err(e), upstream_started, "cloud", rule),
+        }
+    }
+
+    /// Fail closed: nothing leaves unless its record can be written.
+    #[allow(clippy::result_large_err)]
+    fn gate_on_audit(&self, trail: Trail) -> Result<Trail, Response<RespBody>> {
+        match self.audit.check_writable() {
+            Ok(()) => Ok(trail),
+            Err(e) => {
+                tracing::error!(error = %e, "audit log not writable; refusing to forward");
+                let message = "sluice cannot write its audit log, so the request was not forwarded";
+                Err(self.refuse(trail, ErrorKind::LocalUnavailable, message))
+            }
         }
     }
 
@@ -1049,6 +1047,17 @@ impl Sluice {
 }
 
 impl Trail {
+    /// A proxied request forwarded without inspection (not an LLM call).
+    fn forwarded(api: &str, headers: &HeaderMap, client: SocketAddr, identity: &Identity, origin: &Origin) -> Trail {
+        let mut trail = Trail::new(api, format_of(headers), client, Ingress::Proxy);
+        trail.record.team = identity.team.clone();
+        trail.record.user = identity.user.clone();
+        trail.record.host = origin.target().host.clone();
+        trail.record.provider = provider_of_host(&origin.target().host).to_string();
+        trail.record.decision = "forward".into();
+        trail
+    }
+
     fn new(api: &str, format: Format, client: SocketAddr, ingress: Ingress) -> Trail {
         Trail {
             record: AuditRecord {

@@ -151,6 +151,7 @@ async fn reqwest_clean_prompt_reaches_provider_and_sensitive_ones_do_not() {
     // Idle keep-alive connections would be shut down gracefully (an HTTP/2
     // GOAWAY the client must answer); this test's runtime is about to block.
     drop((client, client1));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let records = proc.audit_records();
     let proxied: Vec<_> = records.iter().filter(|r| r["ingress"] == "proxy").collect();
     assert_eq!(proxied.len(), 4, "{records:#?}");
@@ -315,8 +316,14 @@ async fn echo_tls_server() -> (std::net::SocketAddr, String, Vec<u8>) {
 async fn other_hosts_are_tunneled_byte_for_byte_with_their_own_certificate() {
     let fake = FakeProvider::start().await;
     let (echo, echo_ca, echo_leaf) = echo_tls_server().await;
+    let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plain_addr = plain.local_addr().unwrap();
     let setup = Setup {
-        proxy: format!("allowed_ports: [443, {}], allow_private: [\"127.0.0.0/8\"]", echo.port()),
+        proxy: format!(
+            "allowed_ports: [443, {}, {}], allow_private: [\"127.0.0.0/8\"]",
+            echo.port(),
+            plain_addr.port()
+        ),
         ..Setup::default()
     };
     let proc = SluiceProc::start(&fake, setup).await;
@@ -341,6 +348,25 @@ async fn other_hosts_are_tunneled_byte_for_byte_with_their_own_certificate() {
     assert_eq!(echoed, payload);
     drop(writer.await.unwrap());
     assert!(fake.requests().is_empty());
+
+    // Plain HTTP in absolute form is forwarded to the (allowed) origin too.
+    tokio::spawn(async move {
+        let (mut tcp, _) = plain.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && tcp.read(&mut byte).await.unwrap() == 1 {
+            head.push(byte[0]);
+        }
+        assert!(String::from_utf8_lossy(&head).starts_with("GET /status?x=1 HTTP/1.1"), "{}", String::from_utf8_lossy(&head));
+        tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nplain").await.unwrap();
+    });
+    let client = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(format!("http://{}", proc.proxy)).unwrap())
+        .build()
+        .unwrap();
+    let resp = client.get(format!("http://{plain_addr}/status?x=1")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "plain");
 }
 
 #[tokio::test]

@@ -128,6 +128,19 @@ impl NetPolicy {
         if !self.port_allowed(port) {
             return Err(Refusal::Port(port));
         }
+        self.checked_address(host, port).await
+    }
+
+    /// [`Self::destination`] for plain-HTTP absolute-form requests, which may
+    /// also use port 80.
+    pub async fn http_destination(&self, host: &str, port: u16) -> Result<SocketAddr, Refusal> {
+        if port != 80 && !self.port_allowed(port) {
+            return Err(Refusal::Port(port));
+        }
+        self.checked_address(host, port).await
+    }
+
+    async fn checked_address(&self, host: &str, port: u16) -> Result<SocketAddr, Refusal> {
         let host = host.trim_matches(|c| c == '[' || c == ']').to_ascii_lowercase();
         if let Some(addr) = self.resolve.pinned(&host, port) {
             return Ok(addr);

@@ -74,6 +74,18 @@ impl Proxy {
         })
     }
 
+    /// How to reach a checked origin address, over verified TLS or plain.
+    fn target(&self, host: &str, port: u16, addr: SocketAddr, tls: bool) -> OriginTarget {
+        OriginTarget {
+            host: host.to_string(),
+            port,
+            addr,
+            tls: tls.then(|| self.sluice.cloud().tls()),
+            connect_timeout: self.connect_timeout,
+            response_timeout: self.response_timeout,
+        }
+    }
+
     fn intercepts(&self, host: &str) -> bool {
         self.intercept.iter().any(|p| host_matches(p, host))
     }
@@ -297,14 +309,7 @@ impl Proxy {
         let origin = if misdirected {
             Err(format!("TLS server name {sni_host} does not match the CONNECT host {host}"))
         } else {
-            let target = OriginTarget {
-                host: host.clone(),
-                port,
-                addr,
-                tls: Some(self.sluice.cloud().tls()),
-                connect_timeout: self.connect_timeout,
-                response_timeout: self.response_timeout,
-            };
+            let target = self.target(&host, port, addr, true);
             Origin::connect(target, upstream_offer).await.map(Arc::new).map_err(|e| format!("cannot reach {host}:{port}: {e}"))
         };
         // Mirror the origin: the client gets exactly the protocol the origin
@@ -399,18 +404,11 @@ impl Proxy {
             return text(StatusCode::BAD_REQUEST, "absolute-form request without a host");
         };
         let port = req.uri().port_u16().unwrap_or(80);
-        let addr = match self.net.destination(&host, port).await {
+        let addr = match self.net.http_destination(&host, port).await {
             Ok(addr) => addr,
             Err(refusal) => return self.refuse_destination(peer, &identity, &host, &refusal),
         };
-        let target = OriginTarget {
-            host: host.clone(),
-            port,
-            addr,
-            tls: None,
-            connect_timeout: self.connect_timeout,
-            response_timeout: self.response_timeout,
-        };
+        let target = self.target(&host, port, addr, false);
         match Origin::connect(target, Vec::new()).await {
             Ok(origin) => self.sluice.clone().handle_proxied(req, peer, identity, Arc::new(origin)).await,
             Err(e) => self.bad_gateway(peer, &identity, &host, &format!("cannot connect to {host}:{port}: {e}")),
