@@ -232,14 +232,16 @@ start_sluice() {
 }
 
 # mitmdump keeps api.openai.com as SNI and Host and only changes where it
-# connects, the way upstream.resolve does for sluice.
+# connects, the way upstream.resolve does for sluice. Rewriting the CONNECT
+# target (not the address in server_connect) keeps mitmproxy's upstream
+# connection reuse: with server_connect it dialed per request and stalled.
 cat >"$work/mitm_redirect.py" <<EOF
 FAKE = ("127.0.0.1", $fake_port)
 
 
-def server_connect(data):
-    if data.server.address and data.server.address[0] == "api.openai.com":
-        data.server.address = FAKE
+def http_connect(flow):
+    if flow.request.host == "api.openai.com":
+        flow.request.host, flow.request.port = FAKE
 EOF
 mitm_pid=
 start_mitmdump() {

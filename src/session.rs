@@ -138,6 +138,16 @@ mod tests {
         sessions.mark(&Conversation::of("t", &first));
         let second = request(&[(Role::User, "card 4111 1111 1111 1111, refund it"), (Role::Assistant, "done"), (Role::User, "thanks, and now?")]);
         assert!(sessions.is_sticky(&Conversation::of("t", &second)));
+        // The pipeline marks each sticky turn, so the chain holds at turn three.
+        sessions.mark(&Conversation::of("t", &second));
+        let third = request(&[
+            (Role::User, "card 4111 1111 1111 1111, refund it"),
+            (Role::Assistant, "done"),
+            (Role::User, "thanks, and now?"),
+            (Role::Assistant, "nothing else"),
+            (Role::User, "write me a poem"),
+        ]);
+        assert!(sessions.is_sticky(&Conversation::of("t", &third)));
         // Another team, or another conversation, is not.
         assert!(!sessions.is_sticky(&Conversation::of("other", &second)));
         let unrelated = request(&[(Role::User, "hello"), (Role::Assistant, "hi"), (Role::User, "thanks, and now?")]);

@@ -292,26 +292,29 @@ impl Detector for ContextId {
 // ------------------------------------------------------ ABA routing
 
 /// Nine digits, or Presidio's "dddd-dddd-d" grouping.
+/// The shape routing number candidates must have; matched by hand
+/// (`routing_shaped`), since a regex search costs more to start than this
+/// takes to run on a numeric run. The tests check the hand matcher
+/// against it.
+#[cfg(test)]
 const ROUTING: &str = r"(?-u:\b)(?:[0-9]{9}|[0-9]{4}-[0-9]{4}-[0-9])(?-u:\b)";
 const ROUTING_CONTEXT: &[&str] = &[
     "routing", "aba", "rtn", "transit", "bank", "ach", "wire", "account",
 ];
 
-struct Routing {
-    re: Regex,
-}
+struct Routing;
 
 impl Routing {
     fn new() -> Self {
-        Routing {
-            re: compile_builtin(ROUTING),
-        }
+        Routing
     }
 }
 
 impl Detector for Routing {
     fn find(&self, text: &str, pre: &Prescan, segment: usize, out: &mut Vec<Finding>) {
-        let candidates = pre.runs(9).flat_map(|run| find_in(&self.re, text, run));
+        let candidates = pre
+            .runs(9)
+            .flat_map(|run| routing_shaped(text.as_bytes(), run));
         for span in candidates {
             let mut d = [0u32; 9];
             let mut n = 0;
@@ -332,6 +335,47 @@ impl Detector for Routing {
             out.push(pii("us_bank_routing", segment, span, conf, "aba_checksum"));
         }
     }
+}
+
+/// Matches of [`ROUTING`] within `run`, leftmost first and not
+/// overlapping, as the regex finds them: nine digits, else "dddd-dddd-d",
+/// between word boundaries.
+fn routing_shaped(bytes: &[u8], run: Range<usize>) -> Vec<Range<usize>> {
+    let digits = |at: usize, n: usize| {
+        bytes
+            .get(at..at + n)
+            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+    };
+    let dash = |at: usize| bytes.get(at) == Some(&b'-');
+    let bounded = |end: usize| bytes.get(end).is_none_or(|&b| !is_word_byte(b));
+    let mut out = Vec::new();
+    let mut start = run.start;
+    while start < run.end {
+        let word_start = start == 0 || !is_word_byte(bytes[start - 1]);
+        let end = if !word_start {
+            None
+        } else if digits(start, 9) && bounded(start + 9) {
+            Some(start + 9)
+        } else if digits(start, 4)
+            && dash(start + 4)
+            && digits(start + 5, 4)
+            && dash(start + 9)
+            && digits(start + 10, 1)
+            && bounded(start + 11)
+        {
+            Some(start + 11)
+        } else {
+            None
+        };
+        match end {
+            Some(end) => {
+                out.push(start..end);
+                start = end;
+            }
+            None => start += 1,
+        }
+    }
+    out
 }
 
 /// ABA checksum (weights 3, 7, 1) plus the Federal Reserve prefix ranges
@@ -428,5 +472,34 @@ mod tests {
         ] {
             assert!(spans(&d, text).is_empty(), "{text}");
         }
+    }
+
+    #[test]
+    fn routing_shapes_match_the_regex() {
+        let re = compile_builtin(ROUTING);
+        let pieces = ["1210", "00358", "-", "-", "9", " ", "x", "é", "12345678"];
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut matched = 0;
+        for _ in 0..3000 {
+            let mut next = || {
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                (x >> 33) as usize
+            };
+            let mut t = String::new();
+            for _ in 0..next() % 16 {
+                t.push_str(pieces[next() % pieces.len()]);
+            }
+            let pre = Prescan::of(&t);
+            let want: Vec<Range<usize>> = pre.runs(9).flat_map(|r| find_in(&re, &t, r)).collect();
+            let got: Vec<Range<usize>> = pre
+                .runs(9)
+                .flat_map(|r| routing_shaped(t.as_bytes(), r))
+                .collect();
+            matched += want.len();
+            assert_eq!(got, want, "{t:?}");
+        }
+        assert!(matched > 30, "{matched}");
     }
 }

@@ -8,15 +8,17 @@
 //! every prompt.
 //!
 //! Speed comes from not running most regexes at all: one byte pass
-//! ([`Prescan`]) finds where numeric PII can be, and one Aho-Corasick pass
-//! over every detector's keywords (as gitleaks does) decides which
-//! keyword-gated detectors run on a segment.
+//! ([`Prescan`]) finds where numeric PII can be, and one keyword pass
+//! (`keywords::KeywordGate`, a byte-pair filter over every detector's
+//! keywords, where gitleaks uses Aho-Corasick) decides which keyword-gated
+//! detectors run on a segment.
 
 mod attachment;
 mod crypto;
 mod dictionary;
 mod finding;
 mod ids;
+mod keywords;
 mod network;
 mod pii;
 mod rules;
@@ -28,8 +30,9 @@ pub use finding::*;
 use std::cmp::Reverse;
 use std::ops::Range;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex::Regex;
+
+use keywords::KeywordGate;
 
 /// Numeric PII (cards, SSNs, phones) needs at least this many digits.
 const MIN_RUN_DIGITS: usize = 8;
@@ -220,10 +223,9 @@ pub(crate) trait Detector: Send + Sync {
 /// All built-in PII and secret detectors, compiled once.
 pub struct Detectors {
     detectors: Vec<Box<dyn Detector>>,
-    /// Every detector keyword, deduplicated; pattern i of `keywords`
-    /// (`words[i]`) activates the detectors listed in `keyword_owners[i]`.
-    keywords: AhoCorasick,
-    words: Vec<&'static str>,
+    /// Every detector keyword, deduplicated; keyword i activates the
+    /// detectors listed in `keyword_owners[i]`.
+    keywords: KeywordGate,
     keyword_owners: Vec<Vec<usize>>,
     /// Detectors that declare no keywords and so run on every segment.
     ungated: Vec<usize>,
@@ -255,18 +257,9 @@ impl Detectors {
                 }
             }
         }
-        // A DFA: the keyword set is fixed and small, and this pass runs on
-        // every segment, so build time and memory buy scan speed.
-        let keywords = AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::Standard)
-            .kind(Some(AhoCorasickKind::DFA))
-            .build(&words)
-            .expect("built-in keywords are short literals, within automaton limits");
         Detectors {
             detectors,
-            keywords,
-            words,
+            keywords: KeywordGate::new(words),
             keyword_owners,
             ungated,
         }
@@ -280,9 +273,11 @@ impl Detectors {
         for &i in &self.ungated {
             active[i] = true;
         }
-        for m in self.keywords.find_overlapping_iter(text) {
-            let word = m.pattern().as_usize();
-            hits.push((self.words[word], m.end()));
+        let mut found = Vec::new();
+        self.keywords.find(text.as_bytes(), &mut found);
+        let words = self.keywords.words();
+        for (word, end) in found {
+            hits.push((words[word], end));
             for &i in &self.keyword_owners[word] {
                 active[i] = true;
             }
@@ -592,6 +587,33 @@ mod tests {
         let term = &found[1];
         assert_eq!(term.category, Category::Term);
         assert_eq!(term.validator, "dictionary");
+    }
+
+    #[test]
+    fn keyword_gate_finds_what_an_overlapping_automaton_finds() {
+        let d = Detectors::new();
+        let words = d.keywords.words();
+        assert!(words
+            .iter()
+            .all(|w| w.len() >= 2 && *w == w.to_ascii_lowercase()));
+        let reference = aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(words)
+            .expect("keywords build an automaton");
+        let mut texts: Vec<String> = SAMPLES.iter().map(|s| s.1.to_string()).collect();
+        let all = texts.join(" \n");
+        texts.push(all.to_ascii_uppercase());
+        texts.push(all.to_ascii_lowercase());
+        texts.push(all);
+        for text in &texts {
+            let want: Vec<(usize, usize)> = reference
+                .find_overlapping_iter(text)
+                .map(|m| (m.pattern().as_usize(), m.end()))
+                .collect();
+            let mut got = Vec::new();
+            d.keywords.find(text.as_bytes(), &mut got);
+            assert_eq!(got, want, "{text}");
+        }
     }
 
     #[test]
