@@ -513,3 +513,22 @@ fn ca_init_writes_a_private_key_and_export_prints_a_constrained_ca() {
         assert!(text.contains("DNS:api.openai.com") && text.contains("DNS:openai.azure.com"), "{text}");
     }
 }
+
+#[tokio::test]
+async fn connections_beyond_the_limit_get_503_and_slots_come_back() {
+    let fake = FakeProvider::start().await;
+    let setup = Setup { proxy: "max_connections: 2".into(), ..Setup::default() };
+    let proc = SluiceProc::start(&fake, setup).await;
+    let first = TcpStream::connect(proc.proxy).await.unwrap();
+    let second = TcpStream::connect(proc.proxy).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = TcpStream::connect(proc.proxy).await.unwrap();
+    let mut answer = String::new();
+    third.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    // Closing a connection frees its slot for the next client.
+    drop((first, second));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, head, _) = connect(proc.proxy, "api.openai.com:443", None).await;
+    assert_eq!(status, 200, "{head}");
+}
