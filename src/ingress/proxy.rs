@@ -368,34 +368,26 @@ impl Proxy {
                 Ok::<_, Infallible>(resp)
             }
         });
-        let io = TokioIo::new(tls);
+        // The protocol was fixed by ALPN; the auto builder recognises the
+        // HTTP/2 preface, and serves HTTP/1.1 (with upgrades) otherwise.
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .keep_alive(true);
+        builder.http2().timer(TokioTimer::new());
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+        // Runs until the connection ends or goes idle; on shutdown, requests
+        // in flight finish.
+        tokio::pin!(conn);
         let mut shutdown = self.shutdown.clone();
-        if h2 {
-            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .serve_connection(io, service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = activity.idle(self.idle_timeout) => return,
-                _ = shutdown.changed() => conn.as_mut().graceful_shutdown(),
-            }
-            let _ = conn.await;
-        } else {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .keep_alive(true)
-                .serve_connection(io, service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = activity.idle(self.idle_timeout) => return,
-                _ = shutdown.changed() => conn.as_mut().graceful_shutdown(),
-            }
-            let _ = conn.await;
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = activity.idle(self.idle_timeout) => return,
+            _ = shutdown.changed() => conn.as_mut().graceful_shutdown(),
         }
+        let _ = conn.await;
     }
 
     /// A plain-HTTP absolute-form request (`GET http://host/path`).
