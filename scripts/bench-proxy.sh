@@ -48,72 +48,9 @@ policies=${BENCH_POLICIES:-$repo/policies}
 mitmdump=${MITMDUMP:-mitmdump}
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/sluice-proxybench.XXXXXX")
-pids=()
-
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ ${BENCH_KEEP:-0} == 1 ]]; then
-        echo "kept $work" >&2
-    else
-        rm -rf "$work"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-die() {
-    echo "bench-proxy: $*" >&2
-    exit 1
-}
-
-# Stops one process this script started and forgets it.
-stop() {
-    local pid=$1 p keep=()
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    for p in "${pids[@]}"; do
-        [[ $p == "$pid" ]] || keep+=("$p")
-    done
-    pids=("${keep[@]}")
-}
-
-# A port nobody listens on right now. Racy in principle, fine on a bench box.
-free_port() {
-    local port
-    for _ in $(seq 1 100); do
-        port=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return 0
-        fi
-    done
-    die "no free port found"
-}
-
-listening() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-# True when GET http://127.0.0.1:PORT/PATH answers 200 (no curl needed).
-http_ok() {
-    local port=$1 path=$2 status
-    exec 3<>"/dev/tcp/127.0.0.1/$port" || return 1
-    printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' "$path" >&3
-    IFS= read -r -t 2 status <&3 || status=
-    exec 3<&- 3>&-
-    [[ $status == "HTTP/1."?" 200"* ]]
-}
-
-# Reads a numeric field from loadgen's one-line JSON.
-field() {
-    sed -E "s/.*\"$2\":([0-9.eE+-]+).*/\1/" <<<"$1"
-}
+bench_name=bench-proxy
+# shellcheck source=scripts/bench-lib.sh
+source "$repo/scripts/bench-lib.sh"
 
 # Percent of all CPUs busy over one second, everything on the machine.
 cpu_busy() {
