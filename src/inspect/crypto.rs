@@ -58,14 +58,15 @@ impl Detector for Wallet {
                 push(span, (0.9, 0.95), "base58check");
             }
         }
-        if text.contains("bc1") || text.contains("BC1") || text.contains("tb1") {
+        let (bech32_near, hex_near) = wallet_prefixes(text.as_bytes());
+        if bech32_near {
             for m in self.bech32.find_iter(text) {
                 if bech32_valid(m.as_str()) {
                     push(m.range(), (0.9, 0.95), "bech32");
                 }
             }
         }
-        if text.contains("0x") {
+        if hex_near {
             for m in self.ethereum.find_iter(text) {
                 let hex = &m.as_str()[2..];
                 let lower = hex.bytes().all(|b| !b.is_ascii_uppercase());
@@ -80,6 +81,24 @@ impl Detector for Wallet {
             }
         }
     }
+}
+
+/// Whether `bytes` contains "bc1", "BC1" or "tb1" (a bech32 address can
+/// be there), and whether it contains "0x", in one pass over the rarer
+/// bytes '1' and 'x' instead of four substring searches.
+fn wallet_prefixes(bytes: &[u8]) -> (bool, bool) {
+    let (mut bech32, mut hex) = (false, false);
+    for i in memchr::memchr2_iter(b'1', b'x', bytes) {
+        if bytes[i] == b'1' {
+            bech32 |= i >= 2 && matches!(&bytes[i - 2..i], b"bc" | b"BC" | b"tb");
+        } else {
+            hex |= i >= 1 && bytes[i - 1] == b'0';
+        }
+        if bech32 && hex {
+            break;
+        }
+    }
+    (bech32, hex)
 }
 
 /// Alphanumeric runs of `min..=max` bytes between non-word bytes. Every
@@ -255,5 +274,33 @@ mod tests {
         let lower = "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed";
         assert_eq!(hits(lower), vec![(0..42, "pattern")]);
         assert!(hits("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed00").is_empty());
+    }
+
+    #[test]
+    fn wallet_prefixes_match_substring_search() {
+        let texts = [
+            "",
+            "1",
+            "x",
+            "0x",
+            "bc1",
+            "BC1",
+            "tb1",
+            "Bc1",
+            "bC1 0X",
+            "abc1 0x1",
+            "xx0",
+            "tb 1",
+            "11bc",
+            "0 x",
+            "address bc1qxy and 0xABC",
+            "tb1tb1",
+            "x0x",
+        ];
+        for text in texts {
+            let bech32 = text.contains("bc1") || text.contains("BC1") || text.contains("tb1");
+            let hex = text.contains("0x");
+            assert_eq!(wallet_prefixes(text.as_bytes()), (bech32, hex), "{text:?}");
+        }
     }
 }

@@ -1,16 +1,39 @@
 //! Per-team sensitive terms (project code names, customer names, ...):
-//! whole-word, ASCII case-insensitive matching with one Aho-Corasick pass.
+//! whole-word, ASCII case-insensitive matching: an Aho-Corasick automaton
+//! probed only at word starts that a cheap byte test lets through.
 
-use aho_corasick::{AhoCorasick, Input, MatchKind};
+use aho_corasick::{AhoCorasick, Anchored, Input, MatchKind, StartKind};
 
 use super::{finding, Category, Finding, TERM_KIND};
 
 /// A compiled set of sensitive terms. Hits are reported as
 /// [`Category::Term`] with kind [`TERM_KIND`]; the term itself never is.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Dictionary {
     matcher: AhoCorasick,
     len: usize,
+    /// Where a term can begin, as bit sets over ASCII-lowercased bytes: a
+    /// cheap test that keeps the automaton away from almost every word
+    /// start. `short`: bit `a << 8 | b` for terms under four bytes starting
+    /// "ab" (a one-byte term "a" sets every `b`); `long`: bit `quad_slot` of
+    /// the first four bytes of every longer term.
+    short: Box<[u64; 1024]>,
+    long: Box<[u64; 1024]>,
+    /// Whether every term starts with an ASCII word byte, so only a word
+    /// byte after a non-word byte can start one.
+    word_first: bool,
+    /// Bit b of 256: some term starts with byte b (either ASCII case).
+    first: [u64; 4],
+}
+
+// By hand: the derived form would print the 16 KiB of start filters.
+impl std::fmt::Debug for Dictionary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dictionary")
+            .field("matcher", &self.matcher)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(thiserror::Error, Debug)]
@@ -44,11 +67,37 @@ impl Dictionary {
         let matcher = AhoCorasick::builder()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::LeftmostLongest)
+            .start_kind(StartKind::Both)
             .build(&patterns)
             .map_err(DictionaryError::Build)?;
+        let mut short = Box::new([0u64; 1024]);
+        let mut long = Box::new([0u64; 1024]);
+        let mut first_bytes = [0u64; 4];
+        for pattern in &patterns {
+            let bytes = pattern.as_bytes();
+            for b in [bytes[0], bytes[0].to_ascii_uppercase()] {
+                first_bytes[usize::from(b) / 64] |= 1 << (b % 64);
+            }
+            if let Some(quad) = bytes.first_chunk::<4>() {
+                set_bit(&mut long, quad_slot(u32::from_le_bytes(*quad)));
+                continue;
+            }
+            let first = usize::from(bytes[0]) << 8;
+            let seconds = match bytes.get(1) {
+                Some(&b) => usize::from(b)..usize::from(b) + 1,
+                None => 0..256,
+            };
+            for pair in seconds {
+                set_bit(&mut short, first | pair);
+            }
+        }
         Ok(Dictionary {
             matcher,
             len: patterns.len(),
+            word_first: patterns.iter().all(|p| is_ascii_word_byte(p.as_bytes()[0])),
+            short,
+            long,
+            first: first_bytes,
         })
     }
 
@@ -62,28 +111,84 @@ impl Dictionary {
     }
 
     /// Push a finding for every whole-word term occurrence in `text`.
+    /// Terms are only probed (anchored) where one can begin: after a byte
+    /// that is not an ASCII word byte, on first bytes some term has. Word
+    /// starts are found eight bytes at a time; scanning the whole text with
+    /// the automaton cost about twice as much.
     pub(crate) fn find(&self, text: &str, segment: usize, out: &mut Vec<Finding>) {
+        let bytes = text.as_bytes();
+        // Start of the text not yet covered by an accepted term.
         let mut pos = 0;
-        while pos < text.len() {
-            let Some(m) = self.matcher.find(Input::new(text).range(pos..)) else {
-                break;
-            };
-            match self.whole_word_end(text, m.start(), m.end()) {
-                Some(end) => {
-                    let span = m.start()..end;
-                    out.push(finding(
-                        Category::Term,
-                        TERM_KIND,
-                        segment,
-                        span,
-                        1.0,
-                        "dictionary",
-                    ));
-                    pos = end;
+        let mut visit = |start: usize, pos: &mut usize| {
+            if let Some(end) = self.term_at(text, start) {
+                out.push(finding(
+                    Category::Term,
+                    TERM_KIND,
+                    segment,
+                    start..end,
+                    1.0,
+                    "dictionary",
+                ));
+                *pos = end;
+            }
+        };
+        // The text start counts as following a non-word byte.
+        let mut carry = 0x80;
+        let first_mask = if self.word_first { 0 } else { u64::MAX };
+        let chunks = bytes.chunks_exact(8);
+        let tail = chunks.remainder();
+        for (index, chunk) in chunks.enumerate() {
+            let mut word = [0; 8];
+            word.copy_from_slice(chunk);
+            let nonword = non_word_tops(u64::from_le_bytes(word));
+            let mut starts = (nonword << 8 | carry) & (!nonword | first_mask);
+            carry = nonword >> 56;
+            while starts != 0 {
+                let byte = starts.trailing_zeros() as usize / 8;
+                starts &= starts - 1;
+                let start = index * 8 + byte;
+                if start >= pos && self.may_start(bytes, start) {
+                    visit(start, &mut pos);
                 }
-                None => pos = m.start() + 1,
             }
         }
+        let mut after_word = carry == 0;
+        let base = bytes.len() - tail.len();
+        for (offset, &b) in tail.iter().enumerate() {
+            let start = base + offset;
+            if !after_word && start >= pos && self.may_start(bytes, start) {
+                visit(start, &mut pos);
+            }
+            after_word = is_ascii_word_byte(b);
+        }
+    }
+
+    /// End of the whole-word term accepted at `start`, if any.
+    #[inline(never)]
+    fn term_at(&self, text: &str, start: usize) -> Option<usize> {
+        let input = Input::new(text).range(start..).anchored(Anchored::Yes);
+        let m = self.matcher.find(input)?;
+        self.whole_word_end(text, start, m.end())
+    }
+
+    /// Whether a term may begin at `pos` (false positives allowed).
+    #[inline]
+    fn may_start(&self, bytes: &[u8], pos: usize) -> bool {
+        let rest = &bytes[pos..];
+        // One lookup rejects most word starts before the hashing below.
+        if self.first[usize::from(rest[0]) / 64] & (1 << (rest[0] % 64)) == 0 {
+            return false;
+        }
+        let Some(quad) = rest.first_chunk::<4>() else {
+            // Near the end only a term under four bytes fits; a one-byte
+            // term's bits are set for every second byte, 0 included.
+            let first = usize::from(rest[0].to_ascii_lowercase()) << 8;
+            let second = rest.get(1).map_or(0, |b| b.to_ascii_lowercase());
+            return has_bit(&self.short, first | usize::from(second));
+        };
+        let quad = ascii_lowercase_u32(u32::from_le_bytes(*quad));
+        let pair = ((quad & 0xff) << 8 | (quad >> 8) & 0xff) as usize;
+        has_bit(&self.long, quad_slot(quad)) | has_bit(&self.short, pair)
     }
 
     /// End of the longest term at `start` that is a whole word, given the
@@ -109,6 +214,64 @@ impl Dictionary {
         }
     }
 }
+
+/// Bit index (of 65,536) for four lowercase bytes (little-endian).
+fn quad_slot(quad: u32) -> usize {
+    (quad.wrapping_mul(0x9E37_79B1) >> 16) as usize
+}
+
+/// `to_ascii_lowercase` on each byte of `word`, without branches: a byte's
+/// top bit in `upper` is set exactly when it is b'A'..=b'Z' (adding to the
+/// low seven bits never carries into the next byte).
+fn ascii_lowercase_u32(word: u32) -> u32 {
+    const TOPS: u32 = 0x8080_8080;
+    let low7 = word & !TOPS;
+    let at_least_a = low7.wrapping_add(0x3f3f_3f3f);
+    let above_z = low7.wrapping_add(0x2525_2525);
+    let upper = at_least_a & !above_z & !word & TOPS;
+    word | (upper >> 2)
+}
+
+fn set_bit(bits: &mut [u64; 1024], index: usize) {
+    bits[index / 64] |= 1 << (index % 64);
+}
+
+fn has_bit(bits: &[u64; 1024], index: usize) -> bool {
+    bits[index / 64] & (1 << (index % 64)) != 0
+}
+
+/// The top bit of each byte of `word` that is not an ASCII word byte
+/// ([0-9A-Za-z_]); non-ASCII bytes count as non-word. Range tests as in
+/// `ascii_lowercase_u32`, eight bytes at once.
+fn non_word_tops(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const TOPS: u64 = 0x8080_8080_8080_8080;
+    let low7 = word & !TOPS;
+    let in_range = |v: u64, lo: u8, hi: u8| {
+        let at_least = v + ONES * u64::from(0x80 - lo);
+        let above = v + ONES * u64::from(0x80 - hi - 1);
+        at_least & !above
+    };
+    let digit = in_range(low7, b'0', b'9');
+    let letter = in_range(low7 | (ONES * 0x20), b'a', b'z');
+    let underscore = in_range(low7, b'_', b'_');
+    let ascii_word = (digit | letter | underscore) & !word & TOPS;
+    !ascii_word & TOPS
+}
+
+fn is_ascii_word_byte(b: u8) -> bool {
+    ASCII_WORD[usize::from(b)]
+}
+
+const ASCII_WORD: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric() || b == b'_' as usize;
+        b += 1;
+    }
+    table
+};
 
 fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() || c == '_'
@@ -189,5 +352,41 @@ mod tests {
         let dict = Dictionary::new(Vec::<String>::new()).unwrap();
         assert!(dict.is_empty());
         assert!(spans(&dict, "anything at all").is_empty());
+    }
+
+    #[test]
+    fn byte_tricks_match_per_byte_definitions() {
+        for b in 0..=255u8 {
+            let word = u64::from_le_bytes([b'x', b, b' ', b, 0xC3, b, b'_', b]);
+            let tops = non_word_tops(word);
+            for (i, &byte) in word.to_le_bytes().iter().enumerate() {
+                assert_eq!(
+                    tops >> (i * 8 + 7) & 1 == 1,
+                    !is_ascii_word_byte(byte),
+                    "{byte}"
+                );
+            }
+            let quad = u32::from_le_bytes([b, b'Q', 0xC9, b]);
+            let lower = [b, b'Q', 0xC9, b].map(|x| x.to_ascii_lowercase());
+            assert_eq!(ascii_lowercase_u32(quad), u32::from_le_bytes(lower), "{b}");
+        }
+    }
+
+    #[test]
+    fn terms_found_at_every_offset_and_in_the_tail() {
+        let dict = Dictionary::new(["ab", "x", "lynx wolf", "#tag"]).unwrap();
+        for pad in 0..20 {
+            let lead = " ".repeat(pad);
+            let text = format!("{lead}Lynx WOLF x ab #tag xab");
+            let at = |s: usize, e: usize| pad + s..pad + e;
+            assert_eq!(
+                spans(&dict, &text),
+                vec![at(0, 9), at(10, 11), at(12, 14), at(15, 19)],
+                "{text:?}"
+            );
+        }
+        let dict = Dictionary::new(["ab", "lynx"]).unwrap();
+        assert_eq!(spans(&dict, "zzzzzzz ab"), vec![8..10]);
+        assert_eq!(spans(&dict, "é lynx é ab"), vec![3..7, 11..13]);
     }
 }
