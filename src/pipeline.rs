@@ -335,26 +335,14 @@ impl Sluice {
         kind: ErrorKind,
         message: &str,
     ) -> Response<RespBody> {
-        let mut trail = Trail::new("proxy", format_of(req.headers()), client, Ingress::Proxy);
-        trail.record.team = identity.team.clone();
-        trail.record.user = identity.user.clone();
-        trail.record.host = host.to_string();
-        trail.record.provider = provider_of_host(host).to_string();
-        trail.record.decision = "block".into();
+        let trail = Trail::proxied("proxy", format_of(req.headers()), client, Some(identity), host, "block");
         self.refuse(trail, kind, message)
     }
 
     /// Audit a refusal at the proxy's door (a CONNECT or absolute-form
     /// request that was never let through); the proxy answers it itself.
     pub fn record_proxy_refusal(&self, client: SocketAddr, identity: Option<&Identity>, host: &str, status: StatusCode, reason: &str) {
-        let mut trail = Trail::new("proxy.connect", Format::OpenAi, client, Ingress::Proxy);
-        if let Some(identity) = identity {
-            trail.record.team = identity.team.clone();
-            trail.record.user = identity.user.clone();
-        }
-        trail.record.host = host.to_string();
-        trail.record.provider = provider_of_host(host).to_string();
-        trail.record.decision = "block".into();
+        let mut trail = Trail::proxied("proxy.connect", Format::OpenAi, client, identity, host, "block");
         trail.record.reason = reason.to_string();
         trail.record.status = status.as_u16();
         self.record(trail, None);
@@ -515,7 +503,11 @@ impl Sluice {
         let exact_tokens = estimate > EXACT_TOKEN_COUNT_ABOVE && self.local.has_tokenizer();
         let prompt_tokens = if exact_tokens { self.local.count_tokens(&request, estimate) } else { estimate };
         let task = self.classifier.classify(&request.last_user_text());
-        let conversation = Conversation::of(&request.identity.team, &request);
+        // Digesting the conversation is only worth it when the team keeps
+        // conversations sticky and some conversation has been marked.
+        let sticky_local = policy.sticky_local()
+            && !self.sticky.is_empty()
+            && self.sticky.is_sticky(&Conversation::of(&request.identity.team, &request));
         let signals = Signals {
             findings: &findings,
             requested_model: &request.model,
@@ -529,7 +521,7 @@ impl Sluice {
             stream: request.stream,
             estimated_cost_usd: self.config.estimated_cost_usd(&request.model, prompt_tokens, request.max_tokens),
             local_queue_depth: self.local.queue_depth(),
-            sticky_local: self.sticky.is_sticky(&conversation),
+            sticky_local,
         };
         trail.record.prompt_sha256 = prompt_digest(&segments);
         trail.record.findings = count_by_kind(&findings)
@@ -560,7 +552,7 @@ impl Sluice {
             }
             Action::Local => {
                 if decision.sticky {
-                    self.sticky.mark(&conversation);
+                    self.sticky.mark(&Conversation::of(&request.identity.team, &request));
                 }
                 match self.local_route(&request, policy.local_options(), sensitive, prompt_tokens, &decision.rule).await {
                     Ok(Route::Cloud) => {
@@ -1049,12 +1041,19 @@ impl Sluice {
 impl Trail {
     /// A proxied request forwarded without inspection (not an LLM call).
     fn forwarded(api: &str, headers: &HeaderMap, client: SocketAddr, identity: &Identity, origin: &Origin) -> Trail {
-        let mut trail = Trail::new(api, format_of(headers), client, Ingress::Proxy);
-        trail.record.team = identity.team.clone();
-        trail.record.user = identity.user.clone();
-        trail.record.host = origin.target().host.clone();
-        trail.record.provider = provider_of_host(&origin.target().host).to_string();
-        trail.record.decision = "forward".into();
+        Trail::proxied(api, format_of(headers), client, Some(identity), &origin.target().host, "forward")
+    }
+
+    /// A request at the forward proxy, for `host`, already decided.
+    fn proxied(api: &str, format: Format, client: SocketAddr, identity: Option<&Identity>, host: &str, decision: &str) -> Trail {
+        let mut trail = Trail::new(api, format, client, Ingress::Proxy);
+        if let Some(identity) = identity {
+            trail.record.team = identity.team.clone();
+            trail.record.user = identity.user.clone();
+        }
+        trail.record.host = host.to_string();
+        trail.record.provider = provider_of_host(host).to_string();
+        trail.record.decision = decision.to_string();
         trail
     }
 

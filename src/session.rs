@@ -88,14 +88,16 @@ impl StickySessions {
         }
     }
 
+    /// No conversation is remembered (so none can be sticky).
+    pub fn is_empty(&self) -> bool {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).seen.is_empty()
+    }
+
     /// Whether an earlier turn of this conversation was marked sensitive:
     /// some strict prefix of its messages (or the whole list, for a retry)
     /// was the full message list of a marked request.
     pub fn is_sticky(&self, conversation: &Conversation) -> bool {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.seen.is_empty() {
-            return false;
-        }
         let now = Instant::now();
         conversation
             .prefixes
