@@ -498,10 +498,10 @@ impl Sluice {
         // Findings under the team's minimum confidence do not count.
         let findings = policy.relevant_findings(&scanned);
         let estimate = wire::CanonicalRequest::estimated_prompt_tokens(&segments);
-        // The tokenizer costs more than the rest of inspection together; a
-        // prompt this short is far from any sensible length threshold.
-        let exact_tokens = estimate > EXACT_TOKEN_COUNT_ABOVE && self.local.has_tokenizer();
-        let prompt_tokens = if exact_tokens { self.local.count_tokens(&request, estimate) } else { estimate };
+        // Counted once, here, with the local model's tokenizer when one is
+        // loaded; the local route reuses the count.
+        let exact_tokens = self.local.has_tokenizer();
+        let prompt_tokens = self.local.count_tokens(&request, estimate);
         let task = self.classifier.classify(&request.last_user_text());
         // Digesting the conversation is only worth it when the team keeps
         // conversations sticky and some conversation has been marked.
@@ -623,7 +623,7 @@ impl Sluice {
         request: &wire::CanonicalRequest,
         options: LocalOptions,
         sensitive: bool,
-        estimated_tokens: u64,
+        prompt_tokens: u64,
         rule: &str,
     ) -> Result<Route, (ErrorKind, String)> {
         // Never falls back to the cloud because the engine is down: the
@@ -635,7 +635,6 @@ impl Sluice {
             );
             return Err((ErrorKind::LocalUnavailable, message));
         }
-        let prompt_tokens = self.local.count_tokens(request, estimated_tokens);
         if let Some(context) = self.local.prompt_limit().filter(|&c| prompt_tokens >= c) {
             let message = format!(
                 "The prompt has {prompt_tokens} tokens; the local model {} takes at most {context}",
@@ -1366,10 +1365,6 @@ pub fn signal_summary(signals: &Signals, decision: &crate::policy::Decision) -> 
     }
     summary
 }
-
-/// Prompts estimated at or below this many tokens are not run through the
-/// local tokenizer (see the inspect step).
-const EXACT_TOKEN_COUNT_ABOVE: u64 = 512;
 
 impl Drop for RelayBody {
     fn drop(&mut self) {
