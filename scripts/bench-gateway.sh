@@ -11,6 +11,8 @@
 #   BENCH_CONCURRENCY  space-separated list (default "1 16 64")
 #   BENCH_KEEP=1       keep the temp directory (config, logs) for inspection
 #   BENCH_SKIP_BUILD=1 use the binaries already in $CARGO_TARGET_DIR/release
+#   BENCH_SLUICE       sluice binary (default $CARGO_TARGET_DIR/release/sluice),
+#                      for A/B runs of two builds
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,6 +22,7 @@ warmup=${BENCH_WARMUP:-2}
 concurrencies=${BENCH_CONCURRENCY:-"1 16 64"}
 
 bin=$CARGO_TARGET_DIR/release
+sluice_bin=${BENCH_SLUICE:-$bin/sluice}
 work=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench.XXXXXX")
 bench_name=bench-gateway
 # shellcheck source=scripts/bench-lib.sh
@@ -29,14 +32,16 @@ if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
     echo "building release binaries in $CARGO_TARGET_DIR ..." >&2
     (cd "$repo" && cargo build --release --examples --bin sluice) >&2
 fi
-for b in sluice examples/fake_provider examples/loadgen; do
+for b in examples/fake_provider examples/loadgen; do
     [[ -x $bin/$b ]] || die "missing $bin/$b"
 done
+[[ -x $sluice_bin ]] || die "missing $sluice_bin"
 
 # Fake provider on an OS-chosen port; it prints the address it got.
 "$bin/examples/fake_provider" --listen 127.0.0.1:0 --ca-out "$work/fake-ca.pem" \
     >"$work/fake.out" 2>"$work/fake.err" &
-pids+=($!)
+fake_pid=$!
+pids+=("$fake_pid")
 fake_port=
 for _ in $(seq 1 100); do
     if line=$(grep -m1 '^listening on ' "$work/fake.out" 2>/dev/null); then
@@ -75,7 +80,7 @@ EOF
 
 export FAKE_OPENAI_KEY=sk-fake-openai
 export FAKE_ANTHROPIC_KEY=sk-ant-fake
-(cd "$work" && exec "$bin/sluice" serve --config "$work/sluice.yaml") \
+(cd "$work" && exec "$sluice_bin" serve --config "$work/sluice.yaml") \
     >"$work/sluice.out" 2>"$work/sluice.err" &
 sluice_pid=$!
 pids+=("$sluice_pid")
@@ -95,17 +100,31 @@ loadgen() {
     "$bin/examples/loadgen" --json --duration "$duration" --warmup "$warmup" "$@"
 }
 
+# CPU per request of one process over a loadgen run (warm-up included, at
+# the measured rate): less sensitive to other load than req/s.
+cpu_per_request() {
+    awk -v us="$1" -v rps="$(field "$2" rps)" -v secs=$((duration + warmup)) \
+        'BEGIN { printf "%.1f", us / (rps * secs) }'
+}
+
 rows=()
+cpu_rows=()
 for c in $concurrencies; do
     echo "c=$c: direct ..." >&2
+    fake_cpu0=$(cpu_us "$fake_pid")
     direct=$(loadgen --concurrency "$c" --ca "$work/fake-ca.pem" \
         --resolve "api.openai.com:443:127.0.0.1:$fake_port" \
         --url https://api.openai.com:443/v1/chat/completions) ||
         die "direct run failed at c=$c"
+    fake_cpu1=$(cpu_us "$fake_pid")
     echo "c=$c: via sluice ..." >&2
+    sluice_cpu0=$(cpu_us "$sluice_pid")
     via=$(loadgen --concurrency "$c" \
         --url "http://127.0.0.1:$gw_port/v1/chat/completions") ||
         die "via-sluice run failed at c=$c (see $work/sluice.err)"
+    sluice_cpu1=$(cpu_us "$sluice_pid")
+    fake_cpu2=$(cpu_us "$fake_pid")
+    cpu_rows+=("| $c | $(cpu_per_request $((fake_cpu1 - fake_cpu0)) "$direct") | $(cpu_per_request $((fake_cpu2 - fake_cpu1)) "$via") | $(cpu_per_request $((sluice_cpu1 - sluice_cpu0)) "$via") |")
     for run in "$direct" "$via"; do
         errs=$(($(field "$run" errors_status) + $(field "$run" errors_transport)))
         ((errs == 0)) || echo "warning: c=$c: $errs errors in: $run" >&2
@@ -123,3 +142,9 @@ echo
 echo "| c | direct p50 | direct p99 | direct rps | via sluice p50 | via sluice p99 | via sluice rps | added p50 | added p99 |"
 echo "|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
+echo
+echo "CPU time per request (µs, user + system, from /proc):"
+echo
+echo "| c | fake provider, direct | fake provider, via sluice | sluice |"
+echo "|---|---|---|---|"
+printf '%s\n' "${cpu_rows[@]}"

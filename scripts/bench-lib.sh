@@ -69,3 +69,13 @@ field() {
     sed -E "s/.*\"$2\":([0-9.eE+-]+).*/\1/" <<<"$1"
 }
 
+
+# CPU time (user + system) a process has used so far, in microseconds.
+cpu_us() {
+    local stat ticks
+    stat=$(cat "/proc/$1/stat") || return 1
+    # Fields after the parenthesised command name; utime and stime are 14 and 15.
+    read -r -a f <<<"${stat##*) }"
+    ticks=$((f[11] + f[12]))
+    echo $((ticks * 1000000 / $(getconf CLK_TCK)))
+}

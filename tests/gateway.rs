@@ -381,12 +381,21 @@ async fn audit_verify_catches_an_edited_record() {
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
     assert!(String::from_utf8_lossy(&ok.stdout).contains("3 record(s)"));
 
-    // Someone edits record 2 to hide which team sent it.
+    // Someone edits record 2 to hide which team sent it. Records are stored
+    // in blocks (one per writer batch), one compact JSON record per line.
     {
         let db = sled::open(&dir).unwrap();
-        let key = 2u64.to_be_bytes();
-        let old = db.get(key).unwrap().unwrap();
-        let edited = String::from_utf8(old.to_vec()).unwrap().replace("\"team\":\"default\"", "\"team\":\"nobody\"");
+        let (key, old) = db
+            .iter()
+            .map(Result::unwrap)
+            .find(|(_, v)| String::from_utf8_lossy(v).lines().any(|l| l.starts_with("{\"seq\":2,")))
+            .expect("record 2 stored");
+        let edited: Vec<String> = String::from_utf8(old.to_vec())
+            .unwrap()
+            .lines()
+            .map(|l| if l.starts_with("{\"seq\":2,") { l.replace("\"team\":\"default\"", "\"team\":\"nobody\"") } else { l.to_string() })
+            .collect();
+        let edited = edited.join("\n");
         assert_ne!(edited.as_bytes(), &old[..]);
         db.insert(key, edited.as_bytes()).unwrap();
         db.flush().unwrap();

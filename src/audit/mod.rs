@@ -5,12 +5,18 @@
 //!
 //! # Storage layout
 //!
-//! - Default tree: key = big-endian `u64` sequence number (so key order is append
-//!   order), value = the [`StoredRecord`] as compact JSON, fields in declaration
-//!   order: `seq`, `prev_hash`, `hash`, then the [`AuditRecord`] fields
-//!   (`time_unix_ms` ... `latency_us`), `findings` keys sorted.
+//! - Default tree: one entry per block of consecutive records. Key = big-endian
+//!   `u64` sequence number of the block's first record (so key order is append
+//!   order); value = the block's records, each a [`StoredRecord`] as compact
+//!   JSON, joined by `\n` (compact JSON never contains a raw newline). Fields
+//!   are in declaration order: `seq`, `prev_hash`, `hash`, then the
+//!   [`AuditRecord`] fields (`time_unix_ms` ... `latency_us`), `findings` keys
+//!   sorted. The background writer stores each batch it drains as one block:
+//!   one sled insert per batch instead of per record is what keeps the log off
+//!   the request path's CPU budget under load. A block of one record is the
+//!   layout logs had before blocks, so older logs read and verify unchanged.
 //! - Tree `meta`, key `head`: `{"seq":N,"hash":"<hex>"}` naming the last record.
-//!   It is written in the same sled transaction as each record, so removing
+//!   It is written in the same sled transaction as each block, so removing
 //!   records from the end of the log (or replacing the head) is detectable.
 //! - Tree `probe`: scratch key rewritten by [`AuditLog::check_writable`].
 //!
@@ -23,7 +29,7 @@
 //! hash = lowercase_hex( SHA-256( prev_hash_hex_ascii || "\n" || unsealed_json ) )
 //! ```
 //!
-//! `unsealed_json` is the stored value with the `hash` member removed, i.e. the
+//! `unsealed_json` is the stored record with the `hash` member removed, i.e. the
 //! stored bytes with the exact substring `"hash":"<64 hex>",` cut out. Stored
 //! values are canonical (compact, no whitespace, fixed key order), which
 //! [`AuditLog::verify`] enforces, so that byte cut is all an auditor needs:
@@ -275,28 +281,30 @@ impl AuditLog {
         // from the previous append. A poisoned lock is still consistent because
         // the state is only updated after a successful insert.
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let mut seq = state.next_seq;
+        let first_seq = state.next_seq;
+        let mut seq = first_seq;
         let mut last_hash = state.last_hash.clone();
-        let mut rows: Vec<([u8; 8], Vec<u8>)> = Vec::new();
+        let mut block: Vec<u8> = Vec::new();
         for record in records {
-            let stored = seal(seq, &last_hash, record)?;
-            rows.push((seq.to_be_bytes(), serde_json::to_vec(&stored)?));
-            last_hash = stored.hash;
+            if seq != first_seq {
+                block.push(b'\n');
+            }
+            last_hash = seal_into(seq, &last_hash, &record, &mut block)?;
             seq += 1;
         }
-        let Some(last_seq) = seq.checked_sub(1).filter(|_| !rows.is_empty()) else {
-            return Ok(state.next_seq.saturating_sub(1));
-        };
+        if seq == first_seq {
+            return Ok(first_seq.saturating_sub(1));
+        }
+        let last_seq = seq - 1;
         let head = serde_json::to_vec(&Head {
             seq: last_seq,
             hash: last_hash.clone(),
         })?;
+        let key = first_seq.to_be_bytes();
         let records: &sled::Tree = &self.db;
         (records, &self.meta)
             .transaction(|(records, meta)| {
-                for (key, value) in &rows {
-                    records.insert(&key[..], value.as_slice())?;
-                }
+                records.insert(&key[..], block.as_slice())?;
                 meta.insert(HEAD_KEY, head.as_slice())?;
                 Ok::<(), sled::transaction::ConflictableTransactionError<Infallible>>(())
             })
@@ -364,19 +372,21 @@ impl AuditLog {
             return Ok(found);
         }
         // Walking newest-first lets a limit stop the walk early.
-        for entry in self.db.iter().rev() {
+        'blocks: for entry in self.db.iter().rev() {
             let (key, value) = entry?;
-            let stored: StoredRecord = match serde_json::from_slice(&value) {
-                Ok(stored) => stored,
-                Err(_) => {
-                    tracing::warn!(key = ?key.as_ref(), "skipping unreadable audit record");
-                    continue;
-                }
-            };
-            if matches(filter, &stored.record) {
-                found.push(stored);
-                if found.len() == limit {
-                    break;
+            for line in value.split(|&b| b == b'\n').rev() {
+                let stored: StoredRecord = match serde_json::from_slice(line) {
+                    Ok(stored) => stored,
+                    Err(_) => {
+                        tracing::warn!(key = ?key.as_ref(), "skipping unreadable audit record");
+                        continue;
+                    }
+                };
+                if matches(filter, &stored.record) {
+                    found.push(stored);
+                    if found.len() == limit {
+                        break 'blocks;
+                    }
                 }
             }
         }
@@ -402,17 +412,36 @@ impl AuditLog {
         let mut head_record_hash: Option<String> = None;
         for entry in self.db.iter() {
             let (key, value) = entry?;
-            let stored = match check_record(&key, &value, prev.as_ref()) {
-                Ok(stored) => stored,
-                Err(bad) => return Ok(report(checked, bad)),
+            let next_after_prev = prev.as_ref().map(|(seq, _)| seq + 1).unwrap_or(1);
+            let Some(key_seq) = key_seq(&key) else {
+                return Ok(report(
+                    checked,
+                    BadRecord {
+                        seq: next_after_prev,
+                        reason: format!("record unreadable (key of {} bytes)", key.len()),
+                    },
+                ));
             };
-            if let HeadState::Present(head) = &head {
-                if head.seq == stored.seq {
-                    head_record_hash = Some(stored.hash.clone());
+            for (i, line) in value.split(|&b| b == b'\n').enumerate() {
+                // Only a block's first record is named by its key; the others
+                // are held in place by the sequence and hash checks.
+                let position = if i == 0 {
+                    Position::KeyOf(key_seq)
+                } else {
+                    Position::InBlock(prev.as_ref().map(|(seq, _)| seq + 1).unwrap_or(key_seq))
+                };
+                let stored = match check_record(position, line, prev.as_ref()) {
+                    Ok(stored) => stored,
+                    Err(bad) => return Ok(report(checked, bad)),
+                };
+                if let HeadState::Present(head) = &head {
+                    if head.seq == stored.seq {
+                        head_record_hash = Some(stored.hash.clone());
+                    }
                 }
+                checked += 1;
+                prev = Some((stored.seq, stored.hash));
             }
-            checked += 1;
-            prev = Some((stored.seq, stored.hash));
         }
         let last_seq = prev.as_ref().map(|(seq, _)| *seq);
         let bad = check_head(&head, last_seq, head_record_hash.as_deref());
@@ -436,30 +465,44 @@ fn report(checked: u64, bad: BadRecord) -> VerifyReport {
     }
 }
 
-/// Checks one record against its key and predecessor (`(seq, hash)`).
+/// Where a record sits in the store, for [`check_record`].
+#[derive(Clone, Copy)]
+enum Position {
+    /// First record of the block stored under this key's sequence number.
+    KeyOf(u64),
+    /// A later record of a block; the number is the seq it should have.
+    InBlock(u64),
+}
+
+/// Checks one record against its position and predecessor (`(seq, hash)`).
 fn check_record(
-    key: &[u8],
+    position: Position,
     value: &[u8],
     prev: Option<&(u64, String)>,
 ) -> Result<StoredRecord, BadRecord> {
-    let next_after_prev = prev.map(|(seq, _)| seq + 1).unwrap_or(1);
-    let Some(seq_in_key) = key_seq(key) else {
-        return Err(BadRecord {
-            seq: next_after_prev,
-            reason: format!("record unreadable (key of {} bytes)", key.len()),
-        });
+    let expected_seq = match position {
+        Position::KeyOf(seq) | Position::InBlock(seq) => seq,
     };
     let bad = |reason: String| BadRecord {
-        seq: seq_in_key,
+        seq: expected_seq,
         reason,
     };
     let stored: StoredRecord =
         serde_json::from_slice(value).map_err(|_| bad("record unreadable".to_string()))?;
-    if stored.seq != seq_in_key {
-        return Err(bad(format!(
-            "key {seq_in_key} holds record {} (records reordered or moved)",
-            stored.seq
-        )));
+    // From here on the record is named by the number it carries, except the
+    // first of a block, whose key is the more trustworthy name.
+    let named = match position {
+        Position::KeyOf(seq_in_key) => seq_in_key,
+        Position::InBlock(_) => stored.seq,
+    };
+    let bad = |reason: String| BadRecord { seq: named, reason };
+    if let Position::KeyOf(seq_in_key) = position {
+        if stored.seq != seq_in_key {
+            return Err(bad(format!(
+                "key {seq_in_key} holds record {} (records reordered or moved)",
+                stored.seq
+            )));
+        }
     }
     match prev {
         Some((prev_seq, prev_hash)) => {
@@ -567,15 +610,41 @@ fn matches(filter: &AuditFilter, record: &AuditRecord) -> bool {
             .is_none_or(|decision| &record.decision == decision)
 }
 
-/// Builds the stored form of `record` at position `seq` after `prev_hash`.
-fn seal(seq: u64, prev_hash: &str, record: AuditRecord) -> Result<StoredRecord, AuditError> {
-    let hash = chain_hash(seq, prev_hash, &record)?;
-    Ok(StoredRecord {
+/// Appends the stored form of `record` at position `seq` after `prev_hash`
+/// to `out` and returns its hash.
+///
+/// The record is serialised once: the stored form is the hashed (unsealed)
+/// form with `"hash":"…",` spliced in after `prev_hash`, which is exactly how
+/// the module docs tell auditors to undo it.
+fn seal_into(
+    seq: u64,
+    prev_hash: &str,
+    record: &AuditRecord,
+    out: &mut Vec<u8>,
+) -> Result<String, AuditError> {
+    let unsealed = serde_json::to_vec(&Unsealed {
         seq,
-        prev_hash: prev_hash.to_string(),
-        hash,
+        prev_hash,
         record,
-    })
+    })?;
+    let hash = hash_unsealed(prev_hash, &unsealed);
+    // `{"seq":N,"prev_hash":"…"` — the serialised prefix minus its closing brace.
+    let prefix_len = serde_json::to_vec(&Prefix { seq, prev_hash })?.len() - 1;
+    out.reserve(unsealed.len() + hash.len() + 10);
+    out.extend_from_slice(&unsealed[..prefix_len]);
+    out.extend_from_slice(b",\"hash\":\"");
+    out.extend_from_slice(hash.as_bytes());
+    out.push(b'"');
+    // The record always has members, so what follows starts with ','.
+    out.extend_from_slice(&unsealed[prefix_len..]);
+    Ok(hash)
+}
+
+/// The leading members shared by the stored and the unsealed form.
+#[derive(Serialize)]
+struct Prefix<'a> {
+    seq: u64,
+    prev_hash: &'a str,
 }
 
 /// The chain hash described in the module docs.
@@ -589,11 +658,15 @@ fn chain_hash(
         prev_hash,
         record,
     })?;
+    Ok(hash_unsealed(prev_hash, &unsealed))
+}
+
+fn hash_unsealed(prev_hash: &str, unsealed: &[u8]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(prev_hash.as_bytes());
     hasher.update(b"\n");
-    hasher.update(&unsealed);
-    Ok(hex::encode(hasher.finalize()))
+    hasher.update(unsealed);
+    hex::encode(hasher.finalize())
 }
 
 /// Finds where the next append continues the chain.
@@ -663,11 +736,14 @@ fn recover_state(records: &sled::Tree, meta: &sled::Tree) -> Result<ChainState, 
 fn last_record_position(records: &sled::Tree) -> Result<Option<(u64, String)>, AuditError> {
     for entry in records.iter().rev() {
         let (key, value) = entry?;
-        let Some(seq) = key_seq(&key) else {
+        let Some(first) = key_seq(&key) else {
             tracing::warn!("audit log has a record with a malformed key; run verify");
             continue;
         };
-        return Ok(Some(match serde_json::from_slice::<StoredRecord>(&value) {
+        let lines = value.split(|&b| b == b'\n').count() as u64;
+        let seq = first + lines - 1;
+        let last = value.rsplit(|&b| b == b'\n').next().unwrap_or(&value);
+        return Ok(Some(match serde_json::from_slice::<StoredRecord>(last) {
             Ok(stored) => (seq, stored.hash),
             Err(_) => {
                 tracing::warn!(seq, "last audit record is unreadable; run verify");
@@ -852,6 +928,113 @@ mod tests {
             assert_eq!(hex::encode(hasher.finalize()), stored.hash);
             prev = stored.hash;
         }
+    }
+
+    #[test]
+    fn sealed_bytes_are_the_canonical_stored_form() {
+        let mut with_extras = record(7, "red", "cloud");
+        with_extras.host = "api.openai.com".into();
+        with_extras.redacted = BTreeMap::from([("email".to_string(), 1)]);
+        with_extras.signals = Some(serde_json::json!({"task": "summarization", "turns": 3}));
+        for (seq, prev, rec) in [
+            (1, GENESIS_HASH, record(1, "red", "cloud")),
+            (42, "ab".repeat(32).as_str(), with_extras),
+            (u64::MAX, "not hex \"quoted\"", AuditRecord::default()),
+        ] {
+            let mut out = Vec::new();
+            let hash = seal_into(seq, prev, &rec, &mut out).unwrap();
+            let expected = StoredRecord {
+                seq,
+                prev_hash: prev.to_string(),
+                hash: chain_hash(seq, prev, &rec).unwrap(),
+                record: rec,
+            };
+            assert_eq!(hash, expected.hash);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&expected).unwrap()
+            );
+        }
+    }
+
+    /// A log whose records 1-3 are one block and 4-8 another, as the
+    /// background writer stores them.
+    fn log_with_blocks() -> (tempfile::TempDir, AuditLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        let batch = |from: u64, to: u64| {
+            (from..=to)
+                .map(|i| record(1_000 + i, if i % 2 == 0 { "blue" } else { "red" }, "cloud"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(log.append_batch(batch(1, 3)).unwrap(), 3);
+        assert_eq!(log.append_batch(batch(4, 8)).unwrap(), 8);
+        (dir, log)
+    }
+
+    #[test]
+    fn a_batch_is_one_block_that_reads_verifies_and_continues() {
+        let (dir, log) = log_with_blocks();
+        assert_eq!(log.db.len(), 2, "two batches, two sled entries");
+        assert_eq!(log.len(), 8);
+        assert_eq!(log.verify().unwrap(), VerifyReport { checked: 8, first_bad: None });
+        let all = log.query(&AuditFilter::default()).unwrap();
+        assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
+        // A limit that ends inside a block keeps the newest matches.
+        let blue = log
+            .query(&AuditFilter { team: Some("blue".into()), limit: Some(3), ..AuditFilter::default() })
+            .unwrap();
+        assert_eq!(blue.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![4, 6, 8]);
+        drop(log);
+        let log = AuditLog::open(dir.path()).unwrap();
+        assert_eq!(log.len(), 8);
+        assert_eq!(log.append(record(2_000, "red", "local")).unwrap(), 9);
+        assert!(log.verify().unwrap().first_bad.is_none());
+    }
+
+    #[test]
+    fn edited_record_inside_a_block_is_named() {
+        let (_dir, log) = log_with_blocks();
+        let block = String::from_utf8(raw(&log, 4)).unwrap();
+        let lines: Vec<&str> = block.split('\n').collect();
+        assert_eq!(lines.len(), 5);
+        let edited = lines[2].replace("\"team\":\"blue\"", "\"team\":\"red\"");
+        assert_ne!(edited, lines[2]);
+        let block = [lines[0], lines[1], &edited, lines[3], lines[4]].join("\n");
+        log.db.insert(4u64.to_be_bytes(), block.as_bytes()).unwrap();
+        assert_eq!(
+            bad(&log),
+            BadRecord { seq: 6, reason: "hash mismatch (record edited)".to_string() }
+        );
+    }
+
+    #[test]
+    fn record_removed_from_inside_a_block_is_named() {
+        let (_dir, log) = log_with_blocks();
+        let block = String::from_utf8(raw(&log, 4)).unwrap();
+        let mut lines: Vec<&str> = block.split('\n').collect();
+        lines.remove(1); // record 5
+        log.db.insert(4u64.to_be_bytes(), lines.join("\n").as_bytes()).unwrap();
+        let report = log.verify().unwrap();
+        assert_eq!(report.checked, 4);
+        assert_eq!(
+            report.first_bad,
+            Some(BadRecord {
+                seq: 6,
+                reason: "sequence gap: expected 5, found 6 (record removed)".to_string()
+            })
+        );
+    }
+
+    #[test]
+    fn records_cut_from_the_end_of_the_last_block_are_detected_via_head() {
+        let (_dir, log) = log_with_blocks();
+        let block = String::from_utf8(raw(&log, 4)).unwrap();
+        let kept: Vec<&str> = block.split('\n').take(3).collect(); // 4, 5, 6
+        log.db.insert(4u64.to_be_bytes(), kept.join("\n").as_bytes()).unwrap();
+        let report = log.verify().unwrap();
+        assert_eq!(report.checked, 6);
+        assert_eq!(report.first_bad.unwrap().seq, 7);
     }
 
     #[test]
