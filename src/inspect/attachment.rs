@@ -119,6 +119,11 @@ impl Detector for Base64Run {
 /// use many distinct symbols (prose with no spaces does not exist, but
 /// long identifiers or hex dumps do).
 fn looks_like_payload(run: &[u8]) -> bool {
+    // Most runs are ordinary words: too short to hold enough characters,
+    // so spare them the table below.
+    if run.len() < MIN_BASE64_RUN {
+        return false;
+    }
     let mut seen = [false; 256];
     let mut chars = 0;
     let (mut upper, mut lower, mut digit) = (false, false, false);

@@ -24,6 +24,10 @@ pub struct Dictionary {
     word_first: bool,
     /// Bit b of 256: some term starts with byte b (either ASCII case).
     first: [u64; 4],
+    /// `first` as a low-nibble table (see [`nibble_table`]), for the
+    /// 32-bytes-at-a-time word start pass (AVX2 builds only).
+    #[cfg_attr(not(target_feature = "avx2"), allow(dead_code))]
+    first_nibbles: [u8; 16],
 }
 
 // By hand: the derived form would print the 16 KiB of start filters.
@@ -91,7 +95,10 @@ impl Dictionary {
                 set_bit(&mut short, first | pair);
             }
         }
+        let first_nibbles =
+            nibble_table(|b| first_bytes[usize::from(b) / 64] & (1 << (b % 64)) != 0);
         Ok(Dictionary {
+            first_nibbles,
             matcher,
             len: patterns.len(),
             word_first: patterns.iter().all(|p| is_ascii_word_byte(p.as_bytes()[0])),
@@ -119,7 +126,10 @@ impl Dictionary {
         let bytes = text.as_bytes();
         // Start of the text not yet covered by an accepted term.
         let mut pos = 0;
-        let mut visit = |start: usize, pos: &mut usize| {
+        let mut probe = |start: usize| {
+            if start < pos || !self.may_start(bytes, start) {
+                return;
+            }
             if let Some(end) = self.term_at(text, start) {
                 out.push(finding(
                     Category::Term,
@@ -129,13 +139,14 @@ impl Dictionary {
                     1.0,
                     "dictionary",
                 ));
-                *pos = end;
+                pos = end;
             }
         };
+        let (base, after_word) = self.starts_wide(bytes, &mut probe);
         // The text start counts as following a non-word byte.
-        let mut carry = 0x80;
+        let mut carry = if after_word { 0 } else { 0x80 };
         let first_mask = if self.word_first { 0 } else { u64::MAX };
-        let chunks = bytes.chunks_exact(8);
+        let chunks = bytes[base..].chunks_exact(8);
         let tail = chunks.remainder();
         for (index, chunk) in chunks.enumerate() {
             let mut word = [0; 8];
@@ -146,21 +157,72 @@ impl Dictionary {
             while starts != 0 {
                 let byte = starts.trailing_zeros() as usize / 8;
                 starts &= starts - 1;
-                let start = index * 8 + byte;
-                if start >= pos && self.may_start(bytes, start) {
-                    visit(start, &mut pos);
-                }
+                probe(base + index * 8 + byte);
             }
         }
         let mut after_word = carry == 0;
-        let base = bytes.len() - tail.len();
+        let tail_base = bytes.len() - tail.len();
         for (offset, &b) in tail.iter().enumerate() {
-            let start = base + offset;
-            if !after_word && start >= pos && self.may_start(bytes, start) {
-                visit(start, &mut pos);
+            if !after_word {
+                probe(tail_base + offset);
             }
             after_word = is_ascii_word_byte(b);
         }
+    }
+
+    /// Word starts on a byte some term begins with (a superset: non-ASCII
+    /// first bytes share bits with ASCII ones), 32 bytes at a time, each
+    /// handed to `probe` in order. Returns where it stopped and whether
+    /// the byte before that is a word byte.
+    #[cfg(target_feature = "avx2")]
+    fn starts_wide(&self, bytes: &[u8], probe: &mut impl FnMut(usize)) -> (usize, bool) {
+        use std::arch::x86_64::*;
+        let (word_lo, first_lo) = (WORD_NIBBLES, self.first_nibbles);
+        let (ascii_hi, all_hi) = (ASCII_HIGH_NIBBLES, HIGH_NIBBLES);
+        let mut at = 0;
+        let mut carry = 1u32;
+        // SAFETY: each 32-byte load lies within `bytes` (`at + 32 <=
+        // bytes.len()`; unaligned loads are allowed), and the table loads
+        // read 32-byte local arrays; avx2 is enabled for the whole build
+        // (this fn's cfg).
+        unsafe {
+            // Both 128-bit lanes shuffle with the same 16-byte table.
+            let load = |table: [u8; 16]| {
+                _mm256_broadcastsi128_si256(_mm_loadu_si128(table.as_ptr().cast()))
+            };
+            let (word_lo, first_lo) = (load(word_lo), load(first_lo));
+            let (ascii_hi, all_hi) = (load(ascii_hi), load(all_hi));
+            let low_nibbles = _mm256_set1_epi8(15);
+            let zero = _mm256_setzero_si256();
+            while at + 32 <= bytes.len() {
+                let v = _mm256_loadu_si256(bytes.as_ptr().add(at).cast());
+                let lo = _mm256_and_si256(v, low_nibbles);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low_nibbles);
+                let word = _mm256_and_si256(
+                    _mm256_shuffle_epi8(word_lo, lo),
+                    _mm256_shuffle_epi8(ascii_hi, hi),
+                );
+                let first = _mm256_and_si256(
+                    _mm256_shuffle_epi8(first_lo, lo),
+                    _mm256_shuffle_epi8(all_hi, hi),
+                );
+                let nonword = _mm256_movemask_epi8(_mm256_cmpeq_epi8(word, zero)) as u32;
+                let not_first = _mm256_movemask_epi8(_mm256_cmpeq_epi8(first, zero)) as u32;
+                let mut starts = (nonword << 1 | carry) & !not_first;
+                carry = nonword >> 31;
+                while starts != 0 {
+                    probe(at + starts.trailing_zeros() as usize);
+                    starts &= starts - 1;
+                }
+                at += 32;
+            }
+        }
+        (at, carry == 0)
+    }
+
+    #[cfg(not(target_feature = "avx2"))]
+    fn starts_wide(&self, _: &[u8], _: &mut impl FnMut(usize)) -> (usize, bool) {
+        (0, false)
     }
 
     /// End of the whole-word term accepted at `start`, if any.
@@ -258,6 +320,58 @@ fn non_word_tops(word: u64) -> u64 {
     let ascii_word = (digit | letter | underscore) & !word & TOPS;
     !ascii_word & TOPS
 }
+
+/// A byte set as a table for nibble lookups: bit `h & 7` of entry `l` is
+/// set when byte `h << 4 | l` is in the set. ANDed with [`HIGH_NIBBLES`]
+/// looked up by the high nibble, a byte's result is nonzero when it is in
+/// the set: exactly so for ASCII bytes, while non-ASCII bytes share bits
+/// with ASCII ones (a superset, good enough for a filter). With
+/// [`ASCII_HIGH_NIBBLES`] instead, non-ASCII bytes are never in the set.
+fn nibble_table(member: impl Fn(u8) -> bool) -> [u8; 16] {
+    let mut table = [0u8; 16];
+    for b in 0..=255u8 {
+        if member(b) {
+            table[usize::from(b & 15)] |= 1 << ((b >> 4) & 7);
+        }
+    }
+    table
+}
+
+#[cfg_attr(not(target_feature = "avx2"), allow(dead_code))]
+const HIGH_NIBBLES: [u8; 16] = {
+    let mut table = [0u8; 16];
+    let mut h = 0;
+    while h < 16 {
+        table[h] = 1 << (h & 7);
+        h += 1;
+    }
+    table
+};
+
+#[cfg_attr(not(target_feature = "avx2"), allow(dead_code))]
+const ASCII_HIGH_NIBBLES: [u8; 16] = {
+    let mut table = HIGH_NIBBLES;
+    let mut h = 8;
+    while h < 16 {
+        table[h] = 0;
+        h += 1;
+    }
+    table
+};
+
+/// ASCII word bytes as a nibble table; exact with [`ASCII_HIGH_NIBBLES`].
+#[cfg_attr(not(target_feature = "avx2"), allow(dead_code))]
+const WORD_NIBBLES: [u8; 16] = {
+    let mut table = [0u8; 16];
+    let mut b = 0;
+    while b < 128 {
+        if ASCII_WORD[b] {
+            table[b & 15] |= 1 << (b >> 4);
+        }
+        b += 1;
+    }
+    table
+};
 
 fn is_ascii_word_byte(b: u8) -> bool {
     ASCII_WORD[usize::from(b)]

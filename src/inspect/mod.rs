@@ -267,16 +267,22 @@ impl Detectors {
 
     /// Mark in `active` the detectors worth running on `text`, and record
     /// every keyword occurrence in `hits`.
-    fn active(&self, text: &str, active: &mut Vec<bool>, hits: &mut Vec<(&'static str, usize)>) {
+    fn active(
+        &self,
+        text: &str,
+        active: &mut Vec<bool>,
+        found: &mut Vec<(usize, usize)>,
+        hits: &mut Vec<(&'static str, usize)>,
+    ) {
         active.clear();
         active.resize(self.detectors.len(), false);
         for &i in &self.ungated {
             active[i] = true;
         }
-        let mut found = Vec::new();
-        self.keywords.find(text.as_bytes(), &mut found);
+        found.clear();
+        self.keywords.find(text.as_bytes(), found);
         let words = self.keywords.words();
-        for (word, end) in found {
+        for &(word, end) in found.iter() {
             hits.push((words[word], end));
             for &i in &self.keyword_owners[word] {
                 active[i] = true;
@@ -292,19 +298,23 @@ impl Detectors {
     /// Result sorted by (segment, span.start).
     pub fn scan(&self, dict: Option<&Dictionary>, segments: &[&str]) -> Vec<Finding> {
         let mut findings = Vec::new();
+        // Scratch space shared by the segments, so each allocates once.
         let mut active = Vec::new();
+        let mut found = Vec::new();
+        let mut hits = Vec::new();
         for (segment, text) in segments.iter().enumerate() {
             if text.is_empty() {
                 continue;
             }
             let first = findings.len();
             let mut pre = Prescan::of(text);
-            let mut hits = Vec::new();
-            self.active(text, &mut active, &mut hits);
+            hits.clear();
+            self.active(text, &mut active, &mut found, &mut hits);
             pre.keyword_hits = Some(hits);
             for (detector, _) in self.detectors.iter().zip(&active).filter(|(_, on)| **on) {
                 detector.find(text, &pre, segment, &mut findings);
             }
+            hits = pre.keyword_hits.take().unwrap_or_default();
             drop_nested_pii(&mut findings, first);
             if let Some(dict) = dict {
                 dict.find(text, segment, &mut findings);
@@ -401,8 +411,15 @@ const CONTEXT_AFTER: usize = 24;
 /// words are skipped before any comparison.
 fn context_near(text: &str, span: &Range<usize>, words: &[&str]) -> bool {
     let bytes = text.as_bytes();
+    // Letters the words start with, by `byte & 31` (either case): one test
+    // rules out most word starts before any comparison.
+    // An empty word would match at every word start.
+    let firsts = words.iter().fold(0u32, |set, w| {
+        set | w.as_bytes().first().map_or(u32::MAX, |&b| 1 << (b & 31))
+    });
     let word_at = |i: usize, limit: usize| {
         bytes[i].is_ascii_alphabetic()
+            && firsts & (1 << (bytes[i] & 31)) != 0
             && (i == 0 || !bytes[i - 1].is_ascii_alphabetic())
             && words.iter().any(|w| {
                 let w = w.as_bytes();
