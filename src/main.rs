@@ -13,6 +13,12 @@ use sluice::inspect::{Detectors, Dictionary};
 use sluice::pipeline::Sluice;
 use sluice::policy::{PolicySet, Signals};
 
+// glibc malloc was ~12% of the gateway's CPU under load (malloc_consolidate
+// on the many short-lived request buffers); mimalloc's thread-local free
+// lists cut 10% of all instructions per request (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "Policy-driven egress gate for LLM traffic")]
 struct Cli {
