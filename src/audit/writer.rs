@@ -321,7 +321,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         writer.submit(AuditRecord::default()).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while log.len() == 0 {
+        while log.is_empty() {
             assert!(std::time::Instant::now() < deadline, "idle writer was not woken");
             std::thread::sleep(Duration::from_millis(1));
         }
