@@ -497,11 +497,24 @@ impl Sluice {
         let scanned = self.detectors.scan(self.dictionaries.get(&request.identity.team), &segments);
         // Findings under the team's minimum confidence do not count.
         let findings = policy.relevant_findings(&scanned);
+        // Tokenizing costs ~0.3 ms per 1,000 tokens, more than the rest of
+        // the request path together, so the loaded model's tokenizer counts
+        // only where the exact number can change the outcome: a
+        // `prompt_tokens` or cost condition of this team's policy that the
+        // count's bounds straddle, or the local route's context check
+        // (which counts there). Otherwise the estimate, capped by the bound,
+        // decides exactly as the count would.
         let estimate = wire::CanonicalRequest::estimated_prompt_tokens(&segments);
-        // Counted once, here, with the local model's tokenizer when one is
-        // loaded; the local route reuses the count.
-        let exact_tokens = self.local.has_tokenizer();
-        let prompt_tokens = self.local.count_tokens(&request, estimate);
+        let (prompt_tokens, exact_tokens) = if self.local.has_tokenizer() {
+            let max_tokens = self.local.max_token_count(&request);
+            if policy.needs_exact_tokens(max_tokens) {
+                (self.local.count_tokens(&request, estimate), true)
+            } else {
+                (estimate.min(max_tokens), false)
+            }
+        } else {
+            (estimate, false)
+        };
         let task = self.classifier.classify(&request.last_user_text());
         // Digesting the conversation is only worth it when the team keeps
         // conversations sticky and some conversation has been marked.
@@ -554,6 +567,7 @@ impl Sluice {
                 if decision.sticky {
                     self.sticky.mark(&Conversation::of(&request.identity.team, &request));
                 }
+                let prompt_tokens = if exact_tokens { prompt_tokens } else { self.local.count_tokens(&request, prompt_tokens) };
                 match self.local_route(&request, policy.local_options(), sensitive, prompt_tokens, &decision.rule).await {
                     Ok(Route::Cloud) => {
                         // Only clean prompts get here; the record says where it really went.

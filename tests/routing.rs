@@ -210,3 +210,41 @@ fn policy_test_explains_the_signals_behind_a_decision() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("decision: local") && text.contains("task:     code_completion"), "{text}");
 }
+
+/// With the embedded model loaded, prompts are tokenized only where the exact
+/// count can change the decision; there the model's count decides, not the
+/// four-bytes-a-token estimate.
+#[tokio::test]
+async fn the_tokenizer_counts_only_where_the_count_can_decide() {
+    let fake = FakeProvider::start().await;
+    let policy = "rules:\n\
+                  \x20 - name: huge\n\
+                  \x20   when: { prompt_tokens: { gt: 6000 } }\n\
+                  \x20   then: block\n\
+                  default: cloud\n";
+    let setup = Setup {
+        policies: vec![("default.yaml", policy.to_string())],
+        local: embedded_local(1, 0),
+        ..Setup::default()
+    };
+    let mut proc = SluiceProc::start(&fake, setup).await;
+
+    // Far below 6000 tokens even at one token per byte: no count needed.
+    let (status, route, _) = route_of(&proc, json!([{ "role": "user", "content": "Summarise our Q3 plan in one line." }])).await;
+    assert_eq!((status, route.as_str()), (200, "cloud"));
+
+    // 28,000 bytes of long common words: the estimate says ~7,000 tokens
+    // (over the limit), the model's tokenizer about a third of that.
+    let long = " international development information".repeat(700);
+    assert!(long.len() / 4 > 6000);
+    let (status, route, rule) = route_of(&proc, json!([{ "role": "user", "content": long }])).await;
+    assert_eq!((status, route.as_str(), rule.as_str()), (200, "cloud", "default"));
+
+    let records = proc.audit_records();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0]["signals"]["prompt_tokens_exact"], false, "{:#}", records[0]);
+    assert_eq!(records[1]["signals"]["prompt_tokens_exact"], true, "{:#}", records[1]);
+    let counted = records[1]["signals"]["prompt_tokens"].as_u64().unwrap();
+    assert!(counted < 6000 && counted > 700, "tokenizer count {counted}");
+    assert_eq!(fake.requests().len(), 2);
+}

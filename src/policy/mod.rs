@@ -465,6 +465,21 @@ impl TeamPolicy {
         &self.terms
     }
 
+    /// Whether an exact prompt-token count could decide differently from
+    /// any count between 0 and `at_most`: some rule's `prompt_tokens` range
+    /// holds for part of that span only, or some rule looks at the cost
+    /// (which follows the count). When false, the cheap estimate gives the
+    /// decision the tokenizer would.
+    pub fn needs_exact_tokens(&self, at_most: u64) -> bool {
+        self.rules.iter().any(|rule| {
+            rule.when.estimated_cost_usd.is_some()
+                || rule
+                    .when
+                    .prompt_tokens
+                    .is_some_and(|range| !range.constant_over(0.0, count(at_most)))
+        })
+    }
+
     /// How local decisions behave under load and for long prompts.
     pub fn local_options(&self) -> LocalOptions {
         self.local
@@ -1251,6 +1266,41 @@ mod tests {
             p.decide(&signals(&[pii("iban")], "o1", "openai", 1)).rule,
             "r"
         );
+    }
+
+    #[test]
+    fn exact_tokens_are_needed_only_where_a_range_boundary_falls_inside_the_bounds() {
+        let policy = team(
+            "rules:\n\
+             - { name: big, when: { prompt_tokens: { gt: 6000 } }, then: cloud }\n\
+             default: local\n",
+        );
+        assert!(!policy.needs_exact_tokens(0));
+        assert!(!policy.needs_exact_tokens(6000), "6000 is not > 6000");
+        assert!(policy.needs_exact_tokens(6001));
+        let band = team(
+            "rules:\n\
+             - { name: band, when: { prompt_tokens: { gte: 10, lte: 20 } }, then: local }\n\
+             default: cloud\n",
+        );
+        assert!(!band.needs_exact_tokens(9));
+        assert!(band.needs_exact_tokens(10));
+        assert!(band.needs_exact_tokens(1_000), "the band lies inside 0..=1000");
+        let small = team(
+            "rules:\n\
+             - { name: small, when: { prompt_tokens: { lt: 50 } }, then: local }\n\
+             default: cloud\n",
+        );
+        assert!(!small.needs_exact_tokens(49), "every count up to 49 is < 50");
+        assert!(small.needs_exact_tokens(50));
+        let cost = team(
+            "rules:\n\
+             - { name: dear, when: { estimated_cost_usd: { gt: 1 } }, then: local }\n\
+             default: cloud\n",
+        );
+        assert!(cost.needs_exact_tokens(0), "cost follows the count");
+        let none = team("rules:\n- { name: cards, when: { pii: [credit_card] }, then: block }\ndefault: cloud\n");
+        assert!(!none.needs_exact_tokens(1_000_000));
     }
 
     #[test]

@@ -702,6 +702,21 @@ impl NumRange {
         above && below
     }
 
+    /// Whether every value in `lo..=hi` is inside, or every one outside.
+    pub(super) fn constant_over(&self, lo: f64, hi: f64) -> bool {
+        match (self.contains(lo), self.contains(hi)) {
+            // An interval holding both ends holds everything between.
+            (true, true) => true,
+            (false, false) => {
+                // Both ends outside: constant unless the range sits between them.
+                let lo_above_upper = self.upper.is_some_and(|u| !(if u.strict { lo < u.value } else { lo <= u.value }));
+                let hi_below_lower = self.lower.is_some_and(|l| !(if l.strict { hi > l.value } else { hi >= l.value }));
+                lo_above_upper || hi_below_lower
+            }
+            _ => false,
+        }
+    }
+
     /// `value` compared with the bounds: "9000 > 6000", "5 <= 6 < 10".
     pub(super) fn explain(&self, value: &str) -> String {
         // Written left to right, smaller side first, except a lone lower

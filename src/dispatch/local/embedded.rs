@@ -98,6 +98,21 @@ impl Engine {
         Some(total)
     }
 
+    /// The most [`Engine::count_tokens`] can return for `req`, without
+    /// tokenizing: the same sum with each text's tokens replaced by its
+    /// byte length plus one (a byte-level BPE token covers at least one
+    /// byte; one more covers a SentencePiece-style leading token).
+    pub fn max_token_count(req: &CanonicalRequest) -> u64 {
+        let mut total = TEMPLATE_TOKENS_PER_PROMPT;
+        for (_, text) in flat_messages(req) {
+            total += text.len() as u64 + 1 + TEMPLATE_TOKENS_PER_MESSAGE;
+        }
+        for t in &req.tools {
+            total += crate::wire::openai::tool_json(t).to_string().len() as u64 + 1;
+        }
+        total
+    }
+
     pub async fn generate(
         &self,
         req: &CanonicalRequest,
@@ -231,7 +246,8 @@ async fn load_gguf(cfg: &LocalConfig, seqs: usize) -> anyhow::Result<(Model, Tok
         .await
         .tokenizer()
         .ok_or_else(|| anyhow::anyhow!("the GGUF carries no tokenizer"))?;
-    let counter: TokenCounter = Arc::new(move |text: &str| tokenizer.encode(text, false).ok().map(|e| e.get_ids().len()));
+    // `encode_fast` skips the character offsets, which a count never needs.
+    let counter: TokenCounter = Arc::new(move |text: &str| tokenizer.encode_fast(text, false).ok().map(|e| e.get_ids().len()));
     let scheduler = SchedulerConfig::DefaultScheduler {
         method: DefaultSchedulerMethod::Fixed(seqs.try_into()?),
     };

@@ -220,6 +220,12 @@ impl LocalTier {
         self.inflight.load(Ordering::SeqCst).saturating_sub(self.max_concurrent) as u64
     }
 
+    /// An upper bound on what `count_tokens` returns with a real
+    /// tokenizer, computed without one.
+    pub fn max_token_count(&self, req: &CanonicalRequest) -> u64 {
+        embedded::Engine::max_token_count(req)
+    }
+
     /// Whether `count_tokens` uses a real tokenizer.
     pub fn has_tokenizer(&self) -> bool {
         matches!(self.backend().ok().as_deref(), Some(Backend::Embedded(_)))
