@@ -32,6 +32,47 @@ pub struct Engine {
     model: Arc<Model>,
     context_length: Option<u64>,
     counter: Option<TokenCounter>,
+    counted: CountCache,
+}
+
+/// Token counts of recent message texts, by a keyed hash of the text.
+/// Chat clients resend the whole conversation every turn, and the tokenizer
+/// runs at only a few MB/s here, so each long message is counted once, not
+/// once per turn. In memory only; a hash is no use for recovering text.
+struct CountCache {
+    hasher: std::collections::hash_map::RandomState,
+    counts: std::sync::Mutex<std::collections::HashMap<u64, usize>>,
+}
+
+/// Shorter texts are cheaper to count than to remember.
+const CACHE_MIN_BYTES: usize = 512;
+/// When full the cache starts over: simpler than LRU, and a conversation
+/// still in progress is back in it after one turn.
+const CACHE_ENTRIES: usize = 8192;
+
+impl CountCache {
+    fn new() -> CountCache {
+        CountCache { hasher: Default::default(), counts: Default::default() }
+    }
+
+    fn count(&self, text: &str, counter: &TokenCounter) -> Option<usize> {
+        if text.len() < CACHE_MIN_BYTES {
+            return counter(text);
+        }
+        let key = std::hash::BuildHasher::hash_one(&self.hasher, text);
+        // A poisoned map only loses cached counts.
+        let cached = self.counts.lock().unwrap_or_else(|e| e.into_inner()).get(&key).copied();
+        if cached.is_some() {
+            return cached;
+        }
+        let n = counter(text)?;
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if counts.len() >= CACHE_ENTRIES {
+            counts.clear();
+        }
+        counts.insert(key, n);
+        Some(n)
+    }
 }
 
 /// The name answers carry in their `model` field.
@@ -74,6 +115,7 @@ impl Engine {
             model: Arc::new(model),
             context_length,
             counter,
+            counted: CountCache::new(),
         })
     }
 
@@ -90,10 +132,10 @@ impl Engine {
         let counter = self.counter.as_ref()?;
         let mut total = TEMPLATE_TOKENS_PER_PROMPT;
         for (_, text) in flat_messages(req) {
-            total += counter(&text)? as u64 + TEMPLATE_TOKENS_PER_MESSAGE;
+            total += self.counted.count(&text, counter)? as u64 + TEMPLATE_TOKENS_PER_MESSAGE;
         }
         for t in &req.tools {
-            total += counter(&crate::wire::openai::tool_json(t).to_string())? as u64;
+            total += self.counted.count(&crate::wire::openai::tool_json(t).to_string(), counter)? as u64;
         }
         Some(total)
     }
@@ -246,8 +288,7 @@ async fn load_gguf(cfg: &LocalConfig, seqs: usize) -> anyhow::Result<(Model, Tok
         .await
         .tokenizer()
         .ok_or_else(|| anyhow::anyhow!("the GGUF carries no tokenizer"))?;
-    // `encode_fast` skips the character offsets, which a count never needs.
-    let counter: TokenCounter = Arc::new(move |text: &str| tokenizer.encode_fast(text, false).ok().map(|e| e.get_ids().len()));
+    let counter: TokenCounter = Arc::new(move |text: &str| tokenizer.encode(text, false).ok().map(|e| e.get_ids().len()));
     let scheduler = SchedulerConfig::DefaultScheduler {
         method: DefaultSchedulerMethod::Fixed(seqs.try_into()?),
     };
@@ -404,4 +445,58 @@ fn build_request(req: &CanonicalRequest, max_tokens: u64) -> RequestBuilder {
         b = b.set_sampler_stop_toks(StopTokens::Seqs(req.sampling.stop.clone()));
     }
     b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A counter that counts words and how often it was asked.
+    fn counting() -> (TokenCounter, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        let counter: TokenCounter = Arc::new(move |text: &str| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            Some(text.split_whitespace().count())
+        });
+        (counter, calls)
+    }
+
+    #[test]
+    fn long_texts_are_counted_once_short_ones_every_time() {
+        let (counter, calls) = counting();
+        let cache = CountCache::new();
+        let long = "word ".repeat(200);
+        assert_eq!(cache.count(&long, &counter), Some(200));
+        assert_eq!(cache.count(&long, &counter), Some(200));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let other = "other ".repeat(100);
+        assert_eq!(cache.count(&other, &counter), Some(100));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(cache.count("two words", &counter), Some(2));
+        assert_eq!(cache.count("two words", &counter), Some(2));
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let (counter, _) = counting();
+        let cache = CountCache::new();
+        for i in 0..CACHE_ENTRIES + 10 {
+            let text = format!("{i} {}", "x".repeat(CACHE_MIN_BYTES));
+            assert_eq!(cache.count(&text, &counter), Some(2));
+        }
+        assert!(cache.counts.lock().unwrap().len() <= CACHE_ENTRIES);
+    }
+
+    #[test]
+    fn the_bound_is_never_below_a_one_token_per_byte_count() {
+        let req = crate::wire::openai::parse_chat(
+            br#"{"model":"m","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hello there, how are you?"}]}"#,
+        )
+        .unwrap();
+        let bytes: u64 = flat_messages(&req).iter().map(|(_, t)| t.len() as u64).sum();
+        assert!(Engine::max_token_count(&req) >= bytes + TEMPLATE_TOKENS_PER_PROMPT);
+    }
 }
