@@ -408,7 +408,7 @@ impl AuditLog {
         for entry in self.db.iter() {
             let (key, value) = entry?;
             let next_after_prev = prev.as_ref().map(|(seq, _)| seq + 1).unwrap_or(1);
-            let Some(key_seq) = key_seq(&key) else {
+            let Some(first_in_block) = key_seq(&key) else {
                 return Ok(report(
                     checked,
                     BadRecord {
@@ -421,9 +421,9 @@ impl AuditLog {
                 // Only a block's first record is named by its key; the others
                 // are held in place by the sequence and hash checks.
                 let position = if i == 0 {
-                    Position::KeyOf(key_seq)
+                    Position::KeyOf(first_in_block)
                 } else {
-                    Position::InBlock(prev.as_ref().map(|(seq, _)| seq + 1).unwrap_or(key_seq))
+                    Position::InBlock(prev.as_ref().map(|(seq, _)| seq + 1).unwrap_or(first_in_block))
                 };
                 let stored = match check_record(position, line, prev.as_ref()) {
                     Ok(stored) => stored,

@@ -606,23 +606,7 @@ mod tests {
         s
     }
 
-    fn events(sse: &str) -> Vec<(Option<String>, Value)> {
-        sse.split("\n\n")
-            .filter(|e| !e.trim().is_empty())
-            .map(|e| {
-                let mut name = None;
-                let mut data = Value::Null;
-                for line in e.lines() {
-                    if let Some(n) = line.strip_prefix("event: ") {
-                        name = Some(n.to_string());
-                    } else if let Some(d) = line.strip_prefix("data: ") {
-                        data = serde_json::from_str(d).unwrap_or(Value::String(d.to_string()));
-                    }
-                }
-                (name, data)
-            })
-            .collect()
-    }
+    use crate::wire::response::sse_events as events;
 
     /// Concatenated text deltas, checking every event is well formed.
     fn text_of(format: StreamFormat, sse: &str) -> String {

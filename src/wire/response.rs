@@ -361,6 +361,27 @@ fn event(name: &str, v: &Value) -> Vec<u8> {
     format!("event: {name}\ndata: {v}\n\n").into_bytes()
 }
 
+/// Test helper: an SSE body as (event name, data) pairs, data parsed as JSON
+/// where it is JSON.
+#[cfg(test)]
+pub(crate) fn sse_events(sse: &str) -> Vec<(Option<String>, Value)> {
+    sse.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let mut name = None;
+            let mut data = Value::Null;
+            for line in e.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = Some(n.to_string());
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(d).unwrap_or(Value::String(d.to_string()));
+                }
+            }
+            (name, data)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,23 +390,7 @@ mod tests {
         Meta { id: "id-1".into(), model: "local-model".into(), created_unix: 1 }
     }
 
-    fn events(sse: &str) -> Vec<(Option<String>, Value)> {
-        sse.split("\n\n")
-            .filter(|e| !e.trim().is_empty())
-            .map(|e| {
-                let mut name = None;
-                let mut data = Value::Null;
-                for line in e.lines() {
-                    if let Some(n) = line.strip_prefix("event: ") {
-                        name = Some(n.to_string());
-                    } else if let Some(d) = line.strip_prefix("data: ") {
-                        data = serde_json::from_str(d).unwrap_or(Value::String(d.to_string()));
-                    }
-                }
-                (name, data)
-            })
-            .collect()
-    }
+    use super::sse_events as events;
 
     #[test]
     fn anthropic_stream_has_the_full_event_sequence() {
