@@ -222,5 +222,58 @@ fn bench_scan(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_scan);
+/// What the request path does before the policy: read the body (JSON with
+/// duplicate keys refused), take stock of every string, parse the dialect,
+/// and scan. Once as an OpenAI chat request (parsed), once as the same
+/// body on a path sluice does not know (inspected string by string).
+fn bench_extract(c: &mut Criterion) {
+    use sluice::wire::shapes::{extract, shape_of, Shape};
+    use sluice::wire::Api;
+    let detectors = Detectors::new();
+    let dict = small_dictionary();
+    let segments = prompt(false);
+    let body = serde_json::json!({
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": segments[0]},
+            {"role": "user", "content": segments[1]},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "read_logs", "arguments": "{\"service\":\"billing-export\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": segments[2]},
+        ],
+        "temperature": 0.2,
+    })
+    .to_string();
+    let chat = Shape::chat(Api::OpenAiChat);
+    let unknown = shape_of(&http::Method::POST, "/v1/some/new/feature", Api::OpenAiChat);
+    let mut group = c.benchmark_group("extract");
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    for (name, shape) in [("chat", chat), ("unknown_shape", unknown)] {
+        let run = || {
+            let e = extract(shape, "/v1/chat/completions", body.as_bytes(), "application/json").expect("valid body");
+            let texts: Vec<&str> = e.inventory.texts().collect();
+            let found = detectors.scan(Some(&dict), &texts).len();
+            black_box(found)
+        };
+        assert_eq!(run(), 0, "the clean prompt has no findings in either shape");
+        let mut times: Vec<f64> = (0..5_000)
+            .map(|_| {
+                let start = Instant::now();
+                run();
+                start.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        eprintln!(
+            "extract_and_scan_{name}: {} bytes, p50 {:.1} us, p99 {:.1} us",
+            body.len(),
+            times[times.len() / 2],
+            times[times.len() * 99 / 100]
+        );
+        group.bench_function(format!("extract_and_scan_{name}"), |b| b.iter(run));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_scan, bench_extract);
 criterion_main!(benches);

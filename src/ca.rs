@@ -254,8 +254,12 @@ struct Constraints {
 impl Authority {
     /// Load the CA from `dir`, refusing a key file others can read, and proving
     /// that a leaf it mints verifies against the certificate clients trust.
+    /// A CA directory found looser than 0700 is tightened.
     pub fn load(dir: &Path) -> Result<Authority, CaError> {
         let files = CaFiles::in_dir(dir);
+        if dir.is_dir() {
+            create_private_dir(dir)?;
+        }
         check_key_mode(&files.key)?;
         let key_pem = read_to_string(&files.key)?;
         let key = KeyPair::from_pem(&key_pem).map_err(|e| CaError::Invalid {
@@ -651,12 +655,9 @@ fn rename(from: &Path, to: &Path) -> Result<(), CaError> {
     })
 }
 
+/// 0700, also when the directory existed looser before.
 fn create_private_dir(dir: &Path) -> Result<(), CaError> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|source| CaError::Io {
+    crate::private_dir::create(dir).map_err(|source| CaError::Io {
         path: dir.to_owned(),
         source,
     })
@@ -770,6 +771,14 @@ mod tests {
             .filter(|n| n.ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn load_tightens_a_loose_ca_directory() {
+        let (_tmp, dir) = ca_dir();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        Authority::load(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
     }
 
     #[test]

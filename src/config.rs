@@ -117,12 +117,37 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace_ms: u64,
+    /// Client connections open at once; further ones get 503 and are closed.
+    pub max_connections: usize,
+    /// Time from accepting a connection to its first byte, and for HTTP/2
+    /// clients to the whole connection preface. The same limits apply to
+    /// the admin listener.
+    pub first_byte_timeout_ms: u64,
+    /// Time a client gets to send an HTTP/1 request head, counted from the
+    /// start of the connection or from the end of the previous response.
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight for this long is closed
+    /// (HTTP/1 keep-alive and HTTP/2 alike).
+    pub idle_timeout_ms: u64,
+    /// HTTP/2 ping interval, and how long a ping may go unanswered before
+    /// the connection is dropped as dead.
+    pub http2_keepalive_interval_ms: u64,
+    pub http2_keepalive_timeout_ms: u64,
+    /// Longest silence between two chunks of a request body; here and on
+    /// intercepted proxy requests.
+    pub body_frame_timeout_ms: u64,
+    /// Time allowed for a whole request body to arrive. A body that is too
+    /// slow gets 408.
+    pub body_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// Client connections open at once on the admin listener; kept apart
+    /// from the gateway's so a flood there cannot starve health probes.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,7 +306,7 @@ pub struct ProxyConfig {
     pub intercept: Vec<String>,
     /// Ports a CONNECT may reach.
     pub allowed_ports: Vec<u16>,
-    /// CIDR blocks of private, loopback or link-local destinations that are
+    /// CIDR blocks of internal (non-public) destinations that are
     /// nevertheless allowed (all such destinations are refused by default).
     pub allow_private: Vec<String>,
     pub max_connections: usize,
@@ -375,6 +400,14 @@ impl Default for GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 10 * 1024 * 1024,
             shutdown_grace_ms: 30_000,
+            max_connections: 4096,
+            first_byte_timeout_ms: 10_000,
+            header_read_timeout_ms: 30_000,
+            idle_timeout_ms: 90_000,
+            http2_keepalive_interval_ms: 30_000,
+            http2_keepalive_timeout_ms: 10_000,
+            body_frame_timeout_ms: 30_000,
+            body_timeout_ms: 120_000,
         }
     }
 }
@@ -383,6 +416,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            max_connections: 256,
         }
     }
 }
@@ -539,6 +573,25 @@ impl Config {
                 return Err(invalid(format!("proxy.intercept: `{host}` is not a host name pattern")));
             }
         }
+        if self.gateway.max_connections == 0 || self.admin.max_connections == 0 {
+            return Err(invalid("gateway.max_connections and admin.max_connections must be at least 1".into()));
+        }
+        let g = &self.gateway;
+        for (name, ms) in [
+            ("first_byte_timeout_ms", g.first_byte_timeout_ms),
+            ("header_read_timeout_ms", g.header_read_timeout_ms),
+            ("idle_timeout_ms", g.idle_timeout_ms),
+            ("http2_keepalive_interval_ms", g.http2_keepalive_interval_ms),
+            ("http2_keepalive_timeout_ms", g.http2_keepalive_timeout_ms),
+            ("body_frame_timeout_ms", g.body_frame_timeout_ms),
+            ("body_timeout_ms", g.body_timeout_ms),
+        ] {
+            // Zero would mean "no time at all", not "no limit": every
+            // connection would be cut at once.
+            if ms == 0 {
+                return Err(invalid(format!("gateway.{name} must be at least 1")));
+            }
+        }
         if self.proxy.max_connections == 0 || self.proxy.leaf_cache_size == 0 {
             return Err(invalid("proxy.max_connections and proxy.leaf_cache_size must be at least 1".into()));
         }
@@ -592,6 +645,16 @@ mod tests {
         let default = Config::default();
         assert_eq!(example.gateway.listen, default.gateway.listen);
         assert_eq!(example.gateway.max_body_bytes, default.gateway.max_body_bytes);
+        let (e, d) = (&example.gateway, &default.gateway);
+        assert_eq!(
+            (e.max_connections, e.first_byte_timeout_ms, e.header_read_timeout_ms, e.idle_timeout_ms),
+            (d.max_connections, d.first_byte_timeout_ms, d.header_read_timeout_ms, d.idle_timeout_ms)
+        );
+        assert_eq!(
+            (e.http2_keepalive_interval_ms, e.http2_keepalive_timeout_ms, e.body_frame_timeout_ms, e.body_timeout_ms),
+            (d.http2_keepalive_interval_ms, d.http2_keepalive_timeout_ms, d.body_frame_timeout_ms, d.body_timeout_ms)
+        );
+        assert_eq!(example.admin.max_connections, default.admin.max_connections);
         assert_eq!(example.admin.listen, default.admin.listen);
         assert_eq!(example.policies_dir, default.policies_dir);
         assert_eq!(example.audit.dir, default.audit.dir);
@@ -610,6 +673,10 @@ mod tests {
         assert!(err.to_string().contains("64 hex"));
         let err = Config::parse("upstream: { resolve: { a.com: not-an-ip } }", Path::new("s.yaml")).unwrap_err();
         assert!(err.to_string().contains("not an IP"));
+        let err = Config::parse("gateway: { body_timeout_ms: 0 }", Path::new("s.yaml")).unwrap_err();
+        assert!(err.to_string().contains("gateway.body_timeout_ms must be at least 1"), "{err}");
+        let err = Config::parse("admin: { max_connections: 0 }", Path::new("s.yaml")).unwrap_err();
+        assert!(err.to_string().contains("admin.max_connections"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! → [`dispatch`] → [`audit`] / [`telemetry`].
 
 pub mod audit;
+pub mod blocking;
 pub mod ca;
 pub mod classify;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod ingress;
 pub mod inspect;
 pub mod pipeline;
 pub mod policy;
+pub mod private_dir;
 pub mod redact;
 pub mod session;
 pub mod telemetry;

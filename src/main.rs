@@ -387,6 +387,7 @@ fn policy_test(
         tool_steps: context.tool_steps,
         tools_present: context.tools,
         stream: context.stream,
+        unparsed: false,
         estimated_cost_usd: config.estimated_cost_usd(model, prompt_tokens, None),
         local_queue_depth: 0,
         sticky_local: context.sticky,

@@ -38,6 +38,12 @@ use crate::dispatch::local::{GenEvent, Generation, LocalError, LocalTier, Overfl
 use crate::policy::{Action, LocalOptions, Overflow, PolicyErrors, PolicySet, Signals, TooLong};
 use crate::wire::response::{self, Assembled, Meta, SseEncoder};
 use crate::telemetry;
+use crate::audit::AttachmentNote;
+use crate::blocking::InspectPool;
+use crate::ingress::websocket::{self, Verdict, WsMessage};
+use crate::inspect::{Category, Finding, ATTACHMENT_KIND};
+use crate::wire::document::Inventory;
+use crate::wire::shapes::{Extracted, Shape, ShapeKind};
 use crate::wire::{self, Api, ErrorKind, Format, Identity};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -158,6 +164,8 @@ pub struct Sluice {
     gemini: Provider,
     classifier: Classifier,
     sticky: StickySessions,
+    /// Where large bodies are read and scanned.
+    pool: InspectPool,
     next_id: AtomicU64,
 }
 
@@ -227,6 +235,7 @@ impl Sluice {
             policies,
             dictionaries,
             detectors: Detectors::new(),
+            pool: InspectPool::default(),
             audit,
             cloud,
             local,
@@ -268,21 +277,25 @@ impl Sluice {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let span = info_span!("request", id, method = %req.method(), path = %req.uri().path(),
             team = tracing::field::Empty, decision = tracing::field::Empty, status = tracing::field::Empty);
-        let api = match (req.method().as_str(), req.uri().path()) {
-            ("POST", "/v1/chat/completions") => Some(Api::OpenAiChat),
-            ("POST", "/v1/messages") => Some(Api::AnthropicMessages),
-            ("POST", "/v1/responses") => Some(Api::OpenAiResponses),
-            ("POST", path) if wire::gemini::model_from_path(path).is_some() => Some(Api::GeminiGenerate),
-            _ => None,
+        let path = wire::shapes::normalize_path(req.uri().path());
+        let shape = wire::shapes::shape_of(req.method(), &path, Api::OpenAiChat);
+        // The gateway calls the three configured providers; their other
+        // endpoints (completions, embeddings, token counting, batches) go
+        // to the same provider, inspected like chat.
+        let served = match shape.kind {
+            ShapeKind::Chat => true,
+            ShapeKind::Endpoint => shape.name.starts_with("openai.") || shape.name.starts_with("anthropic.") || shape.name.starts_with("gemini."),
+            ShapeKind::Unknown => false,
         };
+        let models = req.method() == http::Method::GET && path == "/v1/models";
         let this = self.clone();
         async move {
-            let resp = match api {
-                Some(api) => this.handle_llm(api, req, client, Via::Gateway).await,
-                None if req.method() == http::Method::GET && req.uri().path() == "/v1/models" => {
-                    this.handle_models(req, client, ingress)
-                }
-                None => this.handle_unknown(req, client, ingress),
+            let resp = if served {
+                this.handle_llm(shape, req, client, Via::Gateway).await
+            } else if models {
+                this.handle_models(req, client, ingress)
+            } else {
+                this.handle_unknown(req, client, ingress)
             };
             tracing::Span::current().record("status", resp.status().as_u16());
             tracing::debug!("done");
@@ -310,11 +323,15 @@ impl Sluice {
         async move {
             let resp = if is_websocket_upgrade(req.headers()) {
                 this.relay_websocket(req, client, identity, origin).await
+            } else if req.body().is_end_stream() {
+                // No body, no prompt: model lists, file downloads, deletes.
+                this.forward_unchanged(req, client, identity, origin).await
             } else {
-                match proxied_api(req.method(), req.uri().path()) {
-                    Some(api) => this.handle_llm(api, req, client, Via::Proxy { identity, origin }).await,
-                    None => this.forward_unchanged(req, client, identity, origin).await,
-                }
+                // Everything with a body is inspected: known shapes through
+                // their parsers, the rest string by string.
+                let fallback = api_family_of_host(&origin.target().host);
+                let shape = wire::shapes::shape_of(req.method(), &wire::shapes::normalize_path(req.uri().path()), fallback);
+                this.handle_llm(shape, req, client, Via::Proxy { identity, origin }).await
             };
             tracing::Span::current().record("status", resp.status().as_u16());
             tracing::debug!("done");
@@ -366,7 +383,8 @@ impl Sluice {
         origin: Arc<Origin>,
     ) -> Response<RespBody> {
         let mut trail = Trail::forwarded("passthrough", req.headers(), client, &identity, &origin);
-        trail.record.reason = format!("{} {} is not an LLM API call; forwarded unchanged", req.method(), req.uri().path());
+        // The path is the client's text; the record says what happened.
+        trail.record.reason = "request without a body; forwarded unchanged".to_string();
         let trail = match self.gate_on_audit(trail) {
             Ok(trail) => trail,
             Err(refused) => return refused,
@@ -391,17 +409,23 @@ impl Sluice {
         identity: Identity,
         origin: Arc<Origin>,
     ) -> Response<RespBody> {
-        let trail = Trail::forwarded("websocket", req.headers(), client, &identity, &origin);
-        let mut trail = match self.gate_on_audit(trail) {
+        let mut trail = Trail::forwarded("websocket", req.headers(), client, &identity, &origin);
+        trail.record.decision = "cloud".into();
+        if self.policies.team(&identity.team).is_none() {
+            let message = format!("team `{}` has no policy; sluice refuses rather than guess", identity.team);
+            return self.refuse(trail, ErrorKind::PolicyBlock, &message);
+        }
+        let trail = match self.gate_on_audit(trail) {
             Ok(trail) => trail,
             Err(refused) => return refused,
         };
         let client_upgrade = hyper::upgrade::on(&mut req);
         let (mut parts, _) = req.into_parts();
-        for name in ["proxy-authorization", "proxy-authenticate", "proxy-connection", "keep-alive", "te", "trailer", "transfer-encoding"] {
+        // Compressed messages (permessage-deflate) could not be inspected:
+        // without the offer the origin never turns compression on.
+        for name in ["proxy-authorization", "proxy-authenticate", "proxy-connection", "keep-alive", "te", "trailer", "transfer-encoding", "sec-websocket-extensions"] {
             parts.headers.remove(name);
         }
-        let path = parts.uri.path().to_string();
         let upstream = Request::from_parts(parts, full_request(Bytes::new()));
         let started = Instant::now();
         let mut resp = match origin.send_upgradable(upstream).await {
@@ -412,32 +436,114 @@ impl Sluice {
             return self.relay(trail, resp, started, "passthrough", "");
         }
         let origin_upgrade = hyper::upgrade::on(&mut resp);
-        trail.record.status = 101;
         let idle = Duration::from_millis(self.config.proxy.idle_timeout_ms);
+        let max_message = self.config.gateway.max_body_bytes;
         let this = self.clone();
         tokio::spawn(async move {
-            trail.record.reason = match tokio::try_join!(client_upgrade, origin_upgrade) {
+            let mut trail = trail;
+            trail.record.status = 101;
+            match tokio::try_join!(client_upgrade, origin_upgrade) {
                 Ok((client_io, origin_io)) => {
                     let mut client_io = TokioIo::new(client_io);
                     let mut origin_io = TokioIo::new(origin_io);
-                    let relayed = crate::ingress::tunnel::copy_with_idle(&mut client_io, &mut origin_io, idle).await;
-                    let mut reason = format!("websocket {path} closed after {} bytes up, {} bytes down", relayed.up, relayed.down);
+                    let mut seen = MessageVerdicts::default();
+                    let relayed = websocket::relay_inspected(&mut client_io, &mut origin_io, idle, max_message, |message| {
+                        this.inspect_ws_message(&identity, &trail.record.provider, message, &mut seen)
+                    })
+                    .await;
+                    trail.record.findings = seen.findings;
+                    trail.record.attachments = seen.attachments;
+                    if !seen.rule.is_empty() {
+                        trail.record.rule = seen.rule;
+                    }
+                    let mut reason = format!(
+                        "websocket closed after {} bytes up, {} bytes down, {} messages inspected and forwarded",
+                        relayed.up, relayed.down, relayed.messages_up
+                    );
+                    if let Some(refused) = relayed.refused {
+                        trail.record.decision = "block".into();
+                        reason = format!("websocket message refused ({refused}); {reason}");
+                    }
                     if let Some(e) = relayed.error {
                         reason.push_str(&format!(" ({e})"));
                     }
-                    reason
+                    trail.record.reason = reason;
                 }
-                Err(e) => format!("websocket {path} upgrade failed: {e}"),
-            };
+                Err(e) => trail.record.reason = format!("websocket upgrade failed: {e}"),
+            }
             this.record(trail, Some(started.elapsed()));
         });
         let (parts, _) = resp.into_parts();
         Response::from_parts(parts, full(Bytes::new()))
     }
 
-    /// One LLM API call, end to end.
-    async fn handle_llm(self: Arc<Self>, api: Api, req: Request<Incoming>, client: SocketAddr, via: Via) -> Response<RespBody> {
-        let mut trail = Trail::new(api.as_str(), api.format(), client, via.ingress());
+    /// Extract a body and scan everything in it: the CPU-heavy part of a
+    /// request, run inline or on the inspection pool.
+    fn read_and_scan(
+        &self,
+        shape: Shape,
+        path: &str,
+        body: &[u8],
+        content_type: &str,
+        team: &str,
+    ) -> Result<(Extracted, Vec<Finding>, String), wire::ParseError> {
+        let extracted = wire::shapes::extract(shape, path, body, content_type)?;
+        let segments: Vec<&str> = extracted.inventory.texts().collect();
+        let mut scanned = self.detectors.scan(self.dictionaries.get(team), &segments);
+        scanned.extend(attachment_findings(&extracted.inventory, segments.len()));
+        let digest = prompt_digest(&segments);
+        Ok((extracted, scanned, digest))
+    }
+
+    /// Judge one WebSocket message from the client like a request body:
+    /// every string of its JSON (or its text) scanned, the team's policy
+    /// deciding. Only `cloud` lets it through: a message cannot be answered
+    /// locally or redacted in flight, so those decisions refuse it.
+    fn inspect_ws_message(&self, identity: &Identity, provider: &str, message: WsMessage<'_>, seen: &mut MessageVerdicts) -> Verdict {
+        let Some(policy) = self.policies.team(&identity.team) else {
+            return Verdict::Refuse { close_reason: "team has no policy" };
+        };
+        let inventory = match message {
+            WsMessage::Text(text) => match wire::document::parse_value(text.as_bytes()) {
+                Ok(value) => Inventory::of(&value),
+                Err(_) => Inventory::of_text(text.as_bytes(), "text/plain"),
+            },
+            WsMessage::Binary(bytes) => Inventory {
+                attachments: vec![wire::document::Attachment {
+                    media_type: "application/octet-stream".into(),
+                    bytes: bytes.len() as u64,
+                    how: "inline",
+                    text: None,
+                }],
+                ..Inventory::default()
+            },
+        };
+        let segments: Vec<&str> = inventory.texts().collect();
+        let mut scanned = self.detectors.scan(self.dictionaries.get(&identity.team), &segments);
+        scanned.extend(attachment_findings(&inventory, segments.len()));
+        let findings = policy.relevant_findings(&scanned);
+        for (kind, n) in count_by_kind(&findings) {
+            *seen.findings.entry(kind.to_string()).or_insert(0) += n;
+        }
+        seen.attachments.extend(inventory.attachments.iter().map(AttachmentNote::of));
+        let decision = policy.decide(&Signals { findings: &findings, provider, stream: true, ..Signals::default() });
+        match decision.action {
+            Action::Cloud => Verdict::Forward,
+            Action::Block => {
+                seen.rule = decision.rule;
+                Verdict::Refuse { close_reason: "blocked by sluice policy" }
+            }
+            Action::Local | Action::Redact => {
+                seen.rule = decision.rule;
+                Verdict::Refuse { close_reason: "sluice policy keeps this content in-house" }
+            }
+        }
+    }
+
+    /// One request with a body for an LLM API, end to end.
+    async fn handle_llm(self: Arc<Self>, shape: Shape, req: Request<Incoming>, client: SocketAddr, via: Via) -> Response<RespBody> {
+        let api = shape.api;
+        let mut trail = Trail::new(shape.name, api.format(), client, via.ingress());
         let provider = via.provider(api);
         trail.record.provider = provider.clone();
         if let Via::Proxy { origin, .. } = &via {
@@ -461,25 +567,30 @@ impl Sluice {
         tracing::Span::current().record("team", identity.team.as_str());
 
         // extract
-        if let Err(message) = check_content_type(&parts.headers) {
-            return self.refuse(trail, ErrorKind::UnsupportedMediaType, &message);
+        if let Err((message, reason)) = check_body_headers(&parts.headers, shape.kind != ShapeKind::Unknown) {
+            return self.refuse_as(trail, ErrorKind::UnsupportedMediaType, &message, reason);
         }
-        let body = match read_body(body, &parts.headers, self.config.gateway.max_body_bytes).await {
+        let body = match read_body(body, &parts.headers, &self.config.gateway).await {
             Ok(body) => body,
             Err((kind, message)) => return self.refuse(trail, kind, &message),
         };
-        let parsed = match api {
-            Api::OpenAiChat => wire::openai::parse_chat(&body),
-            Api::AnthropicMessages => wire::anthropic::parse_messages(&body),
-            Api::OpenAiResponses => wire::responses::parse_responses(&body),
-            Api::GeminiGenerate => match wire::gemini::model_from_path(parts.uri.path()) {
-                Some((model, stream)) => wire::gemini::parse_generate(&model, stream, &body),
-                None => Err(wire::ParseError::Missing("model (in the request path)")),
-            },
+        let content_type = parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        // Reading and scanning a large body takes milliseconds: off the
+        // async workers, through a bounded pool, so a few huge prompts
+        // cannot hold up every other connection.
+        let inspect_started = Instant::now();
+        let read = if InspectPool::should_offload(body.len()) {
+            let (this, body, path, team) = (self.clone(), body.clone(), parts.uri.path().to_string(), identity.team.clone());
+            match self.pool.run(move || this.read_and_scan(shape, &path, &body, &content_type, &team)).await {
+                Ok(read) => read,
+                Err(e) => return self.refuse(trail, ErrorKind::Internal, &format!("inspection did not complete ({e}); nothing was forwarded")),
+            }
+        } else {
+            self.read_and_scan(shape, parts.uri.path(), &body, &content_type, &identity.team)
         };
-        let mut request = match parsed {
-            Ok(request) => request,
-            Err(e) => return self.refuse(trail, ErrorKind::InvalidRequest, &e.to_string()),
+        let (Extracted { mut request, inventory, parsed }, scanned, digest) = match read {
+            Ok(read) => read,
+            Err(e) => return self.refuse_as(trail, ErrorKind::InvalidRequest, &e.to_string(), &e.audit_reason()),
         };
         request.identity = identity;
         trail.record.model_requested = request.model.clone();
@@ -491,10 +602,8 @@ impl Sluice {
             return self.refuse(trail, ErrorKind::PolicyBlock, &message);
         };
 
-        // inspect
-        let inspect_started = Instant::now();
-        let segments = request.text_segments();
-        let scanned = self.detectors.scan(self.dictionaries.get(&request.identity.team), &segments);
+        // inspect: every string of the body, not only what the parser lifted
+        let segments: Vec<&str> = inventory.texts().collect();
         // Findings under the team's minimum confidence do not count.
         let findings = policy.relevant_findings(&scanned);
         // Tokenizing costs ~0.3 ms per 1,000 tokens, more than the rest of
@@ -504,8 +613,8 @@ impl Sluice {
         // count's bounds straddle, or the local route's context check
         // (which counts there). Otherwise the estimate, capped by the bound,
         // decides exactly as the count would.
-        let estimate = wire::CanonicalRequest::estimated_prompt_tokens(&segments);
-        let (prompt_tokens, exact_tokens) = if self.local.has_tokenizer() {
+        let estimate = wire::CanonicalRequest::estimated_prompt_tokens(&request.text_segments());
+        let (prompt_tokens, exact_tokens) = if self.local.has_tokenizer() && shape.is_chat() {
             let max_tokens = self.local.max_token_count(&request);
             if policy.needs_exact_tokens(max_tokens) {
                 (self.local.count_tokens(&request, estimate), true)
@@ -532,15 +641,17 @@ impl Sluice {
             tool_steps: request.tool_steps(),
             tools_present: !request.tools.is_empty(),
             stream: request.stream,
+            unparsed: !parsed,
             estimated_cost_usd: self.config.estimated_cost_usd(&request.model, prompt_tokens, request.max_tokens),
             local_queue_depth: self.local.queue_depth(),
             sticky_local,
         };
-        trail.record.prompt_sha256 = prompt_digest(&segments);
+        trail.record.prompt_sha256 = digest;
         trail.record.findings = count_by_kind(&findings)
             .into_iter()
             .map(|(k, n)| (k.to_string(), n))
             .collect();
+        trail.record.attachments = inventory.attachments.iter().map(AttachmentNote::of).collect();
         let inspect_time = inspect_started.elapsed();
         trail.record.latency_us.inspect = micros(inspect_time);
         metrics::histogram!(telemetry::INSPECTION_DURATION).record(inspect_time.as_secs_f64());
@@ -563,6 +674,14 @@ impl Sluice {
                 let message = format!("Blocked by sluice policy rule `{}`: {}", decision.rule, decision.reason);
                 return self.refuse(trail, ErrorKind::PolicyBlock, &message);
             }
+            Action::Local if !shape.is_chat() => {
+                let message = format!(
+                    "Policy rule `{}` keeps this request in-house, and the local model cannot answer {} requests; \
+                     it was not sent to any cloud provider",
+                    decision.rule, shape.name
+                );
+                return self.refuse(trail, ErrorKind::PolicyBlock, &message);
+            }
             Action::Local => {
                 if decision.sticky {
                     self.sticky.mark(&Conversation::of(&request.identity.team, &request));
@@ -581,7 +700,7 @@ impl Sluice {
             }
             Action::Redact => {
                 let planned = Redaction::from_findings(&segments, &policy.findings_to_redact(&decision, &findings));
-                if api == Api::GeminiGenerate && request.stream && !planned.is_empty() {
+                if shape.is_chat() && api == Api::GeminiGenerate && request.stream && !planned.is_empty() {
                     // No stream restorer speaks Gemini yet: refuse rather than
                     // show the user placeholders.
                     let message = format!(
@@ -611,7 +730,7 @@ impl Sluice {
             Route::Cloud => {
                 let body = match &redaction {
                     None => body,
-                    Some(r) => match r.redact_json_body(&body) {
+                    Some(r) => match r.redact_json_body(&body).and_then(|redacted| r.check_gone(&redacted).map(|()| redacted)) {
                         Ok(redacted) => Bytes::from(redacted),
                         // Fail closed: a value that cannot be replaced must not leave.
                         Err(e) => {
@@ -624,7 +743,7 @@ impl Sluice {
                     Ok(upstream) => upstream,
                     Err(message) => return self.refuse(trail, ErrorKind::Upstream, &message),
                 };
-                self.forward_to_cloud(trail, api, &via, upstream, redaction, &decision.rule).await
+                self.forward_to_cloud(trail, shape, &via, upstream, redaction, &decision.rule).await
             }
         }
     }
@@ -759,7 +878,7 @@ impl Sluice {
     async fn forward_to_cloud(
         self: &Arc<Self>,
         trail: Trail,
-        api: Api,
+        shape: Shape,
         via: &Via,
         mut upstream: Request<Full<Bytes>>,
         redaction: Option<Arc<Redaction>>,
@@ -772,7 +891,9 @@ impl Sluice {
         let restore = redaction.map(|redaction| {
             // A compressed answer could not be searched for placeholders.
             upstream.headers_mut().insert(http::header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-            (redaction, stream_format(api))
+            // Only the chat dialects have a stream restorer; other answers
+            // are restored whole.
+            (redaction, if shape.is_chat() { stream_format(shape.api) } else { None })
         });
         let upstream_started = Instant::now();
         let sent = match via {
@@ -991,7 +1112,16 @@ impl Sluice {
         let format = format_of(req.headers());
         let trail = Trail::new("unknown", format, client, ingress);
         let message = format!("sluice does not serve {} {}", req.method(), req.uri().path());
-        self.refuse(trail, ErrorKind::NotFound, &message)
+        self.refuse_as(trail, ErrorKind::NotFound, &message, "no such endpoint")
+    }
+
+    /// [`Self::refuse`] where the client's message quotes the client's own
+    /// text (a path, a header, a field value): the record gets `reason`.
+    fn refuse_as(&self, trail: Trail, kind: ErrorKind, message: &str, reason: &str) -> Response<RespBody> {
+        let format = trail.format;
+        let mut resp = self.refuse(trail, kind, reason);
+        *resp.body_mut() = full(wire::error_body(format, kind, message));
+        resp
     }
 
     /// Answer with an error in the client's wire format, and record it.
@@ -1089,24 +1219,47 @@ impl Trail {
     }
 }
 
-/// The LLM API a proxied request calls, by method and path. OpenAI-compatible
-/// providers (Groq, Together, Mistral, DeepSeek, OpenRouter, Azure) all end
-/// their chat path in `/chat/completions`.
-fn proxied_api(method: &http::Method, path: &str) -> Option<Api> {
-    if method != http::Method::POST {
-        return None;
+/// What the messages of one WebSocket carried, for its record.
+#[derive(Default)]
+struct MessageVerdicts {
+    findings: std::collections::BTreeMap<String, u32>,
+    attachments: Vec<AttachmentNote>,
+    /// The rule that refused a message, if one did.
+    rule: String,
+}
+
+/// The API family of an intercepted host, for the error format of shapes
+/// sluice does not know there.
+fn api_family_of_host(host: &str) -> Api {
+    match provider_of_host(host) {
+        "anthropic" | "bedrock" => Api::AnthropicMessages,
+        "gemini" => Api::GeminiGenerate,
+        _ => Api::OpenAiChat,
     }
-    if path.ends_with("/chat/completions") {
-        Some(Api::OpenAiChat)
-    } else if path == "/v1/messages" || path.ends_with("/anthropic/v1/messages") {
-        Some(Api::AnthropicMessages)
-    } else if path == "/v1/responses" || path.ends_with("/openai/v1/responses") {
-        // Not /v1/responses/{id}/cancel and friends: those carry no prompt.
-        Some(Api::OpenAiResponses)
-    } else if wire::gemini::model_from_path(path).is_some() {
-        Some(Api::GeminiGenerate)
-    } else {
-        None
+}
+
+/// An `attachment` finding per attachment of the body, so `attachments:`
+/// conditions fire. They point past the scanned segments: there is no
+/// text of theirs to redact.
+fn attachment_findings(inventory: &Inventory, first_segment: usize) -> impl Iterator<Item = Finding> + '_ {
+    inventory.attachments.iter().enumerate().map(move |(i, a)| Finding {
+        category: Category::Attachment,
+        kind: ATTACHMENT_KIND,
+        segment: first_segment + i,
+        span: 0..0,
+        confidence: 1.0,
+        validator: media_class(&a.media_type),
+    })
+}
+
+fn media_class(media_type: &str) -> &'static str {
+    match media_type.split('/').next().unwrap_or("") {
+        "image" => "image",
+        "audio" => "audio",
+        "video" => "video",
+        "text" => "text",
+        _ if media_type == "application/pdf" => "document",
+        _ => "file",
     }
 }
 
@@ -1130,32 +1283,70 @@ fn format_of(headers: &HeaderMap) -> Format {
     }
 }
 
-fn check_content_type(headers: &HeaderMap) -> Result<(), String> {
+/// A body sluice can read: not compressed (compressed bytes would pass the
+/// detectors unread), and JSON where the shape is a JSON API. The audit
+/// reason names the problem without the client's header value.
+fn check_body_headers(headers: &HeaderMap, json_shape: bool) -> Result<(), (String, &'static str)> {
+    for value in headers.get_all(http::header::CONTENT_ENCODING) {
+        let value = value.to_str().unwrap_or("?");
+        if value.split(',').any(|c| !c.trim().is_empty() && !c.trim().eq_ignore_ascii_case("identity")) {
+            return Err((
+                format!("Content-Encoding `{value}` is not accepted: sluice inspects request bodies and forwards only what it read; send the body uncompressed"),
+                "compressed request body refused",
+            ));
+        }
+    }
     let Some(value) = headers.get(http::header::CONTENT_TYPE) else {
         return Ok(());
     };
+    if !json_shape {
+        return Ok(());
+    }
     let value = value.to_str().unwrap_or("");
     let essence = value.split(';').next().unwrap_or("").trim();
     if essence.eq_ignore_ascii_case("application/json") || essence.to_ascii_lowercase().ends_with("+json") {
         Ok(())
     } else {
-        Err(format!("Content-Type must be application/json, not `{value}`"))
+        Err((format!("Content-Type must be application/json, not `{value}`"), "Content-Type is not JSON"))
     }
 }
 
-/// Read the whole request body, up to `limit` bytes.
+/// Read the whole request body, up to `gateway.max_body_bytes`.
+///
+/// A client that trickles its body would otherwise hold the request, its
+/// connection slot and the buffer for as long as it likes, so the body must
+/// keep coming (`body_frame_timeout_ms` of silence at most) and be complete
+/// within `body_timeout_ms`; too slow is 408.
 ///
 /// An oversized body is still read (and thrown away) for a short while
 /// before the 413 goes out, like nginx's lingering close: a client that is
 /// still writing when the server closes gets a broken pipe instead of the
 /// answer. The drain is bounded in bytes and time so it cannot be abused.
-async fn read_body(mut body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, (ErrorKind, String)> {
+async fn read_body(
+    mut body: Incoming,
+    headers: &HeaderMap,
+    gateway: &crate::config::GatewayConfig,
+) -> Result<Bytes, (ErrorKind, String)> {
+    let limit = gateway.max_body_bytes;
     let too_large = || (ErrorKind::TooLarge, format!("request body exceeds the limit of {limit} bytes"));
+    let frame_timeout = Duration::from_millis(gateway.body_frame_timeout_ms);
+    let body_deadline = tokio::time::Instant::now() + Duration::from_millis(gateway.body_timeout_ms);
+    let too_slow = |stalled: bool| {
+        let message = if stalled {
+            format!("request body stalled for more than {} ms", gateway.body_frame_timeout_ms)
+        } else {
+            format!("request body took longer than {} ms to arrive", gateway.body_timeout_ms)
+        };
+        (ErrorKind::RequestTimeout, message)
+    };
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
+    // A declared length is only a claim: reserving all of it up front would
+    // let slow clients pin the whole limit each before sending anything.
+    const RESERVE_AT_MOST: u64 = 1024 * 1024;
+    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(limit as u64).min(RESERVE_AT_MOST) as usize);
     let mut over = declared.is_some_and(|n| n > limit as u64);
     let drain_until = tokio::time::Instant::now() + DRAIN_TIME;
     let mut drained: u64 = 0;
@@ -1166,7 +1357,11 @@ async fn read_body(mut body: Incoming, headers: &HeaderMap, limit: usize) -> Res
                 Err(_) => return Err(too_large()),
             }
         } else {
-            body.frame().await
+            let stall_deadline = tokio::time::Instant::now() + frame_timeout;
+            match tokio::time::timeout_at(stall_deadline.min(body_deadline), body.frame()).await {
+                Ok(frame) => frame,
+                Err(_) => return Err(too_slow(stall_deadline <= body_deadline)),
+            }
         };
         let frame = match frame {
             None => break,
@@ -1497,6 +1692,27 @@ impl Drop for LocalBody {
     }
 }
 
+impl Sluice {
+    /// Audit one CONNECT that was answered 200, when it ends: the CONNECT
+    /// host in `host`, the provider of the host the traffic was really for
+    /// (the SNI when there was one), and the tunnel's facts (SNI, bytes,
+    /// duration, outcome) in `signals`. Refusals at the door are recorded
+    /// by [`Sluice::record_proxy_refusal`] instead, so every CONNECT has
+    /// exactly one `proxy.connect` record.
+    pub fn record_tunnel(&self, client: SocketAddr, identity: &Identity, tunnel: &crate::ingress::tunnel::TunnelReport) {
+        let decision = tunnel.outcome.decision();
+        let mut trail = Trail::proxied("proxy.connect", Format::OpenAi, client, Some(identity), &tunnel.connect_host, decision);
+        trail.record.provider = provider_of_host(tunnel.target_host()).to_string();
+        trail.record.status = StatusCode::OK.as_u16();
+        trail.record.reason = tunnel.reason();
+        trail.record.signals = Some(tunnel.signals());
+        // The trail is made at the end of the tunnel; its total is the
+        // tunnel's life from the CONNECT on.
+        trail.started = Instant::now().checked_sub(tunnel.duration).unwrap_or(trail.started);
+        self.record(trail, None);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1510,11 +1726,18 @@ mod tests {
     #[test]
     fn content_type_rules() {
         let mut h = HeaderMap::new();
-        assert!(check_content_type(&h).is_ok());
+        assert!(check_body_headers(&h, true).is_ok());
         h.insert("content-type", "application/json; charset=utf-8".parse().unwrap());
-        assert!(check_content_type(&h).is_ok());
+        assert!(check_body_headers(&h, true).is_ok());
         h.insert("content-type", "text/plain".parse().unwrap());
-        assert!(check_content_type(&h).unwrap_err().contains("text/plain"));
+        let (message, reason) = check_body_headers(&h, true).unwrap_err();
+        assert!(message.contains("text/plain") && !reason.contains("text/plain"));
+        // Unknown shapes may carry any content type, never a compressed one.
+        assert!(check_body_headers(&h, false).is_ok());
+        h.insert("content-encoding", "gzip".parse().unwrap());
+        assert!(check_body_headers(&h, false).is_err());
+        h.insert("content-encoding", "identity".parse().unwrap());
+        assert!(check_body_headers(&h, false).is_ok());
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub const PROXY_CONNECTS: &str = "sluice_proxy_connects_total";
 pub const PROXY_OPEN_CONNECTIONS: &str = "sluice_proxy_open_connections";
 pub const PROXY_OPEN_TUNNELS: &str = "sluice_proxy_open_tunnels";
 pub const PROXY_LEAF_CERTS: &str = "sluice_proxy_leaf_certs_total";
+pub const LISTENER_CONNECTIONS: &str = "sluice_listener_connections_total";
 
 /// Holds a gauge one higher for as long as it lives.
 pub struct GaugeGuard(&'static str);
@@ -71,5 +72,6 @@ pub fn install() -> Result<PrometheusHandle, TelemetryError> {
     metrics::describe_gauge!(PROXY_OPEN_CONNECTIONS, "Client connections open on the proxy port");
     metrics::describe_gauge!(PROXY_OPEN_TUNNELS, "Uninspected CONNECT tunnels open");
     metrics::describe_counter!(PROXY_LEAF_CERTS, "Leaf certificates for intercepted hosts: minted or cache_hit");
+    metrics::describe_counter!(LISTENER_CONNECTIONS, "Gateway and admin connections refused over the limit or closed by a timeout, by listener and outcome");
     Ok(handle)
 }

@@ -42,6 +42,17 @@ fn bodies(fake: &FakeProvider) -> Vec<String> {
     fake.requests().iter().map(|r| String::from_utf8_lossy(&r.body).into_owned()).collect()
 }
 
+/// The records of CONNECTs that were answered 200, one per tunnel, written
+/// when the tunnel ended.
+fn tunnel_records(records: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    records.iter().filter(|r| r["api"] == "proxy.connect" && r["status"] == 200).collect()
+}
+
+/// The records of requests (and refusals at the door), without the tunnels'.
+fn request_records(records: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    records.iter().filter(|r| !(r["api"] == "proxy.connect" && r["status"] == 200)).collect()
+}
+
 /// Send a raw CONNECT and return the status code and the stream after the
 /// response head.
 async fn connect(proxy: std::net::SocketAddr, target: &str, auth: Option<&str>) -> (u16, String, TcpStream) {
@@ -153,12 +164,16 @@ async fn reqwest_clean_prompt_reaches_provider_and_sensitive_ones_do_not() {
     drop((client, client1));
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let records = proc.audit_records();
-    let proxied: Vec<_> = records.iter().filter(|r| r["ingress"] == "proxy").collect();
+    let proxied: Vec<_> = request_records(&records).into_iter().filter(|r| r["ingress"] == "proxy").collect();
     assert_eq!(proxied.len(), 4, "{records:#?}");
     assert!(proxied.iter().all(|r| r["host"] == "api.openai.com" || r["host"] == "api.anthropic.com"));
     assert_eq!(proxied[2]["decision"], "local");
     assert_eq!(proxied[3]["decision"], "block");
     assert!(proxied[3]["findings"]["aws_access_key"].as_u64() == Some(1));
+    // One connection per client, each audited as intercepted by its name.
+    let tunnels = tunnel_records(&records);
+    assert_eq!(tunnels.len(), 2, "{records:#?}");
+    assert!(tunnels.iter().all(|t| t["decision"] == "intercept" && t["signals"]["tunnel"]["sni"] == t["host"]), "{tunnels:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,7 +282,7 @@ async fn official_python_sdks_through_https_proxy() {
     assert!(all.contains("haiku about rain") && all.contains("limerick about snow"));
     assert!(!all.contains("4111") && !all.contains("AKIA"));
     let records = proc.audit_records();
-    assert_eq!(records.iter().filter(|r| r["ingress"] == "proxy").count(), 4);
+    assert_eq!(request_records(&records).iter().filter(|r| r["ingress"] == "proxy").count(), 4);
 }
 
 /// A TLS echo server with its own CA, standing for any non-LLM site.
@@ -436,13 +451,21 @@ async fn refusals_at_the_door_and_inside_the_connection_are_answered_and_audited
     assert_eq!(status, 200, "{body}");
     assert_eq!(fake.requests().len(), 1);
 
-    let records = proc.audit_records();
+    let all = proc.audit_records();
+    let records = request_records(&all);
     let statuses: Vec<u64> = records.iter().map(|r| r["status"].as_u64().unwrap()).collect();
     assert_eq!(statuses, vec![407, 407, 403, 403, 403, 403, 421, 421, 200], "{records:#?}");
     assert!(records[2]["reason"].as_str().unwrap().contains("port 22"));
-    assert!(records[3]["reason"].as_str().unwrap().contains("private"));
+    assert!(records[3]["reason"].as_str().unwrap().contains("10.20.30.40"), "{:#?}", records[3]);
     assert_eq!(records[6]["user"], "alice");
     assert_eq!(records[8]["user"], "alice");
+    // The three connections let in: two intercepted, and the one whose SNI
+    // named another host refused (every request on it got 421).
+    let tunnels = tunnel_records(&all);
+    let mut decisions: Vec<&str> = tunnels.iter().map(|t| t["decision"].as_str().unwrap()).collect();
+    decisions.sort();
+    assert_eq!(decisions, vec!["block", "intercept", "intercept"], "{tunnels:#?}");
+    assert!(tunnels.iter().all(|t| t["user"] == "alice"));
 }
 
 #[tokio::test]
@@ -457,7 +480,7 @@ async fn websocket_upgrades_on_intercepted_hosts_are_relayed_and_audited() {
         .unwrap();
     tls.write_all(
         b"GET /v1/realtime?model=gpt-realtime HTTP/1.1\r\nHost: api.openai.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer sk-rt\r\n\r\n",
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate\r\nAuthorization: Bearer sk-rt\r\n\r\n",
     )
     .await
     .unwrap();
@@ -469,21 +492,51 @@ async fn websocket_upgrades_on_intercepted_hosts_are_relayed_and_audited() {
     }
     let head = String::from_utf8(head).unwrap();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let frame = b"\x81\x05hello and some more bytes";
-    tls.write_all(frame).await.unwrap();
+    // A masked text message passes inspection and is relayed byte for byte.
+    let frame = masked_text(r#"{"type":"conversation.item.create","item":{"content":[{"type":"input_text","text":"hello"}]}}"#);
+    tls.write_all(&frame).await.unwrap();
     let mut echoed = vec![0u8; frame.len()];
     tls.read_exact(&mut echoed).await.unwrap();
     assert_eq!(echoed, frame);
+    // One carrying a key is refused: the client gets a 1008 close, the
+    // origin never gets the message (the fake would echo it back).
+    let secret = masked_text(&format!(r#"{{"type":"conversation.item.create","item":{{"content":[{{"type":"input_text","text":"{SECRET_PROMPT}"}}]}}}}"#));
+    tls.write_all(&secret).await.unwrap();
+    let mut close = vec![0u8; 4];
+    tls.read_exact(&mut close).await.unwrap();
+    assert_eq!(close[0], 0x88, "a close frame, not an echo: {close:?}");
+    assert_eq!(u16::from_be_bytes([close[2], close[3]]), 1008);
     drop(tls);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let seen = fake.requests();
     assert_eq!(seen.len(), 1);
     assert_eq!(header(&seen[0], "authorization"), Some("Bearer sk-rt"));
+    assert!(!seen[0].headers.iter().any(|(n, _)| n == "sec-websocket-extensions"), "compression is never offered");
     let records = proc.audit_records();
     let ws: Vec<_> = records.iter().filter(|r| r["api"] == "websocket").collect();
     assert_eq!(ws.len(), 1, "{records:#?}");
     assert_eq!(ws[0]["status"], 101);
-    assert!(ws[0]["reason"].as_str().unwrap().contains(&format!("{} bytes up", frame.len())), "{}", ws[0]["reason"]);
+    assert_eq!(ws[0]["decision"], "block", "{}", ws[0]);
+    assert_eq!(ws[0]["rule"], "no-secrets");
+    assert_eq!(ws[0]["findings"]["aws_access_key"], 1);
+    let reason = ws[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("1 messages inspected and forwarded") && !reason.contains("AKIA"), "{reason}");
+}
+
+/// A client's WebSocket text frame (FIN, masked), as RFC 6455 requires.
+fn masked_text(text: &str) -> Vec<u8> {
+    let key = [0x37u8, 0xfa, 0x21, 0x3d];
+    let payload = text.as_bytes();
+    let mut frame = vec![0x81];
+    if payload.len() < 126 {
+        frame.push(0x80 | payload.len() as u8);
+    } else {
+        frame.push(0x80 | 126);
+        frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
+    frame.extend_from_slice(&key);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    frame
 }
 
 #[test]
@@ -531,4 +584,207 @@ async fn connections_beyond_the_limit_get_503_and_slots_come_back() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (status, head, _) = connect(proc.proxy, "api.openai.com:443", None).await;
     assert_eq!(status, 200, "{head}");
+}
+
+const LEAK_PROMPT: &str = "Refund card 4111 1111 1111 1111; the job fails with key AKIAIOSFODNN7EXAMPLE";
+
+fn chat_request(host: &str, prompt: &str) -> http::Request<Full<bytes::Bytes>> {
+    http::Request::post("/v1/chat/completions")
+        .header("host", host)
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer sk-client-own-key")
+        .body(Full::new(bytes::Bytes::from(chat_body(prompt, false).to_string())))
+        .unwrap()
+}
+
+/// Issue 11: `CONNECT <address>` with a ClientHello naming an intercepted
+/// host used to be tunneled byte for byte, uninspected and unaudited. The
+/// address here is the fake provider's own, so a tunnel would deliver.
+#[tokio::test]
+async fn a_connect_to_an_address_with_an_intercepted_sni_is_intercepted_and_inspected() {
+    let fake = FakeProvider::start().await;
+    let port = fake.addr().port();
+    let setup = Setup {
+        proxy: format!("allowed_ports: [443, {port}], allow_private: [\"127.0.0.0/8\"]"),
+        resolve: vec![(format!("api.openai.com:{port}"), fake.addr())],
+        ..Setup::default()
+    };
+    let mut proc = SluiceProc::start(&fake, setup).await;
+    let ca = proc.ca_pem();
+    let target = format!("127.0.0.1:{port}");
+
+    // The client trusts sluice's CA only: a completed handshake means sluice
+    // terminated TLS instead of tunneling to the provider.
+    let (status, head, tcp) = connect(proc.proxy, &target, None).await;
+    assert_eq!(status, 200, "{head}");
+    let tls = tls_client(&ca, &[b"http/1.1"])
+        .connect(ServerName::try_from("api.openai.com").unwrap(), tcp)
+        .await
+        .expect("sluice presents its own certificate for the SNI host");
+    let (status, body) = http1_request(tls, chat_request("api.openai.com", LEAK_PROMPT)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("sluice_policy_block"), "{body}");
+
+    // A clean prompt the same way reaches the provider, through sluice.
+    let (_, _, tcp) = connect(proc.proxy, &target, None).await;
+    let tls = tls_client(&ca, &[b"http/1.1"]).connect(ServerName::try_from("api.openai.com").unwrap(), tcp).await.unwrap();
+    let (status, body) = http1_request(tls, chat_request("api.openai.com", "Say hello in French")).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = bodies(&fake);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].contains("Say hello in French"));
+    assert!(!seen[0].contains("4111") && !seen[0].contains("AKIA"));
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let records = proc.audit_records();
+    let requests = request_records(&records);
+    assert_eq!(requests.len(), 2, "{records:#?}");
+    let blocked = requests[0];
+    assert_eq!(blocked["ingress"], "proxy");
+    assert_eq!(blocked["host"], "api.openai.com");
+    assert_eq!(blocked["decision"], "block");
+    assert_eq!(blocked["rule"], "no-secrets");
+    assert_eq!(blocked["findings"]["credit_card"], 1, "{blocked:#?}");
+    assert_eq!(blocked["findings"]["aws_access_key"], 1, "{blocked:#?}");
+    assert_eq!(requests[1]["decision"], "cloud");
+    let tunnels = tunnel_records(&records);
+    assert_eq!(tunnels.len(), 2, "{records:#?}");
+    for t in tunnels {
+        assert_eq!(t["decision"], "intercept", "{t:#?}");
+        assert_eq!(t["host"], "127.0.0.1");
+        assert_eq!(t["provider"], "openai");
+        assert_eq!(t["signals"]["tunnel"]["sni"], "api.openai.com");
+        assert_eq!(t["signals"]["tunnel"]["outcome"], "intercept_by_sni");
+        assert!(t["signals"]["tunnel"]["bytes_up"].as_u64().unwrap() > 0);
+        assert!(t["signals"]["tunnel"]["bytes_down"].as_u64().unwrap() > 0);
+        let reason = t["reason"].as_str().unwrap();
+        assert!(reason.starts_with("intercepted") && !reason.contains("openai"), "{reason}");
+    }
+}
+
+#[tokio::test]
+async fn a_plain_tunnel_leaves_a_record_with_bytes_and_duration() {
+    let fake = FakeProvider::start().await;
+    let (echo, echo_ca, _) = echo_tls_server().await;
+    let setup = Setup {
+        proxy: format!("allowed_ports: [{}], allow_private: [\"127.0.0.0/8\"]", echo.port()),
+        ..Setup::default()
+    };
+    let mut proc = SluiceProc::start(&fake, setup).await;
+    let (status, head, tcp) = connect(proc.proxy, &echo.to_string(), None).await;
+    assert_eq!(status, 200, "{head}");
+    let mut tls = tls_client(&echo_ca, &[])
+        .connect(ServerName::try_from("echo.internal.test").unwrap(), tcp)
+        .await
+        .expect("the ClientHello read by sluice reaches the origin intact");
+    let payload = vec![0x5au8; 50_000];
+    {
+        let (mut read, mut write) = tokio::io::split(&mut tls);
+        let (written, echoed) = tokio::join!(write.write_all(&payload), async {
+            let mut echoed = vec![0u8; payload.len()];
+            read.read_exact(&mut echoed).await.map(|_| echoed)
+        });
+        written.unwrap();
+        assert_eq!(echoed.unwrap(), payload);
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    tls.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tls.read_to_end(&mut rest).await;
+    drop(tls);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let records = proc.audit_records();
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let t = &records[0];
+    assert_eq!(t["api"], "proxy.connect");
+    assert_eq!(t["decision"], "tunnel");
+    assert_eq!(t["status"], 200);
+    assert_eq!(t["host"], "127.0.0.1");
+    let tunnel = &t["signals"]["tunnel"];
+    assert_eq!(tunnel["sni"], "echo.internal.test");
+    assert_eq!(tunnel["port"], echo.port());
+    assert_eq!(tunnel["outcome"], "tunnel");
+    assert!(tunnel["bytes_up"].as_u64().unwrap() > 50_000, "{tunnel}");
+    assert!(tunnel["bytes_down"].as_u64().unwrap() > 50_000, "{tunnel}");
+    assert!(tunnel["duration_ms"].as_u64().unwrap() >= 150, "{tunnel}");
+    assert!(t["latency_us"]["total"].as_u64().unwrap() >= 150_000, "{t:#?}");
+    let reason = t["reason"].as_str().unwrap();
+    assert!(reason.starts_with("tunneled; ") && reason.contains(" bytes up, "), "{reason}");
+    assert!(fake.requests().is_empty());
+}
+
+#[tokio::test]
+async fn connect_ports_outside_1_to_65535_get_400_and_a_record() {
+    let fake = FakeProvider::start().await;
+    let mut proc = SluiceProc::start(&fake, Setup::default()).await;
+    let targets = ["api.openai.com:0", "api.openai.com:70000", "api.openai.com:", "api.openai.com"];
+    for target in targets {
+        let (status, head, _) = connect(proc.proxy, target, None).await;
+        assert_eq!(status, 400, "{target}: {head}");
+    }
+    let records = proc.audit_records();
+    assert_eq!(records.len(), targets.len(), "{records:#?}");
+    for r in &records {
+        assert_eq!(r["api"], "proxy.connect");
+        assert_eq!(r["status"], 400);
+        assert_eq!(r["decision"], "block");
+        assert_eq!(r["host"], "api.openai.com");
+        assert_eq!(r["reason"], "CONNECT port missing or outside 1..65535");
+    }
+    assert!(fake.requests().is_empty());
+}
+
+/// Read until the proxy closes the connection (or 5 s pass).
+async fn closed_by_proxy<S: tokio::io::AsyncRead + Unpin>(io: &mut S) -> Vec<u8> {
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), io.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the proxy kept the tunnel open");
+    got
+}
+
+#[tokio::test]
+async fn tunnels_sluice_cannot_judge_are_closed_and_audited() {
+    let fake = FakeProvider::start().await;
+    let (echo, _, _) = echo_tls_server().await;
+    let setup = Setup {
+        proxy: format!("allowed_ports: [443, {}], allow_private: [\"127.0.0.0/8\"], handshake_timeout_ms: 300", echo.port()),
+        ..Setup::default()
+    };
+    let mut proc = SluiceProc::start(&fake, setup).await;
+
+    // An intercepted CONNECT host with a ClientHello for another,
+    // non-intercepted host: neither intercepted nor tunneled.
+    let (status, _, tcp) = connect(proc.proxy, "api.openai.com:443", None).await;
+    assert_eq!(status, 200);
+    let refused = tls_client(&proc.ca_pem(), &[b"http/1.1"]).connect(ServerName::try_from("example.com").unwrap(), tcp).await;
+    assert!(refused.is_err(), "the handshake must not complete");
+
+    // Not TLS at all, to a host that would be tunneled: closed, nothing relayed.
+    let (status, _, mut tcp) = connect(proc.proxy, &echo.to_string(), None).await;
+    assert_eq!(status, 200);
+    tcp.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\n\r\n").await.unwrap();
+    assert!(closed_by_proxy(&mut tcp).await.is_empty());
+
+    // Silence: closed after the handshake timeout.
+    let (status, _, mut tcp) = connect(proc.proxy, &echo.to_string(), None).await;
+    assert_eq!(status, 200);
+    assert!(closed_by_proxy(&mut tcp).await.is_empty());
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let records = proc.audit_records();
+    let tunnels = tunnel_records(&records);
+    assert_eq!(tunnels.len(), 3, "{records:#?}");
+    let outcomes: Vec<&str> = tunnels.iter().map(|t| t["signals"]["tunnel"]["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, vec!["sni_mismatch", "not_tls", "hello_timeout"], "{tunnels:#?}");
+    assert!(tunnels.iter().all(|t| t["decision"] == "block"));
+    assert_eq!(tunnels[0]["signals"]["tunnel"]["sni"], "example.com");
+    assert_eq!(tunnels[1]["signals"]["tunnel"]["sni"], serde_json::Value::Null);
+    for t in &tunnels {
+        // What the client sent is never quoted back.
+        let reason = t["reason"].as_str().unwrap();
+        assert!(reason.starts_with("refused: "), "{reason}");
+        assert!(!reason.contains("example.com") && !reason.contains("POST") && !reason.contains("openai"), "{reason}");
+    }
+    assert!(fake.requests().is_empty());
 }

@@ -6,3 +6,13 @@ pub mod inspect;
 
 #[path = "../../src/redact/mod.rs"]
 pub mod redact;
+
+/// The body inventory (duplicate keys, strings, attachments) and its error type.
+pub mod wire {
+    #[path = "../../../src/wire/error.rs"]
+    mod error;
+    pub use error::ParseError;
+
+    #[path = "../../../src/wire/document.rs"]
+    pub mod document;
+}

@@ -112,6 +112,47 @@ pub struct AuditRecord {
     /// The routing signals behind the decision (task, tokens, turns, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signals: Option<serde_json::Value>,
+    /// The request's attachments (images, files, documents, audio).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentNote>,
+}
+
+/// One attachment in the record: what kind and how big, never content.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AttachmentNote {
+    /// A known media type, or `<type>/other`: the client wrote this value,
+    /// so only names from a fixed list are kept.
+    pub media_type: String,
+    /// Decoded size in bytes; 0 for a reference (URL, file id).
+    pub bytes: u64,
+}
+
+impl AttachmentNote {
+    pub fn of(a: &crate::wire::document::Attachment) -> AttachmentNote {
+        AttachmentNote { media_type: known_media_type(&a.media_type), bytes: a.bytes }
+    }
+}
+
+fn known_media_type(media_type: &str) -> String {
+    const KNOWN: &[&str] = &[
+        "image/png", "image/jpeg", "image/gif", "image/webp", "image/heic", "image/heif", "image/svg+xml", "image/bmp",
+        "image/tiff", "image/*", "application/pdf", "application/json", "application/xml", "application/zip",
+        "application/msword", "application/octet-stream", "application/jsonl", "application/x-ndjson",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation", "application/docx",
+        "application/xlsx", "application/doc", "application/xls", "text/plain", "text/csv", "text/markdown",
+        "text/html", "text/xml", "text/x-python", "audio/wav", "audio/mp3", "audio/mpeg", "audio/flac", "audio/ogg",
+        "audio/webm", "audio/*", "video/mp4", "video/webm", "video/quicktime", "video/mov", "video/mkv", "video/*",
+    ];
+    let lower = media_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if let Some(known) = KNOWN.iter().find(|k| **k == lower) {
+        return known.to_string();
+    }
+    match lower.split('/').next().unwrap_or("") {
+        top @ ("image" | "audio" | "video" | "text" | "application" | "font" | "model") => format!("{top}/other"),
+        _ => "other".to_string(),
+    }
 }
 
 /// Time spent per stage of a request, in microseconds.
@@ -190,6 +231,12 @@ pub enum AuditError {
         #[source]
         source: io::Error,
     },
+    #[error("could not make the audit log at {} private (0700/0600): {source}", dir.display())]
+    Permissions {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("could not open audit log at {}: {source}", dir.display())]
     Open {
         dir: PathBuf,
@@ -225,9 +272,11 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Opens (creating if needed) the log in `dir` and recovers the chain position.
+    /// Opens (creating if needed) the log in `dir` and recovers the chain
+    /// position. The directory (and any parent it creates) is 0700 and the
+    /// store's files 0600, also when they existed looser before.
     pub fn open(dir: &Path) -> Result<AuditLog, AuditError> {
-        std::fs::create_dir_all(dir).map_err(|source| AuditError::CreateDir {
+        crate::private_dir::create(dir).map_err(|source| AuditError::CreateDir {
             dir: dir.to_path_buf(),
             source,
         })?;
@@ -239,6 +288,12 @@ impl AuditLog {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| open_error(e, dir))?;
+        // After sled's open, which may have created its files: they start
+        // from the umask.
+        crate::private_dir::tighten_tree(dir).map_err(|source| AuditError::Permissions {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
         let meta = db.open_tree(META_TREE)?;
         let probe = db.open_tree(PROBE_TREE)?;
         let state = recover_state(&db, &meta)?;
@@ -1308,5 +1363,56 @@ mod tests {
         ));
         let denied = sled::Error::Io(io::Error::from(io::ErrorKind::PermissionDenied));
         assert!(matches!(open_error(denied, dir), AuditError::Open { .. }));
+    }
+
+    /// Whatever the umask and whether or not the proxy (and with it the CA,
+    /// which used to create `data/` 0700) is enabled, the store is private.
+    #[cfg(unix)]
+    #[test]
+    fn the_store_is_private_when_created_and_when_found_loose() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let files_under = |dir: &Path| {
+            let mut found = Vec::new();
+            let mut stack = vec![dir.to_path_buf()];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).unwrap() {
+                    let e = e.unwrap();
+                    if e.file_type().unwrap().is_dir() {
+                        stack.push(e.path());
+                    } else {
+                        found.push(e.path());
+                    }
+                }
+            }
+            found
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let dir = data.join("audit");
+        {
+            let log = AuditLog::open(&dir).unwrap();
+            log.append(record(1, "red", "cloud")).unwrap();
+            log.flush().unwrap();
+        }
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&dir), 0o700);
+        let files = files_under(&dir);
+        assert!(!files.is_empty());
+        for f in &files {
+            assert_eq!(mode(f), 0o600, "{}", f.display());
+        }
+
+        // A store left readable by an older sluice is tightened on open.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for f in &files {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let log = AuditLog::open(&dir).unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(mode(&dir), 0o700);
+        for f in files_under(&dir) {
+            assert_eq!(mode(&f) & 0o077, 0, "{}", f.display());
+        }
     }
 }

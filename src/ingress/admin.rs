@@ -17,11 +17,12 @@ use crate::pipeline::{full, RespBody, Sluice};
 
 pub async fn run(sluice: Arc<Sluice>, metrics: PrometheusHandle, listener: TcpListener, shutdown: watch::Receiver<bool>) {
     let stopping = shutdown.clone();
+    let limits = super::ConnLimits::admin(&sluice.config().admin, &sluice.config().gateway);
     let handler = move |req: Request<Incoming>, _peer: SocketAddr| {
         let resp = route(&sluice, &metrics, *stopping.borrow(), &req);
         async move { resp }
     };
-    super::serve(listener, handler, shutdown, Duration::from_secs(1)).await;
+    super::serve(listener, handler, limits, shutdown, Duration::from_secs(1)).await;
 }
 
 fn route(sluice: &Sluice, metrics: &PrometheusHandle, stopping: bool, req: &Request<Incoming>) -> Response<RespBody> {

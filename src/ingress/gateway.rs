@@ -11,6 +11,7 @@ use crate::pipeline::{Ingress, Sluice};
 
 pub async fn run(sluice: Arc<Sluice>, listener: TcpListener, shutdown: watch::Receiver<bool>) {
     let grace = Duration::from_millis(sluice.config().gateway.shutdown_grace_ms);
+    let limits = super::ConnLimits::gateway(&sluice.config().gateway);
     let handler = move |req, peer: SocketAddr| sluice.clone().handle(req, peer, Ingress::Gateway);
-    super::serve(listener, handler, shutdown, grace).await;
+    super::serve(listener, handler, limits, shutdown, grace).await;
 }

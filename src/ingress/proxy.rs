@@ -2,21 +2,33 @@
 //! absolute-form requests.
 //!
 //! Phases of one proxied connection:
-//! 1. **door** — proxy authentication (the gateway's token table), allowed
-//!    port, destination resolved once and checked (no internal addresses);
-//! 2. **tunnel** — a host not on the intercept list gets its bytes relayed
+//! 1. **door** — proxy authentication (the gateway's token table), a
+//!    CONNECT port in 1..65535 that config allows, destination resolved once
+//!    and checked (no internal addresses);
+//! 2. **hello** — after the 200, the client's first bytes are read (bounded
+//!    in size and time) and its TLS ClientHello parsed for the server name
+//!    ([`sni`]); bytes that are not a readable ClientHello close the tunnel;
+//! 3. **tunnel** — when neither the CONNECT host nor the SNI is on the
+//!    intercept list, the bytes (the ClientHello replayed first) are relayed
 //!    untouched;
-//! 3. **intercept** — an LLM API host: read the ClientHello, connect to the
-//!    origin offering the client's ALPN, then finish the client's handshake
-//!    with a leaf from sluice's CA and the protocol the origin chose;
-//! 4. **requests** — each request must name the host the connection is for,
+//! 4. **intercept** — an LLM API host named by the CONNECT line or by the
+//!    SNI, whatever address the CONNECT line named: connect to that host
+//!    offering the client's ALPN, then finish the client's handshake with a
+//!    leaf from sluice's CA and the protocol the origin chose;
+//! 5. **requests** — each request must name the host the connection is for,
 //!    then goes to [`Sluice::handle_proxied`], the same pipeline as the
 //!    gateway.
+//!
+//! Every CONNECT leaves one `proxy.connect` audit record: a refusal at the
+//! door, or, when the tunnel ends, its host, SNI, bytes, duration and
+//! outcome ([`Sluice::record_tunnel`]).
+
+pub mod sni;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -29,7 +41,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::LazyConfigAcceptor;
 
 use super::netpolicy::{NetPolicy, Refusal};
-use super::tunnel::{copy_with_idle, Activity, Tracked};
+use super::tunnel::{copy_with_idle, Activity, Outcome, Rewound, Tracked, TunnelReport};
 use crate::ca::{host_matches, LeafCache};
 use crate::dispatch::origin::{Origin, OriginTarget, ALPN_H1, ALPN_H2};
 use crate::pipeline::{full, RespBody, Sluice};
@@ -110,7 +122,7 @@ pub async fn run(proxy: Arc<Proxy>, listener: TcpListener) {
                 let _ = stream.set_nodelay(true);
                 let Ok(permit) = proxy.slots.clone().try_acquire_owned() else {
                     metrics::counter!(telemetry::PROXY_CONNECTS, "outcome" => "over_limit").increment(1);
-                    tokio::spawn(refuse_over_limit(stream));
+                    tokio::spawn(super::refuse_over_limit(stream, "sluice proxy: too many connections, try again shortly\n"));
                     continue;
                 };
                 tokio::spawn(serve_client(proxy.clone(), stream, peer, Arc::new(permit)));
@@ -125,21 +137,6 @@ pub async fn run(proxy: Arc<Proxy>, listener: TcpListener) {
     if tokio::time::timeout(grace, proxy.slots.acquire_many(all)).await.is_err() {
         tracing::warn!(?grace, "grace period over; dropping proxy connections still open");
     }
-}
-
-async fn refuse_over_limit(mut stream: TcpStream) {
-    use tokio::io::AsyncWriteExt;
-    let body = "sluice proxy: too many connections, try again shortly\n";
-    let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body.as_bytes()).await?;
-        stream.shutdown().await
-    })
-    .await;
 }
 
 /// One client connection to the proxy port.
@@ -217,7 +214,8 @@ impl Proxy {
         }
     }
 
-    /// `CONNECT host:port`: check the destination, then tunnel or intercept.
+    /// `CONNECT host:port`: check the destination and answer 200; what the
+    /// client's ClientHello says then decides between tunnel and intercept.
     async fn connect(
         self: Arc<Self>,
         mut req: Request<Incoming>,
@@ -225,81 +223,176 @@ impl Proxy {
         identity: Identity,
         permit: Arc<OwnedSemaphorePermit>,
     ) -> Response<RespBody> {
+        let started = Instant::now();
         let Some(authority) = req.uri().authority().cloned() else {
-            return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+            return self.bad_connect(peer, &identity, "", "CONNECT needs host:port");
         };
-        let host = authority.host().trim_matches(|c| c == '[' || c == ']').to_ascii_lowercase();
-        let port = authority.port_u16().unwrap_or(443);
+        let host = normalize_host(authority.host());
+        // Defaulting a missing or impossible port would connect somewhere
+        // the client did not ask for (or, for 0, nowhere sensible).
+        let Some(port) = authority.port_u16().filter(|&p| p != 0) else {
+            return self.bad_connect(peer, &identity, &host, "CONNECT port missing or outside 1..65535");
+        };
         let addr = match self.net.destination(&host, port).await {
             Ok(addr) => addr,
             Err(refusal) => return self.refuse_destination(peer, &identity, &host, &refusal),
         };
-        let upgrade = hyper::upgrade::on(&mut req);
-        if !self.intercepts(&host) {
-            let upstream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(upstream)) => upstream,
+        // A host that may be tunneled is dialled before the 200, so that an
+        // unreachable one is still an HTTP answer. If its SNI turns out to
+        // be intercepted, this connection is dropped unused.
+        let upstream = if self.intercepts(&host) {
+            None
+        } else {
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(upstream)) => {
+                    let _ = upstream.set_nodelay(true);
+                    Some(upstream)
+                }
                 Ok(Err(e)) => return self.bad_gateway(peer, &identity, &host, &format!("cannot connect to {host}:{port}: {e}")),
                 Err(_) => return self.bad_gateway(peer, &identity, &host, &format!("connecting to {host}:{port} timed out")),
-            };
-            let _ = upstream.set_nodelay(true);
-            metrics::counter!(telemetry::PROXY_CONNECTS, "outcome" => "tunnel").increment(1);
-            let idle = self.idle_timeout;
-            tokio::spawn(async move {
-                let _permit = permit;
-                let _open = telemetry::GaugeGuard::new(telemetry::PROXY_OPEN_TUNNELS);
-                let mut upstream = upstream;
-                match upgrade.await {
-                    Ok(client) => {
-                        let mut client = TokioIo::new(client);
-                        let relayed = copy_with_idle(&mut client, &mut upstream, idle).await;
-                        tracing::debug!(host, up = relayed.up, down = relayed.down, error = ?relayed.error, "tunnel closed");
-                    }
-                    Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
-                }
-            });
-            return empty(StatusCode::OK);
-        }
-        metrics::counter!(telemetry::PROXY_CONNECTS, "outcome" => "intercept").increment(1);
+            }
+        };
+        let upgrade = hyper::upgrade::on(&mut req);
+        let tunnel = Tunnel { peer, identity, host, port, addr, started, sni: None, ech: false };
         tokio::spawn(async move {
+            // The slot is held until the tunnel's record is written, so a
+            // graceful shutdown waits for it.
             let _permit = permit;
             match upgrade.await {
-                Ok(client) => self.intercept(TokioIo::new(client), host, port, addr, identity, peer).await,
-                Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+                Ok(client) => self.tunnel_or_intercept(TokioIo::new(client), tunnel, upstream).await,
+                Err(e) => {
+                    tracing::debug!(error = %e, "CONNECT upgrade failed");
+                    let outcome = Outcome::Failed { kind: "upgrade_failed", reason: "the CONNECT upgrade failed".into() };
+                    self.finish(&tunnel, (0, 0), outcome, None);
+                }
             }
         });
         empty(StatusCode::OK)
     }
 
-    /// Phase 3: terminate the client's TLS with a leaf for the host and
-    /// serve its requests through the pipeline.
+    /// Phase 2: read the ClientHello and decide by both names.
+    async fn tunnel_or_intercept(
+        self: Arc<Self>,
+        mut client: TokioIo<hyper::upgrade::Upgraded>,
+        mut tunnel: Tunnel,
+        upstream: Option<TcpStream>,
+    ) {
+        let (first, hello) = sni::read_client_hello(&mut client, self.handshake_timeout).await;
+        let hello = match hello {
+            Ok(hello) => hello,
+            Err(e) => {
+                tracing::debug!(error = %e, host = tunnel.host, "no readable ClientHello; closing the tunnel");
+                let outcome = Outcome::Refused { kind: e.kind(), reason: e.to_string() };
+                return self.finish(&tunnel, (first.len() as u64, 0), outcome, None);
+            }
+        };
+        tunnel.sni = hello.server_name;
+        tunnel.ech = hello.ech;
+        // What a closed tunnel took from the client: the hello and what came
+        // with it.
+        let taken = (first.len() as u64, 0);
+        let client = Rewound::new(client, first);
+        let sni = tunnel.sni.clone();
+        if self.intercepts(&tunnel.host) {
+            if let Some(sni) = sni.as_deref().filter(|sni| *sni != tunnel.host && !self.intercepts(sni)) {
+                // Intercepting would mint a certificate the client rejects,
+                // and tunneling would let an intercepted host's traffic
+                // out uninspected.
+                tracing::debug!(host = tunnel.host, sni, "SNI names a host that is not intercepted; closing");
+                let outcome = Outcome::Refused {
+                    kind: "sni_mismatch",
+                    reason: "the TLS server name is not the intercepted CONNECT host".into(),
+                };
+                return self.finish(&tunnel, taken, outcome, None);
+            }
+            let (host, addr) = (tunnel.host.clone(), tunnel.addr);
+            return self.intercept(client, tunnel, host, addr, false).await;
+        }
+        if let Some(sni) = sni.filter(|sni| self.intercepts(sni)) {
+            drop(upstream);
+            // The origin is the host the client's TLS is for, checked like
+            // any destination; the address on the CONNECT line is not used.
+            let addr = match self.net.destination(&sni, tunnel.port).await {
+                Ok(addr) => addr,
+                Err(refusal) => {
+                    tracing::debug!(error = %refusal, host = tunnel.host, sni, "intercepted SNI refused");
+                    let outcome = Outcome::Refused {
+                        kind: "sni_destination",
+                        reason: format!("the TLS server name's destination is refused ({})", refusal.kind()),
+                    };
+                    return self.finish(&tunnel, taken, outcome, None);
+                }
+            };
+            return self.intercept(client, tunnel, sni, addr, true).await;
+        }
+        let Some(mut upstream) = upstream else {
+            let outcome = Outcome::Failed { kind: "connect_failed", reason: "no connection to the CONNECT address".into() };
+            return self.finish(&tunnel, taken, outcome, None);
+        };
+        let _open = telemetry::GaugeGuard::new(telemetry::PROXY_OPEN_TUNNELS);
+        let mut client = client;
+        let relayed = copy_with_idle(&mut client, &mut upstream, self.idle_timeout).await;
+        tracing::debug!(host = tunnel.host, up = relayed.up, down = relayed.down, error = ?relayed.error, "tunnel closed");
+        let ended = relayed.error.map(|e| e.to_string());
+        self.finish(&tunnel, (relayed.up, relayed.down), Outcome::Tunneled, ended);
+    }
+
+    /// Phase 4: terminate the client's TLS with a leaf for `host` and serve
+    /// its requests through the pipeline, with `host` at `addr` (checked)
+    /// as the origin.
     async fn intercept(
         self: Arc<Self>,
-        client: TokioIo<hyper::upgrade::Upgraded>,
+        client: Rewound<TokioIo<hyper::upgrade::Upgraded>>,
+        tunnel: Tunnel,
         host: String,
-        port: u16,
         addr: SocketAddr,
-        identity: Identity,
-        peer: SocketAddr,
+        by_sni: bool,
     ) {
         let activity = Activity::new();
-        let client = Tracked::new(client, activity.clone());
+        let tracked = Tracked::new(client, activity.clone());
+        let outcome = self.clone().serve_intercepted(tracked, &activity, &tunnel, host, addr, by_sni).await;
+        self.finish(&tunnel, activity.bytes(), outcome, None);
+    }
+
+    async fn serve_intercepted(
+        self: Arc<Self>,
+        client: Tracked<Rewound<TokioIo<hyper::upgrade::Upgraded>>>,
+        activity: &Activity,
+        tunnel: &Tunnel,
+        host: String,
+        addr: SocketAddr,
+        by_sni: bool,
+    ) -> Outcome {
+        let (peer, port) = (tunnel.peer, tunnel.port);
+        let identity = tunnel.identity.clone();
         let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), client);
         let start = match tokio::time::timeout(self.handshake_timeout, acceptor).await {
             Ok(Ok(start)) => start,
-            Ok(Err(e)) => return tracing::debug!(error = %e, host, "client hello unreadable"),
-            Err(_) => return tracing::debug!(host, "client hello timed out"),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, host, "client hello unreadable");
+                return Outcome::Failed { kind: "bad_hello", reason: "the TLS library rejected the ClientHello".into() };
+            }
+            Err(_) => return Outcome::Failed { kind: "hello_timeout", reason: "the ClientHello did not arrive in time".into() },
         };
         let hello = start.client_hello();
-        let sni = hello.server_name().map(str::to_ascii_lowercase);
+        let sni = hello.server_name().map(normalize_host);
+        // The decision was made on sluice's own reading of the hello; if the
+        // TLS library reads another name, one of them is being fooled.
+        if sni != tunnel.sni {
+            tracing::debug!(host, ours = ?tunnel.sni, theirs = ?sni, "server name read differently");
+            return Outcome::Refused {
+                kind: "sni_ambiguous",
+                reason: "the ClientHello's server name reads differently to the TLS library".into(),
+            };
+        }
         let offered: Vec<Vec<u8>> = hello.alpn().map(|protocols| protocols.map(<[u8]>::to_vec).collect()).unwrap_or_default();
 
-        // SNI must name the CONNECT host; if it does not, the leaf follows
-        // SNI (when that host is interceptable too) and every request is
-        // refused with 421, so the client learns why instead of seeing a
-        // certificate error.
-        let sni_host = sni.clone().unwrap_or_else(|| host.clone());
-        let misdirected = sni_host != host;
-        let cert_host = if misdirected && self.intercepts(&sni_host) { sni_host.clone() } else { host.clone() };
+        // SNI must name the host the connection is for. When it names another
+        // intercepted host, the leaf follows SNI and every request is refused
+        // with 421, so the client learns why instead of seeing a certificate
+        // error (a non-intercepted SNI was closed before getting here).
+        let cert_host = sni.clone().unwrap_or_else(|| host.clone());
+        let misdirected = cert_host != host;
 
         let mut upstream_offer: Vec<Vec<u8>> =
             offered.iter().filter(|p| p.as_slice() == ALPN_H2 || p.as_slice() == ALPN_H1).cloned().collect();
@@ -307,7 +400,7 @@ impl Proxy {
             upstream_offer.push(ALPN_H1.to_vec());
         }
         let origin = if misdirected {
-            Err(format!("TLS server name {sni_host} does not match the CONNECT host {host}"))
+            Err(format!("TLS server name {cert_host} does not match the CONNECT host {host}"))
         } else {
             let target = self.target(&host, port, addr, true);
             Origin::connect(target, upstream_offer).await.map(Arc::new).map_err(|e| format!("cannot reach {host}:{port}: {e}"))
@@ -324,15 +417,18 @@ impl Proxy {
             Ok(config) => config,
             Err(e) => {
                 tracing::warn!(error = %e, host = cert_host, "cannot mint a certificate");
-                let reason = format!("no certificate for {cert_host}: {e}");
-                self.sluice.record_proxy_refusal(peer, Some(&identity), &cert_host, StatusCode::BAD_GATEWAY, &reason);
-                return;
+                return Outcome::Failed { kind: "no_certificate", reason: format!("no certificate could be minted: {e}") };
             }
         };
         let tls = match tokio::time::timeout(self.handshake_timeout, start.into_stream(config)).await {
             Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => return tracing::debug!(error = %e, host, "client TLS handshake failed"),
-            Err(_) => return tracing::debug!(host, "client TLS handshake timed out"),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, host, "client TLS handshake failed");
+                return Outcome::Failed { kind: "client_handshake", reason: format!("the client's TLS handshake failed: {e}") };
+            }
+            Err(_) => {
+                return Outcome::Failed { kind: "client_handshake", reason: "the client's TLS handshake timed out".into() };
+            }
         };
 
         let this = self.clone();
@@ -378,16 +474,42 @@ impl Proxy {
             .keep_alive(true);
         builder.http2().timer(TokioTimer::new());
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+        let outcome = if misdirected {
+            Outcome::Refused {
+                kind: "sni_mismatch",
+                reason: "the TLS server name is another intercepted host than the CONNECT host; every request was answered 421".into(),
+            }
+        } else {
+            Outcome::Intercepted { by_sni }
+        };
         // Runs until the connection ends or goes idle; on shutdown, requests
         // in flight finish.
         tokio::pin!(conn);
         let mut shutdown = self.shutdown.clone();
         tokio::select! {
-            _ = conn.as_mut() => return,
-            _ = activity.idle(self.idle_timeout) => return,
+            _ = conn.as_mut() => return outcome,
+            _ = activity.idle(self.idle_timeout) => return outcome,
             _ = shutdown.changed() => conn.as_mut().graceful_shutdown(),
         }
         let _ = conn.await;
+        outcome
+    }
+
+    /// Count and audit a CONNECT that was answered 200, now that it is over.
+    fn finish(&self, tunnel: &Tunnel, (up, down): (u64, u64), outcome: Outcome, ended: Option<String>) {
+        metrics::counter!(telemetry::PROXY_CONNECTS, "outcome" => outcome.label()).increment(1);
+        let report = TunnelReport {
+            connect_host: tunnel.host.clone(),
+            port: tunnel.port,
+            sni: tunnel.sni.clone(),
+            ech: tunnel.ech,
+            up,
+            down,
+            duration: tunnel.started.elapsed(),
+            outcome,
+            ended,
+        };
+        self.sluice.record_tunnel(tunnel.peer, &tunnel.identity, &report);
     }
 
     /// A plain-HTTP absolute-form request (`GET http://host/path`).
@@ -418,11 +540,40 @@ impl Proxy {
         text(status, &format!("sluice proxy refused: {reason}"))
     }
 
+    /// A CONNECT line without a usable `host:port`: 400, audited.
+    fn bad_connect(&self, peer: SocketAddr, identity: &Identity, host: &str, reason: &str) -> Response<RespBody> {
+        self.sluice.record_proxy_refusal(peer, Some(identity), host, StatusCode::BAD_REQUEST, reason);
+        metrics::counter!(telemetry::PROXY_CONNECTS, "outcome" => "bad_target").increment(1);
+        text(StatusCode::BAD_REQUEST, &format!("sluice proxy: {reason}"))
+    }
+
     fn bad_gateway(&self, peer: SocketAddr, identity: &Identity, host: &str, reason: &str) -> Response<RespBody> {
         self.sluice.record_proxy_refusal(peer, Some(identity), host, StatusCode::BAD_GATEWAY, reason);
         metrics::counter!(telemetry::PROXY_CONNECTS, "outcome" => "connect_failed").increment(1);
         text(StatusCode::BAD_GATEWAY, &format!("sluice proxy: {reason}"))
     }
+}
+
+/// One CONNECT answered 200, as far as it is known.
+struct Tunnel {
+    peer: SocketAddr,
+    identity: Identity,
+    /// The CONNECT line's host, normalised.
+    host: String,
+    port: u16,
+    /// The CONNECT host's checked address.
+    addr: SocketAddr,
+    started: Instant,
+    /// From the ClientHello, once read.
+    sni: Option<String>,
+    ech: bool,
+}
+
+/// A host as the intercept list and the audit log compare it: without
+/// IPv6 brackets or a trailing dot, lower-case.
+fn normalize_host(host: &str) -> String {
+    let host = host.trim_matches(|c| c == '[' || c == ']');
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
 }
 
 /// The host a request names: `:authority` (HTTP/2) or `Host` (HTTP/1.1),

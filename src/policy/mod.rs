@@ -120,6 +120,9 @@ pub struct Signals<'a> {
     pub tool_steps: u32,
     pub tools_present: bool,
     pub stream: bool,
+    /// The body is of a shape sluice does not parse (an unknown path on an
+    /// intercepted host, or not JSON): it was inspected string by string.
+    pub unparsed: bool,
     /// Estimated cloud cost of this call in USD, from the config's price
     /// table; `None` when the model has no price.
     pub estimated_cost_usd: Option<f64>,
@@ -145,6 +148,8 @@ pub struct SignalSummary {
     pub tool_steps: u32,
     pub tools_present: bool,
     pub stream: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unparsed: bool,
     pub estimated_cost_usd: Option<f64>,
     pub local_queue_depth: u64,
     pub sticky_local: bool,
@@ -163,6 +168,7 @@ impl Signals<'_> {
             tool_steps: self.tool_steps,
             tools_present: self.tools_present,
             stream: self.stream,
+            unparsed: self.unparsed,
             // Micro-dollars are precise enough and print cleanly.
             estimated_cost_usd: self.estimated_cost_usd.map(|c| (c * 1e6).round() / 1e6),
             local_queue_depth: self.local_queue_depth,
@@ -181,6 +187,35 @@ pub struct TeamPolicy {
     default: Action,
     sticky_local: bool,
     local: LocalOptions,
+    unparsed: Unparsed,
+}
+
+/// What a policy does with requests whose shape sluice does not parse
+/// (`unparsed_requests:`). Their every string was still inspected; the
+/// question is whether the rules, written for conversations, may send
+/// them out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unparsed {
+    /// Refuse every unparsed request with a body.
+    Block,
+    /// Refuse unparsed requests with any finding (after `min_confidence`);
+    /// the rules decide clean ones.
+    #[default]
+    BlockFindings,
+    /// The rules decide, like any request (`when: { unparsed: true }`
+    /// singles them out).
+    Rules,
+}
+
+impl Unparsed {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unparsed::Block => "block",
+            Unparsed::BlockFindings => "block_findings",
+            Unparsed::Rules => "rules",
+        }
+    }
 }
 
 /// What happens when the local engine's queue is full.
@@ -356,6 +391,7 @@ impl Rule {
             && w.tools_present
                 .is_none_or(|want| want == signals.tools_present)
             && w.stream.is_none_or(|want| want == signals.stream)
+            && w.unparsed.is_none_or(|want| want == signals.unparsed)
     }
 
     /// One entry per condition of this (matching) rule, naming the signal
@@ -422,6 +458,9 @@ impl Rule {
         }
         if let Some(want) = w.stream {
             out.push(format!("stream: {want}"));
+        }
+        if let Some(want) = w.unparsed {
+            out.push(format!("unparsed: {want}"));
         }
         out
     }
@@ -525,6 +564,9 @@ impl TeamPolicy {
     /// `signals.sticky_local` (and the option on), see [`Self::decide_sticky`].
     pub fn decide(&self, signals: &Signals) -> Decision {
         let present = Present::scan(signals.findings, &self.min_confidence);
+        if let Some(refused) = self.refuse_unparsed(&present, signals) {
+            return refused;
+        }
         if self.sticky_local && signals.sticky_local {
             return self.decide_sticky(&present, signals);
         }
@@ -563,6 +605,29 @@ impl TeamPolicy {
             redact: None,
             sticky: true,
         }
+    }
+
+    /// Fail closed on shapes sluice cannot read as a conversation, unless
+    /// the policy says otherwise (`unparsed_requests:`).
+    fn refuse_unparsed(&self, present: &Present, signals: &Signals) -> Option<Decision> {
+        if !signals.unparsed {
+            return None;
+        }
+        let any = present.pii_any || present.secrets_any || present.terms || present.attachments;
+        let reason = match self.unparsed {
+            Unparsed::Rules => return None,
+            Unparsed::BlockFindings if !any => return None,
+            Unparsed::BlockFindings => "the request is of a shape sluice does not parse and has findings",
+            Unparsed::Block => "the request is of a shape sluice does not parse",
+        };
+        Some(Decision {
+            action: Action::Block,
+            rule: "unparsed_requests".to_string(),
+            reason: reason.to_string(),
+            because: vec![format!("unparsed: true (unparsed_requests: {})", self.unparsed.as_str())],
+            redact: None,
+            sticky: false,
+        })
     }
 
     fn default_decision(&self) -> Decision {
@@ -771,6 +836,7 @@ fn load_file(dir: &Path, path: &Path) -> Result<TeamPolicy, Vec<PolicyError>> {
         default: file.default,
         sticky_local: file.sticky_local,
         local: file.local,
+        unparsed: file.unparsed_requests,
     })
 }
 
@@ -2170,6 +2236,32 @@ mod tests {
     }
 
     #[test]
+    fn unparsed_requests_fail_closed_unless_the_policy_says_otherwise() {
+        let load = |extra: &str| team(&format!("rules:\n- {{ name: pii-out, when: {{ pii: any }}, then: redact }}\n{extra}default: cloud\n"));
+        let unparsed = |findings| Signals { findings, unparsed: true, ..Signals::default() };
+        let email = [pii("email")];
+        // Default: findings in an unparsed body block, clean ones go by the rules.
+        let p = load("");
+        let d = p.decide(&unparsed(&email));
+        assert_eq!((d.action, d.rule.as_str()), (Action::Block, "unparsed_requests"));
+        assert_eq!(d.because, ["unparsed: true (unparsed_requests: block_findings)"]);
+        assert_eq!(p.decide(&unparsed(&[])).action, Action::Cloud);
+        // A parsed request with the same finding is redacted as before.
+        assert_eq!(p.decide(&Signals { findings: &email, ..Signals::default() }).action, Action::Redact);
+        // `block` refuses every unparsed body; `rules` lets the rules decide.
+        assert_eq!(load("unparsed_requests: block\n").decide(&unparsed(&[])).action, Action::Block);
+        assert_eq!(load("unparsed_requests: rules\n").decide(&unparsed(&email)).action, Action::Redact);
+        // The `unparsed` condition singles them out.
+        let p = team("unparsed_requests: rules\nrules:\n- { name: odd, when: { unparsed: true }, then: local }\ndefault: cloud\n");
+        assert_eq!(p.decide(&unparsed(&[])).rule, "odd");
+        assert_eq!(p.decide(&Signals::default()).rule, "default");
+        let (_, reason) = one_error("unparsed_requests: sometimes\ndefault: cloud\n");
+        assert!(reason.contains("block_findings"), "{reason}");
+        let (_, reason) = one_error("rules:\n- { name: unparsed_requests, when: { stream: true }, then: cloud }\ndefault: cloud\n");
+        assert!(reason.contains("reserved"), "{reason}");
+    }
+
+    #[test]
     fn signal_summary_reports_numbers_and_names_only() {
         let findings = [pii("email")];
         let s = Signals {
@@ -2183,6 +2275,7 @@ mod tests {
             tool_steps: 6,
             tools_present: true,
             stream: true,
+            unparsed: false,
             estimated_cost_usd: Some(0.42),
             local_queue_depth: 2,
             sticky_local: false,

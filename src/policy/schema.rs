@@ -96,6 +96,8 @@ pub(super) struct PolicyFile {
     pub(super) sticky_local: bool,
     #[serde(default)]
     pub(super) local: super::LocalOptions,
+    #[serde(default)]
+    pub(super) unparsed_requests: super::Unparsed,
 }
 
 fn yes() -> bool {
@@ -217,6 +219,12 @@ impl<'de> Deserialize<'de> for RuleName {
                         .to_string(),
                 );
             }
+            if name == "unparsed_requests" {
+                return Err(
+                    "rule name `unparsed_requests` is reserved for decisions on requests sluice cannot parse"
+                        .to_string(),
+                );
+            }
             Ok(RuleName(name.to_string()))
         })
     }
@@ -265,6 +273,7 @@ pub(super) struct When {
     pub(super) tool_steps: Option<NumRange>,
     pub(super) tools_present: Option<bool>,
     pub(super) stream: Option<bool>,
+    pub(super) unparsed: Option<bool>,
     pub(super) estimated_cost_usd: Option<NumRange>,
     pub(super) local_queue_depth: Option<NumRange>,
 }
@@ -307,6 +316,8 @@ struct WhenSpec {
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
+    unparsed: Option<bool>,
+    #[serde(default)]
     estimated_cost_usd: Option<Ranged<Usd>>,
     #[serde(default)]
     local_queue_depth: Option<Ranged<Count>>,
@@ -336,6 +347,7 @@ impl<'de> Deserialize<'de> for When {
                 tool_steps: range(spec.tool_steps),
                 tools_present: spec.tools_present,
                 stream: spec.stream,
+                unparsed: spec.unparsed,
                 estimated_cost_usd: spec.estimated_cost_usd.map(|r| r.0),
                 local_queue_depth: range(spec.local_queue_depth),
             };
@@ -352,6 +364,7 @@ impl<'de> Deserialize<'de> for When {
                 && when.tool_steps.is_none()
                 && when.tools_present.is_none()
                 && when.stream.is_none()
+                && when.unparsed.is_none()
                 && when.estimated_cost_usd.is_none()
                 && when.local_queue_depth.is_none();
             if empty {

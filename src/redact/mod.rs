@@ -116,6 +116,22 @@ impl Redaction {
         self.table.entries.is_empty()
     }
 
+    /// Fail closed on a value that survived redaction: one that also sits
+    /// in a protocol field (a message `name`), a key, or behind a JSON
+    /// escape. Every string and key of the redacted body is searched.
+    pub fn check_gone(&self, redacted: &[u8]) -> Result<(), RedactError> {
+        let value = crate::wire::document::parse_value(redacted).map_err(|e| RedactError::InvalidJson(e.to_string()))?;
+        let inventory = crate::wire::document::Inventory::of(&value);
+        let finder = AhoCorasick::new(self.table.entries.iter().map(|e| e.value.as_str()))
+            .map_err(|_| RedactError::TooManyValues)?;
+        for text in inventory.texts() {
+            if let Some(m) = finder.find(text) {
+                return Err(RedactError::Unplaced { kind: self.table.entries[m.pattern().as_usize()].kind });
+            }
+        }
+        Ok(())
+    }
+
     /// Distinct redacted values per finding kind, for the audit record.
     pub fn counts_by_kind(&self) -> BTreeMap<&'static str, u32> {
         let mut counts = BTreeMap::new();

@@ -6,7 +6,11 @@ use super::json::{array, join, model, object, opt_bool, opt_f64, opt_str, opt_u6
 use super::{parse_json, Api, CanonicalRequest, Identity, Message, ParseError, Part, Role, Sampling, Tool, ToolChoice};
 
 pub fn parse_messages(body: &[u8]) -> Result<CanonicalRequest, ParseError> {
-    let obj = parse_json(body)?;
+    messages_from(parse_json(body)?)
+}
+
+/// [`parse_messages`] of a body already read as JSON.
+pub fn messages_from(obj: Map<String, Value>) -> Result<CanonicalRequest, ParseError> {
     let model = model(&obj)?;
     let system = match obj.get("system") {
         None | Some(Value::Null) => Vec::new(),

@@ -60,7 +60,15 @@ pub fn parse_generate(
     stream: bool,
     body: &[u8],
 ) -> Result<CanonicalRequest, ParseError> {
-    let obj = parse_json(body)?;
+    generate_from(model_from_path, stream, parse_json(body)?)
+}
+
+/// [`parse_generate`] of a body already read as JSON.
+pub fn generate_from(
+    model_from_path: &str,
+    stream: bool,
+    obj: Map<String, Value>,
+) -> Result<CanonicalRequest, ParseError> {
     if model_from_path.trim().is_empty() {
         return Err(ParseError::invalid("model", "must not be empty"));
     }

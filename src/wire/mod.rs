@@ -6,12 +6,17 @@
 //! forwarded unchanged, so unknown or future fields survive the trip.
 
 pub mod anthropic;
+pub mod document;
+mod error;
 pub mod gemini;
 pub mod openai;
 pub mod response;
 pub mod responses;
+pub mod shapes;
 
 use bytes::Bytes;
+
+pub use error::ParseError;
 use http::StatusCode;
 
 /// Which client API a request arrived on.
@@ -223,47 +228,10 @@ impl CanonicalRequest {
     }
 }
 
-/// Why a body could not be turned into a canonical request.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum ParseError {
-    #[error("request body is not valid UTF-8 (invalid byte at offset {0})")]
-    InvalidUtf8(usize),
-    #[error("request body is not valid JSON: {0}")]
-    Json(String),
-    #[error("request JSON is nested too deeply")]
-    TooDeep,
-    #[error("request body must be a JSON object")]
-    NotAnObject,
-    #[error("missing required field `{0}`")]
-    Missing(&'static str),
-    #[error("`{field}` {problem}")]
-    Invalid { field: String, problem: String },
-}
-
-impl ParseError {
-    fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        ParseError::Invalid {
-            field: field.into(),
-            problem: problem.into(),
-        }
-    }
-}
-
-/// Decode a body into JSON with errors a client can act on.
+/// Decode a body into JSON with errors a client can act on; duplicate
+/// keys are refused (see [`document::parse_object`]).
 pub(crate) fn parse_json(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, ParseError> {
-    let text = std::str::from_utf8(body).map_err(|e| ParseError::InvalidUtf8(e.valid_up_to()))?;
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-        // serde_json stops at depth 128 and says so; name it plainly.
-        if e.to_string().contains("recursion limit") {
-            ParseError::TooDeep
-        } else {
-            ParseError::Json(e.to_string())
-        }
-    })?;
-    match value {
-        serde_json::Value::Object(map) => Ok(map),
-        _ => Err(ParseError::NotAnObject),
-    }
+    document::parse_object(body)
 }
 
 /// The answer formats sluice renders itself.
@@ -284,6 +252,8 @@ pub enum ErrorKind {
     PolicyBlock,
     NotFound,
     TooLarge,
+    /// The client did not finish sending its request in time.
+    RequestTimeout,
     UnsupportedMediaType,
     LocalUnavailable,
     RateLimited,
@@ -302,6 +272,7 @@ impl ErrorKind {
             ErrorKind::PolicyBlock => StatusCode::FORBIDDEN,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::LocalUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -314,7 +285,7 @@ impl ErrorKind {
 
     fn openai_type(self) -> &'static str {
         match self {
-            ErrorKind::InvalidRequest | ErrorKind::TooLarge | ErrorKind::UnsupportedMediaType => {
+            ErrorKind::InvalidRequest | ErrorKind::TooLarge | ErrorKind::UnsupportedMediaType | ErrorKind::RequestTimeout => {
                 "invalid_request_error"
             }
             ErrorKind::Authentication => "authentication_error",
@@ -329,7 +300,7 @@ impl ErrorKind {
 
     fn anthropic_type(self) -> &'static str {
         match self {
-            ErrorKind::InvalidRequest | ErrorKind::UnsupportedMediaType => "invalid_request_error",
+            ErrorKind::InvalidRequest | ErrorKind::UnsupportedMediaType | ErrorKind::RequestTimeout => "invalid_request_error",
             ErrorKind::Authentication => "authentication_error",
             ErrorKind::PolicyBlock => "permission_error",
             ErrorKind::NotFound => "not_found_error",
@@ -349,6 +320,7 @@ impl ErrorKind {
             ErrorKind::PolicyBlock => "sluice_policy_block",
             ErrorKind::NotFound => "not_found",
             ErrorKind::TooLarge => "request_too_large",
+            ErrorKind::RequestTimeout => "request_timeout",
             ErrorKind::UnsupportedMediaType => "unsupported_media_type",
             ErrorKind::LocalUnavailable => "local_engine_unavailable",
             ErrorKind::RateLimited => "local_queue_full",

@@ -1,12 +1,16 @@
 //! OpenAI chat completions (`POST /v1/chat/completions`) request parsing.
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::json::{array, join, model, object, opt_bool, opt_f64, opt_str, opt_u64, string_list, text_of};
 use super::{parse_json, Api, CanonicalRequest, Identity, Message, ParseError, Part, Role, Sampling, Tool, ToolChoice};
 
 pub fn parse_chat(body: &[u8]) -> Result<CanonicalRequest, ParseError> {
-    let obj = parse_json(body)?;
+    chat_from(parse_json(body)?)
+}
+
+/// [`parse_chat`] of a body already read as JSON.
+pub fn chat_from(obj: Map<String, Value>) -> Result<CanonicalRequest, ParseError> {
     let model = model(&obj)?;
     let mut system = Vec::new();
     let mut messages = Vec::new();

@@ -21,7 +21,11 @@ use super::{
 const SERVER_STATE: [&str; 3] = ["previous_response_id", "conversation", "prompt"];
 
 pub fn parse_responses(body: &[u8]) -> Result<CanonicalRequest, ParseError> {
-    let obj = parse_json(body)?;
+    responses_from(parse_json(body)?)
+}
+
+/// [`parse_responses`] of a body already read as JSON.
+pub fn responses_from(obj: Map<String, Value>) -> Result<CanonicalRequest, ParseError> {
     let model = model(&obj)?;
     opt_str(&obj, "previous_response_id", "")?;
     let server_state = SERVER_STATE

@@ -197,6 +197,8 @@ fn make_tls() -> (String, rustls::ServerConfig) {
     let mut leaf_params = CertificateParams::new(vec![
         "api.openai.com".to_string(),
         "api.anthropic.com".to_string(),
+        "bedrock-runtime.us-east-1.amazonaws.com".to_string(),
+        "generativelanguage.googleapis.com".to_string(),
         "localhost".to_string(),
         "127.0.0.1".to_string(),
     ])

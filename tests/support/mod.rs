@@ -63,6 +63,10 @@ pub struct Setup {
     pub local: String,
     /// Extra keys for the `proxy:` flow map (e.g. `allowed_ports: [443, 8443]`).
     pub proxy: String,
+    /// Extra `upstream.resolve` pins: `host:port` (or `host`) to an address.
+    pub resolve: Vec<(String, SocketAddr)>,
+    /// Extra keys for the `gateway:` flow map (e.g. `max_connections: 16`).
+    pub gateway: String,
 }
 
 impl Default for Setup {
@@ -77,6 +81,8 @@ impl Default for Setup {
             pass_client_key: false,
             local: "local: { backend: none }\n".into(),
             proxy: String::new(),
+            resolve: Vec::new(),
+            gateway: String::new(),
         }
     }
 }
@@ -150,9 +156,11 @@ impl SluiceProc {
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let proxy_extra = if setup.proxy.is_empty() { String::new() } else { format!(", {}", setup.proxy) };
+        let gateway_extra = if setup.gateway.is_empty() { String::new() } else { format!(", {}", setup.gateway) };
         let upstream = setup.upstream_override.unwrap_or(fake.addr());
+        let pins: String = setup.resolve.iter().map(|(host, addr)| format!(", \"{host}\": \"{addr}\"")).collect();
         let config = format!(
-            "gateway: {{ listen: \"{gateway}\" }}\n\
+            "gateway: {{ listen: \"{gateway}\"{gateway_extra} }}\n\
              admin: {{ listen: \"{admin}\" }}\n\
              proxy: {{ listen: \"{proxy}\"{proxy_extra} }}\n\
              ca: {{ dir: data/ca }}\n\
@@ -164,7 +172,7 @@ impl SluiceProc {
              \x20 anthropic: {{ base_url: \"https://api.anthropic.com\", api_key_env: TEST_ANTHROPIC_KEY, pass_client_key: {pass} }}\n\
              upstream:\n\
              \x20 extra_ca_file: fake-ca.pem\n\
-             \x20 resolve: {{ \"api.openai.com:443\": \"{upstream}\", \"api.anthropic.com:443\": \"{upstream}\" }}\n\
+             \x20 resolve: {{ \"api.openai.com:443\": \"{upstream}\", \"api.anthropic.com:443\": \"{upstream}\", \"bedrock-runtime.us-east-1.amazonaws.com:443\": \"{upstream}\", \"generativelanguage.googleapis.com:443\": \"{upstream}\"{pins} }}\n\
              {upstream_extra}\
              {local}\
              {extra}",
