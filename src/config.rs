@@ -329,32 +329,13 @@ pub struct CaConfig {
     pub name_constraints: bool,
 }
 
-/// LLM API hosts intercepted by default.
-pub const DEFAULT_INTERCEPT: &[&str] = &[
-    "api.openai.com",
-    "api.anthropic.com",
-    "generativelanguage.googleapis.com",
-    "api.mistral.ai",
-    "api.groq.com",
-    "api.together.xyz",
-    "api.together.ai",
-    "api.deepseek.com",
-    "openrouter.ai",
-    "api.cohere.com",
-    "api.cohere.ai",
-    "api.x.ai",
-    "api.perplexity.ai",
-    "api.fireworks.ai",
-    "*.openai.azure.com",
-    "bedrock-runtime.*.amazonaws.com",
-];
-
 impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 3128)),
-            intercept: DEFAULT_INTERCEPT.iter().map(|s| s.to_string()).collect(),
+            // Every API host in the provider catalog.
+            intercept: crate::wire::providers::default_intercept(),
             allowed_ports: vec![443],
             allow_private: Vec::new(),
             max_connections: 4096,
@@ -557,14 +538,14 @@ impl Config {
             return Err(invalid("local.max_tokens_cap must be at least 1".into()));
         }
         for (host, addr) in &self.upstream.resolve {
-            if crate::dispatch::cloud::parse_resolve_target(addr).is_none() {
+            if crate::net::parse_resolve_target(addr).is_none() {
                 return Err(invalid(format!(
                     "upstream.resolve.{host}: `{addr}` is not an IP or IP:port"
                 )));
             }
         }
         for cidr in &self.proxy.allow_private {
-            if crate::ingress::netpolicy::Cidr::parse(cidr).is_none() {
+            if crate::net::Cidr::parse(cidr).is_none() {
                 return Err(invalid(format!("proxy.allow_private: `{cidr}` is not a CIDR block (e.g. 10.0.0.0/8)")));
             }
         }
@@ -636,56 +617,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn documented_example_parses_to_the_defaults() {
-        let example = Config::parse(include_str!("../sluice.example.yaml"), Path::new("sluice.example.yaml")).unwrap();
-        let default = Config::default();
-        assert_eq!(example.gateway.listen, default.gateway.listen);
-        assert_eq!(example.gateway.max_body_bytes, default.gateway.max_body_bytes);
-        let (e, d) = (&example.gateway, &default.gateway);
-        assert_eq!(
-            (e.max_connections, e.first_byte_timeout_ms, e.header_read_timeout_ms, e.idle_timeout_ms),
-            (d.max_connections, d.first_byte_timeout_ms, d.header_read_timeout_ms, d.idle_timeout_ms)
-        );
-        assert_eq!(
-            (e.http2_keepalive_interval_ms, e.http2_keepalive_timeout_ms, e.body_frame_timeout_ms, e.body_timeout_ms),
-            (d.http2_keepalive_interval_ms, d.http2_keepalive_timeout_ms, d.body_frame_timeout_ms, d.body_timeout_ms)
-        );
-        assert_eq!(example.admin.max_connections, default.admin.max_connections);
-        assert_eq!(example.admin.listen, default.admin.listen);
-        assert_eq!(example.policies_dir, default.policies_dir);
-        assert_eq!(example.audit.dir, default.audit.dir);
-        assert_eq!(example.identity.anonymous_team, default.identity.anonymous_team);
-        assert_eq!(example.providers.openai.models, default.providers.openai.models);
-        assert_eq!(example.upstream.response_timeout_ms, default.upstream.response_timeout_ms);
-    }
-
-    #[test]
-    fn errors_carry_line_and_reason() {
-        let err = Config::parse("gateway:\n  listen: 127.0.0.1:8080\n  lisen: x\n", Path::new("s.yaml")).unwrap_err();
-        let text = err.to_string();
-        assert!(text.starts_with("s.yaml:3:"), "{text}");
-        assert!(text.contains("unknown field `lisen`"), "{text}");
-        let err = Config::parse("identity: { tokens: [ { sha256: abc, team: t, user: u } ] }", Path::new("s.yaml")).unwrap_err();
-        assert!(err.to_string().contains("64 hex"));
-        let err = Config::parse("upstream: { resolve: { a.com: not-an-ip } }", Path::new("s.yaml")).unwrap_err();
-        assert!(err.to_string().contains("not an IP"));
-        let err = Config::parse("gateway: { body_timeout_ms: 0 }", Path::new("s.yaml")).unwrap_err();
-        assert!(err.to_string().contains("gateway.body_timeout_ms must be at least 1"), "{err}");
-        let err = Config::parse("admin: { max_connections: 0 }", Path::new("s.yaml")).unwrap_err();
-        assert!(err.to_string().contains("admin.max_connections"), "{err}");
-    }
-
-    #[test]
-    fn empty_file_means_defaults_and_relative_paths_follow_the_file() {
-        let c = Config::parse("", Path::new("x.yaml")).unwrap();
-        assert_eq!(c.gateway.listen.port(), 8080);
-        let c = Config::parse("policies_dir: pol\n", Path::new("/etc/sluice/s.yaml"))
-            .unwrap()
-            .rebased(Path::new("/etc/sluice"));
-        assert_eq!(c.policies_dir, PathBuf::from("/etc/sluice/pol"));
-    }
-}
+mod tests;

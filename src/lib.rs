@@ -3,9 +3,49 @@
 //! The request path lives in [`pipeline`]; each step is its own module with
 //! plain data in and out: [`identity`] → [`wire`] → [`inspect`] → [`policy`]
 //! → [`dispatch`] → [`audit`] / [`telemetry`].
+//!
+//! # Layout
+//!
+//! - [`ingress`]: the listeners (gateway, admin, forward proxy), their accept
+//!   loop, limits and shutdown.
+//! - [`relay`]: byte relays below ingress and pipeline: CONNECT tunnels and
+//!   WebSockets whose client messages are inspected.
+//! - [`pipeline`]: the request path, one file per phase:
+//!   - `extract`: headers and the bounded body, read into a canonical request.
+//!   - `inspect`: the body scanned into findings and the policy's signals.
+//!   - `refusal`: every way a request is turned away, rendered for the client.
+//!   - `respond`: local and relayed answers, streamed, redactions restored.
+//!   - `trail`: the request's audit record, and the one place it is written.
+//!   - `passthrough`: what the proxy relays besides LLM requests.
+//! - [`identity`]: who is asking: sluice tokens mapped to team and user.
+//! - [`wire`]: provider wire formats, parsed into one canonical request:
+//!   - `openai`, `anthropic`, `responses`, `gemini`: one file per dialect.
+//!   - `shapes`: which request shape a method and path name.
+//!   - `document`: everything a body carries (strings, keys, attachments).
+//!   - `error`: why a body could not be read, for the client and the record.
+//!   - `pdf`: text extracted from PDF attachments, for scanning.
+//!   - `answer`: what a generation backend produces, in any dialect.
+//!   - `render`: sluice's own answers in the client's dialect, whole or streamed.
+//!   - `providers`: the provider catalog: hosts, API families, policy names.
+//! - [`inspect`]: detectors for PII, secrets and team terms, giving findings.
+//! - [`classify`]: the task classifier (code, summarization, math, ...).
+//! - [`session`]: sticky conversations: once kept local, later turns stay local.
+//! - [`policy`]: per-team policy files, and the decision for each request.
+//! - [`redact`]: placeholders in for the cloud, values back in the answer.
+//! - [`dispatch`]: where a decided request goes: the upstream client, an
+//!   intercepted connection's origin, or the local tier.
+//! - [`audit`]: the tamper-evident, hash-chained audit log and its writer.
+//! - [`telemetry`]: metric names, units and the Prometheus recorder.
+//! - [`config`]: `sluice.yaml`, with a default for every field.
+//! - [`ca`]: the name-constrained CA and per-host leaf certificates.
+//! - [`blocking`]: a bounded pool that inspects large bodies off the async workers.
+//! - [`private_dir`]: owner-only directories for the audit store and the CA.
+//! - [`body`]: body and error types shared by every layer (a leaf).
+//! - [`net`]: CIDR blocks and resolve pins, shared by config, upstream and proxy (a leaf).
 
 pub mod audit;
 pub mod blocking;
+pub mod body;
 pub mod ca;
 pub mod classify;
 pub mod config;
@@ -13,10 +53,12 @@ pub mod dispatch;
 pub mod identity;
 pub mod ingress;
 pub mod inspect;
+pub mod net;
 pub mod pipeline;
 pub mod policy;
 pub mod private_dir;
 pub mod redact;
+pub mod relay;
 pub mod session;
 pub mod telemetry;
 pub mod wire;

@@ -343,6 +343,28 @@ async fn models_health_ready_and_metrics() {
     assert!(!metrics.contains("4111"), "no prompt content in metrics");
 }
 
+/// Issue 12, bug 2: the model list names the configured Gemini models too,
+/// owned by `gemini`, next to the OpenAI and Anthropic ones. (The gateway
+/// answers only `GET /v1/models`; it has no Gemini-format model list.)
+#[tokio::test(flavor = "multi_thread")]
+async fn models_list_includes_configured_gemini_models() {
+    let fake = FakeProvider::start().await;
+    let setup = Setup { gemini_models: vec!["gemini-sluice-test"], ..Setup::default() };
+    let sluice = SluiceProc::start(&fake, setup).await;
+    let resp = client().get(sluice.url("/v1/models")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let models: Value = resp.json().await.unwrap();
+    assert_eq!(models["object"], "list");
+    let data = models["data"].as_array().unwrap();
+    let owner = |id: &str| data.iter().find(|m| m["id"] == id).map(|m| m["owned_by"].clone());
+    assert_eq!(owner("gemini-sluice-test"), Some(json!("gemini")), "{models}");
+    // The configured list replaces the default one, as for the other providers.
+    assert_eq!(owner("gemini-2.5-pro"), None, "{models}");
+    assert_eq!(owner("gpt-4o"), Some(json!("openai")), "{models}");
+    assert_eq!(owner("claude-sonnet-4-5"), Some(json!("anthropic")), "{models}");
+    assert!(fake.requests().is_empty(), "the model list is sluice's own answer");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_finishes_streams_in_flight_then_flushes_audit() {
     let fake = FakeProvider::start().await;

@@ -8,11 +8,8 @@ pub mod inspect;
 pub mod redact;
 
 /// The body inventory (duplicate keys, strings, attachments) and its error type.
-pub mod wire {
-    #[path = "../../../src/wire/error.rs"]
-    mod error;
-    pub use error::ParseError;
+pub mod wire;
 
-    #[path = "../../../src/wire/document.rs"]
-    pub mod document;
-}
+/// The proxy's ClientHello reader (SNI), which sees every CONNECT's first bytes.
+#[path = "../../src/ingress/proxy/sni.rs"]
+pub mod sni;

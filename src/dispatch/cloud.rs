@@ -6,10 +6,9 @@
 //! Pinning changes only where the TCP connection goes; SNI and certificate
 //! checks still use the host name from the URL.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,6 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use crate::config::UpstreamConfig;
+use crate::net::ResolveMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CloudError {
@@ -158,55 +158,6 @@ fn tls_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, CloudErro
         .with_no_client_auth())
 }
 
-/// A resolve-map target: an IP (keep the URL's port) or IP:port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ResolveTarget {
-    Ip(IpAddr),
-    Addr(SocketAddr),
-}
-
-pub fn parse_resolve_target(s: &str) -> Option<ResolveTarget> {
-    if let Ok(addr) = s.parse::<SocketAddr>() {
-        return Some(ResolveTarget::Addr(addr));
-    }
-    s.trim_matches(|c| c == '[' || c == ']')
-        .parse::<IpAddr>()
-        .ok()
-        .map(ResolveTarget::Ip)
-}
-
-/// Host names pinned to addresses by config (`upstream.resolve`).
-#[derive(Debug, Default)]
-pub struct ResolveMap {
-    /// Keys are `host:port` or bare `host`, lower-case.
-    entries: HashMap<String, ResolveTarget>,
-}
-
-impl ResolveMap {
-    pub fn new(config: &std::collections::BTreeMap<String, String>) -> ResolveMap {
-        let mut entries = HashMap::new();
-        for (key, target) in config {
-            // Config validation has already rejected unparsable targets.
-            if let Some(target) = parse_resolve_target(target) {
-                entries.insert(key.to_ascii_lowercase(), target);
-            }
-        }
-        ResolveMap { entries }
-    }
-
-    /// The pinned address for `host` (lower-case) and `port`, if any.
-    pub fn pinned(&self, host: &str, port: u16) -> Option<SocketAddr> {
-        let target = self
-            .entries
-            .get(&format!("{host}:{port}"))
-            .or_else(|| self.entries.get(host))?;
-        Some(match *target {
-            ResolveTarget::Ip(ip) => SocketAddr::new(ip, port),
-            ResolveTarget::Addr(addr) => addr,
-        })
-    }
-}
-
 /// TCP connector that consults the resolve map before DNS.
 #[derive(Clone)]
 struct PinnedConnector {
@@ -262,28 +213,3 @@ impl tower_service::Service<Uri> for PinnedConnector {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resolve_targets() {
-        assert_eq!(
-            parse_resolve_target("127.0.0.1:9443"),
-            Some(ResolveTarget::Addr("127.0.0.1:9443".parse().unwrap()))
-        );
-        assert_eq!(parse_resolve_target("::1"), Some(ResolveTarget::Ip("::1".parse().unwrap())));
-        assert_eq!(parse_resolve_target("example.com"), None);
-    }
-
-    #[test]
-    fn pin_prefers_host_and_port_then_host() {
-        let mut map = HashMap::new();
-        map.insert("api.openai.com:443".to_string(), ResolveTarget::Addr("127.0.0.1:1000".parse().unwrap()));
-        map.insert("api.anthropic.com".to_string(), ResolveTarget::Ip("127.0.0.2".parse().unwrap()));
-        let c = ResolveMap { entries: map };
-        assert_eq!(c.pinned("api.openai.com", 443), Some("127.0.0.1:1000".parse().unwrap()));
-        assert_eq!(c.pinned("api.openai.com", 8443), None);
-        assert_eq!(c.pinned("api.anthropic.com", 443), Some("127.0.0.2:443".parse().unwrap()));
-    }
-}

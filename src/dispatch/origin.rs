@@ -11,9 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Uri};
-use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -22,9 +20,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use super::cloud::{error_chain, CloudError};
-use crate::pipeline::BoxError;
 
-pub type OriginBody = UnsyncBoxBody<Bytes, BoxError>;
+pub use crate::body::OriginBody;
 
 pub const ALPN_H2: &[u8] = b"h2";
 pub const ALPN_H1: &[u8] = b"http/1.1";

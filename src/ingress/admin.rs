@@ -13,7 +13,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::pipeline::{full, RespBody, Sluice};
+use crate::body::{full, RespBody};
+use crate::pipeline::Sluice;
 
 pub async fn run(sluice: Arc<Sluice>, metrics: PrometheusHandle, listener: TcpListener, shutdown: watch::Receiver<bool>) {
     let stopping = shutdown.clone();

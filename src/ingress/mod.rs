@@ -13,8 +13,8 @@ pub mod admin;
 pub mod gateway;
 pub mod netpolicy;
 pub mod proxy;
-pub mod tunnel;
-pub mod websocket;
+
+
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -38,7 +38,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::config::{AdminConfig, GatewayConfig};
-use crate::pipeline::RespBody;
+use crate::body::RespBody;
 use crate::telemetry;
 
 /// How long a connection closed for idleness may take to say goodbye

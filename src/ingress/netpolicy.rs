@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use crate::config::ProxyConfig;
-use crate::dispatch::cloud::ResolveMap;
+use crate::net::{Cidr, ResolveMap};
 
 /// Why a destination is refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -29,40 +29,6 @@ impl Refusal {
             Refusal::Port(_) => "port",
             Refusal::Private { .. } => "private_address",
             Refusal::Resolve { .. } => "resolve",
-        }
-    }
-}
-
-/// An IPv4 or IPv6 CIDR block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// `10.0.0.0/8`, `fd00::/8`, or a bare address (a /32 or /128).
-    pub fn parse(text: &str) -> Option<Cidr> {
-        let (addr, prefix) = match text.split_once('/') {
-            Some((a, p)) => (a.parse::<IpAddr>().ok()?, Some(p.parse::<u8>().ok()?)),
-            None => (text.parse::<IpAddr>().ok()?, None),
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        (prefix <= max).then_some(Cidr { network: addr, prefix })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.network, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
         }
     }
 }
@@ -331,17 +297,6 @@ mod tests {
         assert!(is_internal(ip("::8.8.8.8")));
     }
 
-    #[test]
-    fn cidr_blocks() {
-        let c = Cidr::parse("127.0.0.0/8").unwrap();
-        assert!(c.contains(ip("127.9.9.9")));
-        assert!(!c.contains(ip("128.0.0.1")));
-        assert!(!c.contains(ip("::1")));
-        assert!(Cidr::parse("::1").unwrap().contains(ip("::1")));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("10.0.0.1")));
-        assert_eq!(Cidr::parse("10.0.0.0/33"), None);
-        assert_eq!(Cidr::parse("example.com/8"), None);
-    }
 
     #[tokio::test]
     async fn destination_rules() {

@@ -41,10 +41,11 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::LazyConfigAcceptor;
 
 use super::netpolicy::{NetPolicy, Refusal};
-use super::tunnel::{copy_with_idle, Activity, Outcome, Rewound, Tracked, TunnelReport};
+use crate::relay::tunnel::{copy_with_idle, Activity, Outcome, Rewound, Tracked, TunnelReport};
 use crate::ca::{host_matches, LeafCache};
 use crate::dispatch::origin::{Origin, OriginTarget, ALPN_H1, ALPN_H2};
-use crate::pipeline::{full, RespBody, Sluice};
+use crate::body::{full, RespBody};
+use crate::pipeline::Sluice;
 use crate::telemetry;
 use crate::wire::{ErrorKind, Identity};
 

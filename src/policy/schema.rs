@@ -17,8 +17,9 @@ use super::{Action, RedactScope};
 use crate::classify::Task;
 use crate::inspect::{Category, Finding, ATTACHMENT_KIND, PII_KINDS, SECRET_KINDS, TERM_KIND};
 
-/// Provider names `when.provider` may name.
-pub(super) const PROVIDERS: &[&str] = &["openai", "anthropic"];
+/// Provider names `when.provider` may name: every provider in the
+/// catalog, so a policy can name any provider the proxy intercepts.
+pub(super) const PROVIDERS: &[&str] = &crate::wire::providers::NAMES;
 
 // Kind sets are bit masks indexed by position in these lists.
 const _: () = assert!(

@@ -606,7 +606,7 @@ mod tests {
         s
     }
 
-    use crate::wire::response::sse_events as events;
+    use crate::wire::render::sse_events as events;
 
     /// Concatenated text deltas, checking every event is well formed.
     fn text_of(format: StreamFormat, sse: &str) -> String {

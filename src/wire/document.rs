@@ -15,7 +15,7 @@ use base64::Engine as _;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::ParseError;
+use super::{pdf, ParseError};
 
 /// Marker of the duplicate-key error inside serde_json's message; the key
 /// itself is never part of it (it is the client's text).
@@ -264,16 +264,18 @@ fn looks_like_part(map: &Map<String, Value>) -> bool {
 /// One attachment part: its payloads and references are the attachment;
 /// its other strings (file names, titles, context, citations) are text.
 fn attachment_part<'v>(map: &'v Map<String, Value>, key: Option<&str>, inv: &mut Inventory, keys: &mut BTreeSet<&'v str>) {
-    let mut part = Part { media_type: None, bytes: 0, how: "reference", payloads: Vec::new(), found: false };
+    let mut part = Part { media_type: None, bytes: 0, how: "reference", payloads: Vec::new(), extracted: Vec::new(), found: false };
     part.scan(map, inv, keys);
     let class = map.get("type").and_then(Value::as_str).or(key).unwrap_or("file");
     let media_type = part.media_type.clone().unwrap_or_else(|| default_media_type(class).to_string());
-    let text = if is_text_like(&media_type) {
-        let decoded: Vec<u8> = part.payloads.iter().flat_map(|p| p.iter().copied()).collect();
-        Some(String::from_utf8_lossy(&decoded).into_owned()).filter(|t| !t.is_empty())
-    } else {
-        None
-    };
+    let texts: Vec<String> = part
+        .payloads
+        .iter()
+        .filter_map(|p| payload_text(&media_type, p))
+        .chain(part.extracted)
+        .filter(|t| !t.is_empty())
+        .collect();
+    let text = (!texts.is_empty()).then(|| texts.join("\n"));
     inv.attachments.push(Attachment { media_type, bytes: part.bytes, how: part.how, text });
 }
 
@@ -282,6 +284,8 @@ struct Part {
     bytes: u64,
     how: &'static str,
     payloads: Vec<Vec<u8>>,
+    /// Text already extracted from a PDF data URL.
+    extracted: Vec<String>,
     found: bool,
 }
 
@@ -303,12 +307,18 @@ impl Part {
                 }
                 Value::String(s) if PAYLOAD_KEYS.contains(&k) || REFERENCE_KEYS.contains(&k) => {
                     if let Some(d) = data_url(s) {
-                        self.media_type.get_or_insert(d.media_type);
                         self.bytes += d.bytes;
                         self.how = "inline";
                         if let Some(t) = d.text {
-                            self.payloads.push(t.into_bytes());
+                            // A PDF's text is extracted already: as a
+                            // payload it would be read as a PDF again.
+                            if is_pdf(&d.media_type) {
+                                self.extracted.push(t);
+                            } else {
+                                self.payloads.push(t.into_bytes());
+                            }
                         }
+                        self.media_type.get_or_insert(d.media_type);
                     } else if PAYLOAD_KEYS.contains(&k) && is_base64(s) {
                         let decoded = decode_base64(s);
                         self.bytes += decoded.as_ref().map_or(s.len() as u64 * 3 / 4, |d| d.len() as u64);
@@ -386,6 +396,16 @@ pub fn is_text_like(media_type: &str) -> bool {
         )
 }
 
+/// Text taken from one PDF at most; a PDF's text beyond this is not
+/// scanned (4 MiB is some two thousand pages of prose).
+const PDF_TEXT_LIMIT: usize = 4 << 20;
+
+/// PDFs are not text, but their text is cheaply extracted ([`pdf`]).
+fn is_pdf(media_type: &str) -> bool {
+    let essence = media_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/pdf") || essence.eq_ignore_ascii_case("application/x-pdf")
+}
+
 /// `data:<media type>[;params][;base64],<payload>` as an attachment.
 fn data_url(s: &str) -> Option<Attachment> {
     let rest = s.strip_prefix("data:").or_else(|| s.strip_prefix("DATA:"))?;
@@ -395,10 +415,24 @@ fn data_url(s: &str) -> Option<Attachment> {
     let media_type = if media_type.is_empty() { "text/plain".to_string() } else { media_type };
     let decoded = if base64 { decode_base64(payload) } else { Some(percent_decode(payload)) };
     let bytes = decoded.as_ref().map_or(payload.len() as u64, |d| d.len() as u64);
-    let text = decoded
-        .filter(|_| is_text_like(&media_type))
-        .map(|d| String::from_utf8_lossy(&d).into_owned());
+    let text = decoded.and_then(|d| payload_text(&media_type, &d));
     Some(Attachment { media_type, bytes, how: "data_url", text })
+}
+
+/// The text in an attachment's bytes, if sluice can read it: text-like
+/// media types as they are, PDFs by their text operators, and anything
+/// that is plainly text whatever its label says (text sent as `image/png`
+/// must not slip past the detectors).
+fn payload_text(media_type: &str, bytes: &[u8]) -> Option<String> {
+    if is_pdf(media_type) || bytes.starts_with(b"%PDF") {
+        return pdf::extract_text(bytes, PDF_TEXT_LIMIT);
+    }
+    if is_text_like(media_type) {
+        return Some(String::from_utf8_lossy(bytes).into_owned());
+    }
+    let text = std::str::from_utf8(bytes).ok()?;
+    let plain = text.chars().all(|c| !c.is_control() || matches!(c, '\n' | '\r' | '\t'));
+    plain.then(|| text.to_string())
 }
 
 fn is_base64(s: &str) -> bool {
@@ -478,8 +512,7 @@ fn multipart(body: &[u8], boundary: &str, inv: &mut Inventory) {
         // The part's headers (field name, file name) are text too.
         inv.strings.push(String::from_utf8_lossy(&part[..split]).into_owned());
         if is_file {
-            let text = (is_text_like(&media_type) || std::str::from_utf8(content).is_ok())
-                .then(|| String::from_utf8_lossy(content).into_owned());
+            let text = payload_text(&media_type, content);
             inv.attachments.push(Attachment { media_type, bytes: content.len() as u64, how: "inline", text });
         } else {
             inv.strings.push(String::from_utf8_lossy(content).into_owned());
@@ -567,6 +600,84 @@ mod tests {
         // Anthropic text document: its data is prose.
         let inv = Inventory::of(&json!({"type":"document","source":{"type":"text","media_type":"text/plain","data":"plain words here"}}));
         assert!(inv.strings.iter().any(|s| s == "plain words here"));
+    }
+
+    /// A minimal valid one-page PDF (catalog, pages, page, font, a
+    /// FlateDecode content stream, xref table) showing `shown`.
+    fn one_page_pdf(shown: &str) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(format!("BT /F1 12 Tf 72 720 Td ({shown}) Tj ET").as_bytes()).unwrap();
+        let content = z.finish().unwrap();
+        let mut out = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n".to_vec();
+        let mut offsets = Vec::new();
+        let objects: [&[u8]; 4] = [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 4 0 R >> >> /Contents 5 0 R >>",
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        ];
+        for (i, body) in objects.iter().enumerate() {
+            offsets.push(out.len());
+            out.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
+            out.extend_from_slice(body);
+            out.extend_from_slice(b"\nendobj\n");
+        }
+        offsets.push(out.len());
+        out.extend_from_slice(format!("5 0 obj\n<< /Length {} /Filter /FlateDecode >>\nstream\n", content.len()).as_bytes());
+        out.extend_from_slice(&content);
+        out.extend_from_slice(b"\nendstream\nendobj\n");
+        let xref = out.len();
+        out.extend_from_slice(b"xref\n0 6\n0000000000 65535 f \n");
+        for o in offsets {
+            out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
+        }
+        out.extend_from_slice(format!("trailer\n<< /Size 6 /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n").as_bytes());
+        out
+    }
+
+    #[test]
+    fn pdf_attachments_are_scanned() {
+        let pdf = base64::engine::general_purpose::STANDARD.encode(one_page_pdf("Card 4111 1111 1111 1111"));
+        let cases = [
+            // Anthropic document block.
+            json!({"type":"document","source":{"type":"base64","media_type":"application/pdf","data": pdf}}),
+            // Anthropic document without a media type, Bedrock by format,
+            // Responses input_file as a data URL.
+            json!({"type":"document","source":{"type":"base64","data": pdf}}),
+            json!({"document":{"format":"pdf","name":"n","source":{"bytes": pdf}}}),
+            json!({"type":"input_file","file_data": format!("data:application/pdf;base64,{pdf}"),"filename":"f.pdf"}),
+        ];
+        for (i, c) in cases.iter().enumerate() {
+            let inv = Inventory::of(&json!({"messages":[{"role":"user","content":[c]}]}));
+            assert_eq!(inv.attachments.len(), 1, "case {i}: {inv:?}");
+            let a = &inv.attachments[0];
+            assert_eq!(a.media_type, "application/pdf", "case {i}");
+            assert!(a.text.as_deref().is_some_and(|t| t.contains("4111 1111 1111 1111")), "case {i}: {a:?}");
+            assert!(inv.texts().any(|t| t.contains("4111 1111 1111 1111")), "case {i}");
+            assert!(!inv.strings.iter().any(|s| s.contains(&pdf)), "case {i}: payload scanned as text");
+        }
+        // A bare data URL string, and a multipart upload.
+        let inv = Inventory::of(&json!({"x": format!("data:application/pdf;base64,{pdf}")}));
+        assert!(inv.attachments[0].text.as_deref().unwrap().contains("4111 1111 1111 1111"));
+        let mut body = b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.pdf\"\r\nContent-Type: application/pdf\r\n\r\n".to_vec();
+        body.extend_from_slice(&one_page_pdf("Card 4111 1111 1111 1111"));
+        body.extend_from_slice(b"\r\n--B--\r\n");
+        let inv = Inventory::of_text(&body, "multipart/form-data; boundary=B");
+        assert!(inv.attachments[0].text.as_deref().unwrap().contains("4111 1111 1111 1111"));
+    }
+
+    #[test]
+    fn text_under_another_label_is_still_read() {
+        let text = base64::engine::general_purpose::STANDARD.encode("card 4111 1111 1111 1111");
+        for part in [
+            json!({"type":"image","source":{"type":"base64","media_type":"image/png","data": text}}),
+            json!({"type":"image_url","image_url":{"url": format!("data:image/png;base64,{text}")}}),
+            json!({"type":"file","file":{"file_data": format!("data:text/plain;base64,{text}")},"mime_type":"image/png"}),
+        ] {
+            let inv = Inventory::of(&part);
+            assert!(inv.attachments[0].text.as_deref().is_some_and(|t| t.contains("4111")), "{part}: {inv:?}");
+        }
     }
 
     #[test]

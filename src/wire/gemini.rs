@@ -13,7 +13,7 @@ use http::StatusCode;
 use serde_json::{json, Map, Value};
 
 use super::json::{join, object, text_of};
-use super::response::{Assembled, Delta, Finish, FinishReason, Meta, Usage};
+use super::answer::{Assembled, Delta, Finish, FinishReason, Meta, Usage};
 use super::{
     parse_json, Api, CanonicalRequest, Identity, Message, ParseError, Part, Role, Sampling, Tool,
     ToolChoice,

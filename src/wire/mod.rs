@@ -5,12 +5,15 @@
 //! [`CanonicalRequest`]; the original body is kept by the caller and
 //! forwarded unchanged, so unknown or future fields survive the trip.
 
+pub mod answer;
 pub mod anthropic;
 pub mod document;
 mod error;
 pub mod gemini;
 pub mod openai;
-pub mod response;
+pub mod pdf;
+pub mod providers;
+pub mod render;
 pub mod responses;
 pub mod shapes;
 

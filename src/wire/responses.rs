@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::json::{join, model, object, opt_bool, opt_f64, opt_str, opt_u64, text_of};
-use super::response::{Assembled, Delta, Finish, FinishReason, Meta, Usage};
+use super::answer::{Assembled, Delta, Finish, FinishReason, Meta, Usage};
 use super::{
     parse_json, Api, CanonicalRequest, Identity, Message, ParseError, Part, Role, Sampling, Tool,
     ToolChoice,

@@ -67,6 +67,9 @@ pub struct Setup {
     pub resolve: Vec<(String, SocketAddr)>,
     /// Extra keys for the `gateway:` flow map (e.g. `max_connections: 16`).
     pub gateway: String,
+    /// `providers.gemini.models`; empty leaves the Gemini provider out of
+    /// the config (sluice's defaults then apply).
+    pub gemini_models: Vec<&'static str>,
 }
 
 impl Default for Setup {
@@ -83,6 +86,7 @@ impl Default for Setup {
             proxy: String::new(),
             resolve: Vec::new(),
             gateway: String::new(),
+            gemini_models: Vec::new(),
         }
     }
 }
@@ -159,6 +163,14 @@ impl SluiceProc {
         let gateway_extra = if setup.gateway.is_empty() { String::new() } else { format!(", {}", setup.gateway) };
         let upstream = setup.upstream_override.unwrap_or(fake.addr());
         let pins: String = setup.resolve.iter().map(|(host, addr)| format!(", \"{host}\": \"{addr}\"")).collect();
+        let gemini = if setup.gemini_models.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "  gemini: {{ base_url: \"https://generativelanguage.googleapis.com\", models: [{}] }}\n",
+                setup.gemini_models.join(", ")
+            )
+        };
         let config = format!(
             "gateway: {{ listen: \"{gateway}\"{gateway_extra} }}\n\
              admin: {{ listen: \"{admin}\" }}\n\
@@ -170,6 +182,7 @@ impl SluiceProc {
              providers:\n\
              \x20 openai: {{ base_url: \"https://api.openai.com\", api_key_env: TEST_OPENAI_KEY, pass_client_key: {pass} }}\n\
              \x20 anthropic: {{ base_url: \"https://api.anthropic.com\", api_key_env: TEST_ANTHROPIC_KEY, pass_client_key: {pass} }}\n\
+             {gemini}\
              upstream:\n\
              \x20 extra_ca_file: fake-ca.pem\n\
              \x20 resolve: {{ \"api.openai.com:443\": \"{upstream}\", \"api.anthropic.com:443\": \"{upstream}\", \"bedrock-runtime.us-east-1.amazonaws.com:443\": \"{upstream}\", \"generativelanguage.googleapis.com:443\": \"{upstream}\"{pins} }}\n\

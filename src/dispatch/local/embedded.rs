@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use super::{GenEvent, LocalError};
 use crate::config::{LocalConfig, LocalDevice};
-use crate::wire::response::{Delta, Finish, FinishReason, Usage};
+use crate::wire::answer::{Delta, Finish, FinishReason, Usage};
 use crate::wire::{CanonicalRequest, Role, ToolChoice};
 
 /// Counts tokens with the model's own tokenizer, off the engine thread.

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use super::{GenEvent, LocalError};
 use crate::config::{ExternalConfig, UpstreamConfig};
 use crate::dispatch::cloud::{CloudClient, CloudError};
-use crate::wire::response::{Delta, Finish, FinishReason, Usage};
+use crate::wire::answer::{Delta, Finish, FinishReason, Usage};
 use crate::wire::CanonicalRequest;
 
 pub struct Server {

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{LocalBackendKind, LocalConfig, UpstreamConfig};
 use crate::telemetry;
-use crate::wire::response::{Delta, Finish};
+use crate::wire::answer::{Delta, Finish};
 use crate::wire::CanonicalRequest;
 
 #[derive(Debug, Clone, thiserror::Error)]

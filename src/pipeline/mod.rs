@@ -1,0 +1,673 @@
+//! The request path: identify → extract → inspect → decide → dispatch →
+//! respond → record, top to bottom in [`Sluice::handle_llm`].
+//!
+//! Every request that reaches sluice leaves exactly one audit record, whether
+//! it was refused at the door, blocked by policy or relayed from the cloud.
+//! Relayed bodies are streamed frame by frame; their record is written when
+//! the last frame has gone out (or the client went away).
+
+mod extract;
+mod inspect;
+mod passthrough;
+mod refusal;
+mod respond;
+mod trail;
+
+use extract::{check_body_headers, read_body};
+use inspect::{attachment_findings, Inspected};
+use passthrough::is_websocket_upgrade;
+use refusal::Refusal;
+use trail::{micros, Completion, Trail};
+
+pub use inspect::signal_summary;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use sha2::{Digest, Sha256};
+use hyper_util::rt::TokioIo;
+use tracing::{info_span, Instrument};
+
+use crate::classify::Classifier;
+use crate::redact::{Redaction, SseRestorer, StreamFormat};
+use crate::session::{Conversation, StickySessions};
+use crate::audit::{AuditError, AuditLog, AuditRecord, AuditWriter, Latencies};
+use crate::config::{Config, ProviderConfig};
+use crate::dispatch::cloud::{CloudClient, CloudError};
+use crate::dispatch::origin::Origin;
+use crate::identity::{Caller, IdentityTable};
+use crate::inspect::{count_by_kind, Detectors, Dictionary, DictionaryError};
+use crate::dispatch::local::{GenEvent, Generation, LocalError, LocalTier, Overflowed};
+use crate::policy::{Action, Decision, LocalOptions, Overflow, PolicyErrors, PolicySet, Signals, TeamPolicy, TooLong};
+use crate::wire::answer::{Assembled, Meta};
+use crate::wire::render::{self, SseEncoder};
+use crate::telemetry;
+use crate::audit::AttachmentNote;
+use crate::blocking::InspectPool;
+use crate::relay::websocket::{self, Verdict, WsMessage};
+use crate::inspect::{Category, Finding, ATTACHMENT_KIND};
+use crate::wire::document::Inventory;
+use crate::wire::shapes::{Extracted, Shape, ShapeKind};
+use crate::wire::{self, Api, ErrorKind, Format, Identity};
+
+pub use crate::body::{full, BoxError, RespBody};
+use crate::body::full_request;
+
+/// Where a request came in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ingress {
+    Gateway,
+    Proxy,
+}
+
+impl Ingress {
+    fn as_str(self) -> &'static str {
+        match self {
+            Ingress::Gateway => "gateway",
+            Ingress::Proxy => "proxy",
+        }
+    }
+}
+
+/// How a request reached sluice, which decides who the caller is and where
+/// a `cloud` decision sends it.
+#[derive(Clone)]
+pub enum Via {
+    /// An app pointed at sluice: the API key names the caller, and the
+    /// configured provider is called with sluice's key (or the client's).
+    Gateway,
+    /// The forward proxy: the caller was named by proxy authentication and
+    /// the request goes, with the client's own credentials, to the origin
+    /// the client connected to.
+    Proxy { identity: Identity, origin: Arc<Origin> },
+}
+
+impl Via {
+    fn ingress(&self) -> Ingress {
+        match self {
+            Via::Gateway => Ingress::Gateway,
+            Via::Proxy { .. } => Ingress::Proxy,
+        }
+    }
+
+    /// The provider name policies see: the API's provider at the gateway,
+    /// the catalog name of the origin host at the proxy.
+    fn provider(&self, api: Api) -> String {
+        match self {
+            Via::Gateway => api.provider().to_string(),
+            Via::Proxy { origin, .. } => provider_of_host(&origin.target().host).to_string(),
+        }
+    }
+}
+
+pub use crate::wire::providers::provider_of_host;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("policies in {dir} are invalid:\n{errors}")]
+    Policies { dir: String, errors: PolicyErrors },
+    #[error("team `{team}`: dictionary: {source}")]
+    Dictionary { team: String, source: DictionaryError },
+    #[error("audit log: {0}")]
+    Audit(#[from] AuditError),
+    #[error("cannot start the audit writer thread: {0}")]
+    AuditThread(std::io::Error),
+    #[error("upstream client: {0}")]
+    Cloud(#[from] CloudError),
+    #[error("{0}")]
+    Local(#[from] LocalError),
+}
+
+/// A provider as sluice calls it: config plus the key read at start-up.
+struct Provider {
+    config: ProviderConfig,
+    key: Option<String>,
+    key_env: Option<String>,
+}
+
+/// Everything the request path needs, built once at start-up.
+pub struct Sluice {
+    config: Config,
+    identities: IdentityTable,
+    policies: PolicySet,
+    dictionaries: HashMap<String, Dictionary>,
+    detectors: Detectors,
+    audit: AuditWriter,
+    cloud: CloudClient,
+    local: Arc<LocalTier>,
+    openai: Provider,
+    anthropic: Provider,
+    gemini: Provider,
+    classifier: Classifier,
+    sticky: StickySessions,
+    /// Where large bodies are read and scanned.
+    pool: InspectPool,
+    next_id: AtomicU64,
+}
+
+/// Where a decided request is served.
+enum Route {
+    Local(Generation),
+    Cloud,
+}
+
+/// What a decided request does next: the local model answers, or the
+/// (possibly redacted) request goes to its provider.
+enum Plan {
+    Local { request: wire::CanonicalRequest, generation: Generation, json_array: bool, rule: String },
+    Cloud { upstream: Request<Full<Bytes>>, redaction: Option<Arc<Redaction>>, rule: String },
+}
+
+/// How sluice authenticates to the provider for one request.
+enum UpstreamAuth {
+    /// sluice's own provider key from config.
+    Sluice,
+    /// The client's own provider key, passed through.
+    Client,
+}
+
+impl Sluice {
+    pub fn build(config: Config) -> Result<Arc<Sluice>, StartError> {
+        let policies = PolicySet::load_dir(&config.policies_dir).map_err(|errors| StartError::Policies {
+            dir: config.policies_dir.display().to_string(),
+            errors,
+        })?;
+        let mut dictionaries = HashMap::new();
+        for team in policies.teams() {
+            let Some(policy) = policies.team(team) else { continue };
+            if policy.dictionary_terms().is_empty() {
+                continue;
+            }
+            let dict = Dictionary::new(policy.dictionary_terms()).map_err(|source| StartError::Dictionary {
+                team: team.to_string(),
+                source,
+            })?;
+            dictionaries.insert(team.to_string(), dict);
+        }
+        let identities = IdentityTable::new(&config.identity);
+        for team in identities.teams() {
+            if policies.team(team).is_none() {
+                tracing::warn!(team, "team has no policy file; its requests will be refused");
+            }
+        }
+        let audit = AuditWriter::start(Arc::new(AuditLog::open(&config.audit.dir)?)).map_err(StartError::AuditThread)?;
+        let cloud = CloudClient::new(&config.upstream)?;
+        let local = LocalTier::start(&config.local, &config.upstream)?;
+        let provider = |c: &ProviderConfig| Provider {
+            config: c.clone(),
+            key: c.api_key_env.as_ref().and_then(|v| std::env::var(v).ok()).filter(|k| !k.is_empty()),
+            key_env: c.api_key_env.clone(),
+        };
+        Ok(Arc::new(Sluice {
+            openai: provider(&config.providers.openai),
+            anthropic: provider(&config.providers.anthropic),
+            gemini: provider(&config.providers.gemini),
+            classifier: Classifier::new(),
+            sticky: StickySessions::new(
+                config.sessions.capacity,
+                Duration::from_secs(config.sessions.ttl_hours.saturating_mul(3600)),
+            ),
+            identities,
+            policies,
+            dictionaries,
+            detectors: Detectors::new(),
+            pool: InspectPool::default(),
+            audit,
+            cloud,
+            local,
+            config,
+            next_id: AtomicU64::new(1),
+        }))
+    }
+
+    pub fn audit(&self) -> &AuditWriter {
+        &self.audit
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Why sluice cannot take traffic, if it cannot: the audit log must
+    /// accept writes and the local model must have loaded (policies are
+    /// loaded before serving starts).
+    pub fn not_ready(&self) -> Option<String> {
+        if let Err(e) = self.audit.check_writable() {
+            return Some(format!("audit log: {e}"));
+        }
+        if !self.local.is_ready() {
+            return Some(match self.local.backend() {
+                Err(e) => format!("local model: {e}"),
+                Ok(_) => "local model not ready".into(),
+            });
+        }
+        None
+    }
+
+    pub fn local(&self) -> &LocalTier {
+        &self.local
+    }
+
+    /// Route a gateway request.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, client: SocketAddr, ingress: Ingress) -> Response<RespBody> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let span = info_span!("request", id, method = %req.method(), path = %req.uri().path(),
+            team = tracing::field::Empty, decision = tracing::field::Empty, status = tracing::field::Empty);
+        let path = wire::shapes::normalize_path(req.uri().path());
+        let shape = wire::shapes::shape_of(req.method(), &path, Api::OpenAiChat);
+        // The gateway calls the three configured providers; their other
+        // endpoints (completions, embeddings, token counting, batches) go
+        // to the same provider, inspected like chat.
+        let served = match shape.kind {
+            ShapeKind::Chat => true,
+            ShapeKind::Endpoint => shape.name.starts_with("openai.") || shape.name.starts_with("anthropic.") || shape.name.starts_with("gemini."),
+            ShapeKind::Unknown => false,
+        };
+        let models = req.method() == http::Method::GET && path == "/v1/models";
+        let this = self.clone();
+        async move {
+            let resp = if served {
+                this.handle_llm(shape, req, client, Via::Gateway).await
+            } else if models {
+                this.handle_models(req, client, ingress)
+            } else {
+                this.handle_unknown(req, client, ingress)
+            };
+            tracing::Span::current().record("status", resp.status().as_u16());
+            tracing::debug!("done");
+            resp
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Route a request that arrived inside an intercepted proxy connection
+    /// (or as a plain-HTTP absolute-form request) for `origin`'s host.
+    /// LLM API calls go through the full pipeline; anything else (file
+    /// uploads, model lists, WebSockets) is forwarded unchanged and audited.
+    pub async fn handle_proxied(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        client: SocketAddr,
+        identity: Identity,
+        origin: Arc<Origin>,
+    ) -> Response<RespBody> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let span = info_span!("request", id, ingress = "proxy", host = %origin.target().host, method = %req.method(),
+            path = %req.uri().path(), team = %identity.team, decision = tracing::field::Empty, status = tracing::field::Empty);
+        let this = self.clone();
+        async move {
+            let resp = if is_websocket_upgrade(req.headers()) {
+                this.relay_websocket(req, client, identity, origin).await
+            } else if req.body().is_end_stream() {
+                // No body, no prompt: model lists, file downloads, deletes.
+                this.forward_unchanged(req, client, identity, origin).await
+            } else {
+                // Everything with a body is inspected: known shapes through
+                // their parsers, the rest string by string.
+                let fallback = crate::wire::providers::api_family_of_host(&origin.target().host);
+                let shape = wire::shapes::shape_of(req.method(), &wire::shapes::normalize_path(req.uri().path()), fallback);
+                this.handle_llm(shape, req, client, Via::Proxy { identity, origin }).await
+            };
+            tracing::Span::current().record("status", resp.status().as_u16());
+            tracing::debug!("done");
+            resp
+        }
+        .instrument(span)
+        .await
+    }
+
+    pub fn identities(&self) -> &IdentityTable {
+        &self.identities
+    }
+
+    pub fn cloud(&self) -> &CloudClient {
+        &self.cloud
+    }
+
+    /// One request with a body for an LLM API: [`Self::plan`] runs the
+    /// phases up to the answer, each ending in `?`; a refusal from any of
+    /// them leaves through [`Self::refuse`]. The record is written when the
+    /// answer ends (see `trail`).
+    async fn handle_llm(self: Arc<Self>, shape: Shape, req: Request<Incoming>, client: SocketAddr, via: Via) -> Response<RespBody> {
+        let mut trail = Trail::for_llm(shape, client, &via);
+        let (parts, body) = req.into_parts();
+        match self.clone().plan(shape, &parts, body, &via, &mut trail).await {
+            Ok(Plan::Local { request, generation, json_array, rule }) => {
+                self.respond_local(trail, &request, generation, json_array, &rule).await
+            }
+            Ok(Plan::Cloud { upstream, redaction, rule }) => {
+                self.forward_to_cloud(trail, shape, &via, upstream, redaction, &rule).await
+            }
+            Err(refusal) => self.refuse(trail, refusal),
+        }
+    }
+
+    /// identify → extract → inspect → decide → dispatch.
+    async fn plan(
+        self: Arc<Self>,
+        shape: Shape,
+        parts: &http::request::Parts,
+        body: Incoming,
+        via: &Via,
+        trail: &mut Trail,
+    ) -> Result<Plan, Refusal> {
+        // identify
+        let (identity, auth) = self.identify_caller(shape.api, &parts.headers, via)?;
+        trail.caller(&identity);
+        // extract
+        check_body_headers(&parts.headers, shape.kind != ShapeKind::Unknown)?;
+        let body = read_body(body, &parts.headers, &self.config.gateway).await?;
+        // inspect
+        let inspected = self.clone().inspect(shape, parts, body.clone(), identity, via, trail).await?;
+        // decide
+        let signals = inspected.signals();
+        let decision = inspected.policy.decide(&signals);
+        trail.decided(&signals, &decision);
+        // dispatch
+        match decision.action {
+            Action::Block => Err(Refusal::new(
+                ErrorKind::PolicyBlock,
+                format!("Blocked by sluice policy rule `{}`: {}", decision.rule, decision.reason),
+            )),
+            Action::Local => match self.keep_local(shape, parts, &inspected, &decision, trail).await? {
+                Some(local) => Ok(local),
+                None => self.to_cloud(shape.api, via, parts, body, auth, None, decision.rule),
+            },
+            Action::Redact => {
+                let redaction = self.plan_redaction(shape, &inspected, &decision, trail)?;
+                let body = match &redaction {
+                    Some(r) => redacted_body(r, &body, &decision.rule)?,
+                    None => body,
+                };
+                self.to_cloud(shape.api, via, parts, body, auth, redaction, decision.rule)
+            }
+            Action::Cloud => self.to_cloud(shape.api, via, parts, body, auth, None, decision.rule),
+        }
+    }
+
+    /// A `redact` decision: the placeholders for this prompt (none when the
+    /// findings to redact are none), recorded by kind.
+    fn plan_redaction(
+        &self,
+        shape: Shape,
+        inspected: &Inspected,
+        decision: &Decision,
+        trail: &mut Trail,
+    ) -> Result<Option<Arc<Redaction>>, Refusal> {
+        let segments = inspected.segments();
+        let planned = Redaction::from_findings(&segments, &inspected.policy.findings_to_redact(decision, &inspected.findings));
+        if shape.is_chat() && shape.api == Api::GeminiGenerate && inspected.request.stream && !planned.is_empty() {
+            // No stream restorer speaks Gemini yet: refuse rather than show
+            // the user placeholders.
+            return Err(Refusal::new(
+                ErrorKind::PolicyBlock,
+                format!(
+                    "Policy rule `{}` redacts this prompt, and sluice cannot restore redacted values in streamed Gemini answers; send it without streaming",
+                    decision.rule
+                ),
+            ));
+        }
+        trail.record.redacted = planned.counts_by_kind().into_iter().map(|(k, n)| (k.to_string(), n)).collect();
+        Ok((!planned.is_empty()).then(|| Arc::new(planned)))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn to_cloud(
+        &self,
+        api: Api,
+        via: &Via,
+        parts: &http::request::Parts,
+        body: Bytes,
+        auth: UpstreamAuth,
+        redaction: Option<Arc<Redaction>>,
+        rule: String,
+    ) -> Result<Plan, Refusal> {
+        let upstream = self.upstream_request(api, via, parts, body, auth)?;
+        Ok(Plan::Cloud { upstream, redaction, rule })
+    }
+
+    /// A `local` decision: the local tier answers (chat shapes only), or
+    /// (`None`) the team's local options send a clean prompt to the cloud
+    /// after all.
+    async fn keep_local(
+        &self,
+        shape: Shape,
+        parts: &http::request::Parts,
+        inspected: &Inspected,
+        decision: &Decision,
+        trail: &mut Trail,
+    ) -> Result<Option<Plan>, Refusal> {
+        if !shape.is_chat() {
+            return Err(Refusal::new(
+                ErrorKind::PolicyBlock,
+                format!(
+                    "Policy rule `{}` keeps this request in-house, and the local model cannot answer {} requests; \
+                     it was not sent to any cloud provider",
+                    decision.rule, shape.name
+                ),
+            ));
+        }
+        let request = &inspected.request;
+        if decision.sticky {
+            self.sticky.mark(&Conversation::of(&request.identity.team, request));
+        }
+        let prompt_tokens = match inspected.exact_tokens {
+            true => inspected.prompt_tokens,
+            false => self.local.count_tokens(request, inspected.prompt_tokens),
+        };
+        // A conversation kept local for what it contains never overflows to
+        // the cloud, and its later turns stay local too.
+        let sensitive = !inspected.findings.is_empty() || decision.sticky;
+        let options = inspected.policy.local_options();
+        match self.local_route(request, options, sensitive, prompt_tokens, &decision.rule).await? {
+            Route::Local(generation) => {
+                // Gemini streams as SSE only with `alt=sse`; otherwise as one JSON array.
+                let json_array = shape.api == Api::GeminiGenerate
+                    && request.stream
+                    && !wire::gemini::is_sse(parts.uri.path_and_query().map_or("", |p| p.as_str()));
+                Ok(Some(Plan::Local { request: request.clone(), generation, json_array, rule: decision.rule.clone() }))
+            }
+            Route::Cloud => {
+                // Only clean prompts get here; the record says where it really went.
+                trail.record.decision = "cloud".into();
+                trail.record.reason.push_str("; local tier full or prompt too long, sent to cloud by the team's local options");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The caller: named by the API key at the gateway, by proxy
+    /// authentication at the proxy (where the client's own provider
+    /// credentials travel on unchanged).
+    fn identify_caller(&self, api: Api, headers: &HeaderMap, via: &Via) -> Result<(Identity, UpstreamAuth), Refusal> {
+        match via {
+            Via::Gateway => self.identify(api, headers),
+            Via::Proxy { identity, .. } => Ok((identity.clone(), UpstreamAuth::Client)),
+        }
+    }
+
+    fn identify(&self, api: Api, headers: &HeaderMap) -> Result<(Identity, UpstreamAuth), Refusal> {
+        let pass_client_key = self.provider(api).config.pass_client_key;
+        let auth = |own_key: Option<&str>| {
+            if own_key.is_some() && pass_client_key {
+                UpstreamAuth::Client
+            } else {
+                UpstreamAuth::Sluice
+            }
+        };
+        match self.identities.identify(headers) {
+            Caller::Token { identity, own_key } => Ok((identity, auth(own_key))),
+            Caller::Unknown { key } => {
+                let auth = auth(key);
+                match self.identities.anonymous() {
+                    Some(identity) => Ok((identity, auth)),
+                    None if key.is_some() => Err(Refusal::new(ErrorKind::Authentication, "Invalid sluice token")),
+                    None => Err(Refusal::new(
+                        ErrorKind::Authentication,
+                        "Missing sluice token: send it as the API key (Authorization: Bearer or x-api-key)",
+                    )),
+                }
+            }
+        }
+    }
+
+    fn provider(&self, api: Api) -> &Provider {
+        match api {
+            Api::OpenAiChat | Api::OpenAiResponses => &self.openai,
+            Api::AnthropicMessages => &self.anthropic,
+            Api::GeminiGenerate => &self.gemini,
+        }
+    }
+
+    /// The original request, re-addressed to the provider with the right key.
+    fn upstream_request(
+        &self,
+        api: Api,
+        via: &Via,
+        parts: &http::request::Parts,
+        body: Bytes,
+        auth: UpstreamAuth,
+    ) -> Result<Request<Full<Bytes>>, Refusal> {
+        let provider = self.provider(api);
+        let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let uri = match via {
+            Via::Gateway => format!("{}{}", provider.config.base_url.trim_end_matches('/'), path),
+            // The origin connection addresses it (origin form or h2 authority).
+            Via::Proxy { .. } => path.to_string(),
+        };
+        let mut builder = Request::builder().method(parts.method.clone()).uri(uri);
+        let upstream_error = |message: String| Refusal::new(ErrorKind::Upstream, message);
+        let headers = builder.headers_mut().ok_or_else(|| upstream_error("cannot build upstream request".into()))?;
+        for (name, value) in &parts.headers {
+            if forwardable(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        match auth {
+            UpstreamAuth::Client => {
+                for name in [http::header::AUTHORIZATION, HeaderName::from_static("x-api-key"), HeaderName::from_static("x-goog-api-key")] {
+                    if let Some(v) = parts.headers.get(&name) {
+                        headers.insert(name, v.clone());
+                    }
+                }
+            }
+            UpstreamAuth::Sluice => {
+                let Some(key) = provider.key.as_deref() else {
+                    return Err(upstream_error(format!(
+                        "no API key is configured for provider {} (set the environment variable {})",
+                        api.provider(),
+                        provider.key_env.as_deref().unwrap_or("named by api_key_env")
+                    )));
+                };
+                let value = |v: String| {
+                    HeaderValue::from_str(&v).map_err(|_| upstream_error("provider API key is not a valid header value".into()))
+                };
+                match api {
+                    Api::OpenAiChat | Api::OpenAiResponses => {
+                        headers.insert(http::header::AUTHORIZATION, value(format!("Bearer {key}"))?)
+                    }
+                    Api::AnthropicMessages => headers.insert("x-api-key", value(key.to_string())?),
+                    Api::GeminiGenerate => headers.insert("x-goog-api-key", value(key.to_string())?),
+                };
+            }
+        }
+        builder.body(Full::new(body)).map_err(|e| upstream_error(format!("cannot build upstream request: {e}")))
+    }
+
+    fn handle_models(&self, req: Request<Incoming>, client: SocketAddr, ingress: Ingress) -> Response<RespBody> {
+        let format = format_of(req.headers());
+        let mut trail = Trail::new("models", format, client, ingress);
+        let identity = match self.identify(Api::OpenAiChat, req.headers()) {
+            Ok((identity, _)) => identity,
+            Err(refusal) => return self.refuse(trail, refusal),
+        };
+        trail.record.team = identity.team;
+        trail.record.user = identity.user;
+        trail.record.decision = "sluice".into();
+        let mut models: Vec<(&str, &str)> = Vec::new();
+        models.extend(self.openai.config.models.iter().map(|m| (m.as_str(), "openai")));
+        models.extend(self.anthropic.config.models.iter().map(|m| (m.as_str(), "anthropic")));
+        models.extend(self.gemini.config.models.iter().map(|m| (m.as_str(), "gemini")));
+        if self.local.backend().is_ok() {
+            models.push((self.local.model_name(), "sluice-local"));
+        }
+        self.answer(trail, StatusCode::OK, wire::models_body(format, &models))
+    }
+
+    fn handle_unknown(&self, req: Request<Incoming>, client: SocketAddr, ingress: Ingress) -> Response<RespBody> {
+        let format = format_of(req.headers());
+        let trail = Trail::new("unknown", format, client, ingress);
+        let message = format!("sluice does not serve {} {}", req.method(), req.uri().path());
+        self.refuse(trail, Refusal::quoting(ErrorKind::NotFound, message.to_string(), "no such endpoint"))
+    }
+}
+
+/// The body with every planned value replaced, checked for survivors.
+/// Fails closed: a value that cannot be replaced must not leave.
+fn redacted_body(redaction: &Redaction, body: &[u8], rule: &str) -> Result<Bytes, Refusal> {
+    redaction
+        .redact_json_body(body)
+        .and_then(|redacted| redaction.check_gone(&redacted).map(|()| Bytes::from(redacted)))
+        .map_err(|e| {
+            Refusal::new(ErrorKind::PolicyBlock, format!("Policy rule `{rule}` redacts this prompt, but it could not be redacted: {e}"))
+        })
+}
+
+/// Anthropic clients send `anthropic-version`; everyone else gets OpenAI's shape.
+fn format_of(headers: &HeaderMap) -> Format {
+    if headers.contains_key("anthropic-version") {
+        Format::Anthropic
+    } else {
+        Format::OpenAi
+    }
+}
+
+/// Headers that describe one hop, or carry credentials meant for sluice.
+fn forwardable(name: &HeaderName) -> bool {
+    !matches!(
+        name.as_str(),
+        "host" | "authorization" | "x-api-key" | "x-goog-api-key" | "x-sluice-token" | "content-length" | "connection" | "keep-alive"
+            | "proxy-authorization" | "proxy-authenticate" | "proxy-connection" | "te" | "trailer"
+            | "transfer-encoding" | "upgrade"
+    )
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer"] {
+        headers.remove(name);
+    }
+}
+
+fn set_route_headers(headers: &mut HeaderMap, route: &'static str, rule: &str) {
+    headers.insert("x-sluice-route", HeaderValue::from_static(route));
+    if let Ok(v) = HeaderValue::from_str(rule) {
+        headers.insert("x-sluice-rule", v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_and_hop_headers_are_not_forwarded() {
+        for h in ["authorization", "x-api-key", "x-sluice-token", "host", "connection", "transfer-encoding"] {
+            assert!(!forwardable(&HeaderName::from_static(h)), "{h}");
+        }
+        assert!(forwardable(&HeaderName::from_static("anthropic-version")));
+        assert!(forwardable(&HeaderName::from_static("openai-organization")));
+    }
+}

@@ -1,0 +1,72 @@
+//! Refusals: every way a request can be turned away is a [`Refusal`], made
+//! where the problem is found and carried out with `?`; [`Sluice::refuse`]
+//! renders it once, in the client's own wire format, and records it.
+
+use super::*;
+
+/// Why a request is turned away: what the client is told, and what the
+/// audit record says when the message quotes the client's own text.
+#[derive(Debug)]
+pub(super) struct Refusal {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// The record's version of `message`, when `message` quotes a path, a
+    /// header or a field value the client sent (which can carry anything).
+    pub reason: Option<String>,
+}
+
+impl Refusal {
+    pub(super) fn new(kind: ErrorKind, message: impl Into<String>) -> Refusal {
+        Refusal { kind, message: message.into(), reason: None }
+    }
+
+    pub(super) fn quoting(kind: ErrorKind, message: impl Into<String>, reason: impl Into<String>) -> Refusal {
+        Refusal { kind, message: message.into(), reason: Some(reason.into()) }
+    }
+}
+
+impl From<wire::ParseError> for Refusal {
+    fn from(e: wire::ParseError) -> Refusal {
+        Refusal::quoting(ErrorKind::InvalidRequest, e.to_string(), e.audit_reason())
+    }
+}
+
+impl From<LocalError> for Refusal {
+    fn from(e: LocalError) -> Refusal {
+        Refusal::new(ErrorKind::LocalUnavailable, format!("Local generation could not start: {e}"))
+    }
+}
+
+impl From<crate::blocking::PoolError> for Refusal {
+    fn from(e: crate::blocking::PoolError) -> Refusal {
+        Refusal::new(ErrorKind::Internal, format!("inspection did not complete ({e}); nothing was forwarded"))
+    }
+}
+
+impl Sluice {
+    /// Answer with an error in the client's wire format, and record it.
+    pub(super) fn refuse(&self, mut trail: Trail, refusal: Refusal) -> Response<RespBody> {
+        let Refusal { kind, message, reason } = refusal;
+        let recorded = reason.as_deref().unwrap_or(&message);
+        if trail.record.decision.is_empty() {
+            trail.record.decision = "error".into();
+        }
+        // The reason names what went wrong, never the prompt. A policy's own
+        // reason is kept and the outcome appended to it.
+        trail.record.reason = if trail.record.reason.is_empty() {
+            format!("{}: {}", kind.code(), recorded)
+        } else if kind == ErrorKind::PolicyBlock {
+            format!("{}; {}", trail.record.reason, kind.code())
+        } else {
+            format!("{}; {}: {}", trail.record.reason, kind.code(), recorded)
+        };
+        let rule = trail.record.rule.clone();
+        let body = wire::error_body(trail.format, kind, &message);
+        let mut resp = self.answer(trail, kind.status(), body);
+        if !rule.is_empty() {
+            let route = if kind == ErrorKind::PolicyBlock { "block" } else if kind == ErrorKind::LocalUnavailable { "local" } else { "error" };
+            set_route_headers(resp.headers_mut(), route, &rule);
+        }
+        resp
+    }
+}

@@ -1,0 +1,483 @@
+//! Answers: the local model's generation and the provider's relayed body,
+//! streamed frame by frame in the client's format, with redacted values
+//! restored; the record is written when the body ends or is dropped.
+
+use super::*;
+
+impl Sluice {
+    /// Where a `local` decision is served: the local tier, or (only for
+    /// prompts without findings, and only if the policy allows) the cloud
+    /// when the local model is full or the prompt too long for it.
+    pub(super) async fn local_route(
+        &self,
+        request: &wire::CanonicalRequest,
+        options: LocalOptions,
+        sensitive: bool,
+        prompt_tokens: u64,
+        rule: &str,
+    ) -> Result<Route, Refusal> {
+        // Never falls back to the cloud because the engine is down: the
+        // policy said this prompt stays here.
+        if let Err(e) = self.local.backend() {
+            let message = format!(
+                "Policy rule `{rule}` keeps this request on the local model, which is unavailable ({e}); \
+                 the request was not sent to any cloud provider"
+            );
+            return Err(Refusal::new(ErrorKind::LocalUnavailable, message));
+        }
+        if let Some(context) = self.local.prompt_limit().filter(|&c| prompt_tokens >= c) {
+            let message = format!(
+                "The prompt has {prompt_tokens} tokens; the local model {} takes at most {context}",
+                self.local.model_name()
+            );
+            return match options.too_long {
+                TooLong::Cloud if !sensitive => Ok(Route::Cloud),
+                TooLong::Cloud => Err(Refusal::new(
+                    ErrorKind::TooLarge,
+                    format!("{message}, and the prompt has sensitive findings, so it cannot go to the cloud"),
+                )),
+                TooLong::Block => Err(Refusal::new(ErrorKind::PolicyBlock, format!("{message}; policy blocks prompts that are too long"))),
+                TooLong::Reject => Err(Refusal::new(ErrorKind::TooLarge, message)),
+            };
+        }
+        let wait = match options.overflow {
+            Overflow::Wait => Some(Duration::from_millis(options.overflow_wait_ms)),
+            Overflow::Reject | Overflow::Cloud => None,
+        };
+        let admitted = match self.local.admit(wait).await {
+            Ok(admitted) => admitted,
+            Err(_) if options.overflow == Overflow::Cloud && !sensitive => return Ok(Route::Cloud),
+            Err(why) => {
+                let message = match why {
+                    Overflowed::TimedOut => format!(
+                        "The local model is busy and no place freed up within {} ms; try again later",
+                        options.overflow_wait_ms
+                    ),
+                    Overflowed::Full => "The local model's queue is full; try again later".to_string(),
+                };
+                return Err(Refusal::new(ErrorKind::RateLimited, message));
+            }
+        };
+        match self.local.generate(request, admitted, prompt_tokens).await {
+            Ok(generation) => Ok(Route::Local(generation)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Answer from the local tier in the client's format, streamed or whole.
+    pub(super) async fn respond_local(
+        self: &Arc<Self>,
+        mut trail: Trail,
+        request: &wire::CanonicalRequest,
+        mut generation: Generation,
+        json_array: bool,
+        rule: &str,
+    ) -> Response<RespBody> {
+        trail.record.provider = "local".into();
+        trail.record.model_used = self.local.model_name().to_string();
+        let meta = Meta {
+            id: format!("sluice-{}", self.next_id.fetch_add(1, Ordering::Relaxed)),
+            model: self.local.model_name().to_string(),
+            created_unix: trail.record.time_unix_ms / 1000,
+        };
+        let generation_started = Instant::now();
+        if request.stream && !json_array {
+            trail.record.status = 200;
+            let mut encoder = SseEncoder::new(trail.format, meta, request.stream_usage);
+            let opening = encoder.start(generation.prompt_tokens);
+            let body = LocalBody {
+                generation,
+                encoder,
+                pending: Some(opening),
+                done: false,
+                stats: GenStats::new(generation_started),
+                completion: Some(Completion { sluice: self.clone(), trail, upstream_started: generation_started }),
+            };
+            let mut resp = Response::new(UnsyncBoxBody::new(body));
+            let headers = resp.headers_mut();
+            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            set_route_headers(headers, "local", rule);
+            return resp;
+        }
+        let mut answer = Assembled::default();
+        let mut stats = GenStats::new(generation_started);
+        let finish = loop {
+            match generation.events.recv().await {
+                Some(Ok(GenEvent::Delta(delta))) => {
+                    stats.token();
+                    answer.push(delta);
+                }
+                Some(Ok(GenEvent::Finish(finish))) => break finish,
+                Some(Err(e)) => {
+                    trail.record.latency_us.upstream = micros(generation_started.elapsed());
+                    return self.refuse(trail, Refusal::new(ErrorKind::LocalUnavailable, e.to_string()));
+                }
+                None => {
+                    trail.record.latency_us.upstream = micros(generation_started.elapsed());
+                    return self.refuse(trail, Refusal::new(ErrorKind::LocalUnavailable, "Local generation ended without an answer"));
+                }
+            }
+        };
+        stats.finish(finish.usage.completion_tokens);
+        trail.record.latency_us.upstream = micros(generation_started.elapsed());
+        let body = if json_array {
+            wire::gemini::render_stream_array(&meta, &answer, finish)
+        } else {
+            render::render_whole(trail.format, &meta, &answer, finish)
+        };
+        let mut resp = self.answer(trail, StatusCode::OK, body);
+        set_route_headers(resp.headers_mut(), "local", rule);
+        resp
+    }
+
+    /// Forward the original request to its cloud provider and relay the answer.
+    pub(super) async fn forward_to_cloud(
+        self: &Arc<Self>,
+        trail: Trail,
+        shape: Shape,
+        via: &Via,
+        mut upstream: Request<Full<Bytes>>,
+        redaction: Option<Arc<Redaction>>,
+        rule: &str,
+    ) -> Response<RespBody> {
+        let trail = match self.gate_on_audit(trail) {
+            Ok(trail) => trail,
+            Err(refused) => return refused,
+        };
+        let restore = redaction.map(|redaction| {
+            // A compressed answer could not be searched for placeholders.
+            upstream.headers_mut().insert(http::header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+            // Only the chat dialects have a stream restorer; other answers
+            // are restored whole.
+            (redaction, if shape.is_chat() { stream_format(shape.api) } else { None })
+        });
+        let upstream_started = Instant::now();
+        let sent = match via {
+            Via::Gateway => self.cloud.send(upstream).await,
+            Via::Proxy { origin, .. } => origin.send(upstream.map(|b| b.map_err(|never| match never {}).boxed_unsync())).await,
+        };
+        match sent {
+            Ok(resp) => {
+                let route = if restore.is_some() { "redact" } else { "cloud" };
+                self.relay_restoring(trail, resp, upstream_started, route, rule, restore)
+            }
+            Err(e) => self.relay_or_refuse(trail, Err(e), upstream_started, "cloud", rule),
+        }
+    }
+
+    /// Relay an upstream answer, or refuse with the upstream's failure.
+    pub(super) fn relay_or_refuse(
+        self: &Arc<Self>,
+        mut trail: Trail,
+        sent: Result<Response<Incoming>, CloudError>,
+        upstream_started: Instant,
+        route: &'static str,
+        rule: &str,
+    ) -> Response<RespBody> {
+        match sent {
+            Ok(resp) => self.relay(trail, resp, upstream_started, route, rule),
+            Err(e) => {
+                let provider = trail.record.provider.clone();
+                metrics::counter!(telemetry::UPSTREAM_ERRORS, "provider" => provider.clone(), "kind" => e.kind()).increment(1);
+                trail.record.latency_us.upstream = micros(upstream_started.elapsed());
+                let kind = match e {
+                    CloudError::Timeout(_) => ErrorKind::UpstreamTimeout,
+                    _ => ErrorKind::Upstream,
+                };
+                let message = format!("{provider} upstream failed: {e}");
+                self.refuse(trail, Refusal::new(kind, message.to_string()))
+            }
+        }
+    }
+
+    /// Stream the provider's response back, recording when it ends.
+    pub(super) fn relay(
+        self: &Arc<Self>,
+        trail: Trail,
+        resp: Response<Incoming>,
+        upstream_started: Instant,
+        route: &'static str,
+        rule: &str,
+    ) -> Response<RespBody> {
+        self.relay_restoring(trail, resp, upstream_started, route, rule, None)
+    }
+
+    /// [`Self::relay`], putting redacted values back where the answer
+    /// quotes their placeholders: event by event for SSE, whole otherwise.
+    pub(super) fn relay_restoring(
+        self: &Arc<Self>,
+        mut trail: Trail,
+        resp: Response<Incoming>,
+        upstream_started: Instant,
+        route: &'static str,
+        rule: &str,
+        restore: Option<(Arc<Redaction>, Option<StreamFormat>)>,
+    ) -> Response<RespBody> {
+        let (mut parts, body) = resp.into_parts();
+        trail.record.status = parts.status.as_u16();
+        trail.record.model_used = trail.record.model_requested.clone();
+        if !parts.status.is_success() {
+            metrics::counter!(telemetry::UPSTREAM_ERRORS, "provider" => trail.record.provider.clone(), "kind" => "status")
+                .increment(1);
+        }
+        strip_hop_by_hop(&mut parts.headers);
+        set_route_headers(&mut parts.headers, route, rule);
+        let idle_timeout = Duration::from_millis(self.config.upstream.idle_timeout_ms);
+        let restore = restore.map(|(redaction, format)| {
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            let is_sse = parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream"));
+            match format {
+                Some(format) if is_sse => Restore::Stream(redaction.sse_restorer(format)),
+                _ => Restore::Whole { redaction, buffered: Vec::new() },
+            }
+        });
+        let body = RelayBody {
+            inner: body,
+            restore,
+            finished: false,
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            idle_timeout,
+            completion: Some(Completion {
+                sluice: self.clone(),
+                trail,
+                upstream_started,
+            }),
+        };
+        Response::from_parts(parts, UnsyncBoxBody::new(body))
+    }
+}
+
+/// The provider's body, relayed frame by frame with an idle timeout.
+pub(super) struct RelayBody {
+    inner: Incoming,
+    /// Placeholders to turn back into values on the way to the client.
+    restore: Option<Restore>,
+    /// The last frame (restored text) has gone out.
+    finished: bool,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    idle_timeout: Duration,
+    completion: Option<Completion>,
+}
+
+impl RelayBody {
+    fn complete(&mut self, problem: Option<&str>) {
+        if let Some(c) = self.completion.take() {
+            c.finish(problem);
+        }
+    }
+}
+
+impl Body for RelayBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        loop {
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let deadline = tokio::time::Instant::now() + this.idle_timeout;
+                    this.idle.as_mut().reset(deadline);
+                    let Some(restore) = this.restore.as_mut() else {
+                        return Poll::Ready(Some(Ok(frame)));
+                    };
+                    let Some(data) = frame.data_ref() else {
+                        return Poll::Ready(Some(Ok(frame)));
+                    };
+                    match restore {
+                        Restore::Stream(restorer) => {
+                            let out = restorer.push(data);
+                            // Held back as a possible placeholder prefix: read on.
+                            if !out.is_empty() {
+                                return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                            }
+                        }
+                        Restore::Whole { buffered, .. } => buffered.extend_from_slice(data),
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.complete(Some("upstream body failed mid-stream"));
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
+                Poll::Ready(None) => {
+                    this.finished = true;
+                    this.complete(None);
+                    let last = match this.restore.take() {
+                        None => Vec::new(),
+                        Some(Restore::Stream(mut restorer)) => restorer.finish(),
+                        // Not JSON (an HTML error page, say): it cannot hold
+                        // a placeholder the client would misread; pass it on.
+                        Some(Restore::Whole { redaction, buffered }) => {
+                            redaction.restore_json_body(&buffered).unwrap_or(buffered)
+                        }
+                    };
+                    if last.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(last)))));
+                }
+                Poll::Pending => {
+                    if this.idle.as_mut().poll(cx).is_ready() {
+                        this.complete(Some("upstream went idle mid-stream"));
+                        let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "upstream idle timeout");
+                        return Poll::Ready(Some(Err(Box::new(e))));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.finished || (self.restore.is_none() && self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.restore.is_some() {
+            SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}
+
+impl Drop for RelayBody {
+    fn drop(&mut self) {
+        // hyper may drop a body it knows is finished without polling it to
+        // the end; only a body with frames still to come was cut short.
+        if self.inner.is_end_stream() {
+            self.complete(None);
+        } else {
+            self.complete(Some("client disconnected before the response completed"));
+        }
+    }
+}
+
+/// How a redacted request's answer is restored.
+pub(super) enum Restore {
+    Stream(SseRestorer),
+    Whole { redaction: Arc<Redaction>, buffered: Vec<u8> },
+}
+
+/// The SSE dialect of an API's streamed answers, for restoring placeholders.
+pub(super) fn stream_format(api: Api) -> Option<StreamFormat> {
+    match api {
+        Api::OpenAiChat => Some(StreamFormat::OpenAiChat),
+        Api::AnthropicMessages => Some(StreamFormat::AnthropicMessages),
+        Api::OpenAiResponses => Some(StreamFormat::OpenAiResponses),
+        Api::GeminiGenerate => None,
+    }
+}
+
+/// Local decode statistics, reported as metrics when a generation ends.
+pub(super) struct GenStats {
+    started: Instant,
+    first_token: Option<Instant>,
+    deltas: u64,
+}
+
+impl GenStats {
+    fn new(started: Instant) -> GenStats {
+        GenStats { started, first_token: None, deltas: 0 }
+    }
+
+    fn token(&mut self) {
+        if self.first_token.is_none() {
+            let now = Instant::now();
+            metrics::histogram!(telemetry::LOCAL_TIME_TO_FIRST_TOKEN).record((now - self.started).as_secs_f64());
+            self.first_token = Some(now);
+        }
+        self.deltas += 1;
+    }
+
+    fn finish(&self, completion_tokens: u64) {
+        let tokens = completion_tokens.max(self.deltas);
+        metrics::counter!(telemetry::LOCAL_TOKENS).increment(tokens);
+        if let Some(first) = self.first_token {
+            let decode = first.elapsed().as_secs_f64();
+            if tokens > 1 && decode > 0.0 {
+                metrics::histogram!(telemetry::LOCAL_TOKENS_PER_SECOND).record((tokens - 1) as f64 / decode);
+            }
+        }
+    }
+}
+
+/// A local generation streamed as SSE in the client's format. Dropping it
+/// (the client went away) drops the generation, which cancels it.
+pub(super) struct LocalBody {
+    generation: Generation,
+    encoder: SseEncoder,
+    pending: Option<Bytes>,
+    done: bool,
+    stats: GenStats,
+    completion: Option<Completion>,
+}
+
+impl LocalBody {
+    fn end(&mut self, problem: Option<&str>) {
+        self.done = true;
+        if let Some(c) = self.completion.take() {
+            c.finish(problem);
+        }
+    }
+}
+
+impl Body for LocalBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(bytes) = this.pending.take() {
+            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let bytes = match this.generation.events.poll_recv(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(GenEvent::Delta(delta)))) => {
+                this.stats.token();
+                this.encoder.delta(&delta)
+            }
+            Poll::Ready(Some(Ok(GenEvent::Finish(finish)))) => {
+                this.stats.finish(finish.usage.completion_tokens);
+                let bytes = this.encoder.finish(finish);
+                this.end(None);
+                bytes
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let message = format!("local generation failed: {e}");
+                let bytes = this.encoder.error(&message);
+                this.end(Some(&message));
+                bytes
+            }
+            Poll::Ready(None) => {
+                let bytes = this.encoder.error("local generation ended without finishing");
+                this.end(Some("local generation ended without finishing"));
+                bytes
+            }
+        };
+        Poll::Ready(Some(Ok(Frame::data(bytes))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.pending.is_none()
+    }
+}
+
+impl Drop for LocalBody {
+    fn drop(&mut self) {
+        if !self.done {
+            self.end(Some("client disconnected; local generation cancelled"));
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The audit record of one request, filled in as it moves along, and the
+//! one place a record is written ([`Sluice::record`]): every exit of the
+//! request path (answer, refusal, relayed or generated body ending or
+//! dropped, tunnel closing) ends there.
+
+use super::*;
+
+/// The audit record being filled in as the request moves along.
+pub(super) struct Trail {
+    pub(super) record: AuditRecord,
+    pub(super) started: Instant,
+    pub(super) format: Format,
+}
+
+impl Trail {
+    /// An LLM request, before the caller is known.
+    pub(super) fn for_llm(shape: Shape, client: SocketAddr, via: &Via) -> Trail {
+        let mut trail = Trail::new(shape.name, shape.api.format(), client, via.ingress());
+        trail.record.provider = via.provider(shape.api);
+        if let Via::Proxy { origin, .. } = via {
+            trail.record.host = origin.target().host.clone();
+        }
+        trail
+    }
+
+    pub(super) fn caller(&mut self, identity: &Identity) {
+        self.record.team = identity.team.clone();
+        self.record.user = identity.user.clone();
+        tracing::Span::current().record("team", identity.team.as_str());
+    }
+
+    /// The decision and the signals behind it: numbers and names, never text.
+    pub(super) fn decided(&mut self, signals: &Signals, decision: &Decision) {
+        self.record.signals = Some(signal_summary(signals, decision));
+        self.record.decision = decision.action.as_str().to_string();
+        self.record.rule = decision.rule.clone();
+        self.record.reason = decision.reason.clone();
+        tracing::Span::current().record("decision", decision.action.as_str());
+    }
+
+    /// A proxied request forwarded without inspection (not an LLM call).
+    pub(super) fn forwarded(api: &str, headers: &HeaderMap, client: SocketAddr, identity: &Identity, origin: &Origin) -> Trail {
+        Trail::proxied(api, format_of(headers), client, Some(identity), &origin.target().host, "forward")
+    }
+
+    /// A request at the forward proxy, for `host`, already decided.
+    pub(super) fn proxied(api: &str, format: Format, client: SocketAddr, identity: Option<&Identity>, host: &str, decision: &str) -> Trail {
+        let mut trail = Trail::new(api, format, client, Ingress::Proxy);
+        if let Some(identity) = identity {
+            trail.record.team = identity.team.clone();
+            trail.record.user = identity.user.clone();
+        }
+        trail.record.host = host.to_string();
+        trail.record.provider = provider_of_host(host).to_string();
+        trail.record.decision = decision.to_string();
+        trail
+    }
+
+    pub(super) fn new(api: &str, format: Format, client: SocketAddr, ingress: Ingress) -> Trail {
+        Trail {
+            record: AuditRecord {
+                time_unix_ms: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+                client_addr: client.to_string(),
+                ingress: ingress.as_str().to_string(),
+                api: api.to_string(),
+                latency_us: Latencies::default(),
+                ..AuditRecord::default()
+            },
+            started: Instant::now(),
+            format,
+        }
+    }
+}
+
+/// What remains to do once a relayed body is finished.
+pub(super) struct Completion {
+    pub(super) sluice: Arc<Sluice>,
+    pub(super) trail: Trail,
+    pub(super) upstream_started: Instant,
+}
+
+impl Completion {
+    pub(super) fn finish(mut self, problem: Option<&str>) {
+        if let Some(problem) = problem {
+            self.trail.record.reason = format!("{}; {problem}", self.trail.record.reason);
+        }
+        let upstream = self.upstream_started.elapsed();
+        self.sluice.record(self.trail, Some(upstream));
+    }
+}
+
+impl Sluice {
+    /// Fail closed: nothing leaves unless its record can be written.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn gate_on_audit(&self, trail: Trail) -> Result<Trail, Response<RespBody>> {
+        match self.audit.check_writable() {
+            Ok(()) => Ok(trail),
+            Err(e) => {
+                tracing::error!(error = %e, "audit log not writable; refusing to forward");
+                let message = "sluice cannot write its audit log, so the request was not forwarded";
+                Err(self.refuse(trail, Refusal::new(ErrorKind::LocalUnavailable, message)))
+            }
+        }
+    }
+
+    pub(super) fn answer(&self, mut trail: Trail, status: StatusCode, body: Bytes) -> Response<RespBody> {
+        trail.record.status = status.as_u16();
+        self.record(trail, None);
+        let mut resp = Response::new(full(body));
+        *resp.status_mut() = status;
+        resp.headers_mut()
+            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp
+    }
+
+    /// Write the audit record and metrics for a finished request.
+    pub(super) fn record(&self, mut trail: Trail, upstream: Option<Duration>) {
+        if let Some(upstream) = upstream {
+            trail.record.latency_us.upstream = micros(upstream);
+        }
+        let total = trail.started.elapsed();
+        trail.record.latency_us.total = micros(total);
+        let r = &trail.record;
+        let team = if r.team.is_empty() { "unknown".to_string() } else { r.team.clone() };
+        metrics::counter!(telemetry::REQUESTS, "team" => team, "decision" => r.decision.clone(), "provider" => r.provider.clone())
+            .increment(1);
+        metrics::histogram!(telemetry::REQUEST_DURATION, "api" => r.api.clone(), "decision" => r.decision.clone())
+            .record(total.as_secs_f64());
+        for (kind, n) in &r.findings {
+            metrics::counter!(telemetry::FINDINGS, "type" => kind.clone()).increment(u64::from(*n));
+        }
+        if let Err(e) = self.audit.submit(trail.record) {
+            metrics::counter!(telemetry::AUDIT_WRITE_ERRORS).increment(1);
+            tracing::error!(error = %e, "audit record could not be written");
+        }
+    }
+}
+
+pub(super) fn micros(d: Duration) -> u64 {
+    d.as_micros().min(u128::from(u64::MAX)) as u64
+}
