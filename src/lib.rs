@@ -29,7 +29,7 @@
 //!   - `providers`: the provider catalog: hosts, API families, policy names.
 //! - [`inspect`]: detectors for PII, secrets and team terms, giving findings.
 //! - [`classify`]: the task classifier (code, summarization, math, ...).
-//! - [`session`]: sticky conversations: once kept local, later turns stay local.
+//! - [`sticky`]: sticky conversations: once kept local, later turns stay local.
 //! - [`policy`]: per-team policy files, and the decision for each request.
 //! - [`redact`]: placeholders in for the cloud, values back in the answer.
 //! - [`dispatch`]: where a decided request goes: the upstream client, an
@@ -59,6 +59,6 @@ pub mod policy;
 pub mod private_dir;
 pub mod redact;
 pub mod relay;
-pub mod session;
+pub mod sticky;
 pub mod telemetry;
 pub mod wire;

@@ -373,9 +373,14 @@ fn policy_test(
     } else {
         Some(Dictionary::new(policy.dictionary_terms())?)
     };
-    let segments = [prompt];
-    let findings = policy.relevant_findings(&Detectors::new().scan(dictionary.as_ref(), &segments));
-    let prompt_tokens = sluice::wire::CanonicalRequest::estimated_prompt_tokens(&segments);
+    // The prompt goes through the server's own inspection, as the user
+    // message of an OpenAI chat request.
+    let body = serde_json::json!({"model": model, "messages": [{"role": "user", "content": prompt}]}).to_string();
+    let shape = sluice::wire::shapes::Shape::chat(sluice::wire::Api::OpenAiChat);
+    let (extracted, scanned, _) =
+        sluice::pipeline::scan_body(&Detectors::new(), dictionary.as_ref(), shape, "/v1/chat/completions", body.as_bytes(), "application/json")?;
+    let findings = policy.relevant_findings(&scanned);
+    let prompt_tokens = sluice::wire::CanonicalRequest::estimated_prompt_tokens(&extracted.request.text_segments());
     let signals = Signals {
         findings: &findings,
         requested_model: model,

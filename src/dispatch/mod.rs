@@ -1,7 +1,8 @@
-//! Dispatch: where a decided request goes. `cloud` is the verified upstream
-//! client; `local` is the local tier (embedded mistral.rs or an external
-//! OpenAI-compatible server).
+//! Dispatch: where a decided request goes. `upstream` is the verified HTTPS
+//! client (cloud providers at the gateway, the external local backend);
+//! `origin` is an intercepted connection's own origin; `local` is the local
+//! tier (embedded mistral.rs or an external OpenAI-compatible server).
 
-pub mod cloud;
+pub mod upstream;
 pub mod origin;
 pub mod local;

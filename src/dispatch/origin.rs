@@ -19,7 +19,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
-use super::cloud::{error_chain, CloudError};
+use super::upstream::{error_chain, UpstreamError};
 
 pub use crate::body::OriginBody;
 
@@ -64,7 +64,7 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> IoStream fo
 impl Origin {
     /// Connect (TCP + verified TLS) offering `offer` by ALPN; the protocol
     /// the origin picks is the one the client must be given.
-    pub async fn connect(target: OriginTarget, offer: Vec<Vec<u8>>) -> Result<Origin, CloudError> {
+    pub async fn connect(target: OriginTarget, offer: Vec<Vec<u8>>) -> Result<Origin, UpstreamError> {
         let (io, h2) = open(&target, &offer).await?;
         let sender = handshake(io, h2).await?;
         Ok(Origin {
@@ -86,7 +86,7 @@ impl Origin {
 
     /// Send a request (origin-form URI, client's headers) and wait for the
     /// response head. Reconnects once if the origin had closed the connection.
-    pub async fn send(&self, mut req: Request<OriginBody>) -> Result<Response<Incoming>, CloudError> {
+    pub async fn send(&self, mut req: Request<OriginBody>) -> Result<Response<Incoming>, UpstreamError> {
         self.address(&mut req)?;
         let pending = {
             let mut slot = self.sender.lock().await;
@@ -98,7 +98,7 @@ impl Origin {
             if !live {
                 let (io, h2) = open(&self.target, &self.offer).await?;
                 if h2 != self.h2 {
-                    return Err(CloudError::Connect("origin changed its protocol on reconnect".into()));
+                    return Err(UpstreamError::Connect("origin changed its protocol on reconnect".into()));
                 }
                 *slot = Some(handshake(io, h2).await?);
             }
@@ -108,7 +108,7 @@ impl Origin {
                     let fut = s.send_request(req);
                     return self.wait(fut).await;
                 }
-                None => return Err(CloudError::Connect("no origin connection".into())),
+                None => return Err(UpstreamError::Connect("no origin connection".into())),
             }
         };
         self.wait(pending).await
@@ -117,18 +117,18 @@ impl Origin {
     async fn wait(
         &self,
         fut: impl std::future::Future<Output = hyper::Result<Response<Incoming>>>,
-    ) -> Result<Response<Incoming>, CloudError> {
+    ) -> Result<Response<Incoming>, UpstreamError> {
         match tokio::time::timeout(self.target.response_timeout, fut).await {
-            Err(_) => Err(CloudError::Timeout(self.target.response_timeout)),
+            Err(_) => Err(UpstreamError::Timeout(self.target.response_timeout)),
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(CloudError::Request(error_chain(&e))),
+            Ok(Err(e)) => Err(UpstreamError::Request(error_chain(&e))),
         }
     }
 
     /// A fresh HTTP/1.1 connection that supports upgrades, for WebSockets.
-    pub async fn send_upgradable(&self, mut req: Request<OriginBody>) -> Result<Response<Incoming>, CloudError> {
+    pub async fn send_upgradable(&self, mut req: Request<OriginBody>) -> Result<Response<Incoming>, UpstreamError> {
         let (io, _) = open(&self.target, &[ALPN_H1.to_vec()]).await?;
-        let (mut sender, conn) = http1::handshake(io).await.map_err(|e| CloudError::Connect(error_chain(&e)))?;
+        let (mut sender, conn) = http1::handshake(io).await.map_err(|e| UpstreamError::Connect(error_chain(&e)))?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "origin upgrade connection ended with an error");
@@ -153,18 +153,18 @@ impl Origin {
 
     /// HTTP/2 wants the scheme and authority in the URI; HTTP/1.1 wants the
     /// origin form and a Host header.
-    fn address(&self, req: &mut Request<OriginBody>) -> Result<(), CloudError> {
+    fn address(&self, req: &mut Request<OriginBody>) -> Result<(), UpstreamError> {
         let authority = self.authority();
         if self.h2 {
             let scheme = if self.target.tls.is_some() { "https" } else { "http" };
             let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
             *req.uri_mut() = format!("{scheme}://{authority}{path}")
                 .parse()
-                .map_err(|e| CloudError::Request(format!("bad upstream URI: {e}")))?;
+                .map_err(|e| UpstreamError::Request(format!("bad upstream URI: {e}")))?;
             req.headers_mut().remove(http::header::HOST);
         } else {
             *req.uri_mut() = origin_form(req.uri());
-            let host = HeaderValue::from_str(&authority).map_err(|e| CloudError::Request(e.to_string()))?;
+            let host = HeaderValue::from_str(&authority).map_err(|e| UpstreamError::Request(e.to_string()))?;
             req.headers_mut().insert(http::header::HOST, host);
         }
         Ok(())
@@ -178,32 +178,32 @@ fn origin_form(uri: &Uri) -> Uri {
 }
 
 /// TCP to the checked address, then TLS with the host name as SNI.
-async fn open(target: &OriginTarget, offer: &[Vec<u8>]) -> Result<(Io, bool), CloudError> {
+async fn open(target: &OriginTarget, offer: &[Vec<u8>]) -> Result<(Io, bool), UpstreamError> {
     let tcp = match tokio::time::timeout(target.connect_timeout, TcpStream::connect(target.addr)).await {
-        Err(_) => return Err(CloudError::Timeout(target.connect_timeout)),
-        Ok(Err(e)) => return Err(CloudError::Connect(format!("{}: {e}", target.addr))),
+        Err(_) => return Err(UpstreamError::Timeout(target.connect_timeout)),
+        Ok(Err(e)) => return Err(UpstreamError::Connect(format!("{}: {e}", target.addr))),
         Ok(Ok(tcp)) => tcp,
     };
-    tcp.set_nodelay(true).map_err(|e| CloudError::Connect(e.to_string()))?;
+    tcp.set_nodelay(true).map_err(|e| UpstreamError::Connect(e.to_string()))?;
     let Some(tls) = &target.tls else {
         return Ok((TokioIo::new(Box::new(tcp)), false));
     };
     let mut config = (**tls).clone();
     config.alpn_protocols = offer.to_vec();
     let name = ServerName::try_from(target.host.clone())
-        .map_err(|e| CloudError::Connect(format!("{} is not a valid TLS name: {e}", target.host)))?;
+        .map_err(|e| UpstreamError::Connect(format!("{} is not a valid TLS name: {e}", target.host)))?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let stream = match tokio::time::timeout(target.connect_timeout, connector.connect(name, tcp)).await {
-        Err(_) => return Err(CloudError::Timeout(target.connect_timeout)),
-        Ok(Err(e)) => return Err(CloudError::Connect(format!("TLS to {}: {}", target.host, error_chain(&e)))),
+        Err(_) => return Err(UpstreamError::Timeout(target.connect_timeout)),
+        Ok(Err(e)) => return Err(UpstreamError::Connect(format!("TLS to {}: {}", target.host, error_chain(&e)))),
         Ok(Ok(stream)) => stream,
     };
     let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
     Ok((TokioIo::new(Box::new(stream)), h2))
 }
 
-async fn handshake(io: Io, h2: bool) -> Result<Sender, CloudError> {
-    let fail = |e: hyper::Error| CloudError::Connect(error_chain(&e));
+async fn handshake(io: Io, h2: bool) -> Result<Sender, UpstreamError> {
+    let fail = |e: hyper::Error| UpstreamError::Connect(error_chain(&e));
     if h2 {
         let (sender, conn) = http2::handshake(TokioExecutor::new(), io).await.map_err(fail)?;
         tokio::spawn(async move {

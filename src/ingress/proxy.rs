@@ -75,7 +75,7 @@ impl Proxy {
         Arc::new(Proxy {
             leaves,
             intercept: cfg.intercept.iter().map(|h| h.to_ascii_lowercase()).collect(),
-            net: NetPolicy::new(cfg, sluice.cloud().resolve_map()),
+            net: NetPolicy::new(cfg, sluice.upstream().resolve_map()),
             slots: Arc::new(Semaphore::new(cfg.max_connections)),
             max_connections: cfg.max_connections,
             handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms),
@@ -93,7 +93,7 @@ impl Proxy {
             host: host.to_string(),
             port,
             addr,
-            tls: tls.then(|| self.sluice.cloud().tls()),
+            tls: tls.then(|| self.sluice.upstream().tls()),
             connect_timeout: self.connect_timeout,
             response_timeout: self.response_timeout,
         }

@@ -139,14 +139,32 @@ impl Sluice {
         body: &[u8],
         content_type: &str,
         team: &str,
-    ) -> Result<(Extracted, Vec<Finding>, String), wire::ParseError> {
-        let extracted = wire::shapes::extract(shape, path, body, content_type)?;
-        let segments: Vec<&str> = extracted.inventory.texts().collect();
-        let mut scanned = self.detectors.scan(self.dictionaries.get(team), &segments);
-        scanned.extend(attachment_findings(&extracted.inventory, segments.len()));
-        let digest = prompt_digest(&segments);
-        Ok((extracted, scanned, digest))
+    ) -> Result<Scanned, wire::ParseError> {
+        scan_body(&self.detectors, self.dictionaries.get(team), shape, path, body, content_type)
     }
+}
+
+/// A body read and scanned: what it says, every finding (before the team's
+/// `min_confidence`), and the digest of what was scanned.
+pub type Scanned = (Extracted, Vec<Finding>, String);
+
+/// Read a body of `shape` and scan every string, key and attachment in it.
+/// `sluice serve` and `sluice policy test` both inspect through here, so
+/// the CLI finds exactly what the server would.
+pub fn scan_body(
+    detectors: &Detectors,
+    dictionary: Option<&Dictionary>,
+    shape: Shape,
+    path: &str,
+    body: &[u8],
+    content_type: &str,
+) -> Result<Scanned, wire::ParseError> {
+    let extracted = wire::shapes::extract(shape, path, body, content_type)?;
+    let segments: Vec<&str> = extracted.inventory.texts().collect();
+    let mut scanned = detectors.scan(dictionary, &segments);
+    scanned.extend(attachment_findings(&extracted.inventory, segments.len()));
+    let digest = prompt_digest(&segments);
+    Ok((extracted, scanned, digest))
 }
 
 /// An `attachment` finding per attachment of the body, so `attachments:`

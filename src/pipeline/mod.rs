@@ -19,7 +19,7 @@ use passthrough::is_websocket_upgrade;
 use refusal::Refusal;
 use trail::{micros, Completion, Trail};
 
-pub use inspect::signal_summary;
+pub use inspect::{scan_body, signal_summary, Scanned};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -42,10 +42,10 @@ use tracing::{info_span, Instrument};
 
 use crate::classify::Classifier;
 use crate::redact::{Redaction, SseRestorer, StreamFormat};
-use crate::session::{Conversation, StickySessions};
+use crate::sticky::{Conversation, StickySessions};
 use crate::audit::{AuditError, AuditLog, AuditRecord, AuditWriter, Latencies};
 use crate::config::{Config, ProviderConfig};
-use crate::dispatch::cloud::{CloudClient, CloudError};
+use crate::dispatch::upstream::{UpstreamClient, UpstreamError};
 use crate::dispatch::origin::Origin;
 use crate::identity::{Caller, IdentityTable};
 use crate::inspect::{count_by_kind, Detectors, Dictionary, DictionaryError};
@@ -125,7 +125,7 @@ pub enum StartError {
     #[error("cannot start the audit writer thread: {0}")]
     AuditThread(std::io::Error),
     #[error("upstream client: {0}")]
-    Cloud(#[from] CloudError),
+    Upstream(#[from] UpstreamError),
     #[error("{0}")]
     Local(#[from] LocalError),
 }
@@ -145,7 +145,7 @@ pub struct Sluice {
     dictionaries: HashMap<String, Dictionary>,
     detectors: Detectors,
     audit: AuditWriter,
-    cloud: CloudClient,
+    upstream: UpstreamClient,
     local: Arc<LocalTier>,
     openai: Provider,
     anthropic: Provider,
@@ -203,7 +203,7 @@ impl Sluice {
             }
         }
         let audit = AuditWriter::start(Arc::new(AuditLog::open(&config.audit.dir)?)).map_err(StartError::AuditThread)?;
-        let cloud = CloudClient::new(&config.upstream)?;
+        let upstream = UpstreamClient::new(&config.upstream)?;
         let local = LocalTier::start(&config.local, &config.upstream)?;
         let provider = |c: &ProviderConfig| Provider {
             config: c.clone(),
@@ -225,7 +225,7 @@ impl Sluice {
             detectors: Detectors::new(),
             pool: InspectPool::default(),
             audit,
-            cloud,
+            upstream,
             local,
             config,
             next_id: AtomicU64::new(1),
@@ -333,8 +333,8 @@ impl Sluice {
         &self.identities
     }
 
-    pub fn cloud(&self) -> &CloudClient {
-        &self.cloud
+    pub fn upstream(&self) -> &UpstreamClient {
+        &self.upstream
     }
 
     /// One request with a body for an LLM API: [`Self::plan`] runs the

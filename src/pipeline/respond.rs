@@ -154,7 +154,7 @@ impl Sluice {
         });
         let upstream_started = Instant::now();
         let sent = match via {
-            Via::Gateway => self.cloud.send(upstream).await,
+            Via::Gateway => self.upstream.send(upstream).await,
             Via::Proxy { origin, .. } => origin.send(upstream.map(|b| b.map_err(|never| match never {}).boxed_unsync())).await,
         };
         match sent {
@@ -170,7 +170,7 @@ impl Sluice {
     pub(super) fn relay_or_refuse(
         self: &Arc<Self>,
         mut trail: Trail,
-        sent: Result<Response<Incoming>, CloudError>,
+        sent: Result<Response<Incoming>, UpstreamError>,
         upstream_started: Instant,
         route: &'static str,
         rule: &str,
@@ -182,7 +182,7 @@ impl Sluice {
                 metrics::counter!(telemetry::UPSTREAM_ERRORS, "provider" => provider.clone(), "kind" => e.kind()).increment(1);
                 trail.record.latency_us.upstream = micros(upstream_started.elapsed());
                 let kind = match e {
-                    CloudError::Timeout(_) => ErrorKind::UpstreamTimeout,
+                    UpstreamError::Timeout(_) => ErrorKind::UpstreamTimeout,
                     _ => ErrorKind::Upstream,
                 };
                 let message = format!("{provider} upstream failed: {e}");

@@ -13,21 +13,21 @@ use tokio::sync::mpsc;
 
 use super::{GenEvent, LocalError};
 use crate::config::{ExternalConfig, UpstreamConfig};
-use crate::dispatch::cloud::{CloudClient, CloudError};
+use crate::dispatch::upstream::{UpstreamClient, UpstreamError};
 use crate::wire::answer::{Delta, Finish, FinishReason, Usage};
 use crate::wire::CanonicalRequest;
 
 pub struct Server {
-    client: CloudClient,
+    client: UpstreamClient,
     url: String,
     model: String,
     key: Option<String>,
 }
 
 impl Server {
-    pub fn new(cfg: &ExternalConfig, upstream: &UpstreamConfig) -> Result<Server, CloudError> {
+    pub fn new(cfg: &ExternalConfig, upstream: &UpstreamConfig) -> Result<Server, UpstreamError> {
         Ok(Server {
-            client: CloudClient::new(upstream)?,
+            client: UpstreamClient::new(upstream)?,
             url: format!("{}/chat/completions", cfg.base_url.trim_end_matches('/')),
             model: cfg.model.clone(),
             key: cfg.api_key_env.as_ref().and_then(|v| std::env::var(v).ok()),

@@ -1,4 +1,5 @@
-//! The cloud upstream client: hyper + rustls, HTTP/1.1 and HTTP/2 by ALPN,
+//! The upstream client, for cloud providers at the gateway and for an
+//! external local backend: hyper + rustls, HTTP/1.1 and HTTP/2 by ALPN,
 //! pooled connections, timeouts, and a `resolve` map that pins host names to
 //! addresses (curl's --resolve; also how tests reach the fake provider).
 //!
@@ -28,7 +29,7 @@ use crate::config::UpstreamConfig;
 use crate::net::ResolveMap;
 
 #[derive(Debug, thiserror::Error)]
-pub enum CloudError {
+pub enum UpstreamError {
     #[error("cannot read extra CA file {path}: {source}")]
     CaFile { path: PathBuf, source: io::Error },
     #[error("extra CA file {0} holds no usable certificate")]
@@ -43,14 +44,14 @@ pub enum CloudError {
     Request(String),
 }
 
-impl CloudError {
+impl UpstreamError {
     /// Short label for metrics and audit reasons.
     pub fn kind(&self) -> &'static str {
         match self {
-            CloudError::Timeout(_) => "timeout",
-            CloudError::Connect(_) => "connect",
-            CloudError::Request(_) => "request",
-            CloudError::CaFile { .. } | CloudError::CaEmpty(_) | CloudError::Tls(_) => "setup",
+            UpstreamError::Timeout(_) => "timeout",
+            UpstreamError::Connect(_) => "connect",
+            UpstreamError::Request(_) => "request",
+            UpstreamError::CaFile { .. } | UpstreamError::CaEmpty(_) | UpstreamError::Tls(_) => "setup",
         }
     }
 }
@@ -59,15 +60,15 @@ type Connector = HttpsConnector<PinnedConnector>;
 
 /// Shared, cheap to clone; one pool for all providers.
 #[derive(Clone)]
-pub struct CloudClient {
+pub struct UpstreamClient {
     client: Client<Connector, Full<Bytes>>,
     response_timeout: Duration,
     tls: Arc<rustls::ClientConfig>,
     resolve: Arc<ResolveMap>,
 }
 
-impl CloudClient {
-    pub fn new(cfg: &UpstreamConfig) -> Result<CloudClient, CloudError> {
+impl UpstreamClient {
+    pub fn new(cfg: &UpstreamConfig) -> Result<UpstreamClient, UpstreamError> {
         let tls = tls_config(cfg.extra_ca_file.as_deref())?;
         let resolve = Arc::new(ResolveMap::new(&cfg.resolve));
         let pinned = PinnedConnector {
@@ -90,7 +91,7 @@ impl CloudClient {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(cfg.pool_idle_per_host)
             .build(https);
-        Ok(CloudClient {
+        Ok(UpstreamClient {
             client,
             response_timeout: Duration::from_millis(cfg.response_timeout_ms),
             tls: Arc::new(tls),
@@ -109,12 +110,12 @@ impl CloudClient {
     }
 
     /// Send a request and wait for the response head; the body streams on.
-    pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, CloudError> {
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, UpstreamError> {
         match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
-            Err(_) => Err(CloudError::Timeout(self.response_timeout)),
+            Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) if e.is_connect() => Err(CloudError::Connect(error_chain(&e))),
-            Ok(Err(e)) => Err(CloudError::Request(error_chain(&e))),
+            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(error_chain(&e))),
+            Ok(Err(e)) => Err(UpstreamError::Request(error_chain(&e))),
         }
     }
 }
@@ -130,17 +131,17 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-fn tls_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, CloudError> {
+fn tls_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, UpstreamError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = extra_ca {
-        let pem = std::fs::read(path).map_err(|source| CloudError::CaFile {
+        let pem = std::fs::read(path).map_err(|source| UpstreamError::CaFile {
             path: path.to_path_buf(),
             source,
         })?;
         let mut added = 0;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|source| CloudError::CaFile {
+            let cert = cert.map_err(|source| UpstreamError::CaFile {
                 path: path.to_path_buf(),
                 source,
             })?;
@@ -148,7 +149,7 @@ fn tls_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, CloudErro
             added += 1;
         }
         if added == 0 {
-            return Err(CloudError::CaEmpty(path.to_path_buf()));
+            return Err(UpstreamError::CaEmpty(path.to_path_buf()));
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
