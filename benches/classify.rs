@@ -17,9 +17,7 @@ slipped into October. Marketing spend was flat, hiring is on hold until January,
 board asked for a revised forecast that accounts for the new pricing model. ";
 
 fn long_prompt() -> String {
-    let mut s = String::from(
-        "Summarize the following report for the leadership team in five bullet points:\n\n",
-    );
+    let mut s = String::from("Summarize the following report for the leadership team in five bullet points:\n\n");
     while s.len() < 4_500 {
         s.push_str(PARAGRAPH);
     }
@@ -31,11 +29,7 @@ fn bench(c: &mut Criterion) {
     let long = long_prompt();
     let huge = long.repeat(23);
     let mut g = c.benchmark_group("classify");
-    for (name, text) in [
-        ("short", SHORT),
-        ("1k_tokens", long.as_str()),
-        ("100kb", huge.as_str()),
-    ] {
+    for (name, text) in [("short", SHORT), ("1k_tokens", long.as_str()), ("100kb", huge.as_str())] {
         g.throughput(Throughput::Bytes(text.len() as u64));
         g.bench_function(name, |b| b.iter(|| classifier.classify(black_box(text))));
     }

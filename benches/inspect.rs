@@ -79,29 +79,13 @@ const TOOL: &str = r#"{"tool":"kubectl_describe","status":"ok","elapsed_ms":1842
 
 /// Placeholder, clean value (near misses where natural), sensitive value.
 const FILLS: &[(&str, &str, &str)] = &[
-    (
-        "{CONTACT}",
-        "the #platform-oncall channel",
-        "jane.doe@example.com",
-    ),
-    (
-        "{CUSTOMER}",
-        "ticket INC-20241102-0042",
-        "Project Crimson Falcon",
-    ),
+    ("{CONTACT}", "the #platform-oncall channel", "jane.doe@example.com"),
+    ("{CUSTOMER}", "ticket INC-20241102-0042", "Project Crimson Falcon"),
     ("{CARD}", "4111 1111 1111 1112", "4111 1111 1111 1111"),
-    (
-        "{IBAN}",
-        "DE89 3704 0044 0532 0130 01",
-        "DE89 3704 0044 0532 0130 00",
-    ),
+    ("{IBAN}", "DE89 3704 0044 0532 0130 01", "DE89 3704 0044 0532 0130 00"),
     ("{AWS}", "unset", "AKIAQ3EGRTYU6WNOP4XZ"),
     ("{GITHUB}", "", "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ3bC5"),
-    (
-        "{OPENAI}",
-        "${OPENAI_API_KEY}",
-        "sk-proj-Ab3De5Fg7Hj9Kl1Mn3Pq5Rs7Tv9Wx1Yz3Ab5De7T3BlbkFJ",
-    ),
+    ("{OPENAI}", "${OPENAI_API_KEY}", "sk-proj-Ab3De5Fg7Hj9Kl1Mn3Pq5Rs7Tv9Wx1Yz3Ab5De7T3BlbkFJ"),
     (
         "{PEM}",
         "",
@@ -120,27 +104,20 @@ fn prompt(sensitive: bool) -> Vec<String> {
     [SYSTEM, USER, TOOL]
         .iter()
         .map(|template| {
-            FILLS
-                .iter()
-                .fold(template.to_string(), |text, (slot, clean, hot)| {
-                    text.replace(slot, if sensitive { hot } else { clean })
-                })
+            FILLS.iter().fold(template.to_string(), |text, (slot, clean, hot)| {
+                text.replace(slot, if sensitive { hot } else { clean })
+            })
         })
         .collect()
 }
 
 /// 100 two-word code names: 10 adjectives x 10 animals.
 fn small_dictionary() -> Dictionary {
-    const ADJECTIVES: [&str; 10] = [
-        "crimson", "silent", "golden", "hollow", "iron", "northern", "quiet", "scarlet", "velvet",
-        "wild",
-    ];
-    const ANIMALS: [&str; 10] = [
-        "falcon", "otter", "badger", "heron", "lynx", "marten", "osprey", "raven", "stoat", "wolf",
-    ];
-    let terms = ADJECTIVES
-        .iter()
-        .flat_map(|a| ANIMALS.iter().map(move |n| format!("{a} {n}")));
+    const ADJECTIVES: [&str; 10] =
+        ["crimson", "silent", "golden", "hollow", "iron", "northern", "quiet", "scarlet", "velvet", "wild"];
+    const ANIMALS: [&str; 10] =
+        ["falcon", "otter", "badger", "heron", "lynx", "marten", "osprey", "raven", "stoat", "wolf"];
+    let terms = ADJECTIVES.iter().flat_map(|a| ANIMALS.iter().map(move |n| format!("{a} {n}")));
     let dict = Dictionary::new(terms).expect("generated terms are not blank");
     assert_eq!(dict.len(), 100);
     dict
@@ -149,25 +126,18 @@ fn small_dictionary() -> Dictionary {
 /// The 100 code names plus 99,900 generated customer-like names
 /// ("customer q7k2m"), none of which occurs in the prompts.
 fn large_dictionary() -> Dictionary {
-    const ADJECTIVES: [&str; 10] = [
-        "crimson", "silent", "golden", "hollow", "iron", "northern", "quiet", "scarlet", "velvet",
-        "wild",
-    ];
-    const ANIMALS: [&str; 10] = [
-        "falcon", "otter", "badger", "heron", "lynx", "marten", "osprey", "raven", "stoat", "wolf",
-    ];
-    let mut terms: Vec<String> = ADJECTIVES
-        .iter()
-        .flat_map(|a| ANIMALS.iter().map(move |n| format!("{a} {n}")))
-        .collect();
+    const ADJECTIVES: [&str; 10] =
+        ["crimson", "silent", "golden", "hollow", "iron", "northern", "quiet", "scarlet", "velvet", "wild"];
+    const ANIMALS: [&str; 10] =
+        ["falcon", "otter", "badger", "heron", "lynx", "marten", "osprey", "raven", "stoat", "wolf"];
+    let mut terms: Vec<String> =
+        ADJECTIVES.iter().flat_map(|a| ANIMALS.iter().map(move |n| format!("{a} {n}"))).collect();
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     while terms.len() < 100_000 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let name: String = (0..6)
-            .map(|i| char::from(b'a' + ((x >> (i * 5)) % 26) as u8))
-            .collect();
+        let name: String = (0..6).map(|i| char::from(b'a' + ((x >> (i * 5)) % 26) as u8)).collect();
         terms.push(format!("customer {name}"));
     }
     terms.sort_unstable();
@@ -214,9 +184,7 @@ fn bench_scan(c: &mut Criterion) {
             let [p50, p99, max] = latency(&detectors, dict, &segments, 10_000);
             eprintln!("{id}: {bytes} bytes, p50 {p50:.1} us, p99 {p99:.1} us, max {max:.1} us");
             group.throughput(Throughput::Bytes(bytes as u64));
-            group.bench_function(id, |b| {
-                b.iter(|| detectors.scan(black_box(Some(dict)), black_box(&segments)))
-            });
+            group.bench_function(id, |b| b.iter(|| detectors.scan(black_box(Some(dict)), black_box(&segments))));
         }
     }
     group.finish();

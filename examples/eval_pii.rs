@@ -59,10 +59,7 @@ const TEST_FILE_ENTITY: &[(&str, &str)] = &[
 ];
 
 fn entity_of(kind: &str) -> Option<&'static str> {
-    KIND_TO_ENTITY
-        .iter()
-        .find(|(k, _)| *k == kind)
-        .map(|(_, e)| *e)
+    KIND_TO_ENTITY.iter().find(|(k, _)| *k == kind).map(|(_, e)| *e)
 }
 
 fn in_scope(entity: &str) -> bool {
@@ -145,10 +142,7 @@ impl Scorer {
         self.scan_secs += start.elapsed().as_secs_f64();
         self.scanned_bytes += text.len();
         self.samples += 1;
-        found
-            .into_iter()
-            .filter(|f| f.confidence >= self.min_confidence)
-            .collect()
+        found.into_iter().filter(|f| f.confidence >= self.min_confidence).collect()
     }
 
     /// Score one text against its gold spans; `only` restricts both sides
@@ -172,20 +166,14 @@ impl Scorer {
             }
             let c = self.per_entity.entry(g.entity.clone()).or_default();
             c.gold += 1;
-            if predicted
-                .iter()
-                .any(|p| p.0 == g.entity && overlaps((p.1, p.2), (g.start, g.end)))
-            {
+            if predicted.iter().any(|p| p.0 == g.entity && overlaps((p.1, p.2), (g.start, g.end))) {
                 c.gold_found += 1;
             }
         }
         for p in &predicted {
             let c = self.per_entity.entry(p.0.to_string()).or_default();
             c.predicted += 1;
-            if gold
-                .iter()
-                .any(|g| g.entity == p.0 && overlaps((p.1, p.2), (g.start, g.end)))
-            {
+            if gold.iter().any(|g| g.entity == p.0 && overlaps((p.1, p.2), (g.start, g.end))) {
                 c.predicted_correct += 1;
             }
         }
@@ -201,11 +189,7 @@ impl Scorer {
             row(entity, c);
         }
         row("**pattern entities, micro**", &total);
-        let out: Vec<_> = self
-            .per_entity
-            .iter()
-            .filter(|(e, _)| !in_scope(e))
-            .collect();
+        let out: Vec<_> = self.per_entity.iter().filter(|(e, _)| !in_scope(e)).collect();
         if !out.is_empty() {
             println!("\nOut of scope (need NER or a detector sluice lacks), recall 0:\n");
             println!("| entity | gold |");
@@ -263,19 +247,13 @@ fn recognizer_cases(scorer: &mut Scorer, lines: &[Value]) {
     let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
     for case in lines {
         let file = case["test_file"].as_str().unwrap_or("");
-        let Some(entity) = TEST_FILE_ENTITY
-            .iter()
-            .find(|(f, _)| *f == file)
-            .map(|(_, e)| *e)
-        else {
+        let Some(entity) = TEST_FILE_ENTITY.iter().find(|(f, _)| *f == file).map(|(_, e)| *e) else {
             *skipped.entry(file.to_string()).or_default() += 1;
             continue;
         };
         let text = case["text"].as_str().unwrap_or("");
         // Most files name the spans `expected_positions`, some `expected_res`.
-        let positions = case
-            .get("expected_positions")
-            .or_else(|| case.get("expected_res"));
+        let positions = case.get("expected_positions").or_else(|| case.get("expected_res"));
         let Some(positions) = positions else {
             *skipped.entry(format!("{file} (no positions)")).or_default() += 1;
             continue;
@@ -307,10 +285,7 @@ fn gitleaks_fixtures(scorer: &mut Scorer, lines: &[Value]) {
         let rule = fx["rule_id"].as_str().unwrap_or("").to_string();
         let text = fx["text"].as_str().unwrap_or("");
         let positive = fx["label"].as_str() == Some("tp");
-        let found = scorer
-            .scan(text)
-            .iter()
-            .any(|f| f.category == Category::Secret);
+        let found = scorer.scan(text).iter().any(|f| f.category == Category::Secret);
         let c = per_rule.entry(rule).or_default();
         if positive {
             c[1] += 1;
@@ -332,20 +307,14 @@ fn gitleaks_fixtures(scorer: &mut Scorer, lines: &[Value]) {
     }
     let precision = ratio(t[0], t[0] + t[2]);
     let recall = ratio(t[0], t[1]);
-    println!(
-        "| **all** | {}/{} (recall {:.3}) | {}/{} (precision {:.3}) |",
-        t[0], t[1], recall, t[2], t[3], precision
-    );
+    println!("| **all** | {}/{} (recall {:.3}) | {}/{} (precision {:.3}) |", t[0], t[1], recall, t[2], t[3], precision);
 }
 
 fn vsr_cases(scorer: &mut Scorer, items: &[Value]) {
     let mut per_type: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for item in items {
         let text = item["question"].as_str().unwrap_or("");
-        let blocked = scorer
-            .scan(text)
-            .iter()
-            .any(|f| matches!(f.category, Category::Pii | Category::Secret));
+        let blocked = scorer.scan(text).iter().any(|f| matches!(f.category, Category::Pii | Category::Secret));
         let expected = item["expected_blocked"].as_bool().unwrap_or(true);
         let t = item["pii_type"].as_str().unwrap_or("?").to_string();
         let e = per_type.entry(t).or_default();
@@ -364,10 +333,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut min_confidence = 0.0;
     if let Some(i) = args.iter().position(|a| a == "--min-confidence") {
-        min_confidence = args
-            .get(i + 1)
-            .ok_or("--min-confidence needs a value")?
-            .parse()?;
+        min_confidence = args.get(i + 1).ok_or("--min-confidence needs a value")?.parse()?;
         args.drain(i..i + 2);
     }
     if args.is_empty() {
@@ -393,11 +359,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 vsr_cases(&mut scorer, &items);
             }
         } else {
-            let lines: Vec<Value> = content
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(serde_json::from_str)
-                .collect::<Result<_, _>>()?;
+            let lines: Vec<Value> =
+                content.lines().filter(|l| !l.trim().is_empty()).map(serde_json::from_str).collect::<Result<_, _>>()?;
             if lines.first().is_some_and(|l| l.get("rule_id").is_some()) {
                 gitleaks_fixtures(&mut scorer, &lines);
             } else {

@@ -46,10 +46,7 @@ fn main() -> ExitCode {
         match row {
             Some(r) => rows.push(r),
             None => {
-                eprintln!(
-                    "eval_tasks: {path}:{}: not {{text, label}} with a known label",
-                    n + 1
-                );
+                eprintln!("eval_tasks: {path}:{}: not {{text, label}} with a known label", n + 1);
                 return ExitCode::FAILURE;
             }
         }
@@ -73,20 +70,10 @@ fn main() -> ExitCode {
     let total = rows.len();
     let correct: usize = (0..K).map(|i| confusion[i][i]).sum();
     println!("file: {path}");
-    println!(
-        "examples: {total}  accuracy: {:.4}",
-        correct as f64 / total.max(1) as f64
-    );
-    println!(
-        "mean confidence: correct {:.3}, wrong {:.3}",
-        mean(&conf_right),
-        mean(&conf_wrong)
-    );
+    println!("examples: {total}  accuracy: {:.4}", correct as f64 / total.max(1) as f64);
+    println!("mean confidence: correct {:.3}, wrong {:.3}", mean(&conf_right), mean(&conf_wrong));
     println!();
-    println!(
-        "{:<18} {:>9} {:>9} {:>9} {:>8}",
-        "class", "precision", "recall", "f1", "support"
-    );
+    println!("{:<18} {:>9} {:>9} {:>9} {:>8}", "class", "precision", "recall", "f1", "support");
     let mut f1_sum = 0.0;
     let mut present = 0;
     for (i, task) in Task::ALL.iter().enumerate() {
@@ -95,29 +82,15 @@ fn main() -> ExitCode {
         let predicted: usize = (0..K).map(|r| confusion[r][i]).sum();
         let precision = ratio(tp, predicted);
         let recall = ratio(tp, support);
-        let f1 = if precision + recall > 0.0 {
-            2.0 * precision * recall / (precision + recall)
-        } else {
-            0.0
-        };
+        let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
         if support > 0 {
             f1_sum += f1;
             present += 1;
         }
-        println!(
-            "{:<18} {:>9.3} {:>9.3} {:>9.3} {:>8}",
-            task.as_str(),
-            precision,
-            recall,
-            f1,
-            support
-        );
+        println!("{:<18} {:>9.3} {:>9.3} {:>9.3} {:>8}", task.as_str(), precision, recall, f1, support);
     }
     println!();
-    println!(
-        "macro-F1: {:.4}  (over {present} classes with support)",
-        f1_sum / f64::from(present.max(1))
-    );
+    println!("macro-F1: {:.4}  (over {present} classes with support)", f1_sum / f64::from(present.max(1)));
     println!();
     println!("confusion matrix (rows: true, columns: predicted)");
     let short: Vec<String> = Task::ALL.iter().map(|t| abbrev(t.as_str())).collect();

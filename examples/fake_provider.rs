@@ -36,12 +36,9 @@ async fn main() -> anyhow::Result<()> {
     // grow it without bound.
     fake.record_requests(false);
     if let Some(path) = &args.ca_out {
-        fake.write_ca(path)
-            .with_context(|| format!("writing CA to {}", path.display()))?;
+        fake.write_ca(path).with_context(|| format!("writing CA to {}", path.display()))?;
     }
     println!("listening on {}", fake.addr());
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for ctrl-c")?;
+    tokio::signal::ctrl_c().await.context("waiting for ctrl-c")?;
     Ok(())
 }

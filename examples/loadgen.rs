@@ -191,10 +191,7 @@ async fn build_target(args: &Args) -> anyhow::Result<Target> {
         _ => bail!("--url must start with http:// or https://"),
     };
     let host = args.url.host().context("--url has no host")?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
     let port = args.url.port_u16().unwrap_or(if https { 443 } else { 80 });
 
     let mut overrides = HashMap::new();
@@ -206,12 +203,10 @@ async fn build_target(args: &Args) -> anyhow::Result<Target> {
         Some(uri) => Some(parse_proxy(uri)?),
         None => None,
     };
-    let proxy_authorization = args.proxy_auth.as_ref().map(|creds| {
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(creds)
-        )
-    });
+    let proxy_authorization = args
+        .proxy_auth
+        .as_ref()
+        .map(|creds| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(creds)));
     let (dial_host, dial_port) = match &proxy {
         Some((h, p)) => (h.clone(), *p),
         None => (host.clone(), port),
@@ -232,22 +227,14 @@ async fn build_target(args: &Args) -> anyhow::Result<Target> {
     }
     let tunnel = if proxy.is_some() && https {
         Some(Tunnel {
-            authority: if host.contains(':') {
-                format!("[{host}]:{port}")
-            } else {
-                format!("{host}:{port}")
-            },
+            authority: if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") },
             proxy_authorization: proxy_authorization.clone(),
         })
     } else {
         None
     };
 
-    let tls = if https {
-        Some(TlsConnector::from(Arc::new(tls_config(args)?)))
-    } else {
-        None
-    };
+    let tls = if https { Some(TlsConnector::from(Arc::new(tls_config(args)?))) } else { None };
 
     // Leave the default port out of Host, as browsers and curl do.
     let authority = match args.url.port_u16() {
@@ -256,34 +243,22 @@ async fn build_target(args: &Args) -> anyhow::Result<Target> {
         }
         _ => args.url.host().unwrap_or_default().to_string(),
     };
-    let path = args
-        .url
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
+    let path = args.url.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
     // HTTP/2 carries scheme and authority as pseudo-headers, so it needs the
     // absolute form; HTTP/1.1 sends the origin form plus a Host header
     // (absolute form too when a proxy forwards it).
     let uri: Uri = if args.http2 || forward_plain {
-        format!(
-            "{}://{authority}{path}",
-            if https { "https" } else { "http" }
-        )
-        .parse()?
+        format!("{}://{authority}{path}", if https { "https" } else { "http" }).parse()?
     } else {
         path.parse()?
     };
 
     let mut headers = Vec::new();
     for h in &args.headers {
-        let (name, value) = h
-            .split_once(':')
-            .with_context(|| format!("--header {h:?} is not 'Name: value'"))?;
+        let (name, value) = h.split_once(':').with_context(|| format!("--header {h:?} is not 'Name: value'"))?;
         headers.push((
-            HeaderName::from_bytes(name.trim().as_bytes())
-                .with_context(|| format!("bad header name in {h:?}"))?,
-            HeaderValue::from_str(value.trim())
-                .with_context(|| format!("bad header value in {h:?}"))?,
+            HeaderName::from_bytes(name.trim().as_bytes()).with_context(|| format!("bad header name in {h:?}"))?,
+            HeaderValue::from_str(value.trim()).with_context(|| format!("bad header value in {h:?}"))?,
         ));
     }
     if !headers.iter().any(|(n, _)| n == CONTENT_TYPE) {
@@ -291,16 +266,12 @@ async fn build_target(args: &Args) -> anyhow::Result<Target> {
     }
     if forward_plain {
         if let Some(value) = &proxy_authorization {
-            headers.push((
-                hyper::header::PROXY_AUTHORIZATION,
-                HeaderValue::from_str(value).context("bad --proxy-auth")?,
-            ));
+            headers
+                .push((hyper::header::PROXY_AUTHORIZATION, HeaderValue::from_str(value).context("bad --proxy-auth")?));
         }
     }
     let body = match &args.body {
-        Some(path) => {
-            Bytes::from(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
-        }
+        Some(path) => Bytes::from(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
         None => Bytes::from_static(DEFAULT_BODY.as_bytes()),
     };
 
@@ -328,11 +299,7 @@ fn parse_proxy(uri: &Uri) -> anyhow::Result<(String, u16)> {
     if authority.as_str().contains('@') {
         bail!("put proxy credentials in --proxy-auth, not in the --proxy URL");
     }
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
     Ok((host, authority.port_u16().unwrap_or(80)))
 }
 
@@ -343,9 +310,7 @@ fn parse_resolve(spec: &str) -> anyhow::Result<((String, u16), SocketAddr)> {
     let (Some(host), Some(port), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
         bail!("--resolve {spec:?} is not HOST:PORT:ADDR");
     };
-    let port: u16 = port
-        .parse()
-        .with_context(|| format!("bad port in --resolve {spec:?}"))?;
+    let port: u16 = port.parse().with_context(|| format!("bad port in --resolve {spec:?}"))?;
     let addr = if let Ok(sock) = addr.parse::<SocketAddr>() {
         sock
     } else {
@@ -380,18 +345,13 @@ fn tls_config(args: &Args) -> anyhow::Result<rustls::ClientConfig> {
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = if args.http2 {
-        vec![b"h2".to_vec()]
-    } else {
-        vec![b"http/1.1".to_vec()]
-    };
+    config.alpn_protocols = if args.http2 { vec![b"h2".to_vec()] } else { vec![b"http/1.1".to_vec()] };
     Ok(config)
 }
 
 async fn connect(target: &Target) -> anyhow::Result<Sender> {
-    let mut tcp = TcpStream::connect(target.connect_to)
-        .await
-        .with_context(|| format!("connecting to {}", target.connect_to))?;
+    let mut tcp =
+        TcpStream::connect(target.connect_to).await.with_context(|| format!("connecting to {}", target.connect_to))?;
     tcp.set_nodelay(true)?;
     if let Some(tunnel) = &target.tunnel {
         open_tunnel(&mut tcp, tunnel)
@@ -442,9 +402,7 @@ async fn open_tunnel(tcp: &mut TcpStream, tunnel: &Tunnel) -> anyhow::Result<()>
             bail!("proxy's CONNECT answer head is over {MAX_PROXY_HEAD} bytes");
         }
     };
-    let status_line =
-        String::from_utf8_lossy(&buf[..buf.iter().position(|&b| b == b'\r').unwrap_or(end)])
-            .into_owned();
+    let status_line = String::from_utf8_lossy(&buf[..buf.iter().position(|&b| b == b'\r').unwrap_or(end)]).into_owned();
     let status = status_line
         .strip_prefix("HTTP/1.")
         .and_then(|rest| rest.get(2..5))
@@ -456,10 +414,7 @@ async fn open_tunnel(tcp: &mut TcpStream, tunnel: &Tunnel) -> anyhow::Result<()>
     // The target speaks only after our ClientHello, so anything past the
     // head means the proxy is not behaving as a tunnel.
     if buf.len() > end {
-        bail!(
-            "proxy sent {} bytes after its CONNECT answer",
-            buf.len() - end
-        );
+        bail!("proxy sent {} bytes after its CONNECT answer", buf.len() - end);
     }
     Ok(())
 }
@@ -481,9 +436,7 @@ where
 }
 
 fn build_request(target: &Target) -> anyhow::Result<Request<Full<Bytes>>> {
-    let mut req = Request::builder()
-        .method(Method::POST)
-        .uri(target.uri.clone());
+    let mut req = Request::builder().method(Method::POST).uri(target.uri.clone());
     if !target.http2 {
         req = req.header(HOST, target.authority.as_str());
     }
@@ -511,12 +464,7 @@ async fn ready(sender: &mut Sender) -> bool {
     }
 }
 
-async fn worker(
-    target: Arc<Target>,
-    measure_from: Instant,
-    stop: Stop,
-    claimed: Arc<AtomicU64>,
-) -> WorkerStats {
+async fn worker(target: Arc<Target>, measure_from: Instant, stop: Stop, claimed: Arc<AtomicU64>) -> WorkerStats {
     let mut stats = WorkerStats::default();
     let mut sender: Option<Sender> = None;
     loop {
@@ -579,18 +527,14 @@ async fn worker(
             Ok(Ok(status)) if (200..300).contains(&status) => {
                 if counted {
                     stats.ok += 1;
-                    stats
-                        .latencies_us
-                        .push(latency.as_micros().min(u32::MAX as u128) as u32);
+                    stats.latencies_us.push(latency.as_micros().min(u32::MAX as u128) as u32);
                 }
             }
             Ok(Ok(status)) => {
                 if counted {
                     stats.status_errors += 1;
                 }
-                stats
-                    .first_error
-                    .get_or_insert_with(|| format!("HTTP status {status}"));
+                stats.first_error.get_or_insert_with(|| format!("HTTP status {status}"));
             }
             Ok(Err(e)) => {
                 sender = None;
@@ -604,9 +548,7 @@ async fn worker(
                 if counted {
                     stats.transport_errors += 1;
                 }
-                stats
-                    .first_error
-                    .get_or_insert_with(|| "request timed out".to_string());
+                stats.first_error.get_or_insert_with(|| "request timed out".to_string());
             }
         }
     }
@@ -622,28 +564,16 @@ fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
     sorted_us[rank.clamp(1, sorted_us.len()) - 1] as f64 / 1000.0
 }
 
-fn report(
-    args: &Args,
-    target: &Target,
-    mut total: WorkerStats,
-    elapsed: Duration,
-) -> anyhow::Result<()> {
+fn report(args: &Args, target: &Target, mut total: WorkerStats, elapsed: Duration) -> anyhow::Result<()> {
     total.latencies_us.sort_unstable();
     let lat = &total.latencies_us;
     let secs = elapsed.as_secs_f64().max(1e-9);
     let requests = total.ok + total.status_errors + total.transport_errors;
     let rps = total.ok as f64 / secs;
-    let mean_ms = if lat.is_empty() {
-        0.0
-    } else {
-        lat.iter().map(|&u| u as f64).sum::<f64>() / lat.len() as f64 / 1000.0
-    };
-    let (p50, p90, p99, p999) = (
-        percentile_ms(lat, 50.0),
-        percentile_ms(lat, 90.0),
-        percentile_ms(lat, 99.0),
-        percentile_ms(lat, 99.9),
-    );
+    let mean_ms =
+        if lat.is_empty() { 0.0 } else { lat.iter().map(|&u| u as f64).sum::<f64>() / lat.len() as f64 / 1000.0 };
+    let (p50, p90, p99, p999) =
+        (percentile_ms(lat, 50.0), percentile_ms(lat, 90.0), percentile_ms(lat, 99.0), percentile_ms(lat, 99.9));
     let max = lat.last().map(|&u| u as f64 / 1000.0).unwrap_or(0.0);
     let protocol = if target.http2 { "HTTP/2" } else { "HTTP/1.1" };
     let round3 = |x: f64| (x * 1000.0).round() / 1000.0;
@@ -676,19 +606,10 @@ fn report(
             (None, _) => target.connect_to.to_string(),
         };
         println!("url          {} ({protocol}, via {via})", args.url);
-        println!(
-            "concurrency  {}  connections {}",
-            args.concurrency, total.connections
-        );
-        println!(
-            "elapsed      {secs:.3} s (after {:.1} s warmup)",
-            args.warmup
-        );
+        println!("concurrency  {}  connections {}", args.concurrency, total.connections);
+        println!("elapsed      {secs:.3} s (after {:.1} s warmup)", args.warmup);
         println!("requests     {requests}");
-        println!(
-            "errors       {} non-2xx, {} transport",
-            total.status_errors, total.transport_errors
-        );
+        println!("errors       {} non-2xx, {} transport", total.status_errors, total.transport_errors);
         println!("rps          {rps:.1} (2xx only)");
         println!(
             "latency ms   p50 {p50:.3}  p90 {p90:.3}  p99 {p99:.3}  p99.9 {p999:.3}  max {max:.3}  mean {mean_ms:.3}"

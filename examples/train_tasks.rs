@@ -51,10 +51,7 @@ const LEARNING_RATE: f32 = 0.2;
 const L2: f32 = 1e-5;
 
 fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 const SEED: u64 = 0x5eed_7a5c;
 
@@ -106,18 +103,10 @@ fn load(path: &str) -> Result<Vec<(String, usize, Option<bool>)>, String> {
         if line.trim().is_empty() {
             continue;
         }
-        let v: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| format!("{path}:{}: {e}", n + 1))?;
-        let text = v["text"]
-            .as_str()
-            .ok_or(format!("{path}:{}: no text", n + 1))?;
-        let label = v["label"]
-            .as_str()
-            .ok_or(format!("{path}:{}: no label", n + 1))?;
-        let idx = CLASSES
-            .iter()
-            .position(|c| *c == label)
-            .ok_or(format!("{path}:{}: unknown label {label}", n + 1))?;
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("{path}:{}: {e}", n + 1))?;
+        let text = v["text"].as_str().ok_or(format!("{path}:{}: no text", n + 1))?;
+        let label = v["label"].as_str().ok_or(format!("{path}:{}: no label", n + 1))?;
+        let idx = CLASSES.iter().position(|c| *c == label).ok_or(format!("{path}:{}: unknown label {label}", n + 1))?;
         let source = v["source"].as_str().unwrap_or("");
         let side = if source.starts_with("project:") && source != "project:prompts" {
             let mut keys = vec![source.to_string()];
@@ -142,9 +131,7 @@ fn load(path: &str) -> Result<Vec<(String, usize, Option<bool>)>, String> {
 
 /// FNV-1a, for the deterministic dev split.
 fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    })
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
 struct Rng(u64);
@@ -199,19 +186,10 @@ fn train(examples: &[Example]) -> Model {
     let present = counts.iter().filter(|&&n| n > 0).count().max(1);
     let class_weight: Vec<f32> = counts
         .iter()
-        .map(|&n| {
-            if n == 0 {
-                0.0
-            } else {
-                examples.len() as f32 / (present as f32 * n as f32)
-            }
-        })
+        .map(|&n| if n == 0 { 0.0 } else { examples.len() as f32 / (present as f32 * n as f32) })
         .collect();
 
-    let mut m = Model {
-        w: vec![[0.0; K]; BUCKETS],
-        b: [0.0; K],
-    };
+    let mut m = Model { w: vec![[0.0; K]; BUCKETS], b: [0.0; K] };
     let mut g2w = vec![[1e-6f32; K]; BUCKETS];
     let mut g2b = [1e-6f32; K];
     let mut order: Vec<usize> = (0..examples.len()).collect();
@@ -251,11 +229,7 @@ fn train(examples: &[Example]) -> Model {
 
 /// Quantises to i16 with one scale, as the classifier stores it.
 fn quantize(m: &Model) -> (f32, Vec<[i16; K]>) {
-    let max =
-        m.w.iter()
-            .flat_map(|r| r.iter())
-            .fold(0f32, |a, &x| a.max(x.abs()))
-            .max(1e-9);
+    let max = m.w.iter().flat_map(|r| r.iter()).fold(0f32, |a, &x| a.max(x.abs())).max(1e-9);
     let scale = max / 32767.0;
     let q =
         m.w.iter()
@@ -312,20 +286,13 @@ fn accuracy(m: &Model, examples: &[Example]) -> (f64, f64) {
             continue;
         }
         present += 1;
-        let p = if pred_n[c] == 0 {
-            0.0
-        } else {
-            tp[c] as f64 / pred_n[c] as f64
-        };
+        let p = if pred_n[c] == 0 { 0.0 } else { tp[c] as f64 / pred_n[c] as f64 };
         let r = tp[c] as f64 / gold_n[c] as f64;
         if p + r > 0.0 {
             f1_sum += 2.0 * p * r / (p + r);
         }
     }
-    (
-        correct as f64 / examples.len().max(1) as f64,
-        f1_sum / f64::from(present.max(1)),
-    )
+    (correct as f64 / examples.len().max(1) as f64, f1_sum / f64::from(present.max(1)))
 }
 
 fn write_weights(path: &str, m: &Model, scale: f32, q: &[[i16; K]]) -> std::io::Result<()> {
@@ -353,12 +320,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dev = args.iter().any(|a| a == "--dev");
     let paths: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
-    let train_path = paths
-        .first()
-        .map_or("data/tasks/train.jsonl", |s| s.as_str());
-    let out_path = paths
-        .get(1)
-        .map_or("src/classify/weights.bin", |s| s.as_str());
+    let train_path = paths.first().map_or("data/tasks/train.jsonl", |s| s.as_str());
+    let out_path = paths.get(1).map_or("src/classify/weights.bin", |s| s.as_str());
 
     let rows = match load(train_path) {
         Ok(r) => r,
@@ -372,12 +335,7 @@ fn main() -> ExitCode {
         .filter(|(_, _, side)| !dev || side.is_some())
         .partition(|(_, _, side)| dev && *side == Some(true));
     let to_examples = |rows: Vec<(String, usize, Option<bool>)>| -> Vec<Example> {
-        rows.into_iter()
-            .map(|(t, label, _)| Example {
-                label,
-                feats: featurize(&t),
-            })
-            .collect()
+        rows.into_iter().map(|(t, label, _)| Example { label, feats: featurize(&t) }).collect()
     };
     let fit = to_examples(fit);
     let held = to_examples(held);
@@ -385,16 +343,10 @@ fn main() -> ExitCode {
     let (scale, q) = quantize(&model);
     let qm = dequantized(&model, scale, &q);
     let (acc, f1) = accuracy(&qm, &fit);
-    println!(
-        "train: {} examples, accuracy {acc:.4}, macro-F1 {f1:.4}",
-        fit.len()
-    );
+    println!("train: {} examples, accuracy {acc:.4}, macro-F1 {f1:.4}", fit.len());
     if dev {
         let (acc, f1) = accuracy(&qm, &held);
-        println!(
-            "dev:   {} examples, accuracy {acc:.4}, macro-F1 {f1:.4}",
-            held.len()
-        );
+        println!("dev:   {} examples, accuracy {acc:.4}, macro-F1 {f1:.4}", held.len());
         return ExitCode::SUCCESS;
     }
     match write_weights(out_path, &model, scale, &q) {

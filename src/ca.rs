@@ -24,9 +24,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, KeyPair, KeyUsagePurpose, NameConstraints,
-    PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    GeneralSubtree, IsCa, KeyPair, KeyUsagePurpose, NameConstraints, PKCS_ECDSA_P256_SHA256,
 };
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
@@ -128,10 +127,7 @@ pub struct CaFiles {
 
 impl CaFiles {
     pub fn in_dir(dir: &Path) -> CaFiles {
-        CaFiles {
-            cert: dir.join(CERT_FILE),
-            key: dir.join(KEY_FILE),
-        }
+        CaFiles { cert: dir.join(CERT_FILE), key: dir.join(KEY_FILE) }
     }
 }
 
@@ -204,10 +200,7 @@ pub fn name_constraint_subtrees(patterns: &[String]) -> Result<Vec<String>, CaEr
     all.dedup();
     let kept = all
         .iter()
-        .filter(|name| {
-            !all.iter()
-                .any(|other| other != *name && name.ends_with(&format!(".{other}")))
-        })
+        .filter(|name| !all.iter().any(|other| other != *name && name.ends_with(&format!(".{other}"))))
         .cloned()
         .collect();
     Ok(kept)
@@ -268,30 +261,20 @@ impl Authority {
         })?;
         let cert_pem = read_to_string(&files.cert)?;
         let cert_der = first_cert(&files.cert, &cert_pem)?;
-        let params =
-            CertificateParams::from_ca_cert_der(&cert_der).map_err(|e| CaError::Invalid {
-                path: files.cert.clone(),
-                reason: format!("not a CA certificate: {e}"),
-            })?;
+        let params = CertificateParams::from_ca_cert_der(&cert_der)
+            .map_err(|e| CaError::Invalid { path: files.cert.clone(), reason: format!("not a CA certificate: {e}") })?;
         let not_after = params.not_after;
         let constraints = params.name_constraints.as_ref().map(|nc| Constraints {
             permitted: dns_subtrees(&nc.permitted_subtrees),
             excluded: dns_subtrees(&nc.excluded_subtrees),
         });
         let issuer = params.self_signed(&key)?;
-        let authority = Authority {
-            cert_path: files.cert.clone(),
-            cert_pem,
-            issuer,
-            key,
-            constraints,
-            not_after,
-        };
+        let authority = Authority { cert_path: files.cert.clone(), cert_pem, issuer, key, constraints, not_after };
         let now = OffsetDateTime::now_utc();
         if not_after <= now + MIN_LEAF_VALIDITY {
-            return Err(authority.unusable(format!(
-                "the CA certificate expires at {not_after}; run sluice ca init --force"
-            )));
+            return Err(
+                authority.unusable(format!("the CA certificate expires at {not_after}; run sluice ca init --force"))
+            );
         }
         if not_after <= now + time::Duration::days(30) {
             tracing::warn!(cert = %files.cert.display(), expires = %not_after, "CA certificate expires within 30 days");
@@ -360,10 +343,7 @@ impl Authority {
         // Renew with a quarter of the lifetime left, so no client is handed a
         // certificate that is about to expire.
         let renew_after = now + (not_after - now) * 3 / 4;
-        Ok(Leaf {
-            key: Arc::new(CertifiedKey::new(vec![cert.der().clone()], signer)),
-            renew_after,
-        })
+        Ok(Leaf { key: Arc::new(CertifiedKey::new(vec![cert.der().clone()], signer)), renew_after })
     }
 
     /// Mint a probe leaf and verify it the way a client would, which catches a
@@ -384,10 +364,7 @@ impl Authority {
     }
 
     fn unusable(&self, reason: String) -> CaError {
-        CaError::Unusable {
-            cert: self.cert_path.clone(),
-            reason,
-        }
+        CaError::Unusable { cert: self.cert_path.clone(), reason }
     }
 }
 
@@ -481,31 +458,17 @@ impl LeafCache {
         slots.tick += 1;
         let tick = slots.tick;
         if !slots.map.contains_key(&host) && slots.map.len() >= self.capacity {
-            let oldest = slots
-                .map
-                .iter()
-                .min_by_key(|(_, slot)| slot.last_used)
-                .map(|(name, _)| name.clone());
+            let oldest = slots.map.iter().min_by_key(|(_, slot)| slot.last_used).map(|(name, _)| name.clone());
             if let Some(oldest) = oldest {
                 slots.map.remove(&oldest);
             }
         }
-        slots.map.insert(
-            host,
-            Slot {
-                leaf,
-                last_used: tick,
-            },
-        );
+        slots.map.insert(host, Slot { leaf, last_used: tick });
         Ok(key)
     }
 
     /// A server config presenting `host`'s leaf and offering `alpn`.
-    pub fn server_config(
-        &self,
-        host: &str,
-        alpn: &[Vec<u8>],
-    ) -> Result<Arc<ServerConfig>, CaError> {
+    pub fn server_config(&self, host: &str, alpn: &[Vec<u8>]) -> Result<Arc<ServerConfig>, CaError> {
         let key = self.certified_key(host)?;
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()?
@@ -519,9 +482,7 @@ impl LeafCache {
     fn lock(&self) -> MutexGuard<'_, Slots> {
         // Every update leaves the map consistent, so a panic elsewhere while
         // holding the lock does not make its contents wrong.
-        self.slots
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -572,10 +533,7 @@ fn dns_subtrees(subtrees: &[GeneralSubtree]) -> Vec<String> {
 
 /// The exact DNS subtrees one intercept pattern needs.
 fn pattern_subtrees(pattern: &str) -> Result<Vec<String>, CaError> {
-    let fail = |reason: &str| CaError::Pattern {
-        pattern: pattern.to_owned(),
-        reason: reason.to_owned(),
-    };
+    let fail = |reason: &str| CaError::Pattern { pattern: pattern.to_owned(), reason: reason.to_owned() };
     let name = normalize(pattern);
     let labels: Vec<&str> = name.split('.').collect();
     if labels.iter().any(|l| l.is_empty()) {
@@ -591,16 +549,9 @@ fn pattern_subtrees(pattern: &str) -> Result<Vec<String>, CaError> {
         [0] => vec![labels[1..].join(".")],
         [i] if labels[i + 1..] == ["amazonaws", "com"] => {
             let prefix = labels[..*i].join(".");
-            AWS_REGIONS
-                .iter()
-                .map(|region| format!("{prefix}.{region}.amazonaws.com"))
-                .collect()
+            AWS_REGIONS.iter().map(|region| format!("{prefix}.{region}.amazonaws.com")).collect()
         }
-        [_] => {
-            return Err(fail(
-                "a `*` inside a name is only expanded for <service>.*.amazonaws.com",
-            ))
-        }
+        [_] => return Err(fail("a `*` inside a name is only expanded for <service>.*.amazonaws.com")),
         _ => return Err(fail("more than one `*`")),
     };
     for subtree in &subtrees {
@@ -611,29 +562,18 @@ fn pattern_subtrees(pattern: &str) -> Result<Vec<String>, CaError> {
     Ok(subtrees)
 }
 
-fn verify_leaf(
-    ca_der: &CertificateDer<'static>,
-    leaf_der: &CertificateDer<'static>,
-    host: &str,
-) -> Result<(), String> {
+fn verify_leaf(ca_der: &CertificateDer<'static>, leaf_der: &CertificateDer<'static>, host: &str) -> Result<(), String> {
     let mut roots = RootCertStore::empty();
     roots.add(ca_der.clone()).map_err(|e| e.to_string())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let verifier =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider).build().map_err(|e| e.to_string())?;
     let name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
-    verifier
-        .verify_server_cert(leaf_der, &[], &name, &[], UnixTime::now())
-        .map(|_| ())
-        .map_err(|e| format!("{e:?}"))
+    verifier.verify_server_cert(leaf_der, &[], &name, &[], UnixTime::now()).map(|_| ()).map_err(|e| format!("{e:?}"))
 }
 
 fn first_cert(path: &Path, pem: &str) -> Result<CertificateDer<'static>, CaError> {
-    let invalid = |reason: String| CaError::Invalid {
-        path: path.to_owned(),
-        reason,
-    };
+    let invalid = |reason: String| CaError::Invalid { path: path.to_owned(), reason };
     match rustls_pemfile::certs(&mut pem.as_bytes()).next() {
         Some(Ok(der)) => Ok(der),
         Some(Err(e)) => Err(invalid(format!("bad PEM: {e}"))),
@@ -642,34 +582,22 @@ fn first_cert(path: &Path, pem: &str) -> Result<CertificateDer<'static>, CaError
 }
 
 fn read_to_string(path: &Path) -> Result<String, CaError> {
-    fs::read_to_string(path).map_err(|source| CaError::Io {
-        path: path.to_owned(),
-        source,
-    })
+    fs::read_to_string(path).map_err(|source| CaError::Io { path: path.to_owned(), source })
 }
 
 fn rename(from: &Path, to: &Path) -> Result<(), CaError> {
-    fs::rename(from, to).map_err(|source| CaError::Io {
-        path: to.to_owned(),
-        source,
-    })
+    fs::rename(from, to).map_err(|source| CaError::Io { path: to.to_owned(), source })
 }
 
 /// 0700, also when the directory existed looser before.
 fn create_private_dir(dir: &Path) -> Result<(), CaError> {
-    crate::private_dir::create(dir).map_err(|source| CaError::Io {
-        path: dir.to_owned(),
-        source,
-    })
+    crate::private_dir::create(dir).map_err(|source| CaError::Io { path: dir.to_owned(), source })
 }
 
 /// Write `contents` to a fresh temporary file next to `path`, created with
 /// `mode` so the key is never readable by others, even briefly.
 fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> Result<PathBuf, CaError> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
     let tmp = path.with_file_name(format!(".{file_name}.{}.{nanos}.tmp", std::process::id()));
     let mut options = fs::OpenOptions::new();
@@ -694,16 +622,10 @@ fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> Result<PathBuf, Ca
 #[cfg(unix)]
 fn check_key_mode(path: &Path) -> Result<(), CaError> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = fs::metadata(path).map_err(|source| CaError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let meta = fs::metadata(path).map_err(|source| CaError::Io { path: path.to_owned(), source })?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(CaError::KeyPermissions {
-            path: path.to_owned(),
-            mode,
-        });
+        return Err(CaError::KeyPermissions { path: path.to_owned(), mode });
     }
     Ok(())
 }

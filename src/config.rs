@@ -14,17 +14,9 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}:{line}:{column}: {reason}")]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        reason: String,
-    },
+    Parse { path: PathBuf, line: usize, column: usize, reason: String },
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
 }
@@ -269,11 +261,7 @@ impl Default for LocalConfig {
 
 impl Default for ExternalConfig {
     fn default() -> Self {
-        ExternalConfig {
-            base_url: "http://127.0.0.1:11434/v1".into(),
-            model: "llama3.2".into(),
-            api_key_env: None,
-        }
+        ExternalConfig { base_url: "http://127.0.0.1:11434/v1".into(), model: "llama3.2".into(), api_key_env: None }
     }
 }
 
@@ -349,10 +337,7 @@ impl Default for ProxyConfig {
 
 impl Default for CaConfig {
     fn default() -> Self {
-        CaConfig {
-            dir: PathBuf::from("data/ca"),
-            name_constraints: true,
-        }
+        CaConfig { dir: PathBuf::from("data/ca"), name_constraints: true }
     }
 }
 
@@ -395,27 +380,19 @@ impl Default for GatewayConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
-            max_connections: 256,
-        }
+        AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9090)), max_connections: 256 }
     }
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig {
-            dir: PathBuf::from("data/audit"),
-        }
+        AuditConfig { dir: PathBuf::from("data/audit") }
     }
 }
 
 impl Default for IdentityConfig {
     fn default() -> Self {
-        IdentityConfig {
-            anonymous_team: Some("default".to_string()),
-            tokens: Vec::new(),
-        }
+        IdentityConfig { anonymous_team: Some("default".to_string()), tokens: Vec::new() }
     }
 }
 
@@ -432,11 +409,7 @@ impl Default for Providers {
                 base_url: "https://api.anthropic.com".into(),
                 api_key_env: Some("ANTHROPIC_API_KEY".into()),
                 pass_client_key: false,
-                models: vec![
-                    "claude-sonnet-4-5".into(),
-                    "claude-haiku-4-5".into(),
-                    "claude-opus-4-1".into(),
-                ],
+                models: vec!["claude-sonnet-4-5".into(), "claude-haiku-4-5".into(), "claude-opus-4-1".into()],
             },
             gemini: ProviderConfig {
                 base_url: "https://generativelanguage.googleapis.com".into(),
@@ -468,10 +441,8 @@ impl Config {
         let Some(path) = path else {
             return Ok(Config::default());
         };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         let config = Config::parse(&text, path)?;
         // Relative paths in a config file are relative to the file, so a
         // config works the same from any working directory.
@@ -483,26 +454,15 @@ impl Config {
             return Ok(Config::default());
         }
         let config: Config = serde_yaml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((0, 0));
-            ConfigError::Parse {
-                path: path.to_path_buf(),
-                line,
-                column,
-                reason: e.to_string(),
-            }
+            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+            ConfigError::Parse { path: path.to_path_buf(), line, column, reason: e.to_string() }
         })?;
         config.validate(path)?;
         Ok(config.with_default_models())
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |reason: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            reason,
-        };
+        let invalid = |reason: String| ConfigError::Invalid { path: path.to_path_buf(), reason };
         for (i, t) in self.identity.tokens.iter().enumerate() {
             if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(invalid(format!(
@@ -515,21 +475,14 @@ impl Config {
             ("anthropic", &self.providers.anthropic),
             ("gemini", &self.providers.gemini),
         ] {
-            let uri: http::Uri = p
-                .base_url
-                .parse()
-                .map_err(|e| invalid(format!("providers.{name}.base_url: {e}")))?;
+            let uri: http::Uri = p.base_url.parse().map_err(|e| invalid(format!("providers.{name}.base_url: {e}")))?;
             if uri.scheme_str() != Some("https") && uri.scheme_str() != Some("http") {
                 return Err(invalid(format!("providers.{name}.base_url must be http(s)")));
             }
         }
         if self.local.backend == LocalBackendKind::External {
-            let uri: http::Uri = self
-                .local
-                .external
-                .base_url
-                .parse()
-                .map_err(|e| invalid(format!("local.external.base_url: {e}")))?;
+            let uri: http::Uri =
+                self.local.external.base_url.parse().map_err(|e| invalid(format!("local.external.base_url: {e}")))?;
             if uri.scheme_str() != Some("https") && uri.scheme_str() != Some("http") {
                 return Err(invalid("local.external.base_url must be http(s)".into()));
             }
@@ -539,9 +492,7 @@ impl Config {
         }
         for (host, addr) in &self.upstream.resolve {
             if crate::net::parse_resolve_target(addr).is_none() {
-                return Err(invalid(format!(
-                    "upstream.resolve.{host}: `{addr}` is not an IP or IP:port"
-                )));
+                return Err(invalid(format!("upstream.resolve.{host}: `{addr}` is not an IP or IP:port")));
             }
         }
         for cidr in &self.proxy.allow_private {

@@ -34,19 +34,10 @@ impl IdentityTable {
             let mut digest = [0u8; 32];
             // Config validation guarantees 64 hex characters.
             if hex::decode_to_slice(&t.sha256, &mut digest).is_ok() {
-                by_digest.insert(
-                    digest,
-                    Identity {
-                        team: t.team.clone(),
-                        user: t.user.clone(),
-                    },
-                );
+                by_digest.insert(digest, Identity { team: t.team.clone(), user: t.user.clone() });
             }
         }
-        IdentityTable {
-            by_digest,
-            anonymous_team: cfg.anonymous_team.clone(),
-        }
+        IdentityTable { by_digest, anonymous_team: cfg.anonymous_team.clone() }
     }
 
     pub fn identify<'a>(&self, headers: &'a HeaderMap) -> Caller<'a> {
@@ -70,17 +61,11 @@ impl IdentityTable {
     }
 
     pub fn anonymous(&self) -> Option<Identity> {
-        self.anonymous_team.as_ref().map(|team| Identity {
-            team: team.clone(),
-            user: "anonymous".to_string(),
-        })
+        self.anonymous_team.as_ref().map(|team| Identity { team: team.clone(), user: "anonymous".to_string() })
     }
 
     pub fn teams(&self) -> impl Iterator<Item = &str> {
-        self.by_digest
-            .values()
-            .map(|i| i.team.as_str())
-            .chain(self.anonymous_team.as_deref())
+        self.by_digest.values().map(|i| i.team.as_str()).chain(self.anonymous_team.as_deref())
     }
 }
 
@@ -113,11 +98,7 @@ mod tests {
     fn table(anon: Option<&str>) -> IdentityTable {
         IdentityTable::new(&IdentityConfig {
             anonymous_team: anon.map(String::from),
-            tokens: vec![TokenEntry {
-                sha256: hash_token("slk-alice"),
-                team: "payments".into(),
-                user: "alice".into(),
-            }],
+            tokens: vec![TokenEntry { sha256: hash_token("slk-alice"), team: "payments".into(), user: "alice".into() }],
         })
     }
 

@@ -177,7 +177,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve => serve(config),
         Command::Policy(PolicyCommand::Check { dir }) => policy_check(dir.as_deref().unwrap_or(&config.policies_dir)),
-        Command::Policy(PolicyCommand::Test { team, prompt, model, provider, dir, turns, tool_steps, tools, stream, sticky, json }) => {
+        Command::Policy(PolicyCommand::Test {
+            team,
+            prompt,
+            model,
+            provider,
+            dir,
+            turns,
+            tool_steps,
+            tools,
+            stream,
+            sticky,
+            json,
+        }) => {
             let dir = dir.clone().unwrap_or_else(|| config.policies_dir.clone());
             let context = TestContext { turns, tool_steps, tools, stream, sticky };
             policy_test(&config, &dir, &team, &prompt, &model, &provider, &context, json)
@@ -247,10 +259,8 @@ fn proxy_leaves(config: &Config) -> Result<sluice::ca::LeafCache> {
 }
 
 fn serve(config: Config) -> Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let metrics = sluice::telemetry::install()?;
         let gateway_addr = config.gateway.listen;
@@ -364,21 +374,25 @@ fn policy_test(
     context: &TestContext,
     json: bool,
 ) -> Result<ExitCode> {
-    let set = PolicySet::load_dir(dir).map_err(|e| anyhow::anyhow!("policies in {} are invalid:\n{e}", dir.display()))?;
+    let set =
+        PolicySet::load_dir(dir).map_err(|e| anyhow::anyhow!("policies in {} are invalid:\n{e}", dir.display()))?;
     let Some(policy) = set.team(team) else {
         bail!("no policy for team `{team}` in {}", dir.display());
     };
-    let dictionary = if policy.dictionary_terms().is_empty() {
-        None
-    } else {
-        Some(Dictionary::new(policy.dictionary_terms())?)
-    };
+    let dictionary =
+        if policy.dictionary_terms().is_empty() { None } else { Some(Dictionary::new(policy.dictionary_terms())?) };
     // The prompt goes through the server's own inspection, as the user
     // message of an OpenAI chat request.
     let body = serde_json::json!({"model": model, "messages": [{"role": "user", "content": prompt}]}).to_string();
     let shape = sluice::wire::shapes::Shape::chat(sluice::wire::Api::OpenAiChat);
-    let (extracted, scanned, _) =
-        sluice::pipeline::scan_body(&Detectors::new(), dictionary.as_ref(), shape, "/v1/chat/completions", body.as_bytes(), "application/json")?;
+    let (extracted, scanned, _) = sluice::pipeline::scan_body(
+        &Detectors::new(),
+        dictionary.as_ref(),
+        shape,
+        "/v1/chat/completions",
+        body.as_bytes(),
+        "application/json",
+    )?;
     let findings = policy.relevant_findings(&scanned);
     let prompt_tokens = sluice::wire::CanonicalRequest::estimated_prompt_tokens(&extracted.request.text_segments());
     let signals = Signals {

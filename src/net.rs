@@ -52,10 +52,7 @@ pub fn parse_resolve_target(s: &str) -> Option<ResolveTarget> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Some(ResolveTarget::Addr(addr));
     }
-    s.trim_matches(|c| c == '[' || c == ']')
-        .parse::<IpAddr>()
-        .ok()
-        .map(ResolveTarget::Ip)
+    s.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>().ok().map(ResolveTarget::Ip)
 }
 
 /// Host names pinned to addresses by config (`upstream.resolve`).
@@ -79,10 +76,7 @@ impl ResolveMap {
 
     /// The pinned address for `host` (lower-case) and `port`, if any.
     pub fn pinned(&self, host: &str, port: u16) -> Option<SocketAddr> {
-        let target = self
-            .entries
-            .get(&format!("{host}:{port}"))
-            .or_else(|| self.entries.get(host))?;
+        let target = self.entries.get(&format!("{host}:{port}")).or_else(|| self.entries.get(host))?;
         Some(match *target {
             ResolveTarget::Ip(ip) => SocketAddr::new(ip, port),
             ResolveTarget::Addr(addr) => addr,

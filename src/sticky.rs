@@ -99,10 +99,7 @@ impl StickySessions {
     pub fn is_sticky(&self, conversation: &Conversation) -> bool {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        conversation
-            .prefixes
-            .iter()
-            .any(|k| inner.seen.get(k).is_some_and(|at| now.duration_since(*at) < self.ttl))
+        conversation.prefixes.iter().any(|k| inner.seen.get(k).is_some_and(|at| now.duration_since(*at) < self.ttl))
     }
 
     /// Remember this request's full conversation as sensitive.
@@ -126,9 +123,11 @@ mod tests {
     use crate::wire::{Api, Message};
 
     fn request(turns: &[(Role, &str)]) -> CanonicalRequest {
-        let mut r = crate::wire::openai::parse_chat(br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#).unwrap();
+        let mut r =
+            crate::wire::openai::parse_chat(br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#).unwrap();
         assert_eq!(r.api, Api::OpenAiChat);
-        r.messages = turns.iter().map(|(role, t)| Message { role: *role, parts: vec![Part::Text(t.to_string())] }).collect();
+        r.messages =
+            turns.iter().map(|(role, t)| Message { role: *role, parts: vec![Part::Text(t.to_string())] }).collect();
         r
     }
 
@@ -138,7 +137,11 @@ mod tests {
         let first = request(&[(Role::User, "card 4111 1111 1111 1111, refund it")]);
         assert!(!sessions.is_sticky(&Conversation::of("t", &first)));
         sessions.mark(&Conversation::of("t", &first));
-        let second = request(&[(Role::User, "card 4111 1111 1111 1111, refund it"), (Role::Assistant, "done"), (Role::User, "thanks, and now?")]);
+        let second = request(&[
+            (Role::User, "card 4111 1111 1111 1111, refund it"),
+            (Role::Assistant, "done"),
+            (Role::User, "thanks, and now?"),
+        ]);
         assert!(sessions.is_sticky(&Conversation::of("t", &second)));
         // The pipeline marks each sticky turn, so the chain holds at turn three.
         sessions.mark(&Conversation::of("t", &second));

@@ -111,7 +111,12 @@ fn probes(base: &str, proxy: bool) -> Vec<Probe> {
     ];
     if proxy {
         // Only an intercepting proxy sees paths sluice does not know.
-        out.push(probe("unknown path", post.clone(), format!("{base}/v1/some/new/feature"), json!({"anything": {"deep": [s.clone()]}})));
+        out.push(probe(
+            "unknown path",
+            post.clone(),
+            format!("{base}/v1/some/new/feature"),
+            json!({"anything": {"deep": [s.clone()]}}),
+        ));
         out.push(probe("another method", reqwest::Method::PUT, format!("{base}/v1/chat/completions"), chat(&s)));
         out.push(Probe {
             what: "plain-text body",
@@ -124,15 +129,25 @@ fn probes(base: &str, proxy: bool) -> Vec<Probe> {
             "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:generateContent".to_string(),
             json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "systemInstruction": {"parts": [{"text": "be brief"}]},
                    "system_instruction": {"parts": [{"text": s}]}})));
-        out.push(probe("gemini token counting", post.clone(),
+        out.push(probe(
+            "gemini token counting",
+            post.clone(),
             "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:countTokens".to_string(),
-            json!({"contents": [{"parts": [{"text": s}]}]})));
-        out.push(probe("bedrock converse", post.clone(),
-            "https://bedrock-runtime.us-east-1.amazonaws.com/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse".to_string(),
-            json!({"messages": [{"role": "user", "content": [{"text": s}]}], "system": [{"text": "x"}]})));
-        out.push(probe("bedrock invoke", post.clone(),
+            json!({"contents": [{"parts": [{"text": s}]}]}),
+        ));
+        out.push(probe(
+            "bedrock converse",
+            post.clone(),
+            "https://bedrock-runtime.us-east-1.amazonaws.com/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
+                .to_string(),
+            json!({"messages": [{"role": "user", "content": [{"text": s}]}], "system": [{"text": "x"}]}),
+        ));
+        out.push(probe(
+            "bedrock invoke",
+            post.clone(),
             "https://bedrock-runtime.us-east-1.amazonaws.com/model/meta.llama3-8b-instruct-v1%3A0/invoke".to_string(),
-            json!({"prompt": s, "max_gen_len": 8})));
+            json!({"prompt": s, "max_gen_len": 8}),
+        ));
     }
     out
 }
@@ -265,21 +280,42 @@ async fn attachments_are_findings_in_every_dialect() {
     // payments.yaml blocks every attachment.
     let setup = Setup { identity: "identity: { anonymous_team: payments }\n".into(), ..Setup::default() };
     let mut proc = SluiceProc::start(&fake, setup).await;
-    let png = base64::engine::general_purpose::STANDARD.encode([0x89u8, b'P', b'N', b'G', 13, 10, 26, 10, 0, 0, 0, 13, 73, 72, 68, 82]);
+    let png = base64::engine::general_purpose::STANDARD
+        .encode([0x89u8, b'P', b'N', b'G', 13, 10, 26, 10, 0, 0, 0, 13, 73, 72, 68, 82]);
     let pdf = base64::engine::general_purpose::STANDARD.encode(b"%PDF-1.4 a small document body");
     let c = gateway_client();
     let cases = [
-        ("/v1/chat/completions", json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": [
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": [
             {"type": "text", "text": "what is this?"},
-            {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{png}")}}]}]}), "image/png"),
-        ("/v1/chat/completions", json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": [
-            {"type": "file", "file": {"filename": "a.pdf", "file_data": format!("data:application/pdf;base64,{pdf}")}}]}]}), "application/pdf"),
-        ("/v1/messages", json!({"model": "claude-haiku-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": [
-            {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": pdf}}]}]}), "application/pdf"),
-        ("/v1/responses", json!({"model": "gpt-4o-mini", "input": [{"role": "user", "content": [
-            {"type": "input_image", "image_url": "https://example.com/cat.png"}]}]}), "image/*"),
-        ("/v1beta/models/gemini-2.0-flash:generateContent", json!({"contents": [{"role": "user", "parts": [
-            {"inline_data": {"mime_type": "image/png", "data": png}}]}]}), "image/png"),
+            {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{png}")}}]}]}),
+            "image/png",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": [
+            {"type": "file", "file": {"filename": "a.pdf", "file_data": format!("data:application/pdf;base64,{pdf}")}}]}]}),
+            "application/pdf",
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "claude-haiku-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": [
+            {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": pdf}}]}]}),
+            "application/pdf",
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "gpt-4o-mini", "input": [{"role": "user", "content": [
+            {"type": "input_image", "image_url": "https://example.com/cat.png"}]}]}),
+            "image/*",
+        ),
+        (
+            "/v1beta/models/gemini-2.0-flash:generateContent",
+            json!({"contents": [{"role": "user", "parts": [
+            {"inline_data": {"mime_type": "image/png", "data": png}}]}]}),
+            "image/png",
+        ),
     ];
     for (path, body, media_type) in &cases {
         let resp = c.post(proc.url(path)).header("anthropic-version", "2023-06-01").json(body).send().await.unwrap();
@@ -291,7 +327,8 @@ async fn attachments_are_findings_in_every_dialect() {
     let text = base64::engine::general_purpose::STANDARD.encode(format!("refund {CARD}"));
     let body = json!({"model": "claude-haiku-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": [
         {"type": "document", "source": {"type": "base64", "media_type": "text/plain", "data": text}}]}]});
-    let resp = c.post(proc.url("/v1/messages")).header("anthropic-version", "2023-06-01").json(&body).send().await.unwrap();
+    let resp =
+        c.post(proc.url("/v1/messages")).header("anthropic-version", "2023-06-01").json(&body).send().await.unwrap();
     // Card numbers stay local for payments (no local model here: 503).
     assert_eq!(resp.status(), 503);
     assert!(fake.requests().is_empty());

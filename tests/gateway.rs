@@ -211,7 +211,13 @@ async fn tokens_identify_teams_and_missing_tokens_get_401() {
     assert!(seen[0].headers.iter().all(|(_, v)| !v.contains(alice)), "sluice token leaked upstream");
 
     // A token whose team has no policy: refused, fail closed.
-    let resp = c.post(sluice.url("/v1/chat/completions")).bearer_auth(ghost).json(&chat_body("hi", false)).send().await.unwrap();
+    let resp = c
+        .post(sluice.url("/v1/chat/completions"))
+        .bearer_auth(ghost)
+        .json(&chat_body("hi", false))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 403);
     let err: Value = resp.json().await.unwrap();
     assert!(err["error"]["message"].as_str().unwrap().contains("team `ghosts` has no policy"));
@@ -229,10 +235,7 @@ async fn tokens_identify_teams_and_missing_tokens_get_401() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_wire_format_errors_and_audit_records() {
     let fake = FakeProvider::start().await;
-    let setup = Setup {
-        extra_config: String::new(),
-        ..Setup::default()
-    };
+    let setup = Setup { extra_config: String::new(), ..Setup::default() };
     let mut sluice = SluiceProc::start(&fake, setup).await;
     let c = client();
     let openai = sluice.url("/v1/chat/completions");
@@ -247,10 +250,31 @@ async fn bad_input_gets_wire_format_errors_and_audit_records() {
         ("malformed json", &openai, "application/json", b"{\"model\": ".to_vec(), 400, "not valid JSON"),
         ("malformed json (anthropic)", &anthropic, "application/json", b"{nope".to_vec(), 400, "not valid JSON"),
         ("wrong content type", &openai, "text/plain", b"hello".to_vec(), 415, "application/json"),
-        ("invalid utf-8", &openai, "application/json", b"{\"model\":\"m\",\"messages\":[\"\xff\xfe\"]}".to_vec(), 400, "UTF-8"),
+        (
+            "invalid utf-8",
+            &openai,
+            "application/json",
+            b"{\"model\":\"m\",\"messages\":[\"\xff\xfe\"]}".to_vec(),
+            400,
+            "UTF-8",
+        ),
         ("deep nesting", &anthropic, "application/json", deep.into_bytes(), 400, "nested too deeply"),
-        ("missing model", &openai, "application/json", br#"{"messages":[{"role":"user","content":"hi"}]}"#.to_vec(), 400, "`model`"),
-        ("missing model (anthropic)", &anthropic, "application/json", br#"{"max_tokens":5,"messages":[]}"#.to_vec(), 400, "`model`"),
+        (
+            "missing model",
+            &openai,
+            "application/json",
+            br#"{"messages":[{"role":"user","content":"hi"}]}"#.to_vec(),
+            400,
+            "`model`",
+        ),
+        (
+            "missing model (anthropic)",
+            &anthropic,
+            "application/json",
+            br#"{"max_tokens":5,"messages":[]}"#.to_vec(),
+            400,
+            "`model`",
+        ),
         ("body over limit", &openai, "application/json", huge, 413, "exceeds the limit"),
     ];
     for (name, url, ctype, body, status, needle) in &cases {
@@ -336,7 +360,10 @@ async fn models_health_ready_and_metrics() {
     c.post(sluice.url("/v1/chat/completions")).json(&chat_body("hello", false)).send().await.unwrap();
     c.post(sluice.url("/v1/chat/completions")).json(&chat_body(CARD_PROMPT, false)).send().await.unwrap();
     let metrics = c.get(format!("http://{}/metrics", sluice.admin)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("sluice_requests_total{team=\"default\",decision=\"cloud\",provider=\"openai\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("sluice_requests_total{team=\"default\",decision=\"cloud\",provider=\"openai\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("sluice_findings_total{type=\"credit_card\"} 1"), "{metrics}");
     assert!(metrics.contains("sluice_request_duration_seconds_bucket"), "{metrics}");
     assert!(metrics.contains("sluice_inspection_duration_seconds_bucket"), "{metrics}");
@@ -370,7 +397,8 @@ async fn sigterm_finishes_streams_in_flight_then_flushes_audit() {
     let fake = FakeProvider::start().await;
     let mut sluice = SluiceProc::start(&fake, Setup::default()).await;
     fake.hold_streams();
-    let resp = client().post(sluice.url("/v1/chat/completions")).json(&chat_body("a long story", true)).send().await.unwrap();
+    let resp =
+        client().post(sluice.url("/v1/chat/completions")).json(&chat_body("a long story", true)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let mut stream = resp.bytes_stream();
     let first = stream.next().await.unwrap().unwrap();
@@ -415,7 +443,13 @@ async fn audit_verify_catches_an_edited_record() {
         let edited: Vec<String> = String::from_utf8(old.to_vec())
             .unwrap()
             .lines()
-            .map(|l| if l.starts_with("{\"seq\":2,") { l.replace("\"team\":\"default\"", "\"team\":\"nobody\"") } else { l.to_string() })
+            .map(|l| {
+                if l.starts_with("{\"seq\":2,") {
+                    l.replace("\"team\":\"default\"", "\"team\":\"nobody\"")
+                } else {
+                    l.to_string()
+                }
+            })
             .collect();
         let edited = edited.join("\n");
         assert_ne!(edited.as_bytes(), &old[..]);
@@ -453,7 +487,11 @@ async fn broken_policy_refuses_start_up_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies");
     std::fs::create_dir_all(&policies).unwrap();
-    std::fs::write(policies.join("default.yaml"), "rules:\n  - name: x\n    when: { pii: any }\n    then: teleport\ndefault: cloud\n").unwrap();
+    std::fs::write(
+        policies.join("default.yaml"),
+        "rules:\n  - name: x\n    when: { pii: any }\n    then: teleport\ndefault: cloud\n",
+    )
+    .unwrap();
     let config = dir.path().join("sluice.yaml");
     std::fs::write(&config, "gateway: { listen: \"127.0.0.1:0\" }\nadmin: { listen: \"127.0.0.1:0\" }\npolicies_dir: policies\naudit: { dir: data/audit }\n").unwrap();
     let out = std::process::Command::new(sluice_bin()).args(["serve", "--config"]).arg(&config).output().unwrap();
@@ -542,7 +580,13 @@ async fn client_own_key_passes_through_when_enabled() {
     assert_eq!(header(&seen[0], "authorization"), Some("Bearer sk-client-own-key"));
     assert!(seen[0].headers.iter().all(|(k, v)| k != "x-sluice-token" && !v.contains(alice)));
     // Own key without a sluice token: no anonymous team, so 401.
-    let resp = c.post(sluice.url("/v1/chat/completions")).bearer_auth("sk-client-own-key").json(&chat_body("hello", false)).send().await.unwrap();
+    let resp = c
+        .post(sluice.url("/v1/chat/completions"))
+        .bearer_auth("sk-client-own-key")
+        .json(&chat_body("hello", false))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     let records = sluice.audit_records();
     assert_eq!(records[0]["user"], "alice");

@@ -101,13 +101,8 @@ async fn smollm2_answers_locally_in_both_formats_streaming_and_not() {
     // Anthropic, whole answer.
     let mut body = messages_body(CARD_PROMPT, false);
     body["max_tokens"] = json!(16);
-    let resp = c
-        .post(sluice.url("/v1/messages"))
-        .header("anthropic-version", "2023-06-01")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp =
+        c.post(sluice.url("/v1/messages")).header("anthropic-version", "2023-06-01").json(&body).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let answer: Value = resp.json().await.unwrap();
     assert_eq!(answer["type"], "message");
@@ -183,7 +178,12 @@ async fn too_long_prompts_get_413_or_go_to_cloud_only_when_clean() {
     // Default too_long: a clear 413 in the client's format, never silent truncation.
     let setup = Setup { local: embedded_local(1, 1), policies: policy("{}"), ..Setup::default() };
     let sluice = SluiceProc::start(&cloud, setup).await;
-    let resp = c.post(sluice.url("/v1/messages")).json(&messages_body(&format!("{long} {CARD_PROMPT}"), false)).send().await.unwrap();
+    let resp = c
+        .post(sluice.url("/v1/messages"))
+        .json(&messages_body(&format!("{long} {CARD_PROMPT}"), false))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 413);
     let err: Value = resp.json().await.unwrap();
     assert_eq!(err["error"]["type"], "request_too_large");
@@ -370,10 +370,7 @@ async fn external_backend_answers_both_formats_and_disconnect_frees_the_slot() {
     drop(held);
     assert!(cloud.requests().is_empty());
     let records = sluice.audit_records();
-    assert!(
-        records.iter().any(|r| r["reason"].as_str().unwrap().contains("client disconnected")),
-        "{records:?}"
-    );
+    assert!(records.iter().any(|r| r["reason"].as_str().unwrap().contains("client disconnected")), "{records:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -401,7 +398,8 @@ async fn required_tool_calls_come_back_in_each_clients_format() {
     assert!(args["city"].is_string(), "{args}");
 
     let mut body = messages_body(prompt, false);
-    body["tools"] = json!([{"name": "get_weather", "description": "Current weather for a city.", "input_schema": params}]);
+    body["tools"] =
+        json!([{"name": "get_weather", "description": "Current weather for a city.", "input_schema": params}]);
     body["tool_choice"] = json!({"type": "tool", "name": "get_weather"});
     let resp = c.post(sluice.url("/v1/messages")).json(&body).send().await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -419,10 +417,7 @@ async fn required_tool_calls_come_back_in_each_clients_format() {
     let datas: Vec<Value> = events.iter().map(|(_, d)| serde_json::from_str(d).unwrap()).collect();
     let start = datas.iter().find(|d| d["type"] == "content_block_start" && d["content_block"]["type"] == "tool_use");
     assert_eq!(start.expect("a tool_use block")["content_block"]["name"], "get_weather");
-    let json_text: String = datas
-        .iter()
-        .filter_map(|d| d["delta"]["partial_json"].as_str())
-        .collect();
+    let json_text: String = datas.iter().filter_map(|d| d["delta"]["partial_json"].as_str()).collect();
     let input: Value = serde_json::from_str(&json_text).unwrap();
     assert!(input["city"].is_string(), "{input}");
     let last_delta = datas.iter().rev().find(|d| d["type"] == "message_delta").unwrap();

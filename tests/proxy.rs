@@ -146,12 +146,22 @@ async fn reqwest_clean_prompt_reaches_provider_and_sensitive_ones_do_not() {
     assert_eq!(fake.requests()[1].version, "HTTP/1.1");
 
     // A card number is kept local (no local model here: 503), a secret blocked.
-    let resp = client.post("https://api.openai.com/v1/chat/completions").json(&chat_body(CARD_PROMPT, false)).send().await.unwrap();
+    let resp = client
+        .post("https://api.openai.com/v1/chat/completions")
+        .json(&chat_body(CARD_PROMPT, false))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["x-sluice-route"], "local");
     let err: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(err["error"]["code"], "local_engine_unavailable");
-    let resp = client.post("https://api.openai.com/v1/chat/completions").json(&chat_body(SECRET_PROMPT, false)).send().await.unwrap();
+    let resp = client
+        .post("https://api.openai.com/v1/chat/completions")
+        .json(&chat_body(SECRET_PROMPT, false))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 403);
     let err: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(err["error"]["code"], "sluice_policy_block");
@@ -173,7 +183,10 @@ async fn reqwest_clean_prompt_reaches_provider_and_sensitive_ones_do_not() {
     // One connection per client, each audited as intercepted by its name.
     let tunnels = tunnel_records(&records);
     assert_eq!(tunnels.len(), 2, "{records:#?}");
-    assert!(tunnels.iter().all(|t| t["decision"] == "intercept" && t["signals"]["tunnel"]["sni"] == t["host"]), "{tunnels:#?}");
+    assert!(
+        tunnels.iter().all(|t| t["decision"] == "intercept" && t["signals"]["tunnel"]["sni"] == t["host"]),
+        "{tunnels:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,7 +203,13 @@ async fn curl_through_the_proxy_and_non_llm_paths_pass_unchanged() {
         .args(["-H", "content-type: application/json", "-H", "authorization: Bearer sk-curl", "-d", &body])
         .arg("https://api.openai.com/v1/chat/completions");
     let out = tokio::task::block_in_place(|| out.output().unwrap());
-    assert!(out.status.success(), "curl failed: {} {}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout), proc.log());
+    assert!(
+        out.status.success(),
+        "curl failed: {} {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout),
+        proc.log()
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["choices"][0]["message"]["role"], "assistant");
 
@@ -219,7 +238,8 @@ async fn curl_through_the_proxy_and_non_llm_paths_pass_unchanged() {
 /// Import the official SDKs, installing them from the package registry the
 /// first time (CI has it; the test fails loudly if it cannot).
 fn python_with_sdks() -> &'static str {
-    let ok = |cmd: &str| Command::new("python3").args(["-c", cmd]).output().map(|o| o.status.success()).unwrap_or(false);
+    let ok =
+        |cmd: &str| Command::new("python3").args(["-c", cmd]).output().map(|o| o.status.success()).unwrap_or(false);
     if !ok("import openai, anthropic") {
         let status = Command::new("python3")
             .args(["-m", "pip", "install", "--quiet", "openai", "anthropic"])
@@ -372,7 +392,11 @@ async fn other_hosts_are_tunneled_byte_for_byte_with_their_own_certificate() {
         while !head.ends_with(b"\r\n\r\n") && tcp.read(&mut byte).await.unwrap() == 1 {
             head.push(byte[0]);
         }
-        assert!(String::from_utf8_lossy(&head).starts_with("GET /status?x=1 HTTP/1.1"), "{}", String::from_utf8_lossy(&head));
+        assert!(
+            String::from_utf8_lossy(&head).starts_with("GET /status?x=1 HTTP/1.1"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
         tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nplain").await.unwrap();
     });
     let client = reqwest::Client::builder()
@@ -416,7 +440,8 @@ async fn refusals_at_the_door_and_inside_the_connection_are_answered_and_audited
     // Host header names another host than SNI: 421.
     let (status, _, tcp) = connect(proc.proxy, "api.openai.com:443", Some(&good)).await;
     assert_eq!(status, 200);
-    let tls = tls_client(&ca, &[b"http/1.1"]).connect(ServerName::try_from("api.openai.com").unwrap(), tcp).await.unwrap();
+    let tls =
+        tls_client(&ca, &[b"http/1.1"]).connect(ServerName::try_from("api.openai.com").unwrap(), tcp).await.unwrap();
     let req = http::Request::post("/v1/chat/completions")
         .header("host", "api.anthropic.com")
         .header("content-type", "application/json")
@@ -427,7 +452,8 @@ async fn refusals_at_the_door_and_inside_the_connection_are_answered_and_audited
     assert!(body.contains("misdirected_request"), "{body}");
     // SNI names another host than CONNECT: 421 too.
     let (_, _, tcp) = connect(proc.proxy, "api.openai.com:443", Some(&good)).await;
-    let tls = tls_client(&ca, &[b"http/1.1"]).connect(ServerName::try_from("api.anthropic.com").unwrap(), tcp).await.unwrap();
+    let tls =
+        tls_client(&ca, &[b"http/1.1"]).connect(ServerName::try_from("api.anthropic.com").unwrap(), tcp).await.unwrap();
     let req = http::Request::post("/v1/messages")
         .header("host", "api.anthropic.com")
         .header("anthropic-version", "2023-06-01")
@@ -441,7 +467,8 @@ async fn refusals_at_the_door_and_inside_the_connection_are_answered_and_audited
     // The right token goes through, as alice.
     let (status, _, tcp) = connect(proc.proxy, "api.openai.com:443", Some(&good)).await;
     assert_eq!(status, 200);
-    let tls = tls_client(&ca, &[b"http/1.1"]).connect(ServerName::try_from("api.openai.com").unwrap(), tcp).await.unwrap();
+    let tls =
+        tls_client(&ca, &[b"http/1.1"]).connect(ServerName::try_from("api.openai.com").unwrap(), tcp).await.unwrap();
     let req = http::Request::post("/v1/chat/completions")
         .header("host", "api.openai.com")
         .header("content-type", "application/json")
@@ -493,14 +520,17 @@ async fn websocket_upgrades_on_intercepted_hosts_are_relayed_and_audited() {
     let head = String::from_utf8(head).unwrap();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     // A masked text message passes inspection and is relayed byte for byte.
-    let frame = masked_text(r#"{"type":"conversation.item.create","item":{"content":[{"type":"input_text","text":"hello"}]}}"#);
+    let frame =
+        masked_text(r#"{"type":"conversation.item.create","item":{"content":[{"type":"input_text","text":"hello"}]}}"#);
     tls.write_all(&frame).await.unwrap();
     let mut echoed = vec![0u8; frame.len()];
     tls.read_exact(&mut echoed).await.unwrap();
     assert_eq!(echoed, frame);
     // One carrying a key is refused: the client gets a 1008 close, the
     // origin never gets the message (the fake would echo it back).
-    let secret = masked_text(&format!(r#"{{"type":"conversation.item.create","item":{{"content":[{{"type":"input_text","text":"{SECRET_PROMPT}"}}]}}}}"#));
+    let secret = masked_text(&format!(
+        r#"{{"type":"conversation.item.create","item":{{"content":[{{"type":"input_text","text":"{SECRET_PROMPT}"}}]}}}}"#
+    ));
     tls.write_all(&secret).await.unwrap();
     let mut close = vec![0u8; 4];
     tls.read_exact(&mut close).await.unwrap();
@@ -544,7 +574,8 @@ fn ca_init_writes_a_private_key_and_export_prints_a_constrained_ca() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sluice.yaml");
-    std::fs::write(&config, "ca: { dir: ca }\nproxy: { intercept: [api.openai.com, \"*.openai.azure.com\"] }\n").unwrap();
+    std::fs::write(&config, "ca: { dir: ca }\nproxy: { intercept: [api.openai.com, \"*.openai.azure.com\"] }\n")
+        .unwrap();
     let run = |args: &[&str]| Command::new(sluice_bin()).arg("--config").arg(&config).args(args).output().unwrap();
     let out = run(&["ca", "init"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -627,7 +658,8 @@ async fn a_connect_to_an_address_with_an_intercepted_sni_is_intercepted_and_insp
 
     // A clean prompt the same way reaches the provider, through sluice.
     let (_, _, tcp) = connect(proc.proxy, &target, None).await;
-    let tls = tls_client(&ca, &[b"http/1.1"]).connect(ServerName::try_from("api.openai.com").unwrap(), tcp).await.unwrap();
+    let tls =
+        tls_client(&ca, &[b"http/1.1"]).connect(ServerName::try_from("api.openai.com").unwrap(), tcp).await.unwrap();
     let (status, body) = http1_request(tls, chat_request("api.openai.com", "Say hello in French")).await;
     assert_eq!(status, 200, "{body}");
     let seen = bodies(&fake);
@@ -748,7 +780,10 @@ async fn tunnels_sluice_cannot_judge_are_closed_and_audited() {
     let fake = FakeProvider::start().await;
     let (echo, _, _) = echo_tls_server().await;
     let setup = Setup {
-        proxy: format!("allowed_ports: [443, {}], allow_private: [\"127.0.0.0/8\"], handshake_timeout_ms: 300", echo.port()),
+        proxy: format!(
+            "allowed_ports: [443, {}], allow_private: [\"127.0.0.0/8\"], handshake_timeout_ms: 300",
+            echo.port()
+        ),
         ..Setup::default()
     };
     let mut proc = SluiceProc::start(&fake, setup).await;
@@ -757,7 +792,8 @@ async fn tunnels_sluice_cannot_judge_are_closed_and_audited() {
     // non-intercepted host: neither intercepted nor tunneled.
     let (status, _, tcp) = connect(proc.proxy, "api.openai.com:443", None).await;
     assert_eq!(status, 200);
-    let refused = tls_client(&proc.ca_pem(), &[b"http/1.1"]).connect(ServerName::try_from("example.com").unwrap(), tcp).await;
+    let refused =
+        tls_client(&proc.ca_pem(), &[b"http/1.1"]).connect(ServerName::try_from("example.com").unwrap(), tcp).await;
     assert!(refused.is_err(), "the handshake must not complete");
 
     // Not TLS at all, to a host that would be tunneled: closed, nothing relayed.

@@ -127,7 +127,8 @@ async fn shipped_policy_routes_by_task_length_and_agent_depth() {
     assert_eq!((status, route.as_str(), rule.as_str()), (503, "local", "simple-tasks-stay-local"));
 
     // The same task with a context far beyond the local model's comfort goes to the cloud.
-    let long = format!("{COMPLETION_PROMPT}{}", "    # keep the previous window's sum and slide it along\n".repeat(600));
+    let long =
+        format!("{COMPLETION_PROMPT}{}", "    # keep the previous window's sum and slide it along\n".repeat(600));
     let (status, route, rule) = route_of(&proc, json!([{ "role": "user", "content": long }])).await;
     assert_eq!((status, route.as_str(), rule.as_str()), (200, "cloud", "long-prompts-to-cloud"));
 
@@ -141,7 +142,9 @@ async fn shipped_policy_routes_by_task_length_and_agent_depth() {
         }]}));
         messages.push(json!({ "role": "tool", "tool_call_id": format!("call_{step}"), "content": "exit 0" }));
     }
-    messages.push(json!({ "role": "user", "content": "Extract the job name and the exit code from the log above as JSON." }));
+    messages.push(
+        json!({ "role": "user", "content": "Extract the job name and the exit code from the log above as JSON." }),
+    );
     let (status, route, rule) = route_of(&proc, Value::Array(messages)).await;
     assert_eq!((status, route.as_str(), rule.as_str()), (200, "cloud", "agent-loops-to-cloud"));
 
@@ -160,7 +163,8 @@ async fn shipped_policy_routes_by_task_length_and_agent_depth() {
 async fn a_sensitive_conversation_stays_local_for_its_later_turns() {
     let fake = FakeProvider::start().await;
     let mut proc = SluiceProc::start(&fake, Setup::default()).await;
-    let first = json!({ "role": "user", "content": "Refund card 4111 1111 1111 1111, the customer was charged twice." });
+    let first =
+        json!({ "role": "user", "content": "Refund card 4111 1111 1111 1111, the customer was charged twice." });
     let (_, route, rule) = route_of(&proc, json!([first])).await;
     assert_eq!((route.as_str(), rule.as_str()), ("local", "regulated-pii-stays-local"));
 
@@ -175,7 +179,8 @@ async fn a_sensitive_conversation_stays_local_for_its_later_turns() {
     assert_eq!((route.as_str(), rule.as_str()), ("local", "sticky_local"));
 
     // The same clean question in a fresh conversation goes to the cloud.
-    let (status, route, _) = route_of(&proc, json!([{ "role": "user", "content": "What is the capital of France?" }])).await;
+    let (status, route, _) =
+        route_of(&proc, json!([{ "role": "user", "content": "What is the capital of France?" }])).await;
     assert_eq!((status, route.as_str()), (200, "cloud"));
     assert_eq!(fake.requests().len(), 1);
     let all: String = fake.requests().iter().map(|r| String::from_utf8_lossy(&r.body).into_owned()).collect();
@@ -222,15 +227,13 @@ async fn the_tokenizer_counts_only_where_the_count_can_decide() {
                   \x20   when: { prompt_tokens: { gt: 6000 } }\n\
                   \x20   then: block\n\
                   default: cloud\n";
-    let setup = Setup {
-        policies: vec![("default.yaml", policy.to_string())],
-        local: embedded_local(1, 0),
-        ..Setup::default()
-    };
+    let setup =
+        Setup { policies: vec![("default.yaml", policy.to_string())], local: embedded_local(1, 0), ..Setup::default() };
     let mut proc = SluiceProc::start(&fake, setup).await;
 
     // Far below 6000 tokens even at one token per byte: no count needed.
-    let (status, route, _) = route_of(&proc, json!([{ "role": "user", "content": "Summarise our Q3 plan in one line." }])).await;
+    let (status, route, _) =
+        route_of(&proc, json!([{ "role": "user", "content": "Summarise our Q3 plan in one line." }])).await;
     assert_eq!((status, route.as_str()), (200, "cloud"));
 
     // 28,000 bytes of long common words: the estimate says ~7,000 tokens

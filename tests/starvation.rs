@@ -33,7 +33,12 @@ impl Closed {
 /// Open a connection, send `opening`, then send `trickle.1` every
 /// `trickle.0` (if any) until the server closes the connection; fails if it
 /// is still open after `limit`.
-async fn hold(addr: SocketAddr, opening: Vec<u8>, trickle: Option<(Duration, Vec<u8>)>, limit: Duration) -> Result<Closed, String> {
+async fn hold(
+    addr: SocketAddr,
+    opening: Vec<u8>,
+    trickle: Option<(Duration, Vec<u8>)>,
+    limit: Duration,
+) -> Result<Closed, String> {
     let started = Instant::now();
     let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
     if !opening.is_empty() {
@@ -65,7 +70,13 @@ async fn hold(addr: SocketAddr, opening: Vec<u8>, trickle: Option<(Duration, Vec
     }
 }
 
-fn spawn_many(n: usize, addr: SocketAddr, opening: &[u8], trickle: Option<(Duration, &[u8])>, limit: Duration) -> Vec<JoinHandle<Result<Closed, String>>> {
+fn spawn_many(
+    n: usize,
+    addr: SocketAddr,
+    opening: &[u8],
+    trickle: Option<(Duration, &[u8])>,
+    limit: Duration,
+) -> Vec<JoinHandle<Result<Closed, String>>> {
     (0..n)
         .map(|_| {
             let opening = opening.to_vec();
@@ -106,7 +117,13 @@ async fn idle_and_slow_clients_cannot_starve_the_gateway_or_healthz() {
     let tick = Duration::from_millis(300);
 
     let idle = spawn_many(200, addr, b"", None, limit);
-    let slow_head = spawn_many(50, addr, b"POST /v1/chat/completions HTTP/1.1\r\nHost: sluice\r\n", Some((tick, b"X-Pad: a\r\n")), limit);
+    let slow_head = spawn_many(
+        50,
+        addr,
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: sluice\r\n",
+        Some((tick, b"X-Pad: a\r\n")),
+        limit,
+    );
     let body_start = format!("{CHAT_HEAD}{{\"model\":\"gpt-4o-mini\",\"messages\":[");
     let slow_body = spawn_many(50, addr, body_start.as_bytes(), Some((tick, b" ")), limit);
     let stalled_body = spawn_many(20, addr, body_start.as_bytes(), None, limit);

@@ -135,15 +135,50 @@ impl AttachmentNote {
 
 fn known_media_type(media_type: &str) -> String {
     const KNOWN: &[&str] = &[
-        "image/png", "image/jpeg", "image/gif", "image/webp", "image/heic", "image/heif", "image/svg+xml", "image/bmp",
-        "image/tiff", "image/*", "application/pdf", "application/json", "application/xml", "application/zip",
-        "application/msword", "application/octet-stream", "application/jsonl", "application/x-ndjson",
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "image/heic",
+        "image/heif",
+        "image/svg+xml",
+        "image/bmp",
+        "image/tiff",
+        "image/*",
+        "application/pdf",
+        "application/json",
+        "application/xml",
+        "application/zip",
+        "application/msword",
+        "application/octet-stream",
+        "application/jsonl",
+        "application/x-ndjson",
         "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        "application/vnd.openxmlformats-officedocument.presentationml.presentation", "application/docx",
-        "application/xlsx", "application/doc", "application/xls", "text/plain", "text/csv", "text/markdown",
-        "text/html", "text/xml", "text/x-python", "audio/wav", "audio/mp3", "audio/mpeg", "audio/flac", "audio/ogg",
-        "audio/webm", "audio/*", "video/mp4", "video/webm", "video/quicktime", "video/mov", "video/mkv", "video/*",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "application/docx",
+        "application/xlsx",
+        "application/doc",
+        "application/xls",
+        "text/plain",
+        "text/csv",
+        "text/markdown",
+        "text/html",
+        "text/xml",
+        "text/x-python",
+        "audio/wav",
+        "audio/mp3",
+        "audio/mpeg",
+        "audio/flac",
+        "audio/ogg",
+        "audio/webm",
+        "audio/*",
+        "video/mp4",
+        "video/webm",
+        "video/quicktime",
+        "video/mov",
+        "video/mkv",
+        "video/*",
     ];
     let lower = media_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if let Some(known) = KNOWN.iter().find(|k| **k == lower) {
@@ -247,9 +282,7 @@ pub enum AuditError {
     Storage(#[from] sled::Error),
     #[error("could not encode audit record: {0}")]
     Encode(#[from] serde_json::Error),
-    #[error(
-        "audit log is not writable: an earlier write failed; fix the store and restart sluice"
-    )]
+    #[error("audit log is not writable: an earlier write failed; fix the store and restart sluice")]
     NotWritable,
 }
 
@@ -276,10 +309,7 @@ impl AuditLog {
     /// position. The directory (and any parent it creates) is 0700 and the
     /// store's files 0600, also when they existed looser before.
     pub fn open(dir: &Path) -> Result<AuditLog, AuditError> {
-        crate::private_dir::create(dir).map_err(|source| AuditError::CreateDir {
-            dir: dir.to_path_buf(),
-            source,
-        })?;
+        crate::private_dir::create(dir).map_err(|source| AuditError::CreateDir { dir: dir.to_path_buf(), source })?;
         let db = sled::Config::new()
             .path(dir)
             .flush_every_ms(Some(FLUSH_EVERY_MS))
@@ -290,20 +320,12 @@ impl AuditLog {
             .map_err(|e| open_error(e, dir))?;
         // After sled's open, which may have created its files: they start
         // from the umask.
-        crate::private_dir::tighten_tree(dir).map_err(|source| AuditError::Permissions {
-            dir: dir.to_path_buf(),
-            source,
-        })?;
+        crate::private_dir::tighten_tree(dir)
+            .map_err(|source| AuditError::Permissions { dir: dir.to_path_buf(), source })?;
         let meta = db.open_tree(META_TREE)?;
         let probe = db.open_tree(PROBE_TREE)?;
         let state = recover_state(&db, &meta)?;
-        Ok(AuditLog {
-            db,
-            meta,
-            probe,
-            state: Mutex::new(state),
-            broken: AtomicBool::new(false),
-        })
+        Ok(AuditLog { db, meta, probe, state: Mutex::new(state), broken: AtomicBool::new(false) })
     }
 
     /// Seals `record` into the chain and stores it; returns its sequence number.
@@ -350,10 +372,7 @@ impl AuditLog {
             return Ok(first_seq.saturating_sub(1));
         }
         let last_seq = seq - 1;
-        let head = serde_json::to_vec(&Head {
-            seq: last_seq,
-            hash: last_hash.clone(),
-        })?;
+        let head = serde_json::to_vec(&Head { seq: last_seq, hash: last_hash.clone() })?;
         // Two plain inserts, block first, instead of a sled transaction: every
         // sled transaction or batch writes out the log buffer twice (and wakes
         // sled's I/O threads), which cost more CPU than everything else in the
@@ -495,10 +514,7 @@ impl AuditLog {
         }
         let last_seq = prev.as_ref().map(|(seq, _)| *seq);
         let bad = check_head(&head, last_seq, head_record_hash.as_deref());
-        Ok(VerifyReport {
-            checked,
-            first_bad: bad,
-        })
+        Ok(VerifyReport { checked, first_bad: bad })
     }
 }
 
@@ -509,10 +525,7 @@ enum HeadState {
 }
 
 fn report(checked: u64, bad: BadRecord) -> VerifyReport {
-    VerifyReport {
-        checked,
-        first_bad: Some(bad),
-    }
+    VerifyReport { checked, first_bad: Some(bad) }
 }
 
 /// Where a record sits in the store, for [`check_record`].
@@ -525,20 +538,12 @@ enum Position {
 }
 
 /// Checks one record against its position and predecessor (`(seq, hash)`).
-fn check_record(
-    position: Position,
-    value: &[u8],
-    prev: Option<&(u64, String)>,
-) -> Result<StoredRecord, BadRecord> {
+fn check_record(position: Position, value: &[u8], prev: Option<&(u64, String)>) -> Result<StoredRecord, BadRecord> {
     let expected_seq = match position {
         Position::KeyOf(seq) | Position::InBlock(seq) => seq,
     };
-    let bad = |reason: String| BadRecord {
-        seq: expected_seq,
-        reason,
-    };
-    let stored: StoredRecord =
-        serde_json::from_slice(value).map_err(|_| bad("record unreadable".to_string()))?;
+    let bad = |reason: String| BadRecord { seq: expected_seq, reason };
+    let stored: StoredRecord = serde_json::from_slice(value).map_err(|_| bad("record unreadable".to_string()))?;
     // From here on the record is named by the number it carries, except the
     // first of a block, whose key is the more trustworthy name.
     let named = match position {
@@ -548,75 +553,53 @@ fn check_record(
     let bad = |reason: String| BadRecord { seq: named, reason };
     if let Position::KeyOf(seq_in_key) = position {
         if stored.seq != seq_in_key {
-            return Err(bad(format!(
-                "key {seq_in_key} holds record {} (records reordered or moved)",
-                stored.seq
-            )));
+            return Err(bad(format!("key {seq_in_key} holds record {} (records reordered or moved)", stored.seq)));
         }
     }
     match prev {
         Some((prev_seq, prev_hash)) => {
             let expected = prev_seq + 1;
             if stored.seq != expected {
-                return Err(bad(format!(
-                    "sequence gap: expected {expected}, found {} (record removed)",
-                    stored.seq
-                )));
+                return Err(bad(format!("sequence gap: expected {expected}, found {} (record removed)", stored.seq)));
             }
             if &stored.prev_hash != prev_hash {
-                return Err(bad(format!(
-                    "prev_hash does not match record {prev_seq} (removed or reordered)"
-                )));
+                return Err(bad(format!("prev_hash does not match record {prev_seq} (removed or reordered)")));
             }
         }
         // A first record with seq > 1 is a log pruned from the front: its
         // prev_hash has nothing left to be checked against.
         None if stored.seq == 1 && stored.prev_hash != GENESIS_HASH => {
-            return Err(bad(
-                "prev_hash of the first record is not the genesis hash".to_string()
-            ));
+            return Err(bad("prev_hash of the first record is not the genesis hash".to_string()));
         }
         None => {}
     }
-    let recomputed = chain_hash(stored.seq, &stored.prev_hash, &stored.record)
-        .map_err(|_| bad("record unreadable".to_string()))?;
+    let recomputed =
+        chain_hash(stored.seq, &stored.prev_hash, &stored.record).map_err(|_| bad("record unreadable".to_string()))?;
     if recomputed != stored.hash {
         return Err(bad("hash mismatch (record edited)".to_string()));
     }
     // Unknown extra members or reformatting would not change the parsed
     // record, so the stored bytes must also be exactly the canonical form.
-    let canonical =
-        serde_json::to_vec(&stored).map_err(|_| bad("record unreadable".to_string()))?;
+    let canonical = serde_json::to_vec(&stored).map_err(|_| bad("record unreadable".to_string()))?;
     if canonical != value {
-        return Err(bad(
-            "stored JSON is not in canonical form (record edited)".to_string()
-        ));
+        return Err(bad("stored JSON is not in canonical form (record edited)".to_string()));
     }
     Ok(stored)
 }
 
 /// Compares the head entry with the end of the walked chain.
-fn check_head(
-    head: &HeadState,
-    last_seq: Option<u64>,
-    head_record_hash: Option<&str>,
-) -> Option<BadRecord> {
+fn check_head(head: &HeadState, last_seq: Option<u64>, head_record_hash: Option<&str>) -> Option<BadRecord> {
     match (head, last_seq) {
         (HeadState::Missing, None) => None,
-        (HeadState::Missing, Some(last)) => Some(BadRecord {
-            seq: last,
-            reason: "head entry missing (log metadata removed)".to_string(),
-        }),
-        (HeadState::Unreadable, last) => Some(BadRecord {
-            seq: last.unwrap_or(0),
-            reason: "head entry unreadable".to_string(),
-        }),
+        (HeadState::Missing, Some(last)) => {
+            Some(BadRecord { seq: last, reason: "head entry missing (log metadata removed)".to_string() })
+        }
+        (HeadState::Unreadable, last) => {
+            Some(BadRecord { seq: last.unwrap_or(0), reason: "head entry unreadable".to_string() })
+        }
         (HeadState::Present(head), None) => Some(BadRecord {
             seq: head.seq,
-            reason: format!(
-                "log is empty but head says the last record is {} (all records removed)",
-                head.seq
-            ),
+            reason: format!("log is empty but head says the last record is {} (all records removed)", head.seq),
         }),
         (HeadState::Present(head), Some(last)) if last < head.seq => Some(BadRecord {
             seq: last + 1,
@@ -629,17 +612,11 @@ fn check_head(
         (HeadState::Present(head), Some(_)) => match head_record_hash {
             None => Some(BadRecord {
                 seq: head.seq,
-                reason: format!(
-                    "head names record {} which is not in the log (head replaced)",
-                    head.seq
-                ),
+                reason: format!("head names record {} which is not in the log (head replaced)", head.seq),
             }),
             Some(hash) if hash != head.hash => Some(BadRecord {
                 seq: head.seq,
-                reason: format!(
-                    "head hash does not match record {} (head replaced)",
-                    head.seq
-                ),
+                reason: format!("head hash does not match record {} (head replaced)", head.seq),
             }),
             Some(_) => None,
         },
@@ -647,17 +624,10 @@ fn check_head(
 }
 
 fn matches(filter: &AuditFilter, record: &AuditRecord) -> bool {
-    filter
-        .since_ms
-        .is_none_or(|since| record.time_unix_ms >= since)
-        && filter
-            .until_ms
-            .is_none_or(|until| record.time_unix_ms < until)
+    filter.since_ms.is_none_or(|since| record.time_unix_ms >= since)
+        && filter.until_ms.is_none_or(|until| record.time_unix_ms < until)
         && filter.team.as_ref().is_none_or(|team| &record.team == team)
-        && filter
-            .decision
-            .as_ref()
-            .is_none_or(|decision| &record.decision == decision)
+        && filter.decision.as_ref().is_none_or(|decision| &record.decision == decision)
 }
 
 /// Appends the stored form of `record` at position `seq` after `prev_hash`
@@ -666,17 +636,8 @@ fn matches(filter: &AuditFilter, record: &AuditRecord) -> bool {
 /// The record is serialised once: the stored form is the hashed (unsealed)
 /// form with `"hash":"…",` spliced in after `prev_hash`, which is exactly how
 /// the module docs tell auditors to undo it.
-fn seal_into(
-    seq: u64,
-    prev_hash: &str,
-    record: &AuditRecord,
-    out: &mut Vec<u8>,
-) -> Result<String, AuditError> {
-    let unsealed = serde_json::to_vec(&Unsealed {
-        seq,
-        prev_hash,
-        record,
-    })?;
+fn seal_into(seq: u64, prev_hash: &str, record: &AuditRecord, out: &mut Vec<u8>) -> Result<String, AuditError> {
+    let unsealed = serde_json::to_vec(&Unsealed { seq, prev_hash, record })?;
     let hash = hash_unsealed(prev_hash, &unsealed);
     // `{"seq":N,"prev_hash":"…"` — the serialised prefix minus its closing brace.
     let prefix_len = serde_json::to_vec(&Prefix { seq, prev_hash })?.len() - 1;
@@ -698,16 +659,8 @@ struct Prefix<'a> {
 }
 
 /// The chain hash described in the module docs.
-fn chain_hash(
-    seq: u64,
-    prev_hash: &str,
-    record: &AuditRecord,
-) -> Result<String, serde_json::Error> {
-    let unsealed = serde_json::to_vec(&Unsealed {
-        seq,
-        prev_hash,
-        record,
-    })?;
+fn chain_hash(seq: u64, prev_hash: &str, record: &AuditRecord) -> Result<String, serde_json::Error> {
+    let unsealed = serde_json::to_vec(&Unsealed { seq, prev_hash, record })?;
     Ok(hash_unsealed(prev_hash, &unsealed))
 }
 
@@ -727,9 +680,7 @@ fn hash_unsealed(prev_hash: &str, unsealed: &[u8]) -> String {
 /// disagreement is only warned about here; `verify` reports it precisely, and
 /// refusing to open would also stop `sluice audit verify` from running.
 fn recover_state(records: &sled::Tree, meta: &sled::Tree) -> Result<ChainState, AuditError> {
-    let head = meta
-        .get(HEAD_KEY)?
-        .and_then(|bytes| serde_json::from_slice::<Head>(&bytes).ok());
+    let head = meta.get(HEAD_KEY)?.and_then(|bytes| serde_json::from_slice::<Head>(&bytes).ok());
     let tail = last_record_position(records)?;
     let mut first_seq = None;
     for entry in records.iter() {
@@ -743,10 +694,7 @@ fn recover_state(records: &sled::Tree, meta: &sled::Tree) -> Result<ChainState, 
     let (last_seq, last_hash) = match (head, tail) {
         (None, None) => (0, GENESIS_HASH.to_string()),
         (Some(head), None) => {
-            tracing::warn!(
-                head_seq = head.seq,
-                "audit log has a head but no records; run verify"
-            );
+            tracing::warn!(head_seq = head.seq, "audit log has a head but no records; run verify");
             (head.seq, head.hash)
         }
         (None, Some(tail)) => {
@@ -764,20 +712,12 @@ fn recover_state(records: &sled::Tree, meta: &sled::Tree) -> Result<ChainState, 
             (head.seq, head.hash)
         }
         (Some(head), Some(tail)) => {
-            tracing::warn!(
-                head_seq = head.seq,
-                tail_seq = tail.0,
-                "audit log has records beyond its head; run verify"
-            );
+            tracing::warn!(head_seq = head.seq, tail_seq = tail.0, "audit log has records beyond its head; run verify");
             tail
         }
     };
     let next_seq = last_seq + 1;
-    Ok(ChainState {
-        next_seq,
-        last_hash,
-        first_seq: first_seq.filter(|&s| s <= next_seq).unwrap_or(next_seq),
-    })
+    Ok(ChainState { next_seq, last_hash, first_seq: first_seq.filter(|&s| s <= next_seq).unwrap_or(next_seq) })
 }
 
 /// `(seq, hash)` of the newest record with a well-formed key. An unreadable
@@ -811,14 +751,9 @@ fn key_seq(key: &[u8]) -> Option<u64> {
 /// Maps a sled open failure, recognising the data-directory lock being held.
 fn open_error(err: sled::Error, dir: &Path) -> AuditError {
     if is_lock_error(&err) {
-        AuditError::Locked {
-            dir: dir.to_path_buf(),
-        }
+        AuditError::Locked { dir: dir.to_path_buf() }
     } else {
-        AuditError::Open {
-            dir: dir.to_path_buf(),
-            source: err,
-        }
+        AuditError::Open { dir: dir.to_path_buf(), source: err }
     }
 }
 
@@ -828,18 +763,14 @@ fn open_error(err: sled::Error, dir: &Path) -> AuditError {
 fn is_lock_error(err: &sled::Error) -> bool {
     match err {
         sled::Error::Io(e) => {
-            e.kind() == io::ErrorKind::WouldBlock
-                || e.to_string().starts_with("could not acquire lock")
+            e.kind() == io::ErrorKind::WouldBlock || e.to_string().starts_with("could not acquire lock")
         }
         _ => false,
     }
 }
 
 fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -34,11 +34,7 @@ fn record(time: u64, team: &str, decision: &str) -> AuditRecord {
         findings: BTreeMap::from([("email".to_string(), 2), ("iban".to_string(), 1)]),
         prompt_sha256: "ab".repeat(32),
         status: 200,
-        latency_us: Latencies {
-            inspect: 120,
-            upstream: 90_000,
-            total: 91_000,
-        },
+        latency_us: Latencies { inspect: 120, upstream: 90_000, total: 91_000 },
         ..AuditRecord::default()
     }
 }
@@ -59,10 +55,7 @@ fn raw(log: &AuditLog, seq: u64) -> Vec<u8> {
 }
 
 fn bad(log: &AuditLog) -> BadRecord {
-    log.verify()
-        .unwrap()
-        .first_bad
-        .expect("tampering not detected")
+    log.verify().unwrap().first_bad.expect("tampering not detected")
 }
 
 #[test]
@@ -82,13 +75,7 @@ fn reopen_continues_the_chain() {
     assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
     assert_eq!(all[0].prev_hash, GENESIS_HASH);
     assert_eq!(all[3].prev_hash, all[2].hash);
-    assert_eq!(
-        log.verify().unwrap(),
-        VerifyReport {
-            checked: 4,
-            first_bad: None
-        }
-    );
+    assert_eq!(log.verify().unwrap(), VerifyReport { checked: 4, first_bad: None });
 }
 
 #[test]
@@ -96,34 +83,20 @@ fn empty_log_verifies() {
     let (_dir, log) = log_with(0);
     assert_eq!(log.len(), 0);
     assert!(log.is_empty());
-    assert_eq!(
-        log.verify().unwrap(),
-        VerifyReport {
-            checked: 0,
-            first_bad: None
-        }
-    );
+    assert_eq!(log.verify().unwrap(), VerifyReport { checked: 0, first_bad: None });
 }
 
 #[test]
 fn clean_log_verifies_and_hash_is_recomputable_from_stored_bytes() {
     let (_dir, log) = log_with(5);
-    assert_eq!(
-        log.verify().unwrap(),
-        VerifyReport {
-            checked: 5,
-            first_bad: None
-        }
-    );
+    assert_eq!(log.verify().unwrap(), VerifyReport { checked: 5, first_bad: None });
     // The construction documented for outside auditors: cut the hash member
     // out of the stored bytes and hash prev_hash + "\n" + the rest.
     let mut prev = GENESIS_HASH.to_string();
     for seq in 1..=5 {
         let text = String::from_utf8(raw(&log, seq)).unwrap();
         let stored: StoredRecord = serde_json::from_str(&text).unwrap();
-        assert!(text.starts_with(&format!(
-            "{{\"seq\":{seq},\"prev_hash\":\"{prev}\",\"hash\":"
-        )));
+        assert!(text.starts_with(&format!("{{\"seq\":{seq},\"prev_hash\":\"{prev}\",\"hash\":")));
         let unsealed = text.replace(&format!("\"hash\":\"{}\",", stored.hash), "");
         let mut hasher = Sha256::new();
         hasher.update(prev.as_bytes());
@@ -147,17 +120,10 @@ fn sealed_bytes_are_the_canonical_stored_form() {
     ] {
         let mut out = Vec::new();
         let hash = seal_into(seq, prev, &rec, &mut out).unwrap();
-        let expected = StoredRecord {
-            seq,
-            prev_hash: prev.to_string(),
-            hash: chain_hash(seq, prev, &rec).unwrap(),
-            record: rec,
-        };
+        let expected =
+            StoredRecord { seq, prev_hash: prev.to_string(), hash: chain_hash(seq, prev, &rec).unwrap(), record: rec };
         assert_eq!(hash, expected.hash);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            serde_json::to_string(&expected).unwrap()
-        );
+        assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&expected).unwrap());
     }
 }
 
@@ -167,9 +133,7 @@ fn log_with_blocks() -> (tempfile::TempDir, AuditLog) {
     let dir = tempfile::tempdir().unwrap();
     let log = AuditLog::open(dir.path()).unwrap();
     let batch = |from: u64, to: u64| {
-        (from..=to)
-            .map(|i| record(1_000 + i, if i % 2 == 0 { "blue" } else { "red" }, "cloud"))
-            .collect::<Vec<_>>()
+        (from..=to).map(|i| record(1_000 + i, if i % 2 == 0 { "blue" } else { "red" }, "cloud")).collect::<Vec<_>>()
     };
     assert_eq!(log.append_batch(batch(1, 3)).unwrap(), 3);
     assert_eq!(log.append_batch(batch(4, 8)).unwrap(), 8);
@@ -185,9 +149,7 @@ fn a_batch_is_one_block_that_reads_verifies_and_continues() {
     let all = log.query(&AuditFilter::default()).unwrap();
     assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
     // A limit that ends inside a block keeps the newest matches.
-    let blue = log
-        .query(&AuditFilter { team: Some("blue".into()), limit: Some(3), ..AuditFilter::default() })
-        .unwrap();
+    let blue = log.query(&AuditFilter { team: Some("blue".into()), limit: Some(3), ..AuditFilter::default() }).unwrap();
     assert_eq!(blue.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![4, 6, 8]);
     drop(log);
     let log = AuditLog::open(dir.path()).unwrap();
@@ -206,10 +168,7 @@ fn edited_record_inside_a_block_is_named() {
     assert_ne!(edited, lines[2]);
     let block = [lines[0], lines[1], &edited, lines[3], lines[4]].join("\n");
     log.db.insert(4u64.to_be_bytes(), block.as_bytes()).unwrap();
-    assert_eq!(
-        bad(&log),
-        BadRecord { seq: 6, reason: "hash mismatch (record edited)".to_string() }
-    );
+    assert_eq!(bad(&log), BadRecord { seq: 6, reason: "hash mismatch (record edited)".to_string() });
 }
 
 #[test]
@@ -223,10 +182,7 @@ fn record_removed_from_inside_a_block_is_named() {
     assert_eq!(report.checked, 4);
     assert_eq!(
         report.first_bad,
-        Some(BadRecord {
-            seq: 6,
-            reason: "sequence gap: expected 5, found 6 (record removed)".to_string()
-        })
+        Some(BadRecord { seq: 6, reason: "sequence gap: expected 5, found 6 (record removed)".to_string() })
     );
 }
 
@@ -244,30 +200,16 @@ fn records_cut_from_the_end_of_the_last_block_are_detected_via_head() {
 #[test]
 fn edited_record_is_named() {
     let (_dir, log) = log_with(5);
-    let edited = String::from_utf8(raw(&log, 3))
-        .unwrap()
-        .replace("\"team\":\"red\"", "\"team\":\"blue\"");
-    log.db
-        .insert(3u64.to_be_bytes(), edited.as_bytes())
-        .unwrap();
-    assert_eq!(
-        bad(&log),
-        BadRecord {
-            seq: 3,
-            reason: "hash mismatch (record edited)".to_string()
-        }
-    );
+    let edited = String::from_utf8(raw(&log, 3)).unwrap().replace("\"team\":\"red\"", "\"team\":\"blue\"");
+    log.db.insert(3u64.to_be_bytes(), edited.as_bytes()).unwrap();
+    assert_eq!(bad(&log), BadRecord { seq: 3, reason: "hash mismatch (record edited)".to_string() });
 }
 
 #[test]
 fn added_member_with_intact_hash_is_named() {
     let (_dir, log) = log_with(3);
-    let edited = String::from_utf8(raw(&log, 2))
-        .unwrap()
-        .replacen('{', "{\"note\":\"x\",", 1);
-    log.db
-        .insert(2u64.to_be_bytes(), edited.as_bytes())
-        .unwrap();
+    let edited = String::from_utf8(raw(&log, 2)).unwrap().replacen('{', "{\"note\":\"x\",", 1);
+    log.db.insert(2u64.to_be_bytes(), edited.as_bytes()).unwrap();
     let found = bad(&log);
     assert_eq!(found.seq, 2);
     assert!(found.reason.contains("canonical"), "{}", found.reason);
@@ -277,13 +219,7 @@ fn added_member_with_intact_hash_is_named() {
 fn garbage_record_is_unreadable() {
     let (_dir, log) = log_with(3);
     log.db.insert(2u64.to_be_bytes(), &b"not json"[..]).unwrap();
-    assert_eq!(
-        bad(&log),
-        BadRecord {
-            seq: 2,
-            reason: "record unreadable".to_string()
-        }
-    );
+    assert_eq!(bad(&log), BadRecord { seq: 2, reason: "record unreadable".to_string() });
 }
 
 #[test]
@@ -294,10 +230,7 @@ fn removed_middle_record_is_named() {
     assert_eq!(report.checked, 2);
     assert_eq!(
         report.first_bad,
-        Some(BadRecord {
-            seq: 4,
-            reason: "sequence gap: expected 3, found 4 (record removed)".to_string()
-        })
+        Some(BadRecord { seq: 4, reason: "sequence gap: expected 3, found 4 (record removed)".to_string() })
     );
 }
 
@@ -306,17 +239,12 @@ fn renumbered_record_breaks_prev_hash() {
     // Record 3 removed and 4 moved into its place with its seq rewritten:
     // its stored prev_hash still names record 3.
     let (_dir, log) = log_with(4);
-    let moved = String::from_utf8(raw(&log, 4))
-        .unwrap()
-        .replacen("\"seq\":4", "\"seq\":3", 1);
+    let moved = String::from_utf8(raw(&log, 4)).unwrap().replacen("\"seq\":4", "\"seq\":3", 1);
     log.db.remove(4u64.to_be_bytes()).unwrap();
     log.db.insert(3u64.to_be_bytes(), moved.as_bytes()).unwrap();
     assert_eq!(
         bad(&log),
-        BadRecord {
-            seq: 3,
-            reason: "prev_hash does not match record 2 (removed or reordered)".to_string()
-        }
+        BadRecord { seq: 3, reason: "prev_hash does not match record 2 (removed or reordered)".to_string() }
     );
 }
 
@@ -328,10 +256,7 @@ fn swapped_records_are_named() {
     log.db.insert(4u64.to_be_bytes(), two).unwrap();
     let found = bad(&log);
     assert_eq!(found.seq, 2);
-    assert_eq!(
-        found.reason,
-        "key 2 holds record 4 (records reordered or moved)"
-    );
+    assert_eq!(found.reason, "key 2 holds record 4 (records reordered or moved)");
 }
 
 #[test]
@@ -347,11 +272,7 @@ fn removed_last_record_is_detected_via_head() {
         assert_eq!(report.checked, 4);
         let found = report.first_bad.expect("truncation not detected");
         assert_eq!(found.seq, 5);
-        assert!(
-            found.reason.contains("removed from the end"),
-            "{}",
-            found.reason
-        );
+        assert!(found.reason.contains("removed from the end"), "{}", found.reason);
         log.flush().unwrap();
     }
     // After a restart the chain continues from the head, so the hole stays
@@ -360,28 +281,18 @@ fn removed_last_record_is_detected_via_head() {
     assert_eq!(log.append(record(6, "red", "cloud")).unwrap(), 6);
     assert_eq!(
         bad(&log),
-        BadRecord {
-            seq: 6,
-            reason: "sequence gap: expected 5, found 6 (record removed)".to_string()
-        }
+        BadRecord { seq: 6, reason: "sequence gap: expected 5, found 6 (record removed)".to_string() }
     );
 }
 
 #[test]
 fn replaced_head_is_detected() {
     let (_dir, log) = log_with(3);
-    let fake = serde_json::to_vec(&Head {
-        seq: 3,
-        hash: "cd".repeat(32),
-    })
-    .unwrap();
+    let fake = serde_json::to_vec(&Head { seq: 3, hash: "cd".repeat(32) }).unwrap();
     log.meta.insert(HEAD_KEY, fake).unwrap();
     assert_eq!(
         bad(&log),
-        BadRecord {
-            seq: 3,
-            reason: "head hash does not match record 3 (head replaced)".to_string()
-        }
+        BadRecord { seq: 3, reason: "head hash does not match record 3 (head replaced)".to_string() }
     );
     log.meta.remove(HEAD_KEY).unwrap();
     assert!(bad(&log).reason.contains("head entry missing"));
@@ -402,44 +313,16 @@ fn query_filters_and_keeps_newest_within_limit() {
     for (time, team, decision) in rows {
         log.append(record(time, team, decision)).unwrap();
     }
-    let seqs = |filter: AuditFilter| -> Vec<u64> {
-        log.query(&filter).unwrap().iter().map(|r| r.seq).collect()
-    };
+    let seqs = |filter: AuditFilter| -> Vec<u64> { log.query(&filter).unwrap().iter().map(|r| r.seq).collect() };
     assert_eq!(seqs(AuditFilter::default()), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(seqs(AuditFilter { since_ms: Some(200), until_ms: Some(500), ..Default::default() }), [2, 3, 4]);
     assert_eq!(
-        seqs(AuditFilter {
-            since_ms: Some(200),
-            until_ms: Some(500),
-            ..Default::default()
-        }),
-        [2, 3, 4]
-    );
-    assert_eq!(
-        seqs(AuditFilter {
-            team: Some("red".to_string()),
-            decision: Some("cloud".to_string()),
-            ..Default::default()
-        }),
+        seqs(AuditFilter { team: Some("red".to_string()), decision: Some("cloud".to_string()), ..Default::default() }),
         [1, 4, 6]
     );
-    assert_eq!(
-        seqs(AuditFilter {
-            team: Some("red".to_string()),
-            limit: Some(2),
-            ..Default::default()
-        }),
-        [4, 6]
-    );
-    assert!(seqs(AuditFilter {
-        limit: Some(0),
-        ..Default::default()
-    })
-    .is_empty());
-    assert!(seqs(AuditFilter {
-        team: Some("green".to_string()),
-        ..Default::default()
-    })
-    .is_empty());
+    assert_eq!(seqs(AuditFilter { team: Some("red".to_string()), limit: Some(2), ..Default::default() }), [4, 6]);
+    assert!(seqs(AuditFilter { limit: Some(0), ..Default::default() }).is_empty());
+    assert!(seqs(AuditFilter { team: Some("green".to_string()), ..Default::default() }).is_empty());
     let first = &log.query(&AuditFilter::default()).unwrap()[0];
     assert_eq!(first.record, record(100, "red", "cloud"));
 }
@@ -452,26 +335,15 @@ fn concurrent_appends_form_one_chain() {
         .map(|t| {
             let log = Arc::clone(&log);
             std::thread::spawn(move || {
-                (0..200)
-                    .map(|i| log.append(record(t * 1_000 + i, "red", "cloud")).unwrap())
-                    .collect::<Vec<_>>()
+                (0..200).map(|i| log.append(record(t * 1_000 + i, "red", "cloud")).unwrap()).collect::<Vec<_>>()
             })
         })
         .collect();
-    let mut seqs: Vec<u64> = threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
+    let mut seqs: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=1600).collect::<Vec<_>>());
     assert_eq!(log.len(), 1600);
-    assert_eq!(
-        log.verify().unwrap(),
-        VerifyReport {
-            checked: 1600,
-            first_bad: None
-        }
-    );
+    assert_eq!(log.verify().unwrap(), VerifyReport { checked: 1600, first_bad: None });
 }
 
 #[test]
@@ -504,17 +376,10 @@ fn second_open_of_same_dir_reports_locked() {
 fn lock_errors_are_recognised() {
     let dir = Path::new("/var/lib/sluice/audit");
     let would_block = sled::Error::Io(io::Error::from(io::ErrorKind::WouldBlock));
-    assert!(matches!(
-        open_error(would_block, dir),
-        AuditError::Locked { .. }
-    ));
-    let sled_message = sled::Error::Io(io::Error::other(
-        "could not acquire lock on \"/x/db\": Os { code: 11, kind: WouldBlock }",
-    ));
-    assert!(matches!(
-        open_error(sled_message, dir),
-        AuditError::Locked { .. }
-    ));
+    assert!(matches!(open_error(would_block, dir), AuditError::Locked { .. }));
+    let sled_message =
+        sled::Error::Io(io::Error::other("could not acquire lock on \"/x/db\": Os { code: 11, kind: WouldBlock }"));
+    assert!(matches!(open_error(sled_message, dir), AuditError::Locked { .. }));
     let denied = sled::Error::Io(io::Error::from(io::ErrorKind::PermissionDenied));
     assert!(matches!(open_error(denied, dir), AuditError::Open { .. }));
 }

@@ -93,12 +93,10 @@ impl AuditWriter {
         let alive = Arc::new(AtomicBool::new(true));
         let guard = AliveGuard(alive.clone(), shared.clone());
         let thread_shared = shared.clone();
-        std::thread::Builder::new()
-            .name("sluice-audit".into())
-            .spawn(move || {
-                let _guard = guard;
-                run(&thread_log, &thread_shared)
-            })?;
+        std::thread::Builder::new().name("sluice-audit".into()).spawn(move || {
+            let _guard = guard;
+            run(&thread_log, &thread_shared)
+        })?;
         Ok(AuditWriter { log, shared, alive })
     }
 
@@ -262,9 +260,7 @@ mod tests {
         let log = Arc::new(AuditLog::open(dir.path()).unwrap());
         let writer = AuditWriter::start(log.clone()).unwrap();
         for i in 0..1000 {
-            writer
-                .submit(AuditRecord { team: format!("t{i}"), ..AuditRecord::default() })
-                .unwrap();
+            writer.submit(AuditRecord { team: format!("t{i}"), ..AuditRecord::default() }).unwrap();
         }
         writer.flush().unwrap();
         assert_eq!(log.len(), 1000);

@@ -4,14 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 fn patterns() -> Vec<String> {
-    [
-        "api.openai.com",
-        "*.openai.azure.com",
-        "bedrock-runtime.*.amazonaws.com",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ["api.openai.com", "*.openai.azure.com", "bedrock-runtime.*.amazonaws.com"].iter().map(|s| s.to_string()).collect()
 }
 
 fn ca_dir() -> (tempfile::TempDir, PathBuf) {
@@ -39,10 +32,7 @@ fn init_writes_private_key_and_refuses_overwrite() {
     let before = fs::read_to_string(&files.cert).unwrap();
 
     let err = init(&dir, &patterns(), false).unwrap_err();
-    assert!(
-        matches!(err, CaError::Exists(ref p) if *p == files.key),
-        "{err}"
-    );
+    assert!(matches!(err, CaError::Exists(ref p) if *p == files.key), "{err}");
     assert_eq!(fs::read_to_string(&files.cert).unwrap(), before);
 
     init(&dir, &patterns(), true).unwrap();
@@ -71,10 +61,7 @@ fn export_returns_a_constrained_ca_certificate() {
     assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
     let params = CertificateParams::from_ca_cert_pem(&pem).unwrap();
     assert_eq!(params.is_ca, IsCa::Ca(BasicConstraints::Constrained(0)));
-    assert_eq!(
-        params.distinguished_name.get(&DnType::CommonName),
-        Some(&"sluice egress CA".into())
-    );
+    assert_eq!(params.distinguished_name.get(&DnType::CommonName), Some(&"sluice egress CA".into()));
     assert!(params.key_usages.contains(&KeyUsagePurpose::KeyCertSign));
     let lifetime = params.not_after - params.not_before;
     assert!(lifetime > time::Duration::days(3649), "{lifetime}");
@@ -100,15 +87,9 @@ fn load_rejects_a_group_readable_key() {
     let key = CaFiles::in_dir(&dir).key;
     fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
     let err = Authority::load(&dir).unwrap_err();
-    assert!(
-        matches!(err, CaError::KeyPermissions { mode: 0o644, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, CaError::KeyPermissions { mode: 0o644, .. }), "{err}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("chmod 600") && msg.contains(&key.display().to_string()),
-        "{msg}"
-    );
+    assert!(msg.contains("chmod 600") && msg.contains(&key.display().to_string()), "{msg}");
 
     fs::set_permissions(&key, fs::Permissions::from_mode(0o400)).unwrap();
     Authority::load(&dir).unwrap();
@@ -127,15 +108,10 @@ fn load_rejects_a_key_from_another_ca() {
 fn leaf_for_intercepted_host_verifies_against_the_ca() {
     let (_tmp, dir) = ca_dir();
     let cache = LeafCache::new(Authority::load(&dir).unwrap(), 16, DAY);
-    for host in [
-        "api.openai.com",
-        "myres.openai.azure.com",
-        "bedrock-runtime.us-east-1.amazonaws.com",
-    ] {
+    for host in ["api.openai.com", "myres.openai.azure.com", "bedrock-runtime.us-east-1.amazonaws.com"] {
         let key = cache.certified_key(host).unwrap();
         assert_eq!(key.cert.len(), 1);
-        verify_leaf(&ca_der(&dir), &key.cert[0], host)
-            .unwrap_or_else(|e| panic!("{host}: {e}"));
+        verify_leaf(&ca_der(&dir), &key.cert[0], host).unwrap_or_else(|e| panic!("{host}: {e}"));
     }
     // The leaf is for its own host only.
     let key = cache.certified_key("api.openai.com").unwrap();
@@ -151,14 +127,8 @@ fn leaf_is_short_lived_and_backdated() {
     let params = CertificateParams::from_ca_cert_der(&leaf.key.cert[0]).unwrap();
     assert!(params.not_before <= now - time::Duration::minutes(4));
     let lifetime = params.not_after - now;
-    assert!(
-        lifetime <= time::Duration::hours(24) && lifetime > time::Duration::hours(23),
-        "{lifetime}"
-    );
-    assert!(
-        leaf.renew_after > now + time::Duration::hours(17)
-            && leaf.renew_after < now + time::Duration::hours(19)
-    );
+    assert!(lifetime <= time::Duration::hours(24) && lifetime > time::Duration::hours(23), "{lifetime}");
+    assert!(leaf.renew_after > now + time::Duration::hours(17) && leaf.renew_after < now + time::Duration::hours(19));
 }
 
 /// The issue's acceptance test: a stolen key cannot mint a certificate a
@@ -167,12 +137,7 @@ fn leaf_is_short_lived_and_backdated() {
 fn leaf_outside_the_name_constraints_fails_standard_verification() {
     let (_tmp, dir) = ca_dir();
     let authority = Authority::load(&dir).unwrap();
-    for host in [
-        "www.bank.example",
-        "amazonaws.com",
-        "s3.us-east-1.amazonaws.com",
-        "203.0.113.7",
-    ] {
+    for host in ["www.bank.example", "amazonaws.com", "s3.us-east-1.amazonaws.com", "203.0.113.7"] {
         // Bypasses the permitted check, as an attacker holding the key would.
         let leaf = authority.mint(host, DAY).unwrap();
         let err = verify_leaf(&ca_der(&dir), &leaf.key.cert[0], host).unwrap_err();
@@ -180,19 +145,13 @@ fn leaf_outside_the_name_constraints_fails_standard_verification() {
     }
     let cache = LeafCache::new(authority, 16, DAY);
     for host in ["www.bank.example", "203.0.113.7", "evilopenai.com"] {
-        assert!(
-            matches!(cache.certified_key(host), Err(CaError::NotPermitted(_))),
-            "{host}"
-        );
+        assert!(matches!(cache.certified_key(host), Err(CaError::NotPermitted(_))), "{host}");
     }
 }
 
 #[test]
 fn openssl_rejects_leaf_outside_the_name_constraints() {
-    let openssl_present = std::process::Command::new("openssl")
-        .arg("version")
-        .output()
-        .is_ok();
+    let openssl_present = std::process::Command::new("openssl").arg("version").output().is_ok();
     if !openssl_present {
         eprintln!("openssl not installed; skipping");
         return;
@@ -213,25 +172,14 @@ fn openssl_rejects_leaf_outside_the_name_constraints() {
             .unwrap();
         assert!(convert.success());
         std::process::Command::new("openssl")
-            .args([
-                "verify",
-                "-purpose",
-                "sslserver",
-                "-verify_hostname",
-                host,
-                "-CAfile",
-            ])
+            .args(["verify", "-purpose", "sslserver", "-verify_hostname", host, "-CAfile"])
             .arg(CaFiles::in_dir(&dir).cert)
             .arg(&pem_path)
             .output()
             .unwrap()
     };
     let ok = verify("api.openai.com");
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stdout) + String::from_utf8_lossy(&ok.stderr)
-    );
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout) + String::from_utf8_lossy(&ok.stderr));
     let bad = verify("www.bank.example");
     assert!(!bad.status.success());
     let out = String::from_utf8_lossy(&bad.stdout) + String::from_utf8_lossy(&bad.stderr);
@@ -246,13 +194,7 @@ fn cache_returns_the_same_key_until_renewal() {
     let again = cache.certified_key("API.OpenAI.com.").unwrap();
     assert!(Arc::ptr_eq(&first, &again));
 
-    cache
-        .lock()
-        .map
-        .get_mut("api.openai.com")
-        .unwrap()
-        .leaf
-        .renew_after = OffsetDateTime::now_utc();
+    cache.lock().map.get_mut("api.openai.com").unwrap().leaf.renew_after = OffsetDateTime::now_utc();
     let renewed = cache.certified_key("api.openai.com").unwrap();
     assert!(!Arc::ptr_eq(&first, &renewed));
 }
@@ -266,14 +208,8 @@ fn cache_evicts_the_least_recently_used_host() {
     cache.certified_key("a.openai.azure.com").unwrap();
     cache.certified_key("c.openai.azure.com").unwrap();
     assert_eq!(cache.lock().map.len(), 2);
-    assert!(Arc::ptr_eq(
-        &a,
-        &cache.certified_key("a.openai.azure.com").unwrap()
-    ));
-    assert!(!Arc::ptr_eq(
-        &b,
-        &cache.certified_key("b.openai.azure.com").unwrap()
-    ));
+    assert!(Arc::ptr_eq(&a, &cache.certified_key("a.openai.azure.com").unwrap()));
+    assert!(!Arc::ptr_eq(&b, &cache.certified_key("b.openai.azure.com").unwrap()));
     assert_eq!(cache.lock().map.len(), 2);
 }
 
@@ -289,33 +225,24 @@ fn leaf_requests_are_counted() {
         }
     });
     let text = handle.render();
-    assert!(
-        text.contains("sluice_proxy_leaf_certs_total{outcome=\"minted\"} 1"),
-        "{text}"
-    );
-    assert!(
-        text.contains("sluice_proxy_leaf_certs_total{outcome=\"cache_hit\"} 2"),
-        "{text}"
-    );
+    assert!(text.contains("sluice_proxy_leaf_certs_total{outcome=\"minted\"} 1"), "{text}");
+    assert!(text.contains("sluice_proxy_leaf_certs_total{outcome=\"cache_hit\"} 2"), "{text}");
 }
 
 #[test]
 fn server_config_completes_a_handshake_with_alpn() {
     let (_tmp, dir) = ca_dir();
     let cache = LeafCache::new(Authority::load(&dir).unwrap(), 16, DAY);
-    let server_config = cache
-        .server_config("api.openai.com", &[b"h2".to_vec(), b"http/1.1".to_vec()])
-        .unwrap();
+    let server_config = cache.server_config("api.openai.com", &[b"h2".to_vec(), b"http/1.1".to_vec()]).unwrap();
 
     let mut roots = RootCertStore::empty();
     roots.add(ca_der(&dir)).unwrap();
-    let mut client_config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut client_config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     client_config.alpn_protocols = vec![b"h2".to_vec()];
     let name = ServerName::try_from("api.openai.com").unwrap();
     let mut client = rustls::ClientConnection::new(Arc::new(client_config), name).unwrap();
@@ -358,10 +285,7 @@ fn uncovered_reports_patterns_added_after_init() {
     config.push("api.*.example.com".into());
     assert_eq!(
         authority.uncovered(&config),
-        vec![
-            "generativelanguage.googleapis.com".to_string(),
-            "api.*.example.com".to_string()
-        ]
+        vec!["generativelanguage.googleapis.com".to_string(), "api.*.example.com".to_string()]
     );
 }
 
@@ -372,10 +296,7 @@ fn unconstrained_ca_issues_for_any_host() {
     let params = CertificateParams::from_ca_cert_pem(&export(tmp.path()).unwrap()).unwrap();
     assert_eq!(params.name_constraints, None);
     let cache = LeafCache::new(Authority::load(tmp.path()).unwrap(), 4, DAY);
-    assert!(cache
-        .authority()
-        .uncovered(&["api.*.example.com".to_string()])
-        .is_empty());
+    assert!(cache.authority().uncovered(&["api.*.example.com".to_string()]).is_empty());
     let key = cache.certified_key("www.bank.example").unwrap();
     verify_leaf(&ca_der(tmp.path()), &key.cert[0], "www.bank.example").unwrap();
 }
@@ -384,14 +305,8 @@ fn unconstrained_ca_issues_for_any_host() {
 fn invalid_host_is_refused() {
     let (_tmp, dir) = ca_dir();
     let cache = LeafCache::new(Authority::load(&dir).unwrap(), 4, DAY);
-    assert!(matches!(
-        cache.certified_key("bad host.openai.azure.com"),
-        Err(CaError::InvalidHost(_))
-    ));
-    assert!(matches!(
-        cache.certified_key(""),
-        Err(CaError::InvalidHost(_))
-    ));
+    assert!(matches!(cache.certified_key("bad host.openai.azure.com"), Err(CaError::InvalidHost(_))));
+    assert!(matches!(cache.certified_key(""), Err(CaError::InvalidHost(_))));
 }
 
 #[test]
@@ -403,18 +318,9 @@ fn host_matching() {
     assert!(host_matches("*.openai.azure.com", "myres.openai.azure.com"));
     assert!(!host_matches("*.openai.azure.com", "openai.azure.com"));
     assert!(!host_matches("*.openai.azure.com", "a.b.openai.azure.com"));
-    assert!(host_matches(
-        "bedrock-runtime.*.amazonaws.com",
-        "bedrock-runtime.us-east-1.amazonaws.com"
-    ));
-    assert!(!host_matches(
-        "bedrock-runtime.*.amazonaws.com",
-        "bedrock-runtime.amazonaws.com"
-    ));
-    assert!(!host_matches(
-        "bedrock-runtime.*.amazonaws.com",
-        "bedrock.us-east-1.amazonaws.com"
-    ));
+    assert!(host_matches("bedrock-runtime.*.amazonaws.com", "bedrock-runtime.us-east-1.amazonaws.com"));
+    assert!(!host_matches("bedrock-runtime.*.amazonaws.com", "bedrock-runtime.amazonaws.com"));
+    assert!(!host_matches("bedrock-runtime.*.amazonaws.com", "bedrock.us-east-1.amazonaws.com"));
     assert!(!host_matches("*.openai.azure.com", ".openai.azure.com"));
 }
 
@@ -433,32 +339,15 @@ fn subtrees_are_exact_and_never_widened() {
     assert!(!subtrees.contains(&"api.openai.com".to_string()));
     assert!(subtrees.contains(&"openai.com".to_string()));
     assert!(subtrees.contains(&"openai.azure.com".to_string()));
-    assert_eq!(
-        subtrees
-            .iter()
-            .filter(|s| s.starts_with("generativelanguage"))
-            .count(),
-        1
-    );
-    let bedrock: Vec<_> = subtrees
-        .iter()
-        .filter(|s| s.starts_with("bedrock-runtime."))
-        .collect();
+    assert_eq!(subtrees.iter().filter(|s| s.starts_with("generativelanguage")).count(), 1);
+    let bedrock: Vec<_> = subtrees.iter().filter(|s| s.starts_with("bedrock-runtime.")).collect();
     assert_eq!(bedrock.len(), AWS_REGIONS.len());
     assert!(bedrock.contains(&&"bedrock-runtime.us-gov-west-1.amazonaws.com".to_string()));
-    assert!(subtrees
-        .iter()
-        .all(|s| !s.contains('*') && s != "amazonaws.com"));
+    assert!(subtrees.iter().all(|s| !s.contains('*') && s != "amazonaws.com"));
     assert_eq!(subtrees.len(), 3 + AWS_REGIONS.len());
 
-    for bad in [
-        "api.*.example.com",
-        "*",
-        "a.*.*.amazonaws.com",
-        "api-*.openai.com",
-        "api..openai.com",
-        "api.openai.*",
-    ] {
+    for bad in ["api.*.example.com", "*", "a.*.*.amazonaws.com", "api-*.openai.com", "api..openai.com", "api.openai.*"]
+    {
         let err = name_constraint_subtrees(&[bad.to_string()]).unwrap_err();
         assert!(matches!(err, CaError::Pattern { .. }), "{bad}");
     }

@@ -81,10 +81,7 @@ fn regions(bytes: &[u8]) -> (&[u8], Option<&[u8]>) {
     if bytes.len() <= HEAD_BYTES + TAIL_BYTES {
         (bytes, None)
     } else {
-        (
-            &bytes[..HEAD_BYTES],
-            Some(&bytes[bytes.len() - TAIL_BYTES..]),
-        )
+        (&bytes[..HEAD_BYTES], Some(&bytes[bytes.len() - TAIL_BYTES..]))
     }
 }
 
@@ -250,13 +247,7 @@ fn trim_start(s: &[u8]) -> &[u8] {
     &s[start..]
 }
 
-fn shape_features<S: Sink>(
-    text: &str,
-    head: &[u8],
-    tail: Option<&[u8]>,
-    st: &TokenState,
-    sink: &mut S,
-) {
+fn shape_features<S: Sink>(text: &str, head: &[u8], tail: Option<&[u8]>, st: &TokenState, sink: &mut S) {
     let mut shape = |name: u64, value: u64| sink.shape(bucket(mix(K_SHAPE ^ name ^ (value << 8))));
     shape(1, log2_bucket(text.len()));
     shape(2, log2_bucket(st.lines));
@@ -300,10 +291,7 @@ fn ends_like_open_code(end: &[u8]) -> bool {
     let last_line = &end[last_line_start..];
     let t = trim_start(last_line);
     (t.starts_with(b"def ") || t.starts_with(b"fn ") || t.starts_with(b"function "))
-        || (matches!(
-            end.last(),
-            Some(b'{') | Some(b':') | Some(b'(') | Some(b',')
-        ) && contains(last_line, b"("))
+        || (matches!(end.last(), Some(b'{') | Some(b':') | Some(b'(') | Some(b',')) && contains(last_line, b"("))
         || (last_line.starts_with(b"    ") && !contains(end, b"```"))
 }
 

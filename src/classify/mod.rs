@@ -120,24 +120,15 @@ impl Classifier {
                 best = c;
             }
         }
-        Prediction {
-            task: Task::ALL[best],
-            confidence: probs[best].clamp(0.0, 1.0),
-        }
+        Prediction { task: Task::ALL[best], confidence: probs[best].clamp(0.0, 1.0) }
     }
 
     fn probabilities(&self, text: &str) -> [f32; CLASSES] {
-        let mut acc = Accumulator {
-            weights: &self.weights,
-            text: [0; CLASSES],
-            shape: [0; CLASSES],
-            n_text: 0,
-        };
+        let mut acc = Accumulator { weights: &self.weights, text: [0; CLASSES], shape: [0; CLASSES], n_text: 0 };
         features::extract(text, &mut acc);
         let norm = 1.0 / (acc.n_text.max(1) as f32).sqrt();
-        let logits: [f32; CLASSES] = std::array::from_fn(|c| {
-            self.bias[c] + self.scale * (acc.text[c] as f32 * norm + acc.shape[c] as f32)
-        });
+        let logits: [f32; CLASSES] =
+            std::array::from_fn(|c| self.bias[c] + self.scale * (acc.text[c] as f32 * norm + acc.shape[c] as f32));
         let mut logits = logits;
         softmax(&mut logits);
         logits
@@ -187,10 +178,7 @@ enum WeightsError {
     Truncated,
     #[error("bad magic or version")]
     Magic,
-    #[error(
-        "weights file has {buckets} buckets x {classes} classes, expected {} x {CLASSES}",
-        features::BUCKETS
-    )]
+    #[error("weights file has {buckets} buckets x {classes} classes, expected {} x {CLASSES}", features::BUCKETS)]
     Shape { buckets: usize, classes: usize },
     #[error("weights file lists classes {0:?}, expected the order of Task::ALL")]
     Classes(String),
@@ -231,11 +219,7 @@ fn parse_weights(bytes: &[u8]) -> Result<Classifier, WeightsError> {
             out
         })
         .collect();
-    Ok(Classifier {
-        bias,
-        scale,
-        weights,
-    })
+    Ok(Classifier { bias, scale, weights })
 }
 
 struct Reader<'a> {
@@ -246,10 +230,7 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], WeightsError> {
         let end = self.pos.checked_add(n).ok_or(WeightsError::Truncated)?;
-        let out = self
-            .bytes
-            .get(self.pos..end)
-            .ok_or(WeightsError::Truncated)?;
+        let out = self.bytes.get(self.pos..end).ok_or(WeightsError::Truncated)?;
         self.pos = end;
         Ok(out)
     }
@@ -271,24 +252,15 @@ mod tests {
 
     #[test]
     fn rejects_truncated_or_foreign_weights() {
-        assert!(matches!(
-            parse_weights(&WEIGHTS[..100]),
-            Err(WeightsError::Truncated)
-        ));
-        assert!(matches!(
-            parse_weights(b"NOPE\x01\0\0\0"),
-            Err(WeightsError::Magic)
-        ));
+        assert!(matches!(parse_weights(&WEIGHTS[..100]), Err(WeightsError::Truncated)));
+        assert!(matches!(parse_weights(b"NOPE\x01\0\0\0"), Err(WeightsError::Magic)));
     }
 
     #[test]
     fn names_round_trip() {
         for t in Task::ALL {
             assert_eq!(Task::from_name(t.as_str()), Some(t));
-            assert_eq!(
-                serde_json::to_string(&t).ok(),
-                Some(format!("\"{}\"", t.as_str()))
-            );
+            assert_eq!(serde_json::to_string(&t).ok(), Some(format!("\"{}\"", t.as_str())));
         }
         assert_eq!(Task::from_name("poetry"), None);
     }
@@ -335,11 +307,7 @@ mod tests {
     #[test]
     fn confidence_in_range() {
         let c = Classifier::new();
-        for text in [
-            "hi",
-            "Classify the sentiment of this review: great phone, bad battery.",
-            "???",
-        ] {
+        for text in ["hi", "Classify the sentiment of this review: great phone, bad battery.", "???"] {
             let p = c.classify(text);
             assert!((0.0..=1.0).contains(&p.confidence), "{p:?}");
             assert!(p.confidence >= 1.0 / CLASSES as f32);

@@ -30,7 +30,8 @@ fn errors_carry_line_and_reason() {
     let text = err.to_string();
     assert!(text.starts_with("s.yaml:3:"), "{text}");
     assert!(text.contains("unknown field `lisen`"), "{text}");
-    let err = Config::parse("identity: { tokens: [ { sha256: abc, team: t, user: u } ] }", Path::new("s.yaml")).unwrap_err();
+    let err =
+        Config::parse("identity: { tokens: [ { sha256: abc, team: t, user: u } ] }", Path::new("s.yaml")).unwrap_err();
     assert!(err.to_string().contains("64 hex"));
     let err = Config::parse("upstream: { resolve: { a.com: not-an-ip } }", Path::new("s.yaml")).unwrap_err();
     assert!(err.to_string().contains("not an IP"));

@@ -3,6 +3,6 @@
 //! `origin` is an intercepted connection's own origin; `local` is the local
 //! tier (embedded mistral.rs or an external OpenAI-compatible server).
 
-pub mod upstream;
-pub mod origin;
 pub mod local;
+pub mod origin;
+pub mod upstream;

@@ -67,12 +67,7 @@ impl Origin {
     pub async fn connect(target: OriginTarget, offer: Vec<Vec<u8>>) -> Result<Origin, UpstreamError> {
         let (io, h2) = open(&target, &offer).await?;
         let sender = handshake(io, h2).await?;
-        Ok(Origin {
-            target,
-            offer,
-            h2,
-            sender: Mutex::new(Some(sender)),
-        })
+        Ok(Origin { target, offer, h2, sender: Mutex::new(Some(sender)) })
     }
 
     pub fn target(&self) -> &OriginTarget {
@@ -172,9 +167,7 @@ impl Origin {
 }
 
 fn origin_form(uri: &Uri) -> Uri {
-    uri.path_and_query()
-        .and_then(|p| p.as_str().parse().ok())
-        .unwrap_or_else(|| Uri::from_static("/"))
+    uri.path_and_query().and_then(|p| p.as_str().parse().ok()).unwrap_or_else(|| Uri::from_static("/"))
 }
 
 /// TCP to the checked address, then TLS with the host name as SNI.

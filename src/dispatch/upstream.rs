@@ -75,18 +75,13 @@ impl UpstreamClient {
             resolve: resolve.clone(),
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
         };
-        let builder = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls.clone())
-            .https_or_http()
-            .enable_http1();
+        let builder =
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls.clone()).https_or_http().enable_http1();
         // HTTP/1.1 with a warm pool costs less CPU per request than one
         // multiplexed HTTP/2 connection (measured: 21.7k vs 18.0k req/s at
         // c=64, BENCHMARKS.md); HTTP/2 is offered by ALPN when configured.
-        let https = if cfg.http2 {
-            builder.enable_http2().wrap_connector(pinned)
-        } else {
-            builder.wrap_connector(pinned)
-        };
+        let https =
+            if cfg.http2 { builder.enable_http2().wrap_connector(pinned) } else { builder.wrap_connector(pinned) };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(cfg.pool_idle_per_host)
@@ -135,16 +130,10 @@ fn tls_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, UpstreamE
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = extra_ca {
-        let pem = std::fs::read(path).map_err(|source| UpstreamError::CaFile {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let pem = std::fs::read(path).map_err(|source| UpstreamError::CaFile { path: path.to_path_buf(), source })?;
         let mut added = 0;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|source| UpstreamError::CaFile {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            let cert = cert.map_err(|source| UpstreamError::CaFile { path: path.to_path_buf(), source })?;
             roots.add(cert)?;
             added += 1;
         }
@@ -213,4 +202,3 @@ impl tower_service::Service<Uri> for PinnedConnector {
         })
     }
 }
-

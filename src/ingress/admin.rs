@@ -16,7 +16,12 @@ use tokio::sync::watch;
 use crate::body::{full, RespBody};
 use crate::pipeline::Sluice;
 
-pub async fn run(sluice: Arc<Sluice>, metrics: PrometheusHandle, listener: TcpListener, shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    sluice: Arc<Sluice>,
+    metrics: PrometheusHandle,
+    listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+) {
     let stopping = shutdown.clone();
     let limits = super::ConnLimits::admin(&sluice.config().admin, &sluice.config().gateway);
     let handler = move |req: Request<Incoming>, _peer: SocketAddr| {
@@ -36,10 +41,8 @@ fn route(sluice: &Sluice, metrics: &PrometheusHandle, stopping: bool, req: &Requ
         },
         ("GET", "/metrics") => {
             let mut resp = text(StatusCode::OK, &metrics.render());
-            resp.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
+            resp.headers_mut()
+                .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             resp
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),

@@ -14,8 +14,6 @@ pub mod gateway;
 pub mod netpolicy;
 pub mod proxy;
 
-
-
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -37,8 +35,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::config::{AdminConfig, GatewayConfig};
 use crate::body::RespBody;
+use crate::config::{AdminConfig, GatewayConfig};
 use crate::telemetry;
 
 /// How long a connection closed for idleness may take to say goodbye
@@ -81,20 +79,12 @@ impl ConnLimits {
     /// The admin listener keeps its own connection slots but the gateway's
     /// timeouts.
     pub fn admin(admin: &AdminConfig, gateway: &GatewayConfig) -> ConnLimits {
-        ConnLimits {
-            listener: "admin",
-            max_connections: admin.max_connections,
-            ..ConnLimits::gateway(gateway)
-        }
+        ConnLimits { listener: "admin", max_connections: admin.max_connections, ..ConnLimits::gateway(gateway) }
     }
 
     fn http(&self) -> auto::Builder<TokioExecutor> {
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.header_read_timeout)
-            .keep_alive(true);
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(self.header_read_timeout).keep_alive(true);
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -159,7 +149,8 @@ pub async fn serve<H, F>(
 }
 
 fn count(limits: &ConnLimits, outcome: &'static str) {
-    metrics::counter!(telemetry::LISTENER_CONNECTIONS, "listener" => limits.listener, "outcome" => outcome).increment(1);
+    metrics::counter!(telemetry::LISTENER_CONNECTIONS, "listener" => limits.listener, "outcome" => outcome)
+        .increment(1);
 }
 
 /// Answer a connection over the limit with a plain HTTP/1.1 503 and close
@@ -331,7 +322,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
 
-    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
     }
 

@@ -53,21 +53,21 @@ pub fn is_internal(ip: IpAddr) -> bool {
 /// IPv4 special-purpose blocks that are not globally reachable (RFC 6890
 /// and its updates), plus the deprecated 6to4 relay anycast block.
 const INTERNAL_V4: &[([u8; 4], u8)] = &[
-    ([0, 0, 0, 0], 8),         // "this network"
-    ([10, 0, 0, 0], 8),        // private
-    ([100, 64, 0, 0], 10),     // carrier-grade NAT
-    ([127, 0, 0, 0], 8),       // loopback
-    ([169, 254, 0, 0], 16),    // link-local, cloud metadata
-    ([172, 16, 0, 0], 12),     // private
-    ([192, 0, 0, 0], 24),      // IETF protocol assignments
-    ([192, 0, 2, 0], 24),      // TEST-NET-1
-    ([192, 88, 99, 0], 24),    // 6to4 relay anycast (deprecated)
-    ([192, 168, 0, 0], 16),    // private
-    ([198, 18, 0, 0], 15),     // benchmarking
-    ([198, 51, 100, 0], 24),   // TEST-NET-2
-    ([203, 0, 113, 0], 24),    // TEST-NET-3
-    ([224, 0, 0, 0], 4),       // multicast
-    ([240, 0, 0, 0], 4),       // reserved, and 255.255.255.255 broadcast
+    ([0, 0, 0, 0], 8),       // "this network"
+    ([10, 0, 0, 0], 8),      // private
+    ([100, 64, 0, 0], 10),   // carrier-grade NAT
+    ([127, 0, 0, 0], 8),     // loopback
+    ([169, 254, 0, 0], 16),  // link-local, cloud metadata
+    ([172, 16, 0, 0], 12),   // private
+    ([192, 0, 0, 0], 24),    // IETF protocol assignments
+    ([192, 0, 2, 0], 24),    // TEST-NET-1
+    ([192, 88, 99, 0], 24),  // 6to4 relay anycast (deprecated)
+    ([192, 168, 0, 0], 16),  // private
+    ([198, 18, 0, 0], 15),   // benchmarking
+    ([198, 51, 100, 0], 24), // TEST-NET-2
+    ([203, 0, 113, 0], 24),  // TEST-NET-3
+    ([224, 0, 0, 0], 4),     // multicast
+    ([240, 0, 0, 0], 4),     // reserved, and 255.255.255.255 broadcast
 ];
 
 fn is_internal_v4(ip: Ipv4Addr) -> bool {
@@ -81,9 +81,9 @@ fn is_internal_v4(ip: Ipv4Addr) -> bool {
 /// IPv6 blocks inside global unicast (2000::/3) that are not globally
 /// reachable. Everything outside 2000::/3 is internal anyway.
 const INTERNAL_V6_IN_GLOBAL: &[(u128, u8)] = &[
-    (0x2001_0000 << 96, 23),      // IETF protocol assignments, Teredo (2001::/32) included
-    (0x2001_0db8 << 96, 32),      // documentation
-    (0x3fff_0000 << 96, 20),      // documentation (RFC 9637)
+    (0x2001_0000 << 96, 23), // IETF protocol assignments, Teredo (2001::/32) included
+    (0x2001_0db8 << 96, 32), // documentation
+    (0x3fff_0000 << 96, 20), // documentation (RFC 9637)
 ];
 
 fn in_block(ip: u128, net: u128, prefix: u8) -> bool {
@@ -189,7 +189,19 @@ mod tests {
 
     #[test]
     fn internal_addresses() {
-        for s in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "::1", "fe80::1", "fd00::1", "::ffff:10.0.0.1"] {
+        for s in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+        ] {
             assert!(is_internal(ip(s)), "{s}");
         }
         for s in ["8.8.8.8", "104.18.6.192", "2606:4700::6810:7b9", "100.128.0.1", "172.32.0.1"] {
@@ -296,7 +308,6 @@ mod tests {
         // IPv4-compatible is internal even around a public IPv4.
         assert!(is_internal(ip("::8.8.8.8")));
     }
-
 
     #[tokio::test]
     async fn destination_rules() {

@@ -41,11 +41,11 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::LazyConfigAcceptor;
 
 use super::netpolicy::{NetPolicy, Refusal};
-use crate::relay::tunnel::{copy_with_idle, Activity, Outcome, Rewound, Tracked, TunnelReport};
+use crate::body::{full, RespBody};
 use crate::ca::{host_matches, LeafCache};
 use crate::dispatch::origin::{Origin, OriginTarget, ALPN_H1, ALPN_H2};
-use crate::body::{full, RespBody};
 use crate::pipeline::Sluice;
+use crate::relay::tunnel::{copy_with_idle, Activity, Outcome, Rewound, Tracked, TunnelReport};
 use crate::telemetry;
 use crate::wire::{ErrorKind, Identity};
 
@@ -144,11 +144,7 @@ pub async fn run(proxy: Arc<Proxy>, listener: TcpListener) {
 async fn serve_client(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr, permit: Arc<OwnedSemaphorePermit>) {
     let _open = telemetry::GaugeGuard::new(telemetry::PROXY_OPEN_CONNECTIONS);
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(true);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
     let svc_proxy = proxy.clone();
     let service = service_fn(move |req| {
         let proxy = svc_proxy.clone();
@@ -172,7 +168,12 @@ async fn serve_client(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr, pe
 
 impl Proxy {
     /// Phase 1 for every request on the proxy port.
-    async fn door(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr, permit: Arc<OwnedSemaphorePermit>) -> Response<RespBody> {
+    async fn door(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        permit: Arc<OwnedSemaphorePermit>,
+    ) -> Response<RespBody> {
         let identity = match self.authenticate(req.headers()) {
             Ok(identity) => identity,
             Err(reason) => {
@@ -249,8 +250,12 @@ impl Proxy {
                     let _ = upstream.set_nodelay(true);
                     Some(upstream)
                 }
-                Ok(Err(e)) => return self.bad_gateway(peer, &identity, &host, &format!("cannot connect to {host}:{port}: {e}")),
-                Err(_) => return self.bad_gateway(peer, &identity, &host, &format!("connecting to {host}:{port} timed out")),
+                Ok(Err(e)) => {
+                    return self.bad_gateway(peer, &identity, &host, &format!("cannot connect to {host}:{port}: {e}"))
+                }
+                Err(_) => {
+                    return self.bad_gateway(peer, &identity, &host, &format!("connecting to {host}:{port} timed out"))
+                }
             }
         };
         let upgrade = hyper::upgrade::on(&mut req);
@@ -263,7 +268,8 @@ impl Proxy {
                 Ok(client) => self.tunnel_or_intercept(TokioIo::new(client), tunnel, upstream).await,
                 Err(e) => {
                     tracing::debug!(error = %e, "CONNECT upgrade failed");
-                    let outcome = Outcome::Failed { kind: "upgrade_failed", reason: "the CONNECT upgrade failed".into() };
+                    let outcome =
+                        Outcome::Failed { kind: "upgrade_failed", reason: "the CONNECT upgrade failed".into() };
                     self.finish(&tunnel, (0, 0), outcome, None);
                 }
             }
@@ -327,7 +333,8 @@ impl Proxy {
             return self.intercept(client, tunnel, sni, addr, true).await;
         }
         let Some(mut upstream) = upstream else {
-            let outcome = Outcome::Failed { kind: "connect_failed", reason: "no connection to the CONNECT address".into() };
+            let outcome =
+                Outcome::Failed { kind: "connect_failed", reason: "no connection to the CONNECT address".into() };
             return self.finish(&tunnel, taken, outcome, None);
         };
         let _open = telemetry::GaugeGuard::new(telemetry::PROXY_OPEN_TUNNELS);
@@ -371,9 +378,17 @@ impl Proxy {
             Ok(Ok(start)) => start,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, host, "client hello unreadable");
-                return Outcome::Failed { kind: "bad_hello", reason: "the TLS library rejected the ClientHello".into() };
+                return Outcome::Failed {
+                    kind: "bad_hello",
+                    reason: "the TLS library rejected the ClientHello".into(),
+                };
             }
-            Err(_) => return Outcome::Failed { kind: "hello_timeout", reason: "the ClientHello did not arrive in time".into() },
+            Err(_) => {
+                return Outcome::Failed {
+                    kind: "hello_timeout",
+                    reason: "the ClientHello did not arrive in time".into(),
+                }
+            }
         };
         let hello = start.client_hello();
         let sni = hello.server_name().map(normalize_host);
@@ -386,7 +401,8 @@ impl Proxy {
                 reason: "the ClientHello's server name reads differently to the TLS library".into(),
             };
         }
-        let offered: Vec<Vec<u8>> = hello.alpn().map(|protocols| protocols.map(<[u8]>::to_vec).collect()).unwrap_or_default();
+        let offered: Vec<Vec<u8>> =
+            hello.alpn().map(|protocols| protocols.map(<[u8]>::to_vec).collect()).unwrap_or_default();
 
         // SNI must name the host the connection is for. When it names another
         // intercepted host, the leaf follows SNI and every request is refused
@@ -404,7 +420,10 @@ impl Proxy {
             Err(format!("TLS server name {cert_host} does not match the CONNECT host {host}"))
         } else {
             let target = self.target(&host, port, addr, true);
-            Origin::connect(target, upstream_offer).await.map(Arc::new).map_err(|e| format!("cannot reach {host}:{port}: {e}"))
+            Origin::connect(target, upstream_offer)
+                .await
+                .map(Arc::new)
+                .map_err(|e| format!("cannot reach {host}:{port}: {e}"))
         };
         // Mirror the origin: the client gets exactly the protocol the origin
         // picked from the client's own offer.
@@ -418,17 +437,26 @@ impl Proxy {
             Ok(config) => config,
             Err(e) => {
                 tracing::warn!(error = %e, host = cert_host, "cannot mint a certificate");
-                return Outcome::Failed { kind: "no_certificate", reason: format!("no certificate could be minted: {e}") };
+                return Outcome::Failed {
+                    kind: "no_certificate",
+                    reason: format!("no certificate could be minted: {e}"),
+                };
             }
         };
         let tls = match tokio::time::timeout(self.handshake_timeout, start.into_stream(config)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, host, "client TLS handshake failed");
-                return Outcome::Failed { kind: "client_handshake", reason: format!("the client's TLS handshake failed: {e}") };
+                return Outcome::Failed {
+                    kind: "client_handshake",
+                    reason: format!("the client's TLS handshake failed: {e}"),
+                };
             }
             Err(_) => {
-                return Outcome::Failed { kind: "client_handshake", reason: "the client's TLS handshake timed out".into() };
+                return Outcome::Failed {
+                    kind: "client_handshake",
+                    reason: "the client's TLS handshake timed out".into(),
+                };
             }
         };
 
@@ -468,11 +496,7 @@ impl Proxy {
         // The protocol was fixed by ALPN; the auto builder recognises the
         // HTTP/2 preface, and serves HTTP/1.1 (with upgrades) otherwise.
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .keep_alive(true);
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
         builder.http2().timer(TokioTimer::new());
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
         let outcome = if misdirected {
@@ -514,7 +538,12 @@ impl Proxy {
     }
 
     /// A plain-HTTP absolute-form request (`GET http://host/path`).
-    async fn plain_http(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr, identity: Identity) -> Response<RespBody> {
+    async fn plain_http(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        identity: Identity,
+    ) -> Response<RespBody> {
         let Some(host) = req.uri().host().map(|h| h.trim_matches(|c| c == '[' || c == ']').to_ascii_lowercase()) else {
             return text(StatusCode::BAD_REQUEST, "absolute-form request without a host");
         };
@@ -530,7 +559,13 @@ impl Proxy {
         }
     }
 
-    fn refuse_destination(&self, peer: SocketAddr, identity: &Identity, host: &str, refusal: &Refusal) -> Response<RespBody> {
+    fn refuse_destination(
+        &self,
+        peer: SocketAddr,
+        identity: &Identity,
+        host: &str,
+        refusal: &Refusal,
+    ) -> Response<RespBody> {
         let status = match refusal {
             Refusal::Resolve { .. } => StatusCode::BAD_GATEWAY,
             Refusal::Port(_) | Refusal::Private { .. } => StatusCode::FORBIDDEN,
@@ -609,8 +644,7 @@ fn basic_token(value: &str) -> Option<String> {
 fn text(status: StatusCode, message: &str) -> Response<RespBody> {
     let mut resp = Response::new(full(Bytes::from(format!("{message}\n"))));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp
 }
 

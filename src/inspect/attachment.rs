@@ -20,7 +20,8 @@ const MIN_BASE64_RUN: usize = 200;
 // -------------------------------------------------------------- data URL
 
 /// `data:[<mime>][;param]*[;base64],<payload>`, payload at least 16 chars.
-const DATA_URL: &str = r"(?i)(?-u:\b)data:[a-z]+/[a-z0-9.+\-]+(?:;[a-z0-9.+\-]+=[a-z0-9.+\-]+)*(?:;base64)?,[A-Za-z0-9+/=%._\-]{16,}";
+const DATA_URL: &str =
+    r"(?i)(?-u:\b)data:[a-z]+/[a-z0-9.+\-]+(?:;[a-z0-9.+\-]+=[a-z0-9.+\-]+)*(?:;base64)?,[A-Za-z0-9+/=%._\-]{16,}";
 
 struct DataUrl {
     re: Regex,
@@ -28,9 +29,7 @@ struct DataUrl {
 
 impl DataUrl {
     fn new() -> Self {
-        DataUrl {
-            re: compile_builtin(DATA_URL),
-        }
+        DataUrl { re: compile_builtin(DATA_URL) }
     }
 }
 
@@ -41,14 +40,7 @@ impl Detector for DataUrl {
 
     fn find(&self, text: &str, _: &Prescan, segment: usize, out: &mut Vec<Finding>) {
         for m in self.re.find_iter(text) {
-            out.push(finding(
-                Category::Attachment,
-                ATTACHMENT_KIND,
-                segment,
-                m.range(),
-                0.95,
-                "data_url",
-            ));
+            out.push(finding(Category::Attachment, ATTACHMENT_KIND, segment, m.range(), 0.95, "data_url"));
         }
     }
 }
@@ -102,14 +94,7 @@ impl Detector for Base64Run {
             covered = end;
             probe += step;
             if looks_like_payload(&bytes[start..end]) {
-                out.push(finding(
-                    Category::Attachment,
-                    ATTACHMENT_KIND,
-                    segment,
-                    start..end,
-                    0.8,
-                    "base64_run",
-                ));
+                out.push(finding(Category::Attachment, ATTACHMENT_KIND, segment, start..end, 0.8, "base64_run"));
             }
         }
     }
@@ -150,10 +135,7 @@ mod tests {
         let mut out = Vec::new();
         d.find(text, &Prescan::of(text), 0, &mut out);
         for f in &out {
-            assert_eq!(
-                (f.category, f.kind),
-                (Category::Attachment, ATTACHMENT_KIND)
-            );
+            assert_eq!((f.category, f.kind), (Category::Attachment, ATTACHMENT_KIND));
         }
         out.into_iter().map(|f| (f.span, f.validator)).collect()
     }
@@ -186,11 +168,8 @@ mod tests {
         let text = format!("payload: \"{long}==\" done");
         assert_eq!(spans(&d, &text), vec![(10..312, "base64_run")]);
         // Wrapped at 76 columns like MIME.
-        let wrapped: Vec<String> = blob(400)
-            .as_bytes()
-            .chunks(76)
-            .map(|c| String::from_utf8_lossy(c).into_owned())
-            .collect();
+        let wrapped: Vec<String> =
+            blob(400).as_bytes().chunks(76).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
         let wrapped = wrapped.join("\n");
         assert_eq!(spans(&d, &wrapped).len(), 1);
         // Short token, hex digest, repeated letters, prose.

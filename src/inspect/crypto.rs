@@ -17,9 +17,7 @@ pub(super) fn detectors() -> Vec<Box<dyn Detector>> {
 
 const BECH32: &str = r"(?-u:\b)(?:bc1|BC1|tb1)[02-9ac-hj-np-zAC-HJ-NP-Z]{8,87}(?-u:\b)";
 const ETHEREUM: &str = r"(?-u:\b)0x[0-9a-fA-F]{40}(?-u:\b)";
-const WALLET_CONTEXT: &[&str] = &[
-    "wallet", "btc", "bitcoin", "eth", "ethereum", "address", "send", "crypto", "usdt",
-];
+const WALLET_CONTEXT: &[&str] = &["wallet", "btc", "bitcoin", "eth", "ethereum", "address", "send", "crypto", "usdt"];
 
 struct Wallet {
     bech32: Regex,
@@ -28,29 +26,15 @@ struct Wallet {
 
 impl Wallet {
     fn new() -> Self {
-        Wallet {
-            bech32: compile_builtin(BECH32),
-            ethereum: compile_builtin(ETHEREUM),
-        }
+        Wallet { bech32: compile_builtin(BECH32), ethereum: compile_builtin(ETHEREUM) }
     }
 }
 
 impl Detector for Wallet {
     fn find(&self, text: &str, _: &Prescan, segment: usize, out: &mut Vec<Finding>) {
         let mut push = |span: std::ops::Range<usize>, conf: (f32, f32), v: &'static str| {
-            let conf = if context_near(text, &span, WALLET_CONTEXT) {
-                conf.1
-            } else {
-                conf.0
-            };
-            out.push(finding(
-                Category::Pii,
-                "crypto_wallet",
-                segment,
-                span,
-                conf,
-                v,
-            ));
+            let conf = if context_near(text, &span, WALLET_CONTEXT) { conf.1 } else { conf.0 };
+            out.push(finding(Category::Pii, "crypto_wallet", segment, span, conf, v));
         };
         for span in long_tokens(text.as_bytes(), 26, 35) {
             let s = &text.as_bytes()[span.clone()];
@@ -194,13 +178,7 @@ fn bech32_valid(s: &str) -> bool {
 }
 
 fn polymod(values: &[u8]) -> u32 {
-    const GEN: [u32; 5] = [
-        0x3b6a_57b2,
-        0x2650_8e6d,
-        0x1ea1_19fa,
-        0x3d42_33dd,
-        0x2a14_62b3,
-    ];
+    const GEN: [u32; 5] = [0x3b6a_57b2, 0x2650_8e6d, 0x1ea1_19fa, 0x3d42_33dd, 0x2a14_62b3];
     let mut chk: u32 = 1;
     for &v in values {
         let top = chk >> 25;
@@ -257,10 +235,7 @@ mod tests {
         assert_eq!(hits(&format!("send to {v0}")), vec![(8..50, "bech32")]);
         let taproot = "bc1p5d7rjq7g6rdk2yhzks9smlaqtedr4dekq08ge8ztwac72sfr9rusxg3297";
         assert_eq!(hits(taproot), vec![(0..taproot.len(), "bech32")]);
-        assert_eq!(
-            hits("BC1QW508D6QEJXTDG4Y5R3ZARVARY0C5XW7KV8F3T4"),
-            vec![(0..42, "bech32")]
-        );
+        assert_eq!(hits("BC1QW508D6QEJXTDG4Y5R3ZARVARY0C5XW7KV8F3T4"), vec![(0..42, "bech32")]);
         assert!(hits("bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdp").is_empty());
         assert!(hits("bc1qAr0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq").is_empty());
     }

@@ -33,10 +33,7 @@ pub struct Dictionary {
 // By hand: the derived form would print the 16 KiB of start filters.
 impl std::fmt::Debug for Dictionary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dictionary")
-            .field("matcher", &self.matcher)
-            .field("len", &self.len)
-            .finish_non_exhaustive()
+        f.debug_struct("Dictionary").field("matcher", &self.matcher).field("len", &self.len).finish_non_exhaustive()
     }
 }
 
@@ -95,8 +92,7 @@ impl Dictionary {
                 set_bit(&mut short, first | pair);
             }
         }
-        let first_nibbles =
-            nibble_table(|b| first_bytes[usize::from(b) / 64] & (1 << (b % 64)) != 0);
+        let first_nibbles = nibble_table(|b| first_bytes[usize::from(b) / 64] & (1 << (b % 64)) != 0);
         Ok(Dictionary {
             first_nibbles,
             matcher,
@@ -131,14 +127,7 @@ impl Dictionary {
                 return;
             }
             if let Some(end) = self.term_at(text, start) {
-                out.push(finding(
-                    Category::Term,
-                    TERM_KIND,
-                    segment,
-                    start..end,
-                    1.0,
-                    "dictionary",
-                ));
+                out.push(finding(Category::Term, TERM_KIND, segment, start..end, 1.0, "dictionary"));
                 pos = end;
             }
         };
@@ -187,9 +176,7 @@ impl Dictionary {
         // (this fn's cfg).
         unsafe {
             // Both 128-bit lanes shuffle with the same 16-byte table.
-            let load = |table: [u8; 16]| {
-                _mm256_broadcastsi128_si256(_mm_loadu_si128(table.as_ptr().cast()))
-            };
+            let load = |table: [u8; 16]| _mm256_broadcastsi128_si256(_mm_loadu_si128(table.as_ptr().cast()));
             let (word_lo, first_lo) = (load(word_lo), load(first_lo));
             let (ascii_hi, all_hi) = (load(ascii_hi), load(all_hi));
             let low_nibbles = _mm256_set1_epi8(15);
@@ -198,14 +185,8 @@ impl Dictionary {
                 let v = _mm256_loadu_si256(bytes.as_ptr().add(at).cast());
                 let lo = _mm256_and_si256(v, low_nibbles);
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low_nibbles);
-                let word = _mm256_and_si256(
-                    _mm256_shuffle_epi8(word_lo, lo),
-                    _mm256_shuffle_epi8(ascii_hi, hi),
-                );
-                let first = _mm256_and_si256(
-                    _mm256_shuffle_epi8(first_lo, lo),
-                    _mm256_shuffle_epi8(all_hi, hi),
-                );
+                let word = _mm256_and_si256(_mm256_shuffle_epi8(word_lo, lo), _mm256_shuffle_epi8(ascii_hi, hi));
+                let first = _mm256_and_si256(_mm256_shuffle_epi8(first_lo, lo), _mm256_shuffle_epi8(all_hi, hi));
                 let nonword = _mm256_movemask_epi8(_mm256_cmpeq_epi8(word, zero)) as u32;
                 let not_first = _mm256_movemask_epi8(_mm256_cmpeq_epi8(first, zero)) as u32;
                 let mut starts = (nonword << 1 | carry) & !not_first;
@@ -400,10 +381,7 @@ mod tests {
         let mut out = Vec::new();
         dict.find(text, 7, &mut out);
         for f in &out {
-            assert_eq!(
-                (f.category, f.kind, f.validator),
-                (Category::Term, TERM_KIND, "dictionary")
-            );
+            assert_eq!((f.category, f.kind, f.validator), (Category::Term, TERM_KIND, "dictionary"));
             assert_eq!(f.segment, 7);
         }
         out.into_iter().map(|f| f.span).collect()
@@ -420,10 +398,7 @@ mod tests {
     fn word_boundaries_reject_embedded_hits() {
         let dict = Dictionary::new(["data"]).unwrap();
         assert!(spans(&dict, "database big_data data2 metadata").is_empty());
-        assert_eq!(
-            spans(&dict, "data-lake /data/ \"data\""),
-            vec![0..4, 11..15, 18..22]
-        );
+        assert_eq!(spans(&dict, "data-lake /data/ \"data\""), vec![0..4, 11..15, 18..22]);
         // Non-ASCII letters are word characters too.
         assert_eq!(spans(&dict, "ädata dataé data"), vec![14..18]);
     }
@@ -451,14 +426,8 @@ mod tests {
     #[test]
     fn blank_terms_are_rejected() {
         let err = Dictionary::new(["ok", "  "]).unwrap_err();
-        assert!(
-            matches!(err, DictionaryError::BlankTerm { index: 1 }),
-            "{err:?}"
-        );
-        assert!(matches!(
-            Dictionary::new([""]),
-            Err(DictionaryError::BlankTerm { index: 0 })
-        ));
+        assert!(matches!(err, DictionaryError::BlankTerm { index: 1 }), "{err:?}");
+        assert!(matches!(Dictionary::new([""]), Err(DictionaryError::BlankTerm { index: 0 })));
     }
 
     #[test]
@@ -474,11 +443,7 @@ mod tests {
             let word = u64::from_le_bytes([b'x', b, b' ', b, 0xC3, b, b'_', b]);
             let tops = non_word_tops(word);
             for (i, &byte) in word.to_le_bytes().iter().enumerate() {
-                assert_eq!(
-                    tops >> (i * 8 + 7) & 1 == 1,
-                    !is_ascii_word_byte(byte),
-                    "{byte}"
-                );
+                assert_eq!(tops >> (i * 8 + 7) & 1 == 1, !is_ascii_word_byte(byte), "{byte}");
             }
             let quad = u32::from_le_bytes([b, b'Q', 0xC9, b]);
             let lower = [b, b'Q', 0xC9, b].map(|x| x.to_ascii_lowercase());
@@ -493,11 +458,7 @@ mod tests {
             let lead = " ".repeat(pad);
             let text = format!("{lead}Lynx WOLF x ab #tag xab");
             let at = |s: usize, e: usize| pad + s..pad + e;
-            assert_eq!(
-                spans(&dict, &text),
-                vec![at(0, 9), at(10, 11), at(12, 14), at(15, 19)],
-                "{text:?}"
-            );
+            assert_eq!(spans(&dict, &text), vec![at(0, 9), at(10, 11), at(12, 14), at(15, 19)], "{text:?}");
         }
         let dict = Dictionary::new(["ab", "lynx"]).unwrap();
         assert_eq!(spans(&dict, "zzzzzzz ab"), vec![8..10]);

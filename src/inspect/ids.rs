@@ -12,8 +12,8 @@ use std::ops::Range;
 use regex::Regex;
 
 use super::{
-    compile_builtin, context_near, find_in, finding, is_word_byte, joined_to_number, Category,
-    Detector, Finding, Prescan,
+    compile_builtin, context_near, find_in, finding, is_word_byte, joined_to_number, Category, Detector, Finding,
+    Prescan,
 };
 
 pub(super) fn detectors() -> Vec<Box<dyn Detector>> {
@@ -26,23 +26,13 @@ pub(super) fn detectors() -> Vec<Box<dyn Detector>> {
     ]
 }
 
-fn pii(
-    kind: &'static str,
-    segment: usize,
-    span: Range<usize>,
-    conf: f32,
-    v: &'static str,
-) -> Finding {
+fn pii(kind: &'static str, segment: usize, span: Range<usize>, conf: f32, v: &'static str) -> Finding {
     finding(Category::Pii, kind, segment, span, conf, v)
 }
 
 /// For each context-word match of `re` in `text`, the `after` bytes that
 /// follow it (cut back to a char boundary).
-fn keyword_windows<'a>(
-    re: &'a Regex,
-    text: &'a str,
-    after: usize,
-) -> impl Iterator<Item = Range<usize>> + 'a {
+fn keyword_windows<'a>(re: &'a Regex, text: &'a str, after: usize) -> impl Iterator<Item = Range<usize>> + 'a {
     re.find_iter(text).map(move |m| {
         let mut end = (m.end() + after).min(text.len());
         while !text.is_char_boundary(end) {
@@ -56,8 +46,7 @@ fn keyword_windows<'a>(
 
 /// Two prefix letters (HMRC never issues D, F, I, Q, U, V, nor O second),
 /// six digits optionally in pairs, suffix A-D.
-const NINO: &str =
-    r"(?-u:\b)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D](?-u:\b)";
+const NINO: &str = r"(?-u:\b)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D](?-u:\b)";
 /// Prefixes HMRC does not allocate.
 const NINO_BAD_PREFIXES: &[&[u8]] = &[b"BG", b"GB", b"KN", b"NK", b"NT", b"TN", b"ZZ"];
 const NINO_CONTEXT: &[&str] = &["nino", "national insurance", "ni number", "ni no", "nin"];
@@ -68,9 +57,7 @@ struct UkNino {
 
 impl UkNino {
     fn new() -> Self {
-        UkNino {
-            re: compile_builtin(NINO),
-        }
+        UkNino { re: compile_builtin(NINO) }
     }
 }
 
@@ -93,11 +80,7 @@ impl Detector for UkNino {
             if spaces != 0 && spaces != 4 {
                 continue;
             }
-            let conf = if context_near(text, &span, NINO_CONTEXT) {
-                0.95
-            } else {
-                0.8
-            };
+            let conf = if context_near(text, &span, NINO_CONTEXT) { 0.95 } else { 0.8 };
             out.push(pii("uk_nino", segment, span, conf, "nino_rules"));
         }
     }
@@ -105,9 +88,7 @@ impl Detector for UkNino {
 
 // ---------------------------------------------------------------- DOB
 
-const DOB_KEYWORDS: &[&str] = &[
-    "dob", "d.o.b", "born", "birth", "birthday", "geboren", "né le", "nee le",
-];
+const DOB_KEYWORDS: &[&str] = &["dob", "d.o.b", "born", "birth", "birthday", "geboren", "né le", "nee le"];
 const DOB_CONTEXT: &str = r"(?i)(?-u:\b)(?:dob|d\.o\.b\.?|born(?: on| in)?|date of birth|birth ?date|birthday|geboren(?: am)?|n[ée]e? le)(?-u:\b)";
 const MONTHS: &str = "jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?";
 /// How far after the context word the date may start.
@@ -131,10 +112,7 @@ impl DateOfBirth {
             ),
             months = MONTHS
         );
-        DateOfBirth {
-            context: compile_builtin(DOB_CONTEXT),
-            date: compile_builtin(&date),
-        }
+        DateOfBirth { context: compile_builtin(DOB_CONTEXT), date: compile_builtin(&date) }
     }
 }
 
@@ -187,13 +165,8 @@ impl Detector for DateOfBirth {
 /// 1-based month of an English month name or abbreviation.
 fn month_index(name: &str) -> u32 {
     let lower = name.to_ascii_lowercase();
-    const NAMES: [&str; 12] = [
-        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-    ];
-    NAMES
-        .iter()
-        .position(|n| lower.starts_with(n))
-        .map_or(0, |i| i as u32 + 1)
+    const NAMES: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+    NAMES.iter().position(|n| lower.starts_with(n)).map_or(0, |i| i as u32 + 1)
 }
 
 // ------------------------------------------- passport, driver's licence
@@ -269,18 +242,12 @@ impl Detector for ContextId {
                 let t = m.as_str().as_bytes();
                 let digits = t.iter().filter(|b| b.is_ascii_digit()).count();
                 let lowercase = t.iter().any(u8::is_ascii_lowercase);
-                (self.len.0..=self.len.1).contains(&t.len())
-                    && digits >= self.min_digits
-                    && !lowercase
+                (self.len.0..=self.len.1).contains(&t.len()) && digits >= self.min_digits && !lowercase
             });
             let Some(m) = found else { continue };
             let span = window.start + m.start()..window.start + m.end();
             // A token running past the window was cut short.
-            if text
-                .as_bytes()
-                .get(span.end)
-                .is_some_and(|&b| is_word_byte(b))
-            {
+            if text.as_bytes().get(span.end).is_some_and(|&b| is_word_byte(b)) {
                 continue;
             }
             covered = span.end;
@@ -298,9 +265,7 @@ impl Detector for ContextId {
 /// against it.
 #[cfg(test)]
 const ROUTING: &str = r"(?-u:\b)(?:[0-9]{9}|[0-9]{4}-[0-9]{4}-[0-9])(?-u:\b)";
-const ROUTING_CONTEXT: &[&str] = &[
-    "routing", "aba", "rtn", "transit", "bank", "ach", "wire", "account",
-];
+const ROUTING_CONTEXT: &[&str] = &["routing", "aba", "rtn", "transit", "bank", "ach", "wire", "account"];
 
 struct Routing;
 
@@ -312,9 +277,7 @@ impl Routing {
 
 impl Detector for Routing {
     fn find(&self, text: &str, pre: &Prescan, segment: usize, out: &mut Vec<Finding>) {
-        let candidates = pre
-            .runs(9)
-            .flat_map(|run| routing_shaped(text.as_bytes(), run));
+        let candidates = pre.runs(9).flat_map(|run| routing_shaped(text.as_bytes(), run));
         for span in candidates {
             let mut d = [0u32; 9];
             let mut n = 0;
@@ -327,11 +290,7 @@ impl Detector for Routing {
             }
             // One in ten random nine-digit numbers passes the checksum, so
             // without a banking word nearby this is only a weak signal.
-            let conf = if context_near(text, &span, ROUTING_CONTEXT) {
-                0.95
-            } else {
-                0.4
-            };
+            let conf = if context_near(text, &span, ROUTING_CONTEXT) { 0.95 } else { 0.4 };
             out.push(pii("us_bank_routing", segment, span, conf, "aba_checksum"));
         }
     }
@@ -341,11 +300,7 @@ impl Detector for Routing {
 /// overlapping, as the regex finds them: nine digits, else "dddd-dddd-d",
 /// between word boundaries.
 fn routing_shaped(bytes: &[u8], run: Range<usize>) -> Vec<Range<usize>> {
-    let digits = |at: usize, n: usize| {
-        bytes
-            .get(at..at + n)
-            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
-    };
+    let digits = |at: usize, n: usize| bytes.get(at..at + n).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
     let dash = |at: usize| bytes.get(at) == Some(&b'-');
     let bounded = |end: usize| bytes.get(end).is_none_or(|&b| !is_word_byte(b));
     let mut out = Vec::new();
@@ -382,8 +337,7 @@ fn routing_shaped(bytes: &[u8], run: Range<usize>) -> Vec<Range<usize>> {
 /// (00-12 banks, 21-32 thrifts, 61-72 electronic, 80 traveller's cheques).
 fn aba_valid(d: &[u32; 9]) -> bool {
     let prefix = d[0] * 10 + d[1];
-    let prefix_ok =
-        prefix <= 12 || (21..=32).contains(&prefix) || (61..=72).contains(&prefix) || prefix == 80;
+    let prefix_ok = prefix <= 12 || (21..=32).contains(&prefix) || (61..=72).contains(&prefix) || prefix == 80;
     let sum = 3 * (d[0] + d[3] + d[6]) + 7 * (d[1] + d[4] + d[7]) + (d[2] + d[5] + d[8]);
     prefix_ok && sum.is_multiple_of(10) && d.iter().any(|&x| x != 0)
 }
@@ -407,15 +361,7 @@ mod tests {
         let d = UkNino::new();
         assert_eq!(hits(&d, "NINO: AB123456C"), vec![(6..15, 0.95)]);
         assert_eq!(spans(&d, "mine is JG 12 34 56 A ok"), vec![8..21]);
-        for text in [
-            "GB123456A",
-            "AB123456E",
-            "DA123456A",
-            "AO123456A",
-            "AB12 3456C",
-            "XAB123456C",
-            "AB1234567C",
-        ] {
+        for text in ["GB123456A", "AB123456E", "DA123456A", "AO123456A", "AB12 3456C", "XAB123456C", "AB1234567C"] {
             assert!(spans(&d, text).is_empty(), "{text}");
         }
     }
@@ -465,11 +411,7 @@ mod tests {
         assert_eq!(hits(&d, "ABA routing 121000358"), vec![(12..21, 0.95)]);
         assert_eq!(hits(&d, "ref 0711-0130-7"), vec![(4..15, 0.4)]);
         // Bad checksum, bad prefix, all zeros.
-        for text in [
-            "routing 121000359",
-            "routing 421042111",
-            "routing 000000000",
-        ] {
+        for text in ["routing 121000359", "routing 421042111", "routing 000000000"] {
             assert!(spans(&d, text).is_empty(), "{text}");
         }
     }
@@ -482,9 +424,7 @@ mod tests {
         let mut matched = 0;
         for _ in 0..3000 {
             let mut next = || {
-                x = x
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
                 (x >> 33) as usize
             };
             let mut t = String::new();
@@ -493,10 +433,7 @@ mod tests {
             }
             let pre = Prescan::of(&t);
             let want: Vec<Range<usize>> = pre.runs(9).flat_map(|r| find_in(&re, &t, r)).collect();
-            let got: Vec<Range<usize>> = pre
-                .runs(9)
-                .flat_map(|r| routing_shaped(t.as_bytes(), r))
-                .collect();
+            let got: Vec<Range<usize>> = pre.runs(9).flat_map(|r| routing_shaped(t.as_bytes(), r)).collect();
             matched += want.len();
             assert_eq!(got, want, "{t:?}");
         }

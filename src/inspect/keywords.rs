@@ -108,13 +108,7 @@ impl KeywordGate {
             // At most one set bit per keyword, so this stays small.
             seen = seen.saturating_add(bits.count_ones() as u16);
         }
-        KeywordGate {
-            words,
-            pairs,
-            ranks,
-            groups,
-            anchors: keyed.into_iter().map(|(_, anchor)| anchor).collect(),
-        }
+        KeywordGate { words, pairs, ranks, groups, anchors: keyed.into_iter().map(|(_, anchor)| anchor).collect() }
     }
 
     pub(crate) fn words(&self) -> &[&'static str] {
@@ -149,19 +143,10 @@ impl KeywordGate {
                     let ptr = text.as_ptr().add(p);
                     let a = _mm256_cvtepu8_epi32(_mm_loadl_epi64(ptr.cast()));
                     let b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(ptr.add(1).cast()));
-                    let key = _mm256_or_si256(
-                        _mm256_or_si256(a, _mm256_slli_epi32::<8>(b)),
-                        _mm256_set1_epi32(0x2020),
-                    );
-                    let words = _mm256_i32gather_epi32::<4>(
-                        self.pairs.as_ptr().cast(),
-                        _mm256_srli_epi32::<5>(key),
-                    );
+                    let key = _mm256_or_si256(_mm256_or_si256(a, _mm256_slli_epi32::<8>(b)), _mm256_set1_epi32(0x2020));
+                    let words = _mm256_i32gather_epi32::<4>(self.pairs.as_ptr().cast(), _mm256_srli_epi32::<5>(key));
                     // Move each lane's bit to its top, where movemask reads.
-                    let shift = _mm256_sub_epi32(
-                        _mm256_set1_epi32(31),
-                        _mm256_and_si256(key, _mm256_set1_epi32(31)),
-                    );
+                    let shift = _mm256_sub_epi32(_mm256_set1_epi32(31), _mm256_and_si256(key, _mm256_set1_epi32(31)));
                     _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_sllv_epi32(words, shift)))
                 };
                 mask |= (bits as u32) << (part * 8);
@@ -212,8 +197,7 @@ impl KeywordGate {
     fn verify(&self, text: &[u8], i: usize, hits: &mut Vec<(usize, usize)>) {
         let key = pair_key(text[i], text[i + 1]);
         let bits = self.pairs[key / 64];
-        let rank = usize::from(self.ranks[key / 64])
-            + (bits & ((1u64 << (key % 64)) - 1)).count_ones() as usize;
+        let rank = usize::from(self.ranks[key / 64]) + (bits & ((1u64 << (key % 64)) - 1)).count_ones() as usize;
         let group = usize::from(self.groups[rank])..usize::from(self.groups[rank + 1]);
         for anchor in &self.anchors[group] {
             let Some(start) = i.checked_sub(usize::from(anchor.offset)) else {
@@ -228,13 +212,9 @@ impl KeywordGate {
                     let head = (u64::from_le_bytes(bytes) | anchor.letters) & anchor.mask;
                     head == anchor.head
                         && (word.len() <= 8
-                            || text
-                                .get(start + 8..end)
-                                .is_some_and(|rest| rest.eq_ignore_ascii_case(&word[8..])))
+                            || text.get(start + 8..end).is_some_and(|rest| rest.eq_ignore_ascii_case(&word[8..])))
                 }
-                None => text
-                    .get(start..end)
-                    .is_some_and(|bytes| bytes.eq_ignore_ascii_case(word)),
+                None => text.get(start..end).is_some_and(|bytes| bytes.eq_ignore_ascii_case(word)),
             };
             if matched {
                 hits.push((usize::from(anchor.word), end));
@@ -268,10 +248,8 @@ fn pair_cost(a: u8, b: u8) -> u32 {
 
 /// Per-mille frequency of a byte in English prose mixed with code.
 fn byte_frequency(b: u8) -> u32 {
-    const LETTERS: [u32; 26] = [
-        82, 15, 28, 43, 127, 22, 20, 61, 70, 2, 8, 40, 24, 67, 75, 19, 1, 60, 63, 91, 28, 10, 24,
-        2, 20, 1,
-    ];
+    const LETTERS: [u32; 26] =
+        [82, 15, 28, 43, 127, 22, 20, 61, 70, 2, 8, 40, 24, 67, 75, 19, 1, 60, 63, 91, 28, 10, 24, 2, 20, 1];
     match b {
         b'a'..=b'z' => LETTERS[usize::from(b - b'a')],
         b' ' => 180,
@@ -306,14 +284,9 @@ mod tests {
     /// The gate must report what an overlapping, ASCII case-insensitive
     /// Aho-Corasick search reports, in the same order.
     fn reference(words: &[&'static str], text: &str) -> Vec<(usize, usize)> {
-        let ac = AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::Standard)
-            .build(words)
-            .unwrap();
-        ac.find_overlapping_iter(text)
-            .map(|m| (m.pattern().as_usize(), m.end()))
-            .collect()
+        let ac =
+            AhoCorasick::builder().ascii_case_insensitive(true).match_kind(MatchKind::Standard).build(words).unwrap();
+        ac.find_overlapping_iter(text).map(|m| (m.pattern().as_usize(), m.end())).collect()
     }
 
     fn gate_hits(gate: &KeywordGate, text: &str) -> Vec<(usize, usize)> {

@@ -91,12 +91,7 @@ impl Prescan {
             }
             let (mut end, mut digits, mut dots) = (first, 0, 0);
             let mut j = first;
-            while j < bytes.len()
-                && matches!(
-                    bytes[j],
-                    b'0'..=b'9' | b' ' | b'-' | b'.' | b'(' | b')' | b'+'
-                )
-            {
+            while j < bytes.len() && matches!(bytes[j], b'0'..=b'9' | b' ' | b'-' | b'.' | b'(' | b')' | b'+') {
                 if bytes[j].is_ascii_digit() {
                     digits += 1;
                     end = j + 1;
@@ -109,10 +104,7 @@ impl Prescan {
                 pre.dotted_runs.push(first..end);
             }
             if digits >= MIN_RUN_DIGITS {
-                pre.numeric_runs.push(NumericRun {
-                    span: start..end,
-                    digits,
-                });
+                pre.numeric_runs.push(NumericRun { span: start..end, digits });
             }
             i = j;
         }
@@ -121,10 +113,7 @@ impl Prescan {
 
     /// Numeric runs with at least `min_digits` digits.
     fn runs(&self, min_digits: usize) -> impl Iterator<Item = Range<usize>> + '_ {
-        self.numeric_runs
-            .iter()
-            .filter(move |r| r.digits >= min_digits)
-            .map(|r| r.span.clone())
+        self.numeric_runs.iter().filter(move |r| r.digits >= min_digits).map(|r| r.span.clone())
     }
 }
 
@@ -167,19 +156,10 @@ fn iban_shaped_at(bytes: &[u8], first: usize) -> bool {
 /// Start of "AB123456" or "AB 12 34 56" ending at the digit `first`, with
 /// the letters at a word start.
 fn nino_shaped_at(bytes: &[u8], first: usize) -> Option<usize> {
-    let letters = if first >= 3 && bytes[first - 1] == b' ' {
-        first - 3
-    } else {
-        first.checked_sub(2)?
-    };
+    let letters = if first >= 3 && bytes[first - 1] == b' ' { first - 3 } else { first.checked_sub(2)? };
     let word_start = letters == 0 || !is_word_byte(bytes[letters - 1]);
     let upper = bytes[letters].is_ascii_uppercase() && bytes[letters + 1].is_ascii_uppercase();
-    let six = bytes[first..]
-        .iter()
-        .take(8)
-        .filter(|b| b.is_ascii_digit())
-        .count()
-        >= 6;
+    let six = bytes[first..].iter().take(8).filter(|b| b.is_ascii_digit()).count() >= 6;
     (word_start && upper && six).then_some(letters)
 }
 
@@ -188,11 +168,7 @@ fn nino_shaped_at(bytes: &[u8], first: usize) -> Option<usize> {
 /// sees the real neighbours (a non-ASCII neighbour is a non-word byte for
 /// ASCII `\b`, the same as the slice's edge). `range` must lie on char
 /// boundaries.
-fn find_in<'a>(
-    re: &'a Regex,
-    text: &'a str,
-    range: Range<usize>,
-) -> impl Iterator<Item = Range<usize>> + 'a {
+fn find_in<'a>(re: &'a Regex, text: &'a str, range: Range<usize>) -> impl Iterator<Item = Range<usize>> + 'a {
     let bytes = text.as_bytes();
     let lo = match range.start.checked_sub(1) {
         Some(before) if bytes[before].is_ascii() => before,
@@ -202,8 +178,7 @@ fn find_in<'a>(
         Some(b) if b.is_ascii() => range.end + 1,
         _ => range.end,
     };
-    re.find_iter(&text[lo..hi])
-        .map(move |m| lo + m.start()..lo + m.end())
+    re.find_iter(&text[lo..hi]).map(move |m| lo + m.start()..lo + m.end())
 }
 
 /// One built-in detector: finds one type of item in one text segment.
@@ -257,12 +232,7 @@ impl Detectors {
                 }
             }
         }
-        Detectors {
-            detectors,
-            keywords: KeywordGate::new(words),
-            keyword_owners,
-            ungated,
-        }
+        Detectors { detectors, keywords: KeywordGate::new(words), keyword_owners, ungated }
     }
 
     /// Mark in `active` the detectors worth running on `text`, and record
@@ -321,12 +291,7 @@ impl Detectors {
             }
         }
         findings.sort_by(|a, b| {
-            (a.segment, a.span.start, a.span.end, a.kind).cmp(&(
-                b.segment,
-                b.span.start,
-                b.span.end,
-                b.kind,
-            ))
+            (a.segment, a.span.start, a.span.end, a.kind).cmp(&(b.segment, b.span.start, b.span.end, b.kind))
         });
         findings
     }
@@ -334,9 +299,7 @@ impl Detectors {
 
 impl std::fmt::Debug for Detectors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Detectors")
-            .field("detectors", &self.detectors.len())
-            .finish()
+        f.debug_struct("Detectors").field("detectors", &self.detectors.len()).finish()
     }
 }
 
@@ -392,12 +355,8 @@ fn is_word_byte(b: u8) -> bool {
 fn joined_to_number(text: &str, span: &Range<usize>) -> bool {
     let bytes = text.as_bytes();
     let is_joiner = |b: u8| matches!(b, b'.' | b'-' | b'/' | b':');
-    let before = span.start >= 2
-        && is_joiner(bytes[span.start - 1])
-        && bytes[span.start - 2].is_ascii_digit();
-    let after = span.end + 1 < bytes.len()
-        && is_joiner(bytes[span.end])
-        && bytes[span.end + 1].is_ascii_digit();
+    let before = span.start >= 2 && is_joiner(bytes[span.start - 1]) && bytes[span.start - 2].is_ascii_digit();
+    let after = span.end + 1 < bytes.len() && is_joiner(bytes[span.end]) && bytes[span.end + 1].is_ascii_digit();
     before || after
 }
 
@@ -414,9 +373,7 @@ fn context_near(text: &str, span: &Range<usize>, words: &[&str]) -> bool {
     // Letters the words start with, by `byte & 31` (either case): one test
     // rules out most word starts before any comparison.
     // An empty word would match at every word start.
-    let firsts = words.iter().fold(0u32, |set, w| {
-        set | w.as_bytes().first().map_or(u32::MAX, |&b| 1 << (b & 31))
-    });
+    let firsts = words.iter().fold(0u32, |set, w| set | w.as_bytes().first().map_or(u32::MAX, |&b| 1 << (b & 31)));
     let word_at = |i: usize, limit: usize| {
         bytes[i].is_ascii_alphabetic()
             && firsts & (1 << (bytes[i] & 31)) != 0
@@ -447,14 +404,7 @@ fn finding(
     confidence: f32,
     validator: &'static str,
 ) -> Finding {
-    Finding {
-        category,
-        kind,
-        segment,
-        span,
-        confidence,
-        validator,
-    }
+    Finding { category, kind, segment, span, confidence, validator }
 }
 
 #[cfg(test)]

@@ -12,23 +12,14 @@ use std::ops::Range;
 
 use regex::Regex;
 
-use super::{
-    compile_builtin, context_near, find_in, finding, is_word_byte, Category, Detector, Finding,
-    Prescan,
-};
+use super::{compile_builtin, context_near, find_in, finding, is_word_byte, Category, Detector, Finding, Prescan};
 
 pub(super) fn detectors() -> Vec<Box<dyn Detector>> {
-    vec![
-        Box::new(Ipv4::new()),
-        Box::new(Ipv6),
-        Box::new(Mac::new()),
-        Box::new(Mac::cisco()),
-    ]
+    vec![Box::new(Ipv4::new()), Box::new(Ipv6), Box::new(Mac::new()), Box::new(Mac::cisco())]
 }
 
 const IP_CONTEXT: &[&str] = &[
-    "ip", "address", "host", "server", "client", "remote", "source", "src", "dest", "gateway",
-    "connect", "ping", "ssh",
+    "ip", "address", "host", "server", "client", "remote", "source", "src", "dest", "gateway", "connect", "ping", "ssh",
 ];
 
 // ------------------------------------------------------------------ IPv4
@@ -37,8 +28,8 @@ const IPV4: &str = r"(?-u:\b)[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?-u:
 /// Words that make a dotted quad a version number when they come right
 /// before it.
 const VERSION_WORDS: &[&str] = &[
-    "version", "ver", "ver.", "v", "v.", "release", "build", "rev", "revision", "firmware", "fw",
-    "update", "upgrade", "patch", "sdk", "tag",
+    "version", "ver", "ver.", "v", "v.", "release", "build", "rev", "revision", "firmware", "fw", "update", "upgrade",
+    "patch", "sdk", "tag",
 ];
 
 struct Ipv4 {
@@ -47,9 +38,7 @@ struct Ipv4 {
 
 impl Ipv4 {
     fn new() -> Self {
-        Ipv4 {
-            re: compile_builtin(IPV4),
-        }
+        Ipv4 { re: compile_builtin(IPV4) }
     }
 }
 
@@ -81,14 +70,7 @@ impl Detector for Ipv4 {
                     (false, false, false) => 0.85,
                     (false, false, true) => 0.95,
                 };
-                out.push(finding(
-                    Category::Pii,
-                    "ip_address",
-                    segment,
-                    span,
-                    conf,
-                    "ipv4",
-                ));
+                out.push(finding(Category::Pii, "ip_address", segment, span, conf, "ipv4"));
             }
         }
     }
@@ -132,9 +114,7 @@ fn version_before(text: &str, start: usize) -> bool {
         }
     }
     let word = &head[begin..end];
-    VERSION_WORDS
-        .iter()
-        .any(|w| word.eq_ignore_ascii_case(w.as_bytes()))
+    VERSION_WORDS.iter().any(|w| word.eq_ignore_ascii_case(w.as_bytes()))
 }
 
 // ------------------------------------------------------------------ IPv6
@@ -165,19 +145,8 @@ impl Detector for Ipv6 {
                 end -= 1;
             }
             if let Some(span) = ipv6_span(text, start..end) {
-                let conf = if context_near(text, &span, IP_CONTEXT) {
-                    0.95
-                } else {
-                    0.85
-                };
-                out.push(finding(
-                    Category::Pii,
-                    "ip_address",
-                    segment,
-                    span,
-                    conf,
-                    "ipv6",
-                ));
+                let conf = if context_near(text, &span, IP_CONTEXT) { 0.95 } else { 0.85 };
+                out.push(finding(Category::Pii, "ip_address", segment, span, conf, "ipv6"));
             }
         }
     }
@@ -273,17 +242,12 @@ impl Detector for Mac {
         for span in candidates {
             let s = &bytes[span.clone()];
             let is_sep = |b: u8| matches!(b, b':' | b'-' | b'.');
-            let glued_after = bytes
-                .get(span.end)
-                .is_some_and(|&b| is_sep(b) || is_word_byte(b))
+            let glued_after = bytes.get(span.end).is_some_and(|&b| is_sep(b) || is_word_byte(b))
                 && bytes.get(span.end + 1).is_some_and(u8::is_ascii_hexdigit);
             let glued_before = span.start >= 1
                 && (is_word_byte(bytes[span.start - 1])
-                    || (span.start >= 2
-                        && is_sep(bytes[span.start - 1])
-                        && bytes[span.start - 2].is_ascii_hexdigit()));
-            if glued_after || glued_before || bytes.get(span.end).is_some_and(|&b| is_word_byte(b))
-            {
+                    || (span.start >= 2 && is_sep(bytes[span.start - 1]) && bytes[span.start - 2].is_ascii_hexdigit()));
+            if glued_after || glued_before || bytes.get(span.end).is_some_and(|&b| is_word_byte(b)) {
                 continue;
             }
             let has_digit = s.iter().any(u8::is_ascii_digit);
@@ -298,14 +262,7 @@ impl Detector for Mac {
                 (false, true) if !dotted => 0.6,
                 _ => continue,
             };
-            out.push(finding(
-                Category::Pii,
-                "mac_address",
-                segment,
-                span,
-                conf,
-                "pattern",
-            ));
+            out.push(finding(Category::Pii, "mac_address", segment, span, conf, "pattern"));
         }
     }
 }
@@ -315,11 +272,7 @@ impl Detector for Mac {
 /// regex would find them; a match is found through its first dot, so
 /// only dots are visited.
 fn dotted_macs(bytes: &[u8]) -> Vec<Range<usize>> {
-    let hex4 = |at: usize| {
-        bytes
-            .get(at..at + 4)
-            .is_some_and(|g| g.iter().all(u8::is_ascii_hexdigit))
-    };
+    let hex4 = |at: usize| bytes.get(at..at + 4).is_some_and(|g| g.iter().all(u8::is_ascii_hexdigit));
     let mut out = Vec::new();
     let mut next_free = 0;
     for dot in memchr::memchr_iter(b'.', bytes) {
@@ -424,20 +377,12 @@ mod tests {
     #[test]
     fn mac_addresses() {
         let d = Mac::new();
-        assert_eq!(
-            hits(&d, "my MAC address 0c:80:33:28:5d:47 and"),
-            vec![(15..32, 0.95)]
-        );
+        assert_eq!(hits(&d, "my MAC address 0c:80:33:28:5d:47 and"), vec![(15..32, 0.95)]);
         assert_eq!(spans(&d, "00-1A-2B-3C-4D-5E"), vec![0..17]);
         assert!(spans(&d, "mac 0123.4567.89ab").is_empty());
         assert_eq!(spans(&Mac::cisco(), "mac 0123.4567.89ab"), vec![4..18]);
         assert!(spans(&Mac::cisco(), "id 0123.4567.89ab").is_empty());
-        for text in [
-            "0c:80:33-28:5d:47",
-            "12:30:45:11:22:33",
-            "0c:80:33:28:5d:47:aa",
-            "0c:80:33:28:5d",
-        ] {
+        for text in ["0c:80:33-28:5d:47", "12:30:45:11:22:33", "0c:80:33:28:5d:47:aa", "0c:80:33:28:5d"] {
             assert!(spans(&d, text).is_empty(), "{text}");
         }
     }
@@ -445,20 +390,7 @@ mod tests {
     #[test]
     fn dotted_macs_match_the_regex() {
         let re = compile_builtin(MAC);
-        let pieces = [
-            "0c80.3328.",
-            "0c80",
-            "3328",
-            ".",
-            "5D4",
-            "7",
-            "x",
-            " ",
-            "_",
-            "é",
-            "-",
-            ".5d47",
-        ];
+        let pieces = ["0c80.3328.", "0c80", "3328", ".", "5D4", "7", "x", " ", "_", "é", "-", ".5d47"];
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut texts: Vec<String> = vec![
             "0c80.3328.5d47".into(),
@@ -468,9 +400,7 @@ mod tests {
         for _ in 0..3000 {
             let mut t = String::new();
             let mut next = || {
-                x = x
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
                 (x >> 33) as usize
             };
             for _ in 0..next() % 24 {

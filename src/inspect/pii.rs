@@ -12,8 +12,8 @@ use std::ops::Range;
 use regex::Regex;
 
 use super::{
-    compile_builtin, context_near, find_in, finding, is_word_byte, joined_to_number, Category,
-    Detector, Finding, Prescan,
+    compile_builtin, context_near, find_in, finding, is_word_byte, joined_to_number, Category, Detector, Finding,
+    Prescan,
 };
 
 /// The PII detectors, in no particular order (`scan` sorts the output).
@@ -28,13 +28,7 @@ pub(super) fn detectors() -> Vec<Box<dyn Detector>> {
     ]
 }
 
-fn pii(
-    kind: &'static str,
-    segment: usize,
-    span: Range<usize>,
-    conf: f32,
-    v: &'static str,
-) -> Finding {
+fn pii(kind: &'static str, segment: usize, span: Range<usize>, conf: f32, v: &'static str) -> Finding {
     finding(Category::Pii, kind, segment, span, conf, v)
 }
 
@@ -54,9 +48,7 @@ struct Email {
 
 impl Email {
     fn new() -> Self {
-        Email {
-            re: compile_builtin(EMAIL),
-        }
+        Email { re: compile_builtin(EMAIL) }
     }
 }
 
@@ -72,11 +64,7 @@ impl Detector for Email {
                 continue;
             }
             let span = m.range();
-            let conf = if context_near(text, &span, EMAIL_CONTEXT) {
-                0.9
-            } else {
-                0.85
-            };
+            let conf = if context_near(text, &span, EMAIL_CONTEXT) { 0.9 } else { 0.85 };
             out.push(pii("email", segment, span, conf, "pattern"));
         }
     }
@@ -97,8 +85,8 @@ const OBFUSCATED_EMAIL: &str = concat!(
 /// Spelled-out separators can only be trusted with a real top-level
 /// domain at the end: "look at the car dot" is prose.
 const COMMON_TLDS: &[&str] = &[
-    "com", "org", "net", "edu", "gov", "mil", "int", "io", "co", "ai", "dev", "app", "info", "biz",
-    "me", "tech", "cloud", "online", "email", "xyz",
+    "com", "org", "net", "edu", "gov", "mil", "int", "io", "co", "ai", "dev", "app", "info", "biz", "me", "tech",
+    "cloud", "online", "email", "xyz",
 ];
 
 struct ObfuscatedEmail {
@@ -107,17 +95,13 @@ struct ObfuscatedEmail {
 
 impl ObfuscatedEmail {
     fn new() -> Self {
-        ObfuscatedEmail {
-            re: compile_builtin(OBFUSCATED_EMAIL),
-        }
+        ObfuscatedEmail { re: compile_builtin(OBFUSCATED_EMAIL) }
     }
 }
 
 impl Detector for ObfuscatedEmail {
     fn keywords(&self) -> &[&'static str] {
-        &[
-            "[at]", "(at)", "{at}", "<at>", " dot ", "[dot]", "(dot)", "{dot}", "[.]",
-        ]
+        &["[at]", "(at)", "{at}", "<at>", " dot ", "[dot]", "(dot)", "{dot}", "[.]"]
     }
 
     fn find(&self, text: &str, _: &Prescan, segment: usize, out: &mut Vec<Finding>) {
@@ -126,39 +110,26 @@ impl Detector for ObfuscatedEmail {
             let lower = s.to_ascii_lowercase();
             // A plain address is the Email detector's; this one only takes
             // candidates with at least one disguised separator.
-            let bracketed = [
-                "[at]", "(at)", "{at}", "<at>", "[dot]", "(dot)", "{dot}", "[.]",
-            ]
-            .iter()
-            .any(|w| lower.contains(w));
+            let bracketed =
+                ["[at]", "(at)", "{at}", "<at>", "[dot]", "(dot)", "{dot}", "[.]"].iter().any(|w| lower.contains(w));
             let spelled = lower.split_whitespace().any(|w| w == "at" || w == "dot");
             if !bracketed && !spelled {
                 continue;
             }
-            let tld = lower
-                .rsplit(|c: char| !c.is_ascii_alphanumeric() && c != '-')
-                .next()
-                .unwrap_or("");
+            let tld = lower.rsplit(|c: char| !c.is_ascii_alphanumeric() && c != '-').next().unwrap_or("");
             let tld_ok = if bracketed {
                 (2..=24).contains(&tld.len()) && tld.bytes().all(|b| b.is_ascii_alphabetic())
             } else {
-                COMMON_TLDS.contains(&tld)
-                    || (tld.len() == 2 && tld.bytes().all(|b| b.is_ascii_alphabetic()))
+                COMMON_TLDS.contains(&tld) || (tld.len() == 2 && tld.bytes().all(|b| b.is_ascii_alphabetic()))
             };
             // Spelled-out forms need "dot" in the domain, or "look at x.com"
             // would read as an address.
-            let domain_dotted = lower
-                .rsplit_once(" at ")
-                .is_none_or(|(_, d)| d.contains("dot") || d.contains("[.]"));
+            let domain_dotted = lower.rsplit_once(" at ").is_none_or(|(_, d)| d.contains("dot") || d.contains("[.]"));
             if !tld_ok || (!bracketed && !domain_dotted) {
                 continue;
             }
             let span = m.range();
-            let conf = if context_near(text, &span, EMAIL_CONTEXT) {
-                0.85
-            } else {
-                0.75
-            };
+            let conf = if context_near(text, &span, EMAIL_CONTEXT) { 0.85 } else { 0.75 };
             out.push(pii("email", segment, span, conf, "deobfuscated"));
         }
     }
@@ -169,15 +140,7 @@ impl Detector for ObfuscatedEmail {
 /// 13-19 contiguous digits, 4-4-4-(1..4)(-3), or Amex/Diners 4-6-(4|5).
 /// Separators are space, dash or dot; the code requires one kind throughout.
 const CARD: &str = r"(?-u:\b)(?:[0-9]{13,19}|[0-9]{4}[ .\-][0-9]{4}[ .\-][0-9]{4}[ .\-][0-9]{1,4}(?:[ .\-][0-9]{3})?|[0-9]{4}[ .\-][0-9]{6}[ .\-][0-9]{4,5})(?-u:\b)";
-const CARD_CONTEXT: &[&str] = &[
-    "card",
-    "credit",
-    "debit",
-    "visa",
-    "mastercard",
-    "amex",
-    "payment",
-];
+const CARD_CONTEXT: &[&str] = &["card", "credit", "debit", "visa", "mastercard", "amex", "payment"];
 
 struct CreditCard {
     re: Regex,
@@ -185,9 +148,7 @@ struct CreditCard {
 
 impl CreditCard {
     fn new() -> Self {
-        CreditCard {
-            re: compile_builtin(CARD),
-        }
+        CreditCard { re: compile_builtin(CARD) }
     }
 }
 
@@ -231,10 +192,7 @@ impl Digits {
 /// Digit values of a card candidate; `None` when it mixes separators or
 /// the digit count is outside 13..=19.
 fn card_digits(candidate: &[u8]) -> Option<Digits> {
-    let mut digits = Digits {
-        buf: [0; 19],
-        len: 0,
-    };
+    let mut digits = Digits { buf: [0; 19], len: 0 };
     let mut separator = None;
     for &b in candidate {
         if b.is_ascii_digit() {
@@ -275,8 +233,7 @@ fn issuer_accepts(d: &[u8]) -> bool {
             amex || jcb || (diners && n >= 14)
         }
         6 => {
-            let discover =
-                prefix(d, 4) == 6011 || prefix(d, 2) == 65 || (644..=649).contains(&prefix(d, 3));
+            let discover = prefix(d, 4) == 6011 || prefix(d, 2) == 65 || (644..=649).contains(&prefix(d, 3));
             discover && n >= 16
         }
         _ => false,
@@ -334,8 +291,7 @@ impl Detector for UsSsn {
     fn find(&self, text: &str, pre: &Prescan, segment: usize, out: &mut Vec<Finding>) {
         let candidates = pre.runs(9).flat_map(|run| ssn_shaped(text.as_bytes(), run));
         for span in candidates {
-            let Some((dashed, area, group, serial)) = ssn_parts(text[span.clone()].as_bytes())
-            else {
+            let Some((dashed, area, group, serial)) = ssn_parts(text[span.clone()].as_bytes()) else {
                 continue;
             };
             if !ssn_allocatable(area, group, serial) || joined_to_number(text, &span) {
@@ -357,11 +313,7 @@ impl Detector for UsSsn {
 /// as the regex finds them. Digits and separators are distinct, so at
 /// each start the pattern matches in at most one way.
 fn ssn_shaped(bytes: &[u8], run: Range<usize>) -> Vec<Range<usize>> {
-    let digits = |at: usize, n: usize| {
-        bytes
-            .get(at..at + n)
-            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
-    };
+    let digits = |at: usize, n: usize| bytes.get(at..at + n).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
     let separator = |at: usize| usize::from(matches!(bytes.get(at), Some(b' ' | b'-')));
     let mut out = Vec::new();
     let mut start = run.start;
@@ -404,12 +356,7 @@ fn ssn_parts(candidate: &[u8]) -> Option<(bool, u32, u32, u32)> {
         (2, [b' ', b' ']) => false,
         _ => return None,
     };
-    Some((
-        dashed,
-        value / 1_000_000,
-        value / 10_000 % 100,
-        value % 10_000,
-    ))
+    Some((dashed, value / 1_000_000, value / 10_000 % 100, value % 10_000))
 }
 
 /// SSA allocation rules plus the two numbers printed in every example.
@@ -429,20 +376,8 @@ const PHONE: &str = concat!(
     r"|[2-9][0-9]{2}\.[2-9][0-9]{2}\.|[2-9][0-9]{2} [2-9][0-9]{2} )[0-9]{4}(?-u:\b)",
     r"|\+[1-9][0-9]*(?:(?:[ .\-]?\([0-9]{1,4}\))?[ .\-]?[0-9]+)*(?-u:\b)",
 );
-const PHONE_CONTEXT: &[&str] = &[
-    "phone",
-    "telephone",
-    "tel:",
-    "tel.",
-    "tel ",
-    "mobile",
-    "cell",
-    "call",
-    "fax",
-    "whatsapp",
-    "sms",
-    "contact",
-];
+const PHONE_CONTEXT: &[&str] =
+    &["phone", "telephone", "tel:", "tel.", "tel ", "mobile", "cell", "call", "fax", "whatsapp", "sms", "contact"];
 
 struct Phone {
     re: Regex,
@@ -450,9 +385,7 @@ struct Phone {
 
 impl Phone {
     fn new() -> Self {
-        Phone {
-            re: compile_builtin(PHONE),
-        }
+        Phone { re: compile_builtin(PHONE) }
     }
 }
 
@@ -463,9 +396,7 @@ impl Detector for Phone {
         for span in candidates {
             // The regex cannot demand a boundary before '(' or '+', so the
             // left edge is checked here: no word byte and no '+' glued on.
-            if span.start > 0
-                && (is_word_byte(bytes[span.start - 1]) || bytes[span.start - 1] == b'+')
-            {
+            if span.start > 0 && (is_word_byte(bytes[span.start - 1]) || bytes[span.start - 1] == b'+') {
                 continue;
             }
             if joined_to_number(text, &span) {
@@ -506,8 +437,7 @@ fn nanp_shape(s: &[u8]) -> bool {
 // ----------------------------------------------------------------- IBAN
 
 /// Country, check digits, then the BBAN compact or in groups of four.
-const IBAN: &str =
-    r"(?-u:\b)[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?)(?-u:\b)";
+const IBAN: &str = r"(?-u:\b)[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?)(?-u:\b)";
 /// Longest IBAN (34 characters) plus its spaces, with room to spare.
 const IBAN_WINDOW: usize = 48;
 const IBAN_CONTEXT: &[&str] = &["iban", "account", "bank", "konto", "transfer", "wire"];
@@ -518,9 +448,7 @@ struct Iban {
 
 impl Iban {
     fn new() -> Self {
-        Iban {
-            re: compile_builtin(IBAN),
-        }
+        Iban { re: compile_builtin(IBAN) }
     }
 }
 
@@ -574,11 +502,7 @@ impl Detector for Iban {
             }
             let span = m.start..m.start + end;
             covered = span.end;
-            let conf = if context_near(text, &span, IBAN_CONTEXT) {
-                0.95
-            } else {
-                0.9
-            };
+            let conf = if context_near(text, &span, IBAN_CONTEXT) { 0.95 } else { 0.9 };
             out.push(pii("iban", segment, span, conf, "mod97"));
         }
     }
@@ -627,9 +551,7 @@ mod tests {
     fn hits(d: &dyn Detector, text: &str) -> Vec<(Range<usize>, f32, &'static str)> {
         let mut out = Vec::new();
         d.find(text, &Prescan::of(text), 0, &mut out);
-        out.into_iter()
-            .map(|f| (f.span, f.confidence, f.validator))
-            .collect()
+        out.into_iter().map(|f| (f.span, f.confidence, f.validator)).collect()
     }
 
     fn spans(d: &dyn Detector, text: &str) -> Vec<Range<usize>> {
@@ -641,21 +563,12 @@ mod tests {
         let d = Email::new();
         assert_eq!(spans(&d, "info@presidio.site"), vec![0..18]);
         assert_eq!(
-            spans(
-                &d,
-                "try one of these emails: info@presidio.site or anotherinfo@presidio.site"
-            ),
+            spans(&d, "try one of these emails: info@presidio.site or anotherinfo@presidio.site"),
             vec![25..43, 47..72]
         );
-        assert_eq!(
-            spans(&d, "my email is user@xn--80ak6aa92e.com today"),
-            vec![12..35]
-        );
+        assert_eq!(spans(&d, "my email is user@xn--80ak6aa92e.com today"), vec![12..35]);
         assert_eq!(spans(&d, "a@xn--d1acufc.xn--p1ai"), vec![0..22]);
-        assert_eq!(
-            spans(&d, "<jane.o'neil+tag@mail.example.co.uk>"),
-            vec![1..35]
-        );
+        assert_eq!(spans(&d, "<jane.o'neil+tag@mail.example.co.uk>"), vec![1..35]);
         let h = hits(&d, "email: a.b@example.com");
         assert_eq!(h, vec![(7..22, 0.9, "pattern")]);
         assert_eq!(hits(&d, "ping a.b@example.com")[0].1, 0.85);
@@ -675,10 +588,7 @@ mod tests {
     fn obfuscated_emails() {
         let d = ObfuscatedEmail::new();
         for (text, want) in [
-            (
-                "write john dot doe at example dot com today",
-                "john dot doe at example dot com",
-            ),
+            ("write john dot doe at example dot com today", "john dot doe at example dot com"),
             ("john[at]example[.]com", "john[at]example[.]com"),
             ("Jane (at) corp (dot) io", "Jane (at) corp (dot) io"),
             ("mail: ops[at]acme.co.uk", "ops[at]acme.co.uk"),
@@ -714,10 +624,7 @@ mod tests {
         ] {
             assert_eq!(spans(&d, number), vec![0..number.len()], "{number}");
         }
-        assert_eq!(
-            hits(&d, "my credit card: 4111 1111 1111 1111."),
-            vec![(16..35, 0.95, "luhn")]
-        );
+        assert_eq!(hits(&d, "my credit card: 4111 1111 1111 1111."), vec![(16..35, 0.95, "luhn")]);
         assert_eq!(hits(&d, "ref 4111111111111111")[0].1, 0.9);
     }
 
@@ -730,15 +637,9 @@ mod tests {
         // Luhn passes but no major-network prefix (UATP, Maestro, Dankort).
         assert!(spans(&d, "122000000000003 6759649826438453 5019717010103742").is_empty());
         // Maestro is accepted next to a card word.
-        assert_eq!(
-            hits(&d, "maestro card 6759649826438453"),
-            vec![(13..29, 0.85, "luhn")]
-        );
+        assert_eq!(hits(&d, "maestro card 6759649826438453"), vec![(13..29, 0.85, "luhn")]);
         // Legacy 15-digit JCB.
-        assert_eq!(
-            spans(&d, "213176828496175 180016070420458"),
-            vec![0..15, 16..31]
-        );
+        assert_eq!(spans(&d, "213176828496175 180016070420458"), vec![0..15, 16..31]);
         // Dotted card numbers are one obfuscation.
         assert_eq!(spans(&d, "4111.1111.1111.1111"), vec![0..19]);
         // Amex prefix at the wrong length.
@@ -752,14 +653,8 @@ mod tests {
     #[test]
     fn ssn_dashed_needs_no_context() {
         let d = UsSsn::new();
-        assert_eq!(
-            hits(&d, "id 219-09-9999 on file"),
-            vec![(3..14, 0.85, "ssn_rules")]
-        );
-        assert_eq!(
-            hits(&d, "SSN: 078-05-1123"),
-            vec![(5..16, 0.95, "ssn_rules")]
-        );
+        assert_eq!(hits(&d, "id 219-09-9999 on file"), vec![(3..14, 0.85, "ssn_rules")]);
+        assert_eq!(hits(&d, "SSN: 078-05-1123"), vec![(5..16, 0.95, "ssn_rules")]);
     }
 
     #[test]
@@ -767,10 +662,7 @@ mod tests {
         let d = UsSsn::new();
         assert!(spans(&d, "abc 078 05 1123 abc").is_empty());
         assert!(spans(&d, "078051123").is_empty());
-        assert_eq!(
-            hits(&d, "ssn 078 05 1123 abc"),
-            vec![(4..15, 0.9, "ssn_rules")]
-        );
+        assert_eq!(hits(&d, "ssn 078 05 1123 abc"), vec![(4..15, 0.9, "ssn_rules")]);
         assert_eq!(spans(&d, "social security number 078051123"), vec![23..32]);
     }
 
@@ -802,10 +694,7 @@ mod tests {
         assert_eq!(spans(&d, text), vec![16..30, 60..75]);
         assert_eq!(spans(&d, "_: (415)555-0132"), vec![3..16]);
         assert_eq!(spans(&d, "US: 415-555-0132"), vec![4..16]);
-        assert_eq!(
-            spans(&d, "dial 1-800-555-1234 or 415.555.0132"),
-            vec![5..19, 23..35]
-        );
+        assert_eq!(spans(&d, "dial 1-800-555-1234 or 415.555.0132"), vec![5..19, 23..35]);
         assert_eq!(hits(&d, "phone: 415-555-0132")[0].1, 0.85);
         assert_eq!(hits(&d, "see 415-555-0132")[0].1, 0.7);
     }
@@ -864,11 +753,7 @@ mod tests {
             "SE4550000000058398257466",
             "IE29AIBK93115212345678",
         ] {
-            assert_eq!(
-                hits(&d, iban),
-                vec![(0..iban.len(), 0.9, "mod97")],
-                "{iban}"
-            );
+            assert_eq!(hits(&d, iban), vec![(0..iban.len(), 0.9, "mod97")], "{iban}");
         }
         assert_eq!(hits(&d, "IBAN: DE89370400440532013000")[0].1, 0.95);
     }
@@ -898,12 +783,8 @@ mod tests {
 
     #[test]
     fn luhn_and_mod97_helpers() {
-        assert!(luhn_valid(&[
-            4, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1
-        ]));
-        assert!(!luhn_valid(&[
-            4, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2
-        ]));
+        assert!(luhn_valid(&[4, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]));
+        assert!(!luhn_valid(&[4, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2]));
         assert!(mod97_valid(b"GB82WEST12345698765432"));
         assert!(!mod97_valid(b"GB82WEST12345698765433"));
     }
@@ -916,9 +797,7 @@ mod tests {
         let mut matched = 0;
         for _ in 0..3000 {
             let mut next = || {
-                x = x
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
                 (x >> 33) as usize
             };
             let mut t = String::new();
@@ -927,10 +806,7 @@ mod tests {
             }
             let pre = Prescan::of(&t);
             let want: Vec<Range<usize>> = pre.runs(9).flat_map(|r| find_in(&re, &t, r)).collect();
-            let got: Vec<Range<usize>> = pre
-                .runs(9)
-                .flat_map(|r| ssn_shaped(t.as_bytes(), r))
-                .collect();
+            let got: Vec<Range<usize>> = pre.runs(9).flat_map(|r| ssn_shaped(t.as_bytes(), r)).collect();
             matched += want.len();
             assert_eq!(got, want, "{t:?}");
         }

@@ -46,14 +46,7 @@ const fn spec(
     check: Check,
     confidence: f32,
 ) -> Spec {
-    Spec {
-        kind,
-        keywords,
-        pattern,
-        group,
-        check,
-        confidence,
-    }
+    Spec { kind, keywords, pattern, group, check, confidence }
 }
 
 use Check::{Entropy, Format, Jwt, UrlPassword};
@@ -70,38 +63,10 @@ const SPECS: &[Spec] = &[
         Entropy(3.5),
         0.9,
     ),
-    spec(
-        "gcp_service_account",
-        &["private_key_id"],
-        r#""private_key_id"\s*:\s*"([a-f0-9]{40})""#,
-        1,
-        Format,
-        0.95,
-    ),
-    spec(
-        "gcp_service_account",
-        &["service_account"],
-        r#""type"\s*:\s*"service_account""#,
-        0,
-        Format,
-        0.85,
-    ),
-    spec(
-        "gcp_api_key",
-        &["aiza"],
-        r"(?-u:\b)AIza[0-9A-Za-z_\-]{35}(?-u:\b)",
-        0,
-        Format,
-        0.9,
-    ),
-    spec(
-        "azure_storage_key",
-        &["accountkey"],
-        r"(?i)AccountKey=([A-Za-z0-9+/]{86}==)",
-        1,
-        Format,
-        0.95,
-    ),
+    spec("gcp_service_account", &["private_key_id"], r#""private_key_id"\s*:\s*"([a-f0-9]{40})""#, 1, Format, 0.95),
+    spec("gcp_service_account", &["service_account"], r#""type"\s*:\s*"service_account""#, 0, Format, 0.85),
+    spec("gcp_api_key", &["aiza"], r"(?-u:\b)AIza[0-9A-Za-z_\-]{35}(?-u:\b)", 0, Format, 0.9),
+    spec("azure_storage_key", &["accountkey"], r"(?i)AccountKey=([A-Za-z0-9+/]{86}==)", 1, Format, 0.95),
     spec(
         "azure_storage_key",
         &["sharedaccesssignature", "sig="],
@@ -126,14 +91,7 @@ const SPECS: &[Spec] = &[
         Entropy(3.5),
         0.85,
     ),
-    spec(
-        "alibaba_key",
-        &["ltai"],
-        r"(?-u:\b)LTAI[A-Za-z0-9]{20}(?-u:\b)",
-        0,
-        Format,
-        0.85,
-    ),
+    spec("alibaba_key", &["ltai"], r"(?-u:\b)LTAI[A-Za-z0-9]{20}(?-u:\b)", 0, Format, 0.85),
     spec(
         "digitalocean_token",
         &["dop_v1_", "doo_v1_", "dor_v1_"],
@@ -142,14 +100,7 @@ const SPECS: &[Spec] = &[
         Format,
         0.95,
     ),
-    spec(
-        "heroku_key",
-        &["hrku-"],
-        r"(?-u:\b)HRKU-AA[0-9A-Za-z_\-]{58}(?-u:\b)",
-        0,
-        Format,
-        0.95,
-    ),
+    spec("heroku_key", &["hrku-"], r"(?-u:\b)HRKU-AA[0-9A-Za-z_\-]{58}(?-u:\b)", 0, Format, 0.95),
     spec(
         "heroku_key",
         &["heroku"],
@@ -166,14 +117,7 @@ const SPECS: &[Spec] = &[
         Format,
         0.9,
     ),
-    spec(
-        "vault_token",
-        &["hvs.", "hvb."],
-        r"(?-u:\b)hv[sb]\.[A-Za-z0-9_\-]{90,300}(?-u:\b)",
-        0,
-        Format,
-        0.95,
-    ),
+    spec("vault_token", &["hvs.", "hvb."], r"(?-u:\b)hv[sb]\.[A-Za-z0-9_\-]{90,300}(?-u:\b)", 0, Format, 0.95),
     spec(
         "terraform_token",
         &["atlasv1"],
@@ -182,14 +126,7 @@ const SPECS: &[Spec] = &[
         Format,
         0.95,
     ),
-    spec(
-        "pulumi_token",
-        &["pul-"],
-        r"(?-u:\b)pul-[a-f0-9]{40}(?-u:\b)",
-        0,
-        Format,
-        0.9,
-    ),
+    spec("pulumi_token", &["pul-"], r"(?-u:\b)pul-[a-f0-9]{40}(?-u:\b)", 0, Format, 0.9),
     spec(
         "planetscale_token",
         &["pscale_"],
@@ -198,22 +135,8 @@ const SPECS: &[Spec] = &[
         Format,
         0.95,
     ),
-    spec(
-        "doppler_token",
-        &["dp.pt."],
-        r"(?-u:\b)dp\.pt\.[A-Za-z0-9]{43}(?-u:\b)",
-        0,
-        Format,
-        0.95,
-    ),
-    spec(
-        "databricks_token",
-        &["dapi"],
-        r"(?-u:\b)dapi[a-f0-9]{32}(?:-[0-9])?(?-u:\b)",
-        0,
-        Entropy(3.0),
-        0.85,
-    ),
+    spec("doppler_token", &["dp.pt."], r"(?-u:\b)dp\.pt\.[A-Za-z0-9]{43}(?-u:\b)", 0, Format, 0.95),
+    spec("databricks_token", &["dapi"], r"(?-u:\b)dapi[a-f0-9]{32}(?:-[0-9])?(?-u:\b)", 0, Entropy(3.0), 0.85),
     // ---- source hosting and package registries
     spec(
         "gitlab_token",
@@ -235,22 +158,8 @@ const SPECS: &[Spec] = &[
         Format,
         0.95,
     ),
-    spec(
-        "npm_token",
-        &["npm_"],
-        r"(?-u:\b)npm_[A-Za-z0-9]{36}(?-u:\b)",
-        0,
-        Format,
-        0.95,
-    ),
-    spec(
-        "pypi_token",
-        &["pypi-ageichlwas5vcmc"],
-        r"pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\-]{50,}",
-        0,
-        Format,
-        0.95,
-    ),
+    spec("npm_token", &["npm_"], r"(?-u:\b)npm_[A-Za-z0-9]{36}(?-u:\b)", 0, Format, 0.95),
+    spec("pypi_token", &["pypi-ageichlwas5vcmc"], r"pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\-]{50,}", 0, Format, 0.95),
     spec(
         "huggingface_token",
         &["hf_", "api_org_"],
@@ -259,14 +168,7 @@ const SPECS: &[Spec] = &[
         Entropy(3.0),
         0.9,
     ),
-    spec(
-        "atlassian_token",
-        &["atatt3"],
-        r"(?-u:\b)ATATT3[A-Za-z0-9_\-=]{186}",
-        0,
-        Format,
-        0.95,
-    ),
+    spec("atlassian_token", &["atatt3"], r"(?-u:\b)ATATT3[A-Za-z0-9_\-=]{186}", 0, Format, 0.95),
     spec(
         "atlassian_token",
         &["atlassian", "confluence", "jira"],
@@ -275,14 +177,7 @@ const SPECS: &[Spec] = &[
         Entropy(3.5),
         0.8,
     ),
-    spec(
-        "linear_key",
-        &["lin_api_"],
-        r"(?-u:\b)lin_api_[A-Za-z0-9]{40}(?-u:\b)",
-        0,
-        Format,
-        0.95,
-    ),
+    spec("linear_key", &["lin_api_"], r"(?-u:\b)lin_api_[A-Za-z0-9]{40}(?-u:\b)", 0, Format, 0.95),
     spec(
         "notion_token",
         &["secret_", "ntn_"],
@@ -291,20 +186,11 @@ const SPECS: &[Spec] = &[
         Entropy(3.5),
         0.85,
     ),
-    spec(
-        "postman_key",
-        &["pmak-"],
-        r"(?-u:\b)PMAK-[a-fA-F0-9]{24}-[a-fA-F0-9]{34}(?-u:\b)",
-        0,
-        Format,
-        0.95,
-    ),
+    spec("postman_key", &["pmak-"], r"(?-u:\b)PMAK-[a-fA-F0-9]{24}-[a-fA-F0-9]{34}(?-u:\b)", 0, Format, 0.95),
     // ---- messaging
     spec(
         "slack_token",
-        &[
-            "xoxb-", "xoxa-", "xoxp-", "xoxr-", "xoxs-", "xoxo-", "xoxe", "xapp-",
-        ],
+        &["xoxb-", "xoxa-", "xoxp-", "xoxr-", "xoxs-", "xoxo-", "xoxe", "xapp-"],
         r"(?-u:\b)(?:xox[baprseo]-[0-9A-Za-z\-]{10,250}|xoxe\.xox[bp]-[0-9]-[A-Z0-9]{163,166}|xoxe-[0-9]-[A-Z0-9]{146}|xapp-[0-9]-[A-Z0-9]+-[0-9]+-[a-z0-9]+)(?-u:\b)",
         0,
         Format,
@@ -334,44 +220,14 @@ const SPECS: &[Spec] = &[
         Format,
         0.95,
     ),
-    spec(
-        "telegram_bot_token",
-        &[":aa"],
-        r"(?-u:\b)[0-9]{8,10}:AA[A-Za-z0-9_\-]{33}(?-u:\b)",
-        0,
-        Format,
-        0.9,
-    ),
-    spec(
-        "twilio_key",
-        &["sk"],
-        r"(?-u:\b)SK[0-9a-fA-F]{32}(?-u:\b)",
-        0,
-        Entropy(3.0),
-        0.8,
-    ),
-    spec(
-        "sendgrid_key",
-        &["sg."],
-        r"(?-u:\b)SG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}(?-u:\b)",
-        0,
-        Format,
-        0.95,
-    ),
-    spec(
-        "mailgun_key",
-        &["key-"],
-        r"(?-u:\b)key-[0-9a-f]{32}(?-u:\b)",
-        0,
-        Entropy(3.0),
-        0.8,
-    ),
+    spec("telegram_bot_token", &[":aa"], r"(?-u:\b)[0-9]{8,10}:AA[A-Za-z0-9_\-]{33}(?-u:\b)", 0, Format, 0.9),
+    spec("twilio_key", &["sk"], r"(?-u:\b)SK[0-9a-fA-F]{32}(?-u:\b)", 0, Entropy(3.0), 0.8),
+    spec("sendgrid_key", &["sg."], r"(?-u:\b)SG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}(?-u:\b)", 0, Format, 0.95),
+    spec("mailgun_key", &["key-"], r"(?-u:\b)key-[0-9a-f]{32}(?-u:\b)", 0, Entropy(3.0), 0.8),
     // ---- payments and commerce
     spec(
         "stripe_key",
-        &[
-            "sk_live", "sk_test", "sk_prod", "rk_live", "rk_test", "rk_prod", "whsec_",
-        ],
+        &["sk_live", "sk_test", "sk_prod", "rk_live", "rk_test", "rk_prod", "whsec_"],
         r"(?-u:\b)(?:(?:sk|rk)_(?:live|test|prod)_[0-9A-Za-z]{10,99}|whsec_[0-9A-Za-z]{32,})(?-u:\b)",
         0,
         Format,
@@ -410,14 +266,7 @@ const SPECS: &[Spec] = &[
         Format,
         0.95,
     ),
-    spec(
-        "dynatrace_token",
-        &["dt0c01."],
-        r"(?-u:\b)dt0c01\.[A-Za-z0-9]{24}\.[A-Za-z0-9]{64}(?-u:\b)",
-        0,
-        Format,
-        0.95,
-    ),
+    spec("dynatrace_token", &["dt0c01."], r"(?-u:\b)dt0c01\.[A-Za-z0-9]{24}\.[A-Za-z0-9]{64}(?-u:\b)", 0, Format, 0.95),
     spec(
         "newrelic_key",
         &["nrak-", "nrjs-", "nrii-"],
@@ -451,14 +300,7 @@ const SPECS: &[Spec] = &[
         Format,
         0.9,
     ),
-    spec(
-        "jwt",
-        &["eyj"],
-        r"(?-u:\b)eyJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]*",
-        0,
-        Jwt,
-        0.9,
-    ),
+    spec("jwt", &["eyj"], r"(?-u:\b)eyJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]*", 0, Jwt, 0.9),
     spec(
         "database_url",
         &["://"],
@@ -472,12 +314,7 @@ const SPECS: &[Spec] = &[
 pub(super) fn detectors() -> Vec<Box<dyn Detector>> {
     let mut detectors: Vec<Box<dyn Detector>> = SPECS
         .iter()
-        .map(|spec| {
-            Box::new(Rule {
-                spec,
-                re: compile_builtin(spec.pattern),
-            }) as Box<dyn Detector>
-        })
+        .map(|spec| Box::new(Rule { spec, re: compile_builtin(spec.pattern) }) as Box<dyn Detector>)
         .collect();
     detectors.push(Box::new(GenericAssignment::new()));
     detectors
@@ -509,14 +346,7 @@ impl Detector for Rule {
             let Some((conf, validator)) = self.judge(secret) else {
                 continue;
             };
-            out.push(finding(
-                Category::Secret,
-                self.spec.kind,
-                segment,
-                span,
-                conf,
-                validator,
-            ));
+            out.push(finding(Category::Secret, self.spec.kind, segment, span, conf, validator));
         }
     }
 }
@@ -546,10 +376,8 @@ impl Rule {
                 let (conf, ok) = jwt_check(secret, conf);
                 ok.then_some((conf, "jwt_header"))
             }
-            UrlPassword => {
-                (!is_placeholder_value(secret) && !is_placeholder(secret) && secret != b"*")
-                    .then_some((conf, "url_password"))
-            }
+            UrlPassword => (!is_placeholder_value(secret) && !is_placeholder(secret) && secret != b"*")
+                .then_some((conf, "url_password")),
         }
     }
 }
@@ -558,8 +386,7 @@ impl Rule {
 /// An unsigned token (empty signature or alg "none") ranks lower.
 fn jwt_check(token: &[u8], conf: f32) -> (f32, bool) {
     let mut parts = token.split(|&b| b == b'.');
-    let (Some(header), Some(payload), Some(signature)) = (parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(header), Some(payload), Some(signature)) = (parts.next(), parts.next(), parts.next()) else {
         return (0.0, false);
     };
     let Some(header) = base64url_decode(header) else {
@@ -571,8 +398,7 @@ fn jwt_check(token: &[u8], conf: f32) -> (f32, bool) {
     let Some(alg) = header.get("alg").and_then(|a| a.as_str()) else {
         return (0.0, false);
     };
-    let payload_ok = base64url_decode(payload)
-        .is_some_and(|p| p.first() == Some(&b'{') && p.last() == Some(&b'}'));
+    let payload_ok = base64url_decode(payload).is_some_and(|p| p.first() == Some(&b'{') && p.last() == Some(&b'}'));
     if !payload_ok {
         return (0.0, false);
     }
@@ -635,7 +461,8 @@ const SECRET_KEY_WORDS: &[&str] = &[
 /// After the key word: an optional `_suffix` (group 1), an optional
 /// closing quote, an assignment operator, an optional opening quote
 /// (group 2) and the value (group 3). Anchored: it runs at each key word's end only.
-const ASSIGNMENT_TAIL: &str = r#"^((?:[_.\-][A-Za-z0-9_.\-]{0,20})?)["']?\s{0,4}(?::=|=>|=|:)\s{0,4}(["'\x60]?)([^\s"'\x60,;<>(){}\[\]]{6,256})"#;
+const ASSIGNMENT_TAIL: &str =
+    r#"^((?:[_.\-][A-Za-z0-9_.\-]{0,20})?)["']?\s{0,4}(?::=|=>|=|:)\s{0,4}(["'\x60]?)([^\s"'\x60,;<>(){}\[\]]{6,256})"#;
 /// How far left a key name may extend before its key word.
 const KEY_PREFIX_MAX: usize = 30;
 
@@ -671,11 +498,9 @@ impl Detector for GenericAssignment {
         // Key word spans: from the scan's keyword pass when there was one
         // (no second pass over the text), else from our own matcher.
         let spans: Vec<Range<usize>> = match &pre.keyword_hits {
-            Some(hits) => hits
-                .iter()
-                .filter(|(w, _)| SECRET_KEY_WORDS.contains(w))
-                .map(|&(w, end)| end - w.len()..end)
-                .collect(),
+            Some(hits) => {
+                hits.iter().filter(|(w, _)| SECRET_KEY_WORDS.contains(w)).map(|&(w, end)| end - w.len()..end).collect()
+            }
             None => self.words.find_iter(text).map(|m| m.range()).collect(),
         };
         let mut last_end = 0;
@@ -686,38 +511,22 @@ impl Detector for GenericAssignment {
                 continue;
             }
             let mut key_start = m.start;
-            while key_start > 0
-                && m.start - key_start < KEY_PREFIX_MAX
-                && key_byte(bytes[key_start - 1])
-            {
+            while key_start > 0 && m.start - key_start < KEY_PREFIX_MAX && key_byte(bytes[key_start - 1]) {
                 key_start -= 1;
             }
             let Some(caps) = self.tail.captures(&text[m.end..]) else {
                 continue;
             };
             last_end = m.end;
-            let (Some(suffix), Some(quote), Some(value)) = (caps.get(1), caps.get(2), caps.get(3))
-            else {
+            let (Some(suffix), Some(quote), Some(value)) = (caps.get(1), caps.get(2), caps.get(3)) else {
                 continue;
             };
             let key = &text[key_start..m.end + suffix.end()];
             let span = m.end + value.start()..m.end + value.end();
-            if let Some((conf, validator)) = assignment_check(
-                text,
-                key,
-                quote.as_str(),
-                value.as_str().as_bytes(),
-                &span,
-                0.7,
-            ) {
-                out.push(finding(
-                    Category::Secret,
-                    "generic_secret",
-                    segment,
-                    span,
-                    conf,
-                    validator,
-                ));
+            if let Some((conf, validator)) =
+                assignment_check(text, key, quote.as_str(), value.as_str().as_bytes(), &span, 0.7)
+            {
+                out.push(finding(Category::Secret, "generic_secret", segment, span, conf, validator));
             }
         }
     }
@@ -781,9 +590,7 @@ fn assignment_check(
     let entropy = shannon_entropy(value);
     let has_digit = value.iter().any(u8::is_ascii_digit);
     let has_symbol = value.iter().any(|b| !b.is_ascii_alphanumeric());
-    let identifier_like = value
-        .iter()
-        .all(|&b| b.is_ascii_alphabetic() || b == b'_' || b == b'.' || b == b'-');
+    let identifier_like = value.iter().all(|&b| b.is_ascii_alphabetic() || b == b'_' || b == b'.' || b == b'-');
     if !quoted && identifier_like {
         return None;
     }
@@ -795,11 +602,7 @@ fn assignment_check(
         return None;
     }
     // High entropy and length make a value look like a machine secret.
-    let conf = if entropy >= 4.0 && value.len() >= 20 {
-        conf + 0.1
-    } else {
-        conf
-    };
+    let conf = if entropy >= 4.0 && value.len() >= 20 { conf + 0.1 } else { conf };
     Some((conf, "entropy"))
 }
 
@@ -815,9 +618,7 @@ mod tests {
                 d.find(text, &Prescan::of(text), 0, &mut out);
             }
         }
-        out.into_iter()
-            .map(|f| (f.kind, text[f.span].to_string(), f.confidence))
-            .collect()
+        out.into_iter().map(|f| (f.kind, text[f.span].to_string(), f.confidence)).collect()
     }
 
     fn kinds(text: &str) -> Vec<&'static str> {
@@ -831,11 +632,7 @@ mod tests {
     fn every_rule_compiles_and_kinds_are_declared() {
         assert!(rule_count() >= 44);
         for s in SPECS {
-            assert!(
-                super::super::SECRET_KINDS.contains(&s.kind),
-                "{} missing from SECRET_KINDS",
-                s.kind
-            );
+            assert!(super::super::SECRET_KINDS.contains(&s.kind), "{} missing from SECRET_KINDS", s.kind);
             assert!(!s.keywords.is_empty(), "{}", s.kind);
             for k in s.keywords {
                 assert_eq!(*k, k.to_ascii_lowercase(), "{}", s.kind);
@@ -850,93 +647,35 @@ mod tests {
             ("gcp_api_key", "key=AIzaSyD3Ab5De7Fg9Hj1Kl3Mn5Pq7Rs9Tv1Wx3Y"),
             ("gitlab_token", "glpat-aB3dE5fG7hJ9kL1mN3pQ"),
             ("gitlab_token", "GITLAB_TOKEN=glrt-Ab3De5Fg7Hj9Kl1Mn3Pq5Rs"),
-            (
-                "slack_token",
-                "xoxb-123456789012-1234567890123-aB3dE5fG7hJ9kL1mN3pQ5rS7",
-            ),
-            (
-                "slack_webhook",
-                "https://hooks.slack.com/services/T01ABCDEF12/B01ABCDEF34/aB3dE5fG7hJ9kL1mN3pQ5rS7",
-            ),
+            ("slack_token", "xoxb-123456789012-1234567890123-aB3dE5fG7hJ9kL1mN3pQ5rS7"),
+            ("slack_webhook", "https://hooks.slack.com/services/T01ABCDEF12/B01ABCDEF34/aB3dE5fG7hJ9kL1mN3pQ5rS7"),
             ("stripe_key", "sk_live_51Ab3De5Fg7Hj9Kl1Mn3Pq5Rs7"),
             ("stripe_key", "rk_live_51Ab3De5Fg7Hj9Kl1Mn3Pq5Rs7"),
             ("twilio_key", "SK0123456789abcdef0123456789abcdef"),
-            (
-                "sendgrid_key",
-                "SG.aB3dE5fG7hJ9kL1mN3pQ5r.aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ3bC5dE7fG9h",
-            ),
-            (
-                "npm_token",
-                "//registry/:_authToken=npm_aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ3bC5",
-            ),
-            (
-                "pypi_token",
-                "pypi-AgEIcHlwaS5vcmcCJGI4YmNhMDA5LTg1NDMtNDQ3Ny1hZDZiLTQwNGJmN2Q4YmYzYwACKlsz",
-            ),
-            (
-                "huggingface_token",
-                "HF_TOKEN=hf_aBcDeFgHiJkLmNoPqRsTuVwXyZaBcDeFgH",
-            ),
-            (
-                "digitalocean_token",
-                &format!("dop_v1_{}", "a1b2c3d4".repeat(8)),
-            ),
-            (
-                "linear_key",
-                "lin_api_aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ3bC5dE7f",
-            ),
-            (
-                "notion_token",
-                "secret_aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ3bC5dE7fG9h",
-            ),
+            ("sendgrid_key", "SG.aB3dE5fG7hJ9kL1mN3pQ5r.aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ3bC5dE7fG9h"),
+            ("npm_token", "//registry/:_authToken=npm_aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ3bC5"),
+            ("pypi_token", "pypi-AgEIcHlwaS5vcmcCJGI4YmNhMDA5LTg1NDMtNDQ3Ny1hZDZiLTQwNGJmN2Q4YmYzYwACKlsz"),
+            ("huggingface_token", "HF_TOKEN=hf_aBcDeFgHiJkLmNoPqRsTuVwXyZaBcDeFgH"),
+            ("digitalocean_token", &format!("dop_v1_{}", "a1b2c3d4".repeat(8))),
+            ("linear_key", "lin_api_aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ3bC5dE7f"),
+            ("notion_token", "secret_aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ3bC5dE7fG9h"),
             ("shopify_token", "shpat_0123456789abcdef0123456789abcdef"),
-            (
-                "telegram_bot_token",
-                "bot 123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1 ok",
-            ),
+            ("telegram_bot_token", "bot 123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1 ok"),
             ("mailgun_key", "key-0123456789abcdef0123456789abcdef"),
-            (
-                "square_token",
-                "sq0csp-aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ3bC5dE7fG9h",
-            ),
-            (
-                "postman_key",
-                "PMAK-0123456789abcdef01234567-0123456789abcdef0123456789abcdef01",
-            ),
+            ("square_token", "sq0csp-aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ3bC5dE7fG9h"),
+            ("postman_key", "PMAK-0123456789abcdef01234567-0123456789abcdef0123456789abcdef01"),
             ("databricks_token", "dapi0123456789abcdef0123456789abcdef"),
             ("newrelic_key", "NRAK-AB3DE5FG7HJ9KL1MN3PQ5RS7TV9"),
-            (
-                "age_secret_key",
-                "AGE-SECRET-KEY-1QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7LQPZRY9X8GF2TVDW0S3JN54KHCE",
-            ),
-            (
-                "pulumi_token",
-                "pul-0123456789abcdef0123456789abcdef01234567",
-            ),
-            (
-                "doppler_token",
-                "dp.pt.aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ3bC5dE7fG9h",
-            ),
-            (
-                "azure_client_secret",
-                "secret: \"abc8Q~aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ3b\"",
-            ),
-            (
-                "grafana_token",
-                "glsa_aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ_0a1b2c3d",
-            ),
+            ("age_secret_key", "AGE-SECRET-KEY-1QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7LQPZRY9X8GF2TVDW0S3JN54KHCE"),
+            ("pulumi_token", "pul-0123456789abcdef0123456789abcdef01234567"),
+            ("doppler_token", "dp.pt.aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ3bC5dE7fG9h"),
+            ("azure_client_secret", "secret: \"abc8Q~aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ3b\""),
+            ("grafana_token", "glsa_aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ_0a1b2c3d"),
             ("datadog_key", "DD_API_KEY=0123456789abcdef0123456789abcdef"),
-            (
-                "aws_secret_key",
-                "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKQ",
-            ),
+            ("aws_secret_key", "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKQ"),
         ];
         for (kind, text) in cases {
-            assert!(
-                kinds(text).contains(kind),
-                "{kind}: {text} -> {:?}",
-                scan(text)
-            );
+            assert!(kinds(text).contains(kind), "{kind}: {text} -> {:?}", scan(text));
         }
     }
 
@@ -944,9 +683,7 @@ mod tests {
     fn gcp_and_azure_blocks() {
         let sa = r#"{"type": "service_account", "project_id": "p", "private_key_id": "0123456789abcdef0123456789abcdef01234567"}"#;
         let hits = scan(sa);
-        assert!(hits
-            .iter()
-            .any(|h| h.0 == "gcp_service_account" && h.1.len() == 40 && h.2 == 0.95));
+        assert!(hits.iter().any(|h| h.0 == "gcp_service_account" && h.1.len() == 40 && h.2 == 0.95));
         let conn = format!(
             "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={}==;EndpointSuffix=core.windows.net",
             "aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ3bC5dE7fG9h".repeat(2)
@@ -960,10 +697,7 @@ mod tests {
     #[test]
     fn jwt_needs_a_json_header_with_alg() {
         let jwt = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";
-        assert_eq!(
-            scan(&format!("Bearer {jwt}")),
-            vec![("jwt", jwt.to_string(), 0.9)]
-        );
+        assert_eq!(scan(&format!("Bearer {jwt}")), vec![("jwt", jwt.to_string(), 0.9)]);
         // Header {"typ":"JWT"} has no "alg".
         let no_alg = "eyJ0eXAiOiJKV1QifQ.eyJzdWIiOiIxMjM0NTY3ODkwIn0.abcdefghijkl";
         assert!(scan(no_alg).is_empty());
@@ -976,23 +710,14 @@ mod tests {
     #[test]
     fn database_urls_report_the_password() {
         for (url, pw) in [
-            (
-                "postgres://app:s3cr3t-P4ss@db.internal:5432/app",
-                "s3cr3t-P4ss",
-            ),
+            ("postgres://app:s3cr3t-P4ss@db.internal:5432/app", "s3cr3t-P4ss"),
             ("mysql://root:Tr0ub4dor&3@10.0.0.5/prod", "Tr0ub4dor&3"),
-            (
-                "mongodb+srv://svc:hX9%40pQ2z@cluster0.ab1cd.mongodb.net/db",
-                "hX9%40pQ2z",
-            ),
+            ("mongodb+srv://svc:hX9%40pQ2z@cluster0.ab1cd.mongodb.net/db", "hX9%40pQ2z"),
             ("redis://:r3d1sPass@cache:6379/0", "r3d1sPass"),
             ("amqp://guest:9fG7hJ9kL1@rabbit:5672/", "9fG7hJ9kL1"),
         ] {
             let hits = scan(url);
-            assert!(
-                hits.iter().any(|h| h.0 == "database_url" && h.1 == pw),
-                "{url}: {hits:?}"
-            );
+            assert!(hits.iter().any(|h| h.0 == "database_url" && h.1 == pw), "{url}: {hits:?}");
         }
         for url in [
             "postgres://user:password@localhost/db",

@@ -123,9 +123,7 @@ pub(super) fn is_placeholder_value(value: &[u8]) -> bool {
         return false;
     };
     let trimmed = lower.trim_matches(|c: char| matches!(c, '"' | '\'' | '<' | '>' | '[' | ']'));
-    value.first() == Some(&b'$')
-        || WHOLE.contains(&trimmed)
-        || INSIDE.iter().any(|w| lower.contains(w))
+    value.first() == Some(&b'$') || WHOLE.contains(&trimmed) || INSIDE.iter().any(|w| lower.contains(w))
 }
 
 /// Shannon entropy of `s` in bits per byte.
@@ -177,9 +175,7 @@ struct AwsAccessKey {
 
 impl AwsAccessKey {
     fn new() -> Self {
-        AwsAccessKey {
-            re: compile_builtin(AWS_ACCESS_KEY),
-        }
+        AwsAccessKey { re: compile_builtin(AWS_ACCESS_KEY) }
     }
 }
 
@@ -206,8 +202,7 @@ impl Detector for AwsAccessKey {
 
 /// Classic tokens (personal, OAuth, user-to-server, server-to-server,
 /// refresh) and fine-grained personal access tokens.
-const GITHUB_TOKEN: &str =
-    r"(?-u:\b)(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82})(?-u:\b)";
+const GITHUB_TOKEN: &str = r"(?-u:\b)(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82})(?-u:\b)";
 const GITHUB_CONTEXT: &[&str] = &["github", "token", "gh_", "pat"];
 
 struct GithubToken {
@@ -216,9 +211,7 @@ struct GithubToken {
 
 impl GithubToken {
     fn new() -> Self {
-        GithubToken {
-            re: compile_builtin(GITHUB_TOKEN),
-        }
+        GithubToken { re: compile_builtin(GITHUB_TOKEN) }
     }
 }
 
@@ -230,17 +223,10 @@ impl Detector for GithubToken {
     fn find(&self, text: &str, _: &Prescan, segment: usize, out: &mut Vec<Finding>) {
         for m in self.re.find_iter(text) {
             let s = m.as_str().as_bytes();
-            let body = if s.starts_with(b"github_pat_") {
-                &s[11..]
-            } else {
-                &s[4..]
-            };
+            let body = if s.starts_with(b"github_pat_") { &s[11..] } else { &s[4..] };
             let span = m.range();
-            let conf = if is_placeholder(body) {
-                PLACEHOLDER
-            } else {
-                with_context(text, &span, GITHUB_CONTEXT, (0.85, 0.9))
-            };
+            let conf =
+                if is_placeholder(body) { PLACEHOLDER } else { with_context(text, &span, GITHUB_CONTEXT, (0.85, 0.9)) };
             out.push(secret("github_token", segment, span, conf));
         }
     }
@@ -251,9 +237,7 @@ impl Detector for GithubToken {
 /// Any "sk-" token; Anthropic's "sk-ant-" is excluded in code because the
 /// regex crate has no lookahead.
 const OPENAI_KEY: &str = r"(?-u:\b)sk-[A-Za-z0-9_\-]{20,}";
-const OPENAI_CONTEXT: &[&str] = &[
-    "openai", "api key", "api_key", "apikey", "bearer", "key", "token",
-];
+const OPENAI_CONTEXT: &[&str] = &["openai", "api key", "api_key", "apikey", "bearer", "key", "token"];
 /// Project, service-account, admin and legacy project-less key prefixes.
 const OPENAI_PREFIXES: &[&[u8]] = &[b"proj-", b"svcacct-", b"admin-", b"None-"];
 /// Base64 of "OpenAI", embedded in every key issued since 2023.
@@ -265,9 +249,7 @@ struct OpenAiKey {
 
 impl OpenAiKey {
     fn new() -> Self {
-        OpenAiKey {
-            re: compile_builtin(OPENAI_KEY),
-        }
+        OpenAiKey { re: compile_builtin(OPENAI_KEY) }
     }
 }
 
@@ -283,17 +265,12 @@ impl Detector for OpenAiKey {
             if rest.starts_with(b"ant-") {
                 continue;
             }
-            let body = OPENAI_PREFIXES
-                .iter()
-                .find_map(|p| rest.strip_prefix(*p))
-                .unwrap_or(rest);
+            let body = OPENAI_PREFIXES.iter().find_map(|p| rest.strip_prefix(*p)).unwrap_or(rest);
             if body.len() < 20 || !looks_random(body) {
                 continue;
             }
             let span = m.start()..m.start() + s.len();
-            let marked = body
-                .windows(OPENAI_MARKER.len())
-                .any(|w| w == OPENAI_MARKER);
+            let marked = body.windows(OPENAI_MARKER.len()).any(|w| w == OPENAI_MARKER);
             let conf = if marked { (0.85, 0.9) } else { (0.75, 0.8) };
             let conf = with_context(text, &span, OPENAI_CONTEXT, conf);
             out.push(secret("openai_key", segment, span, conf));
@@ -311,14 +288,7 @@ fn trim_trailing_dashes(s: &[u8]) -> &[u8] {
 // ------------------------------------------------------------- Anthropic
 
 const ANTHROPIC_KEY: &str = r"(?-u:\b)sk-ant-[A-Za-z0-9_\-]{20,}";
-const ANTHROPIC_CONTEXT: &[&str] = &[
-    "anthropic",
-    "claude",
-    "api key",
-    "api_key",
-    "x-api-key",
-    "key",
-];
+const ANTHROPIC_CONTEXT: &[&str] = &["anthropic", "claude", "api key", "api_key", "x-api-key", "key"];
 
 struct AnthropicKey {
     re: Regex,
@@ -326,9 +296,7 @@ struct AnthropicKey {
 
 impl AnthropicKey {
     fn new() -> Self {
-        AnthropicKey {
-            re: compile_builtin(ANTHROPIC_KEY),
-        }
+        AnthropicKey { re: compile_builtin(ANTHROPIC_KEY) }
     }
 }
 
@@ -351,11 +319,7 @@ impl Detector for AnthropicKey {
                 continue;
             }
             let span = m.start()..m.start() + s.len();
-            let conf = if typed && body.len() >= 80 {
-                (0.85, 0.9)
-            } else {
-                (0.75, 0.8)
-            };
+            let conf = if typed && body.len() >= 80 { (0.85, 0.9) } else { (0.75, 0.8) };
             let conf = with_context(text, &span, ANTHROPIC_CONTEXT, conf);
             out.push(secret("anthropic_key", segment, span, conf));
         }
@@ -366,8 +330,7 @@ impl Detector for AnthropicKey {
 fn split_key_type(rest: &[u8]) -> Option<&[u8]> {
     let letters = rest.iter().take_while(|b| b.is_ascii_lowercase()).count();
     let tag = rest.get(letters..letters + 3)?;
-    let tagged =
-        letters > 0 && tag[0].is_ascii_digit() && tag[1].is_ascii_digit() && tag[2] == b'-';
+    let tagged = letters > 0 && tag[0].is_ascii_digit() && tag[1].is_ascii_digit() && tag[2] == b'-';
     tagged.then(|| &rest[letters + 3..])
 }
 
@@ -387,9 +350,7 @@ struct PrivateKey {
 
 impl PrivateKey {
     fn new() -> Self {
-        PrivateKey {
-            re: compile_builtin(PRIVATE_KEY_HEADER),
-        }
+        PrivateKey { re: compile_builtin(PRIVATE_KEY_HEADER) }
     }
 }
 
@@ -421,17 +382,12 @@ impl Detector for PrivateKey {
             let (body_end, end) = match end_marker {
                 Some(e) => (e, end_line_end(bytes, e + END_MARKER.len())),
                 None => {
-                    let run = bytes[body_start..]
-                        .iter()
-                        .take_while(|&&b| is_base64(b) || b == b'\n' || b == b'\r')
-                        .count();
+                    let run =
+                        bytes[body_start..].iter().take_while(|&&b| is_base64(b) || b == b'\n' || b == b'\r').count();
                     (body_start + run, body_start + run)
                 }
             };
-            let body = bytes[body_start..body_end]
-                .iter()
-                .filter(|&&b| is_base64(b))
-                .count();
+            let body = bytes[body_start..body_end].iter().filter(|&&b| is_base64(b)).count();
             let conf = if end_marker.is_some() && body >= MIN_KEY_BODY {
                 0.85
             } else if body >= MIN_KEY_BODY {
@@ -453,11 +409,7 @@ fn is_base64(b: u8) -> bool {
 /// closing "-----", or, if that is missing, the end of the label's ASCII
 /// text on that line (bounded, and never inside a multi-byte character).
 fn end_line_end(bytes: &[u8], from: usize) -> usize {
-    let label = bytes[from..]
-        .iter()
-        .take(64)
-        .take_while(|&&b| b != b'\n' && b != b'\r' && b.is_ascii())
-        .count();
+    let label = bytes[from..].iter().take(64).take_while(|&&b| b != b'\n' && b != b'\r' && b.is_ascii()).count();
     let line = &bytes[from..from + label];
     match line.windows(5).position(|w| w == b"-----") {
         Some(i) => from + i + 5,
@@ -484,20 +436,15 @@ mod tests {
     }
 
     const OPENAI_PROJ: &str = "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";
-    const ANTHROPIC: &str = "sk-ant-api03-abc123xyz-456def789ghij-klmnopqrstuvwx-3456yza789bcde-1234fghijklmnopby56aaaogaopaaaabc123xyzAA";
+    const ANTHROPIC: &str =
+        "sk-ant-api03-abc123xyz-456def789ghij-klmnopqrstuvwx-3456yza789bcde-1234fghijklmnopby56aaaogaopaaaabc123xyzAA";
 
     #[test]
     fn aws_keys() {
         let d = AwsAccessKey::new();
         assert_eq!(hits(&d, "AKIALALEMEL33243OLIB"), vec![(0..20, 0.8)]);
-        assert_eq!(
-            hits(&d, "aws key: ASIAY34FZKBOKMUTVV7A"),
-            vec![(9..29, 0.85)]
-        );
-        assert_eq!(
-            hits(&d, "id=AKIAIOSFODNN7EXAMPLE"),
-            vec![(3..23, PLACEHOLDER)]
-        );
+        assert_eq!(hits(&d, "aws key: ASIAY34FZKBOKMUTVV7A"), vec![(9..29, 0.85)]);
+        assert_eq!(hits(&d, "id=AKIAIOSFODNN7EXAMPLE"), vec![(3..23, PLACEHOLDER)]);
         assert_eq!(hits(&d, "AKIAXXXXXXXXXXXXXXXX"), vec![(0..20, PLACEHOLDER)]);
         // Part of a longer token, too short, lowercase, or not a key prefix.
         for text in [
@@ -521,17 +468,10 @@ mod tests {
             let text = format!("token = \"{token}\"");
             assert_eq!(hits(&d, &text), vec![(9..49, 0.9)], "{prefix}");
         }
-        let fine = format!(
-            "github_pat_11ABCDEFG0{}_{}",
-            "a1B2c3D4e5F6",
-            "x9Y8".repeat(14) + "Zz1"
-        );
+        let fine = format!("github_pat_11ABCDEFG0{}_{}", "a1B2c3D4e5F6", "x9Y8".repeat(14) + "Zz1");
         assert_eq!(fine.len(), 93);
         assert_eq!(hits(&d, &format!("use {fine} here")), vec![(4..97, 0.85)]);
-        assert_eq!(
-            hits(&d, "ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"),
-            vec![(0..40, PLACEHOLDER)]
-        );
+        assert_eq!(hits(&d, "ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"), vec![(0..40, PLACEHOLDER)]);
         let fake_pat = format!("github_pat_{}_{}", "x".repeat(22), "x".repeat(59));
         assert_eq!(hits(&d, &fake_pat), vec![(0..93, PLACEHOLDER)]);
         for text in [
@@ -548,14 +488,12 @@ mod tests {
     fn openai_keys() {
         let d = OpenAiKey::new();
         assert_eq!(hits(&d, OPENAI_PROJ), vec![(0..OPENAI_PROJ.len(), 0.85)]);
-        let svc = "sk-svcacct-0Zkr4NUd4f_6LkfHfi3LlC8xKZQePXJCb21UiUWGX0F3_-6jv9PpY9JtaoooN9CCUPltpFiamwT3BlbkFJZVaaY7Z2aq";
+        let svc =
+            "sk-svcacct-0Zkr4NUd4f_6LkfHfi3LlC8xKZQePXJCb21UiUWGX0F3_-6jv9PpY9JtaoooN9CCUPltpFiamwT3BlbkFJZVaaY7Z2aq";
         let text = format!("OPENAI_API_KEY={svc}\n");
         assert_eq!(hits(&d, &text), vec![(15..15 + svc.len(), 0.9)]);
         let legacy = "sk-aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ3bC5dE7fG9hJ1kL";
-        assert_eq!(
-            hits(&d, &format!("({legacy}-)")),
-            vec![(1..1 + legacy.len(), 0.75)]
-        );
+        assert_eq!(hits(&d, &format!("({legacy}-)")), vec![(1..1 + legacy.len(), 0.75)]);
     }
 
     #[test]
@@ -589,15 +527,9 @@ mod tests {
         let body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQDAC4AWkdwKYSd8\n\
                     Ks14IReLcYgADhoXk56ZzXI=\n";
         for label in ["", "RSA ", "EC ", "OPENSSH ", "ENCRYPTED "] {
-            let block = format!(
-                "-----BEGIN {label}PRIVATE KEY-----\n{body}-----END {label}PRIVATE KEY-----"
-            );
+            let block = format!("-----BEGIN {label}PRIVATE KEY-----\n{body}-----END {label}PRIVATE KEY-----");
             let text = format!("here:\n{block}\nthanks");
-            assert_eq!(
-                hits(&d, &text),
-                vec![(6..6 + block.len(), 0.85)],
-                "{label:?}"
-            );
+            assert_eq!(hits(&d, &text), vec![(6..6 + block.len(), 0.85)], "{label:?}");
         }
         let pgp = "-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQWGBGSVV4YBDAClvRnxezIRy2Yv7SFlzC0iFiRF/O/jePSw+XYhvcrTaqSYTGic\n=8xQN\n-----END PGP PRIVATE KEY BLOCK-----";
         assert_eq!(spans(&d, pgp), vec![0..pgp.len()]);
@@ -606,18 +538,15 @@ mod tests {
     #[test]
     fn private_key_without_end_or_body() {
         let d = PrivateKey::new();
-        let truncated = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpQIBAAKCAQEAn6/O8li+SX4m98LLYt/PKSzEmQ++ZBD7Loh9P13f4yQ92EF3\nyxR5";
+        let truncated =
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEpQIBAAKCAQEAn6/O8li+SX4m98LLYt/PKSzEmQ++ZBD7Loh9P13f4yQ92EF3\nyxR5";
         let text = format!("{truncated} is what I have");
         assert_eq!(hits(&d, &text), vec![(0..truncated.len(), 0.75)]);
         let fake = "-----BEGIN PRIVATE KEY-----\nanything\n-----END PRIVATE KEY-----";
         assert_eq!(hits(&d, fake), vec![(0..fake.len(), PLACEHOLDER)]);
         let empty = "-----BEGIN OPENSSH PRIVATE KEY----------END OPENSSH PRIVATE KEY-----";
         assert_eq!(spans(&d, empty), vec![0..empty.len()]);
-        assert!(spans(
-            &d,
-            "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----"
-        )
-        .is_empty());
+        assert!(spans(&d, "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----").is_empty());
     }
 
     #[test]
@@ -626,9 +555,6 @@ mod tests {
         let block = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----";
         let text = [block, block, "-----BEGIN PRIVATE KEY-----"].join("\n");
         let n = block.len();
-        assert_eq!(
-            spans(&d, &text),
-            vec![0..n, n + 1..2 * n + 1, 2 * n + 2..text.len()]
-        );
+        assert_eq!(spans(&d, &text), vec![0..n, n + 1..2 * n + 1, 2 * n + 2..text.len()]);
     }
 }

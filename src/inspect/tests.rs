@@ -1,10 +1,7 @@
 use super::*;
 
 fn kinds(findings: &[Finding]) -> Vec<(&'static str, usize, Range<usize>)> {
-    findings
-        .iter()
-        .map(|f| (f.kind, f.segment, f.span.clone()))
-        .collect()
+    findings.iter().map(|f| (f.kind, f.segment, f.span.clone())).collect()
 }
 
 /// One sample per declared kind; `scan` must report that kind on it.
@@ -103,21 +100,9 @@ fn every_kind_is_a_declared_type_name() {
 #[test]
 fn segments_are_indexed_and_spans_are_local() {
     let d = Detectors::new();
-    let segments = [
-        "nothing here",
-        "write to bob@example.com now",
-        "",
-        "key AKIAQ3EGRTYU6WNOP4XZ and ann@example.org",
-    ];
+    let segments = ["nothing here", "write to bob@example.com now", "", "key AKIAQ3EGRTYU6WNOP4XZ and ann@example.org"];
     let found = d.scan(None, &segments);
-    assert_eq!(
-        kinds(&found),
-        vec![
-            ("email", 1, 9..24),
-            ("aws_access_key", 3, 4..24),
-            ("email", 3, 29..44),
-        ]
-    );
+    assert_eq!(kinds(&found), vec![("email", 1, 9..24), ("aws_access_key", 3, 4..24), ("email", 3, 29..44),]);
     assert_eq!(&segments[1][9..24], "bob@example.com");
     assert_eq!(&segments[3][29..44], "ann@example.org");
 }
@@ -126,19 +111,11 @@ fn segments_are_indexed_and_spans_are_local() {
 fn results_are_sorted_and_include_dictionary_terms() {
     let d = Detectors::new();
     let dict = Dictionary::new(["Project Falcon"]).unwrap();
-    let segments = [
-        "ann@example.org wrote about project falcon",
-        "PROJECT FALCON ssn 219-09-9999",
-    ];
+    let segments = ["ann@example.org wrote about project falcon", "PROJECT FALCON ssn 219-09-9999"];
     let found = d.scan(Some(&dict), &segments);
     assert_eq!(
         kinds(&found),
-        vec![
-            ("email", 0, 0..15),
-            (TERM_KIND, 0, 28..42),
-            (TERM_KIND, 1, 0..14),
-            ("us_ssn", 1, 19..30),
-        ]
+        vec![("email", 0, 0..15), (TERM_KIND, 0, 28..42), (TERM_KIND, 1, 0..14), ("us_ssn", 1, 19..30),]
     );
     let term = &found[1];
     assert_eq!(term.category, Category::Term);
@@ -149,9 +126,7 @@ fn results_are_sorted_and_include_dictionary_terms() {
 fn keyword_gate_finds_what_an_overlapping_automaton_finds() {
     let d = Detectors::new();
     let words = d.keywords.words();
-    assert!(words
-        .iter()
-        .all(|w| w.len() >= 2 && *w == w.to_ascii_lowercase()));
+    assert!(words.iter().all(|w| w.len() >= 2 && *w == w.to_ascii_lowercase()));
     let reference = aho_corasick::AhoCorasick::builder()
         .ascii_case_insensitive(true)
         .build(words)
@@ -162,10 +137,8 @@ fn keyword_gate_finds_what_an_overlapping_automaton_finds() {
     texts.push(all.to_ascii_lowercase());
     texts.push(all);
     for text in &texts {
-        let want: Vec<(usize, usize)> = reference
-            .find_overlapping_iter(text)
-            .map(|m| (m.pattern().as_usize(), m.end()))
-            .collect();
+        let want: Vec<(usize, usize)> =
+            reference.find_overlapping_iter(text).map(|m| (m.pattern().as_usize(), m.end())).collect();
         let mut got = Vec::new();
         d.keywords.find(text.as_bytes(), &mut got);
         assert_eq!(got, want, "{text}");
@@ -195,10 +168,7 @@ fn anthropic_key_is_not_also_an_openai_key() {
     let d = Detectors::new();
     let key = "sk-ant-api03-Ab3De5Fg7Hj9Kl1Mn3Pq5Rs7Tv9Wx1Yz3";
     let found = d.scan(None, &[&format!("ANTHROPIC_API_KEY={key}")]);
-    assert_eq!(
-        kinds(&found),
-        vec![("anthropic_key", 0, 18..18 + key.len())]
-    );
+    assert_eq!(kinds(&found), vec![("anthropic_key", 0, 18..18 + key.len())]);
 }
 
 #[test]
@@ -212,13 +182,8 @@ fn card_digits_inside_an_iban_count_once() {
 
 #[test]
 fn nested_pii_is_dropped_but_outer_and_disjoint_kept() {
-    let mk =
-        |kind, span: Range<usize>, conf| finding(Category::Pii, kind, 0, span, conf, "pattern");
-    let mut v = vec![
-        mk("phone", 5..15, 0.7),
-        mk("iban", 0..30, 0.9),
-        mk("email", 40..50, 0.85),
-    ];
+    let mk = |kind, span: Range<usize>, conf| finding(Category::Pii, kind, 0, span, conf, "pattern");
+    let mut v = vec![mk("phone", 5..15, 0.7), mk("iban", 0..30, 0.9), mk("email", 40..50, 0.85)];
     drop_nested_pii(&mut v, 0);
     let got: Vec<&str> = v.iter().map(|f| f.kind).collect();
     assert_eq!(got, vec!["iban", "email"]);
@@ -240,11 +205,7 @@ fn digit_search_matches_bytewise_search() {
     assert_eq!(next_digit(&text, 0), None);
     for (i, b) in (0u8..=255).enumerate() {
         let word = u64::from_le_bytes([b'a', b'/', b':', 0xB0, 0xB9, b, b'z', 0xFF]);
-        assert_eq!(
-            has_ascii_digit(word),
-            b.is_ascii_digit(),
-            "byte {b:#x} ({i})"
-        );
+        assert_eq!(has_ascii_digit(word), b.is_ascii_digit(), "byte {b:#x} ({i})");
     }
     text.extend_from_slice(b"v2");
     assert_eq!(next_digit(&text, 0), Some(text.len() - 1));
@@ -255,11 +216,7 @@ fn digit_search_matches_bytewise_search() {
 fn prescan_finds_numeric_runs_and_iban_starts() {
     let text = "v1.2.3 call (415) 555-0132 or +44 20 7123 4567; IBAN DE89 3704, xDE89";
     let pre = Prescan::of(text);
-    let runs: Vec<&str> = pre
-        .numeric_runs
-        .iter()
-        .map(|r| &text[r.span.clone()])
-        .collect();
+    let runs: Vec<&str> = pre.numeric_runs.iter().map(|r| &text[r.span.clone()]).collect();
     assert_eq!(runs, vec!["(415) 555-0132", "+44 20 7123 4567"]);
     assert_eq!(pre.iban_starts, vec![53]);
     assert!(!pre.has_at);

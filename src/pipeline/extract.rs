@@ -65,10 +65,8 @@ pub(super) async fn read_body(
         };
         Refusal::new(ErrorKind::RequestTimeout, message)
     };
-    let declared = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     // A declared length is only a claim: reserving all of it up front would
     // let slow clients pin the whole limit each before sending anything.
     const RESERVE_AT_MOST: u64 = 1024 * 1024;
@@ -92,7 +90,9 @@ pub(super) async fn read_body(
         let frame = match frame {
             None => break,
             Some(Ok(frame)) => frame,
-            Some(Err(e)) => return Err(Refusal::new(ErrorKind::InvalidRequest, format!("cannot read request body: {e}"))),
+            Some(Err(e)) => {
+                return Err(Refusal::new(ErrorKind::InvalidRequest, format!("cannot read request body: {e}")))
+            }
         };
         let Ok(data) = frame.into_data() else { continue };
         if over {

@@ -60,7 +60,8 @@ impl Sluice {
         trail: &mut Trail,
     ) -> Result<Inspected, Refusal> {
         let started = Instant::now();
-        let content_type = parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let content_type =
+            parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         // Reading and scanning a large body takes milliseconds: off the
         // async workers, through a bounded pool, so a few huge prompts
         // cannot hold up every other connection.

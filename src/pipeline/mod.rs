@@ -22,8 +22,8 @@ use trail::{micros, Completion, Trail};
 pub use inspect::{scan_body, signal_summary, Scanned};
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,34 +36,34 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use sha2::{Digest, Sha256};
 use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
 use tracing::{info_span, Instrument};
 
-use crate::classify::Classifier;
-use crate::redact::{Redaction, SseRestorer, StreamFormat};
-use crate::sticky::{Conversation, StickySessions};
+use crate::audit::AttachmentNote;
 use crate::audit::{AuditError, AuditLog, AuditRecord, AuditWriter, Latencies};
+use crate::blocking::InspectPool;
+use crate::classify::Classifier;
 use crate::config::{Config, ProviderConfig};
-use crate::dispatch::upstream::{UpstreamClient, UpstreamError};
+use crate::dispatch::local::{GenEvent, Generation, LocalError, LocalTier, Overflowed};
 use crate::dispatch::origin::Origin;
+use crate::dispatch::upstream::{UpstreamClient, UpstreamError};
 use crate::identity::{Caller, IdentityTable};
 use crate::inspect::{count_by_kind, Detectors, Dictionary, DictionaryError};
-use crate::dispatch::local::{GenEvent, Generation, LocalError, LocalTier, Overflowed};
-use crate::policy::{Action, Decision, LocalOptions, Overflow, PolicyErrors, PolicySet, Signals, TeamPolicy, TooLong};
-use crate::wire::answer::{Assembled, Meta};
-use crate::wire::render::{self, SseEncoder};
-use crate::telemetry;
-use crate::audit::AttachmentNote;
-use crate::blocking::InspectPool;
-use crate::relay::websocket::{self, Verdict, WsMessage};
 use crate::inspect::{Category, Finding, ATTACHMENT_KIND};
+use crate::policy::{Action, Decision, LocalOptions, Overflow, PolicyErrors, PolicySet, Signals, TeamPolicy, TooLong};
+use crate::redact::{Redaction, SseRestorer, StreamFormat};
+use crate::relay::websocket::{self, Verdict, WsMessage};
+use crate::sticky::{Conversation, StickySessions};
+use crate::telemetry;
+use crate::wire::answer::{Assembled, Meta};
 use crate::wire::document::Inventory;
+use crate::wire::render::{self, SseEncoder};
 use crate::wire::shapes::{Extracted, Shape, ShapeKind};
 use crate::wire::{self, Api, ErrorKind, Format, Identity};
 
-pub use crate::body::{full, BoxError, RespBody};
 use crate::body::full_request;
+pub use crate::body::{full, BoxError, RespBody};
 
 /// Where a request came in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,20 +180,16 @@ enum UpstreamAuth {
 
 impl Sluice {
     pub fn build(config: Config) -> Result<Arc<Sluice>, StartError> {
-        let policies = PolicySet::load_dir(&config.policies_dir).map_err(|errors| StartError::Policies {
-            dir: config.policies_dir.display().to_string(),
-            errors,
-        })?;
+        let policies = PolicySet::load_dir(&config.policies_dir)
+            .map_err(|errors| StartError::Policies { dir: config.policies_dir.display().to_string(), errors })?;
         let mut dictionaries = HashMap::new();
         for team in policies.teams() {
             let Some(policy) = policies.team(team) else { continue };
             if policy.dictionary_terms().is_empty() {
                 continue;
             }
-            let dict = Dictionary::new(policy.dictionary_terms()).map_err(|source| StartError::Dictionary {
-                team: team.to_string(),
-                source,
-            })?;
+            let dict = Dictionary::new(policy.dictionary_terms())
+                .map_err(|source| StartError::Dictionary { team: team.to_string(), source })?;
             dictionaries.insert(team.to_string(), dict);
         }
         let identities = IdentityTable::new(&config.identity);
@@ -202,7 +198,8 @@ impl Sluice {
                 tracing::warn!(team, "team has no policy file; its requests will be refused");
             }
         }
-        let audit = AuditWriter::start(Arc::new(AuditLog::open(&config.audit.dir)?)).map_err(StartError::AuditThread)?;
+        let audit =
+            AuditWriter::start(Arc::new(AuditLog::open(&config.audit.dir)?)).map_err(StartError::AuditThread)?;
         let upstream = UpstreamClient::new(&config.upstream)?;
         let local = LocalTier::start(&config.local, &config.upstream)?;
         let provider = |c: &ProviderConfig| Provider {
@@ -261,7 +258,12 @@ impl Sluice {
     }
 
     /// Route a gateway request.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, client: SocketAddr, ingress: Ingress) -> Response<RespBody> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        client: SocketAddr,
+        ingress: Ingress,
+    ) -> Response<RespBody> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let span = info_span!("request", id, method = %req.method(), path = %req.uri().path(),
             team = tracing::field::Empty, decision = tracing::field::Empty, status = tracing::field::Empty);
@@ -272,7 +274,11 @@ impl Sluice {
         // to the same provider, inspected like chat.
         let served = match shape.kind {
             ShapeKind::Chat => true,
-            ShapeKind::Endpoint => shape.name.starts_with("openai.") || shape.name.starts_with("anthropic.") || shape.name.starts_with("gemini."),
+            ShapeKind::Endpoint => {
+                shape.name.starts_with("openai.")
+                    || shape.name.starts_with("anthropic.")
+                    || shape.name.starts_with("gemini.")
+            }
             ShapeKind::Unknown => false,
         };
         let models = req.method() == http::Method::GET && path == "/v1/models";
@@ -318,7 +324,8 @@ impl Sluice {
                 // Everything with a body is inspected: known shapes through
                 // their parsers, the rest string by string.
                 let fallback = crate::wire::providers::api_family_of_host(&origin.target().host);
-                let shape = wire::shapes::shape_of(req.method(), &wire::shapes::normalize_path(req.uri().path()), fallback);
+                let shape =
+                    wire::shapes::shape_of(req.method(), &wire::shapes::normalize_path(req.uri().path()), fallback);
                 this.handle_llm(shape, req, client, Via::Proxy { identity, origin }).await
             };
             tracing::Span::current().record("status", resp.status().as_u16());
@@ -341,7 +348,13 @@ impl Sluice {
     /// phases up to the answer, each ending in `?`; a refusal from any of
     /// them leaves through [`Self::refuse`]. The record is written when the
     /// answer ends (see `trail`).
-    async fn handle_llm(self: Arc<Self>, shape: Shape, req: Request<Incoming>, client: SocketAddr, via: Via) -> Response<RespBody> {
+    async fn handle_llm(
+        self: Arc<Self>,
+        shape: Shape,
+        req: Request<Incoming>,
+        client: SocketAddr,
+        via: Via,
+    ) -> Response<RespBody> {
         let mut trail = Trail::for_llm(shape, client, &via);
         let (parts, body) = req.into_parts();
         match self.clone().plan(shape, &parts, body, &via, &mut trail).await {
@@ -408,7 +421,8 @@ impl Sluice {
         trail: &mut Trail,
     ) -> Result<Option<Arc<Redaction>>, Refusal> {
         let segments = inspected.segments();
-        let planned = Redaction::from_findings(&segments, &inspected.policy.findings_to_redact(decision, &inspected.findings));
+        let planned =
+            Redaction::from_findings(&segments, &inspected.policy.findings_to_redact(decision, &inspected.findings));
         if shape.is_chat() && shape.api == Api::GeminiGenerate && inspected.request.stream && !planned.is_empty() {
             // No stream restorer speaks Gemini yet: refuse rather than show
             // the user placeholders.
@@ -483,7 +497,10 @@ impl Sluice {
             Route::Cloud => {
                 // Only clean prompts get here; the record says where it really went.
                 trail.record.decision = "cloud".into();
-                trail.record.reason.push_str("; local tier full or prompt too long, sent to cloud by the team's local options");
+                trail
+                    .record
+                    .reason
+                    .push_str("; local tier full or prompt too long, sent to cloud by the team's local options");
                 Ok(None)
             }
         }
@@ -558,7 +575,11 @@ impl Sluice {
         }
         match auth {
             UpstreamAuth::Client => {
-                for name in [http::header::AUTHORIZATION, HeaderName::from_static("x-api-key"), HeaderName::from_static("x-goog-api-key")] {
+                for name in [
+                    http::header::AUTHORIZATION,
+                    HeaderName::from_static("x-api-key"),
+                    HeaderName::from_static("x-goog-api-key"),
+                ] {
                     if let Some(v) = parts.headers.get(&name) {
                         headers.insert(name, v.clone());
                     }
@@ -573,7 +594,8 @@ impl Sluice {
                     )));
                 };
                 let value = |v: String| {
-                    HeaderValue::from_str(&v).map_err(|_| upstream_error("provider API key is not a valid header value".into()))
+                    HeaderValue::from_str(&v)
+                        .map_err(|_| upstream_error("provider API key is not a valid header value".into()))
                 };
                 match api {
                     Api::OpenAiChat | Api::OpenAiResponses => {
@@ -622,7 +644,10 @@ fn redacted_body(redaction: &Redaction, body: &[u8], rule: &str) -> Result<Bytes
         .redact_json_body(body)
         .and_then(|redacted| redaction.check_gone(&redacted).map(|()| Bytes::from(redacted)))
         .map_err(|e| {
-            Refusal::new(ErrorKind::PolicyBlock, format!("Policy rule `{rule}` redacts this prompt, but it could not be redacted: {e}"))
+            Refusal::new(
+                ErrorKind::PolicyBlock,
+                format!("Policy rule `{rule}` redacts this prompt, but it could not be redacted: {e}"),
+            )
         })
 }
 
@@ -639,9 +664,21 @@ fn format_of(headers: &HeaderMap) -> Format {
 fn forwardable(name: &HeaderName) -> bool {
     !matches!(
         name.as_str(),
-        "host" | "authorization" | "x-api-key" | "x-goog-api-key" | "x-sluice-token" | "content-length" | "connection" | "keep-alive"
-            | "proxy-authorization" | "proxy-authenticate" | "proxy-connection" | "te" | "trailer"
-            | "transfer-encoding" | "upgrade"
+        "host"
+            | "authorization"
+            | "x-api-key"
+            | "x-goog-api-key"
+            | "x-sluice-token"
+            | "content-length"
+            | "connection"
+            | "keep-alive"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
     )
 }
 

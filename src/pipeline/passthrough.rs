@@ -19,14 +19,23 @@ impl Sluice {
         let trail = Trail::proxied("proxy", format_of(req.headers()), client, Some(identity), host, "block");
         // A misdirected request's message quotes the client's Host header.
         match kind {
-            ErrorKind::Misdirected => self.refuse(trail, Refusal::quoting(kind, message, "request names a host other than the connection's")),
+            ErrorKind::Misdirected => {
+                self.refuse(trail, Refusal::quoting(kind, message, "request names a host other than the connection's"))
+            }
             _ => self.refuse(trail, Refusal::new(kind, message)),
         }
     }
 
     /// Audit a refusal at the proxy's door (a CONNECT or absolute-form
     /// request that was never let through); the proxy answers it itself.
-    pub fn record_proxy_refusal(&self, client: SocketAddr, identity: Option<&Identity>, host: &str, status: StatusCode, reason: &str) {
+    pub fn record_proxy_refusal(
+        &self,
+        client: SocketAddr,
+        identity: Option<&Identity>,
+        host: &str,
+        status: StatusCode,
+        reason: &str,
+    ) {
         let mut trail = Trail::proxied("proxy.connect", Format::OpenAi, client, identity, host, "block");
         trail.record.reason = reason.to_string();
         trail.record.status = status.as_u16();
@@ -83,7 +92,16 @@ impl Sluice {
         let (mut parts, _) = req.into_parts();
         // Compressed messages (permessage-deflate) could not be inspected:
         // without the offer the origin never turns compression on.
-        for name in ["proxy-authorization", "proxy-authenticate", "proxy-connection", "keep-alive", "te", "trailer", "transfer-encoding", "sec-websocket-extensions"] {
+        for name in [
+            "proxy-authorization",
+            "proxy-authenticate",
+            "proxy-connection",
+            "keep-alive",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "sec-websocket-extensions",
+        ] {
             parts.headers.remove(name);
         }
         let upstream = Request::from_parts(parts, full_request(Bytes::new()));
@@ -107,10 +125,11 @@ impl Sluice {
                     let mut client_io = TokioIo::new(client_io);
                     let mut origin_io = TokioIo::new(origin_io);
                     let mut seen = MessageVerdicts::default();
-                    let relayed = websocket::relay_inspected(&mut client_io, &mut origin_io, idle, max_message, |message| {
-                        this.inspect_ws_message(&identity, &trail.record.provider, message, &mut seen)
-                    })
-                    .await;
+                    let relayed =
+                        websocket::relay_inspected(&mut client_io, &mut origin_io, idle, max_message, |message| {
+                            this.inspect_ws_message(&identity, &trail.record.provider, message, &mut seen)
+                        })
+                        .await;
                     trail.record.findings = seen.findings;
                     trail.record.attachments = seen.attachments;
                     if !seen.rule.is_empty() {
@@ -141,7 +160,13 @@ impl Sluice {
     /// every string of its JSON (or its text) scanned, the team's policy
     /// deciding. Only `cloud` lets it through: a message cannot be answered
     /// locally or redacted in flight, so those decisions refuse it.
-    pub(super) fn inspect_ws_message(&self, identity: &Identity, provider: &str, message: WsMessage<'_>, seen: &mut MessageVerdicts) -> Verdict {
+    pub(super) fn inspect_ws_message(
+        &self,
+        identity: &Identity,
+        provider: &str,
+        message: WsMessage<'_>,
+        seen: &mut MessageVerdicts,
+    ) -> Verdict {
         let Some(policy) = self.policies.team(&identity.team) else {
             return Verdict::Refuse { close_reason: "team has no policy" };
         };
@@ -208,7 +233,8 @@ impl Sluice {
     /// exactly one `proxy.connect` record.
     pub fn record_tunnel(&self, client: SocketAddr, identity: &Identity, tunnel: &crate::relay::tunnel::TunnelReport) {
         let decision = tunnel.outcome.decision();
-        let mut trail = Trail::proxied("proxy.connect", Format::OpenAi, client, Some(identity), &tunnel.connect_host, decision);
+        let mut trail =
+            Trail::proxied("proxy.connect", Format::OpenAi, client, Some(identity), &tunnel.connect_host, decision);
         trail.record.provider = provider_of_host(tunnel.target_host()).to_string();
         trail.record.status = StatusCode::OK.as_u16();
         trail.record.reason = tunnel.reason();

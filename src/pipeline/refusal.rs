@@ -64,7 +64,13 @@ impl Sluice {
         let body = wire::error_body(trail.format, kind, &message);
         let mut resp = self.answer(trail, kind.status(), body);
         if !rule.is_empty() {
-            let route = if kind == ErrorKind::PolicyBlock { "block" } else if kind == ErrorKind::LocalUnavailable { "local" } else { "error" };
+            let route = if kind == ErrorKind::PolicyBlock {
+                "block"
+            } else if kind == ErrorKind::LocalUnavailable {
+                "local"
+            } else {
+                "error"
+            };
             set_route_headers(resp.headers_mut(), route, &rule);
         }
         resp

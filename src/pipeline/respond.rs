@@ -36,7 +36,10 @@ impl Sluice {
                     ErrorKind::TooLarge,
                     format!("{message}, and the prompt has sensitive findings, so it cannot go to the cloud"),
                 )),
-                TooLong::Block => Err(Refusal::new(ErrorKind::PolicyBlock, format!("{message}; policy blocks prompts that are too long"))),
+                TooLong::Block => Err(Refusal::new(
+                    ErrorKind::PolicyBlock,
+                    format!("{message}; policy blocks prompts that are too long"),
+                )),
                 TooLong::Reject => Err(Refusal::new(ErrorKind::TooLarge, message)),
             };
         }
@@ -115,7 +118,10 @@ impl Sluice {
                 }
                 None => {
                     trail.record.latency_us.upstream = micros(generation_started.elapsed());
-                    return self.refuse(trail, Refusal::new(ErrorKind::LocalUnavailable, "Local generation ended without an answer"));
+                    return self.refuse(
+                        trail,
+                        Refusal::new(ErrorKind::LocalUnavailable, "Local generation ended without an answer"),
+                    );
                 }
             }
         };
@@ -155,7 +161,9 @@ impl Sluice {
         let upstream_started = Instant::now();
         let sent = match via {
             Via::Gateway => self.upstream.send(upstream).await,
-            Via::Proxy { origin, .. } => origin.send(upstream.map(|b| b.map_err(|never| match never {}).boxed_unsync())).await,
+            Via::Proxy { origin, .. } => {
+                origin.send(upstream.map(|b| b.map_err(|never| match never {}).boxed_unsync())).await
+            }
         };
         match sent {
             Ok(resp) => {
@@ -179,7 +187,8 @@ impl Sluice {
             Ok(resp) => self.relay(trail, resp, upstream_started, route, rule),
             Err(e) => {
                 let provider = trail.record.provider.clone();
-                metrics::counter!(telemetry::UPSTREAM_ERRORS, "provider" => provider.clone(), "kind" => e.kind()).increment(1);
+                metrics::counter!(telemetry::UPSTREAM_ERRORS, "provider" => provider.clone(), "kind" => e.kind())
+                    .increment(1);
                 trail.record.latency_us.upstream = micros(upstream_started.elapsed());
                 let kind = match e {
                     UpstreamError::Timeout(_) => ErrorKind::UpstreamTimeout,
@@ -242,11 +251,7 @@ impl Sluice {
             finished: false,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             idle_timeout,
-            completion: Some(Completion {
-                sluice: self.clone(),
-                trail,
-                upstream_started,
-            }),
+            completion: Some(Completion { sluice: self.clone(), trail, upstream_started }),
         };
         Response::from_parts(parts, UnsyncBoxBody::new(body))
     }

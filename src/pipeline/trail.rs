@@ -39,12 +39,25 @@ impl Trail {
     }
 
     /// A proxied request forwarded without inspection (not an LLM call).
-    pub(super) fn forwarded(api: &str, headers: &HeaderMap, client: SocketAddr, identity: &Identity, origin: &Origin) -> Trail {
+    pub(super) fn forwarded(
+        api: &str,
+        headers: &HeaderMap,
+        client: SocketAddr,
+        identity: &Identity,
+        origin: &Origin,
+    ) -> Trail {
         Trail::proxied(api, format_of(headers), client, Some(identity), &origin.target().host, "forward")
     }
 
     /// A request at the forward proxy, for `host`, already decided.
-    pub(super) fn proxied(api: &str, format: Format, client: SocketAddr, identity: Option<&Identity>, host: &str, decision: &str) -> Trail {
+    pub(super) fn proxied(
+        api: &str,
+        format: Format,
+        client: SocketAddr,
+        identity: Option<&Identity>,
+        host: &str,
+        decision: &str,
+    ) -> Trail {
         let mut trail = Trail::new(api, format, client, Ingress::Proxy);
         if let Some(identity) = identity {
             trail.record.team = identity.team.clone();
@@ -59,10 +72,7 @@ impl Trail {
     pub(super) fn new(api: &str, format: Format, client: SocketAddr, ingress: Ingress) -> Trail {
         Trail {
             record: AuditRecord {
-                time_unix_ms: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0),
+                time_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
                 client_addr: client.to_string(),
                 ingress: ingress.as_str().to_string(),
                 api: api.to_string(),
@@ -111,8 +121,7 @@ impl Sluice {
         self.record(trail, None);
         let mut resp = Response::new(full(body));
         *resp.status_mut() = status;
-        resp.headers_mut()
-            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         resp
     }
 

@@ -17,13 +17,8 @@ impl Glob {
         if source.is_empty() {
             return Err("empty model pattern".to_string());
         }
-        if let Some(c) = source
-            .chars()
-            .find(|c| matches!(c, '[' | ']' | '{' | '}' | '\\'))
-        {
-            return Err(format!(
-                "model pattern `{source}` uses `{c}`: only the wildcards `*` and `?` are supported"
-            ));
+        if let Some(c) = source.chars().find(|c| matches!(c, '[' | ']' | '{' | '}' | '\\')) {
+            return Err(format!("model pattern `{source}` uses `{c}`: only the wildcards `*` and `?` are supported"));
         }
         let mut pattern = Vec::with_capacity(source.len());
         for c in source.chars() {
@@ -33,9 +28,7 @@ impl Glob {
             }
             pattern.push(c.to_ascii_lowercase());
         }
-        Ok(Glob {
-            pattern: pattern.into_boxed_slice(),
-        })
+        Ok(Glob { pattern: pattern.into_boxed_slice() })
     }
 
     /// Whether `text` matches the whole pattern.
@@ -87,9 +80,7 @@ mod tests {
     use super::Glob;
 
     fn m(pattern: &str, text: &str) -> bool {
-        Glob::parse(pattern)
-            .map(|g| g.matches(text))
-            .unwrap_or(false)
+        Glob::parse(pattern).map(|g| g.matches(text)).unwrap_or(false)
     }
 
     #[test]

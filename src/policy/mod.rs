@@ -10,10 +10,10 @@
 //! `policies/default.yaml`.
 
 mod glob;
-mod schema;
 #[cfg(test)]
 #[path = "provider_tests.rs"]
 mod provider_tests;
+mod schema;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -162,9 +162,7 @@ impl Signals<'_> {
     pub fn summary(&self) -> SignalSummary {
         SignalSummary {
             task: self.task.map(|p| p.task.as_str()),
-            task_confidence: self
-                .task
-                .map(|p| (f64::from(p.confidence) * 1000.0).round() / 1000.0),
+            task_confidence: self.task.map(|p| (f64::from(p.confidence) * 1000.0).round() / 1000.0),
             prompt_tokens: self.prompt_tokens,
             prompt_tokens_exact: self.prompt_tokens_exact,
             turns: self.turns,
@@ -258,11 +256,7 @@ pub struct LocalOptions {
 
 impl Default for LocalOptions {
     fn default() -> Self {
-        LocalOptions {
-            overflow: Overflow::Wait,
-            overflow_wait_ms: 30_000,
-            too_long: TooLong::Reject,
-        }
+        LocalOptions { overflow: Overflow::Wait, overflow_wait_ms: 30_000, too_long: TooLong::Reject }
     }
 }
 
@@ -301,10 +295,7 @@ impl Present {
 }
 
 fn kind_bit(names: &[&str], kind: &str) -> u64 {
-    names
-        .iter()
-        .position(|n| *n == kind)
-        .map_or(0, |i| 1u64 << i)
+    names.iter().position(|n| *n == kind).map_or(0, |i| 1u64 << i)
 }
 
 /// The kinds a set condition matched on, or `None` if it did not match.
@@ -317,17 +308,11 @@ fn kinds_hit(set: KindSet, present_any: bool, present: u64) -> Option<u64> {
 }
 
 fn provider_bit(provider: &str) -> u64 {
-    PROVIDERS
-        .iter()
-        .position(|p| p.eq_ignore_ascii_case(provider))
-        .map_or(0, |i| 1u64 << i)
+    PROVIDERS.iter().position(|p| p.eq_ignore_ascii_case(provider)).map_or(0, |i| 1u64 << i)
 }
 
 fn task_bit(task: Task) -> u64 {
-    Task::ALL
-        .iter()
-        .position(|t| *t == task)
-        .map_or(0, |i| 1u64 << i)
+    Task::ALL.iter().position(|t| *t == task).map_or(0, |i| 1u64 << i)
 }
 
 /// Whether an optional range condition holds for `value`.
@@ -356,9 +341,7 @@ impl Rule {
         if w.terms && !present.terms {
             return false;
         }
-        if w.attachments
-            .is_some_and(|want| want != present.attachments)
-        {
+        if w.attachments.is_some_and(|want| want != present.attachments) {
             return false;
         }
         if let Some(globs) = &w.model {
@@ -374,16 +357,11 @@ impl Rule {
         // Task and cost conditions never hold when the classifier gave no
         // answer or the model has no price.
         let task = signals.task;
-        let task_ok = w
-            .task
-            .is_none_or(|mask| task.is_some_and(|p| mask & task_bit(p.task) != 0));
-        let confidence_ok = w
-            .task_confidence
-            .is_none_or(|range| task.is_some_and(|p| range.contains(f64::from(p.confidence))));
+        let task_ok = w.task.is_none_or(|mask| task.is_some_and(|p| mask & task_bit(p.task) != 0));
+        let confidence_ok =
+            w.task_confidence.is_none_or(|range| task.is_some_and(|p| range.contains(f64::from(p.confidence))));
         let cost = signals.estimated_cost_usd;
-        let cost_ok = w
-            .estimated_cost_usd
-            .is_none_or(|range| cost.is_some_and(|c| range.contains(c)));
+        let cost_ok = w.estimated_cost_usd.is_none_or(|range| cost.is_some_and(|c| range.contains(c)));
         task_ok
             && confidence_ok
             && cost_ok
@@ -391,8 +369,7 @@ impl Rule {
             && in_range(w.turns, f64::from(signals.turns))
             && in_range(w.tool_steps, f64::from(signals.tool_steps))
             && in_range(w.local_queue_depth, count(signals.local_queue_depth))
-            && w.tools_present
-                .is_none_or(|want| want == signals.tools_present)
+            && w.tools_present.is_none_or(|want| want == signals.tools_present)
             && w.stream.is_none_or(|want| want == signals.stream)
             && w.unparsed.is_none_or(|want| want == signals.unparsed)
     }
@@ -432,18 +409,10 @@ impl Rule {
             out.push(format!("task_confidence: {}", range.explain(&confidence)));
         }
         let ranges = [
-            (
-                "prompt_tokens",
-                w.prompt_tokens,
-                count(signals.prompt_tokens),
-            ),
+            ("prompt_tokens", w.prompt_tokens, count(signals.prompt_tokens)),
             ("turns", w.turns, f64::from(signals.turns)),
             ("tool_steps", w.tool_steps, f64::from(signals.tool_steps)),
-            (
-                "local_queue_depth",
-                w.local_queue_depth,
-                count(signals.local_queue_depth),
-            ),
+            ("local_queue_depth", w.local_queue_depth, count(signals.local_queue_depth)),
         ];
         for (name, range, value) in ranges {
             if let Some(range) = range {
@@ -451,10 +420,7 @@ impl Rule {
             }
         }
         if let (Some(range), Some(cost)) = (w.estimated_cost_usd, signals.estimated_cost_usd) {
-            out.push(format!(
-                "estimated_cost_usd: {}",
-                range.explain(&number(cost))
-            ));
+            out.push(format!("estimated_cost_usd: {}", range.explain(&number(cost))));
         }
         if let Some(want) = w.tools_present {
             out.push(format!("tools_present: {want}"));
@@ -515,10 +481,7 @@ impl TeamPolicy {
     pub fn needs_exact_tokens(&self, at_most: u64) -> bool {
         self.rules.iter().any(|rule| {
             rule.when.estimated_cost_usd.is_some()
-                || rule
-                    .when
-                    .prompt_tokens
-                    .is_some_and(|range| !range.constant_over(0.0, count(at_most)))
+                || rule.when.prompt_tokens.is_some_and(|range| !range.constant_over(0.0, count(at_most)))
         })
     }
 
@@ -537,11 +500,7 @@ impl TeamPolicy {
     /// [`TeamPolicy::decide`] applies the same filter itself, so passing
     /// either list to it gives the same decision.
     pub fn relevant_findings(&self, findings: &[Finding]) -> Vec<Finding> {
-        findings
-            .iter()
-            .filter(|f| self.min_confidence.keeps(f))
-            .cloned()
-            .collect()
+        findings.iter().filter(|f| self.min_confidence.keeps(f)).cloned().collect()
     }
 
     /// The findings to replace with placeholders for `decision`: the
@@ -549,18 +508,10 @@ impl TeamPolicy {
     /// decision is `redact`. May be empty for a `redact` decision too (a
     /// rule on the model alone), which then sends the prompt unchanged.
     pub fn findings_to_redact(&self, decision: &Decision, findings: &[Finding]) -> Vec<Finding> {
-        let Some(scope) = decision
-            .redact
-            .as_ref()
-            .filter(|_| decision.action == Action::Redact)
-        else {
+        let Some(scope) = decision.redact.as_ref().filter(|_| decision.action == Action::Redact) else {
             return Vec::new();
         };
-        findings
-            .iter()
-            .filter(|f| self.min_confidence.keeps(f) && scope.covers(f))
-            .cloned()
-            .collect()
+        findings.iter().filter(|f| self.min_confidence.keeps(f) && scope.covers(f)).cloned().collect()
     }
 
     /// Evaluate one request: first matching rule, else the default; with
@@ -660,10 +611,7 @@ impl PolicySet {
         let entries = match std::fs::read_dir(dir) {
             Ok(entries) => entries,
             Err(e) => {
-                return Err(PolicyErrors(vec![PolicyError::whole(
-                    dir,
-                    format!("cannot read policy directory: {e}"),
-                )]))
+                return Err(PolicyErrors(vec![PolicyError::whole(dir, format!("cannot read policy directory: {e}"))]))
             }
         };
         let mut files = Vec::new();
@@ -671,10 +619,7 @@ impl PolicySet {
             let path = match entry {
                 Ok(entry) => entry.path(),
                 Err(e) => {
-                    errors.push(PolicyError::whole(
-                        dir,
-                        format!("cannot list policy directory: {e}"),
-                    ));
+                    errors.push(PolicyError::whole(dir, format!("cannot list policy directory: {e}")));
                     continue;
                 }
             };
@@ -703,10 +648,7 @@ impl PolicySet {
                 dir,
                 "no policy files (*.yaml) in directory; default.yaml is required".to_string(),
             ));
-        } else if !files
-            .iter()
-            .any(|f| f.file_name() == Some("default.yaml".as_ref()))
-        {
+        } else if !files.iter().any(|f| f.file_name() == Some("default.yaml".as_ref())) {
             errors.push(PolicyError::whole(
                 &dir.join("default.yaml"),
                 "missing: default.yaml is the policy for requests without a team".to_string(),
@@ -737,21 +679,14 @@ impl PolicySet {
 }
 
 fn is_team_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 /// Parse, validate and compile one policy file, collecting every problem
 /// that can be found without the file parsing.
 fn load_file(dir: &Path, path: &Path) -> Result<TeamPolicy, Vec<PolicyError>> {
     let mut errors = Vec::new();
-    let team = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or_default()
-        .to_string();
+    let team = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
     if !is_team_name(&team) {
         errors.push(PolicyError::whole(
             path,
@@ -766,14 +701,9 @@ fn load_file(dir: &Path, path: &Path) -> Result<TeamPolicy, Vec<PolicyError>> {
             return Err(errors);
         }
     };
-    let only_comments = source
-        .lines()
-        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+    let only_comments = source.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
     if only_comments {
-        errors.push(PolicyError::whole(
-            path,
-            "file is empty; at least `default:` is required".to_string(),
-        ));
+        errors.push(PolicyError::whole(path, "file is empty; at least `default:` is required".to_string()));
         return Err(errors);
     }
 
@@ -795,10 +725,7 @@ fn load_file(dir: &Path, path: &Path) -> Result<TeamPolicy, Vec<PolicyError>> {
             let first = lines.first().map(|(line, _)| *line);
             let at = lines.get(1).copied();
             let reason = match first {
-                Some(first) => format!(
-                    "duplicate rule name `{}` (first on line {first})",
-                    rule.name
-                ),
+                Some(first) => format!("duplicate rule name `{}` (first on line {first})", rule.name),
                 None => format!("duplicate rule name `{}`", rule.name),
             };
             errors.push(PolicyError::at(path, at, reason));
@@ -812,16 +739,9 @@ fn load_file(dir: &Path, path: &Path) -> Result<TeamPolicy, Vec<PolicyError>> {
             let at = find_key_lines(&source, "file", None).first().copied();
             match std::fs::read_to_string(dir.join(&name)) {
                 Ok(text) => terms.extend(
-                    text.lines()
-                        .map(str::trim)
-                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                        .map(str::to_string),
+                    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string),
                 ),
-                Err(e) => errors.push(PolicyError::at(
-                    path,
-                    at,
-                    format!("cannot read dictionary file `{name}`: {e}"),
-                )),
+                Err(e) => errors.push(PolicyError::at(path, at, format!("cannot read dictionary file `{name}`: {e}"))),
             }
         }
     }
@@ -893,12 +813,7 @@ pub struct PolicyError {
 
 impl PolicyError {
     fn whole(file: &Path, reason: String) -> PolicyError {
-        PolicyError {
-            file: file.to_path_buf(),
-            line: None,
-            column: None,
-            reason,
-        }
+        PolicyError { file: file.to_path_buf(), line: None, column: None, reason }
     }
 
     fn at(file: &Path, at: Option<(usize, usize)>, reason: String) -> PolicyError {

@@ -27,12 +27,8 @@ fn team(yaml: &str) -> Arc<TeamPolicy> {
 
 /// The action and rule for a request addressed to `provider`.
 fn decide(policy: &TeamPolicy, provider: &str) -> (Action, String) {
-    let decision = policy.decide(&Signals {
-        requested_model: "some-model",
-        provider,
-        prompt_tokens: 10,
-        ..Signals::default()
-    });
+    let decision =
+        policy.decide(&Signals { requested_model: "some-model", provider, prompt_tokens: 10, ..Signals::default() });
     (decision.action, decision.rule)
 }
 
@@ -48,20 +44,12 @@ default: cloud
 fn policy_can_name_providers_beyond_openai_and_anthropic() {
     let policy = team(NON_OPENAI_LOCAL);
     for provider in ["gemini", "bedrock", "mistral", "azure_openai"] {
-        assert_eq!(
-            decide(&policy, provider),
-            (Action::Local, "non-openai-local".to_string()),
-            "{provider}"
-        );
+        assert_eq!(decide(&policy, provider), (Action::Local, "non-openai-local".to_string()), "{provider}");
     }
     // Names are matched without regard to ASCII case, as before.
     assert_eq!(decide(&policy, "Gemini").0, Action::Local);
     for provider in ["openai", "anthropic", "groq", "example.com", ""] {
-        assert_eq!(
-            decide(&policy, provider),
-            (Action::Cloud, "default".to_string()),
-            "{provider}"
-        );
+        assert_eq!(decide(&policy, provider), (Action::Cloud, "default".to_string()), "{provider}");
     }
 }
 

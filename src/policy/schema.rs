@@ -22,12 +22,8 @@ use crate::inspect::{Category, Finding, ATTACHMENT_KIND, PII_KINDS, SECRET_KINDS
 pub(super) const PROVIDERS: &[&str] = &crate::wire::providers::NAMES;
 
 // Kind sets are bit masks indexed by position in these lists.
-const _: () = assert!(
-    PII_KINDS.len() <= 64
-        && SECRET_KINDS.len() <= 64
-        && PROVIDERS.len() <= 64
-        && Task::ALL.len() <= 64
-);
+const _: () =
+    assert!(PII_KINDS.len() <= 64 && SECRET_KINDS.len() <= 64 && PROVIDERS.len() <= 64 && Task::ALL.len() <= 64);
 
 /// Read a string scalar and check it while serde_yaml is still reading that
 /// scalar: only then does an error get the scalar's own position.
@@ -64,9 +60,7 @@ where
     S: Deserialize<'de>,
 {
     struct MapVisitor<S, F>(F, &'static str, PhantomData<S>);
-    impl<'de, S: Deserialize<'de>, T, F: FnOnce(S) -> Result<T, String>> Visitor<'de>
-        for MapVisitor<S, F>
-    {
+    impl<'de, S: Deserialize<'de>, T, F: FnOnce(S) -> Result<T, String>> Visitor<'de> for MapVisitor<S, F> {
         type Value = T;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str(self.1)
@@ -159,15 +153,11 @@ impl<'de> Deserialize<'de> for Rule {
         checked_map(deserializer, "a rule mapping", |spec: RuleSpec| {
             let name = spec.name.0;
             let Some(when) = spec.when else {
-                return Err(format!(
-                    "rule `{name}` has no `when`; a catch-all belongs in the file's `default`"
-                ));
+                return Err(format!("rule `{name}` has no `when`; a catch-all belongs in the file's `default`"));
             };
             let reason = match spec.reason {
                 Some(r) if r.trim().is_empty() => {
-                    return Err(format!(
-                        "rule `{name}` has an empty `reason`; remove it to get the generated one"
-                    ))
+                    return Err(format!("rule `{name}` has an empty `reason`; remove it to get the generated one"))
                 }
                 other => other,
             };
@@ -182,13 +172,7 @@ impl<'de> Deserialize<'de> for Rule {
                     ))
                 }
             };
-            Ok(Rule {
-                name,
-                when,
-                then: spec.then,
-                reason,
-                redact,
-            })
+            Ok(Rule { name, when, then: spec.then, reason, redact })
         })
     }
 }
@@ -199,32 +183,20 @@ struct RuleName(String);
 impl<'de> Deserialize<'de> for RuleName {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         checked_str(deserializer, "a rule name", |name| {
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-            {
-                return Err(format!(
-                    "invalid rule name `{name}`: use letters, digits, `_`, `-` and `.`"
-                ));
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+                return Err(format!("invalid rule name `{name}`: use letters, digits, `_`, `-` and `.`"));
             }
             if name == "default" {
-                return Err(
-                    "rule name `default` is reserved for decisions made by the file's `default`"
-                        .to_string(),
-                );
+                return Err("rule name `default` is reserved for decisions made by the file's `default`".to_string());
             }
             if name == "sticky_local" {
                 return Err(
-                    "rule name `sticky_local` is reserved for decisions that keep a conversation local"
-                        .to_string(),
+                    "rule name `sticky_local` is reserved for decisions that keep a conversation local".to_string()
                 );
             }
             if name == "unparsed_requests" {
-                return Err(
-                    "rule name `unparsed_requests` is reserved for decisions on requests sluice cannot parse"
-                        .to_string(),
-                );
+                return Err("rule name `unparsed_requests` is reserved for decisions on requests sluice cannot parse"
+                    .to_string());
             }
             Ok(RuleName(name.to_string()))
         })
@@ -245,9 +217,9 @@ impl<'de> Deserialize<'de> for Action {
                     "cloud" => Ok(Action::Cloud),
                     "redact" => Ok(Action::Redact),
                     "block" => Ok(Action::Block),
-                    other => Err(E::custom(format!(
-                        "unknown action `{other}`; expected local, cloud, redact or block"
-                    ))),
+                    other => {
+                        Err(E::custom(format!("unknown action `{other}`; expected local, cloud, redact or block")))
+                    }
                 }
             }
         }
@@ -457,9 +429,7 @@ struct NameSet<F> {
 }
 
 fn name_bit<F: NameFamily>(name: &str) -> Result<u64, String> {
-    F::position(name)
-        .map(|i| 1u64 << i)
-        .ok_or_else(|| format!("unknown {} `{name}`; valid: {}", F::WHAT, F::valid()))
+    F::position(name).map(|i| 1u64 << i).ok_or_else(|| format!("unknown {} `{name}`; valid: {}", F::WHAT, F::valid()))
 }
 
 impl<'de, F: NameFamily> Deserialize<'de> for NameSet<F> {
@@ -506,10 +476,7 @@ impl<'de, F: NameFamily> Deserialize<'de> for NameSet<F> {
             }
         }
         let set = deserializer.deserialize_any(SetVisitor::<F>(PhantomData))?;
-        Ok(NameSet {
-            set,
-            family: PhantomData,
-        })
+        Ok(NameSet { set, family: PhantomData })
     }
 }
 
@@ -520,10 +487,7 @@ impl<'de, F: NameFamily> Deserialize<'de> for Name<F> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         checked_str(deserializer, F::WHAT, |raw| {
             if raw == "any" {
-                return Err(format!(
-                    "`any` cannot be part of a list; write `{}: any`",
-                    F::KEY
-                ));
+                return Err(format!("`any` cannot be part of a list; write `{}: any`", F::KEY));
             }
             name_bit::<F>(raw).map(|bit| Name(bit, PhantomData))
         })
@@ -545,9 +509,7 @@ impl<'de> Deserialize<'de> for AnyOnly {
                 if v == "any" {
                     Ok(AnyOnly)
                 } else {
-                    Err(E::custom(format!(
-                        "`terms` accepts only `any` (a hit on the team's dictionary), not `{v}`"
-                    )))
+                    Err(E::custom(format!("`terms` accepts only `any` (a hit on the team's dictionary), not `{v}`")))
                 }
             }
         }
@@ -576,9 +538,7 @@ impl<'de> Deserialize<'de> for Patterns {
                     globs.push(glob);
                 }
                 if globs.is_empty() {
-                    return Err(de::Error::custom(
-                        "empty `model` list never matches; remove the condition",
-                    ));
+                    return Err(de::Error::custom("empty `model` list never matches; remove the condition"));
                 }
                 Ok(Patterns(globs.into_boxed_slice()))
             }
@@ -591,9 +551,7 @@ struct PatternItem(Glob);
 
 impl<'de> Deserialize<'de> for PatternItem {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        checked_str(deserializer, "a model pattern", |raw| {
-            Glob::parse(raw).map(PatternItem)
-        })
+        checked_str(deserializer, "a model pattern", |raw| Glob::parse(raw).map(PatternItem))
     }
 }
 
@@ -707,12 +665,8 @@ pub(super) struct NumRange {
 
 impl NumRange {
     pub(super) fn contains(&self, x: f64) -> bool {
-        let above = self
-            .lower
-            .is_none_or(|l| if l.strict { x > l.value } else { x >= l.value });
-        let below = self
-            .upper
-            .is_none_or(|u| if u.strict { x < u.value } else { x <= u.value });
+        let above = self.lower.is_none_or(|l| if l.strict { x > l.value } else { x >= l.value });
+        let below = self.upper.is_none_or(|u| if u.strict { x < u.value } else { x <= u.value });
         above && below
     }
 
@@ -742,13 +696,7 @@ impl NumRange {
                 format!("{value} {op} {}", number(l.value))
             }
             (None, Some(u)) => format!("{value} {} {}", below(u), number(u.value)),
-            (Some(l), Some(u)) => format!(
-                "{} {} {value} {} {}",
-                number(l.value),
-                below(l),
-                below(u),
-                number(u.value)
-            ),
+            (Some(l), Some(u)) => format!("{} {} {value} {} {}", number(l.value), below(l), below(u), number(u.value)),
             (None, None) => value.to_string(),
         }
     }
@@ -788,11 +736,7 @@ struct Ranged<U>(NumRange, PhantomData<U>);
 fn tighter(a: Option<Limit>, b: Option<Limit>, upper: bool) -> Option<Limit> {
     match (a, b) {
         (Some(a), Some(b)) => {
-            let a_wins = if a.value == b.value {
-                a.strict
-            } else {
-                (a.value > b.value) != upper
-            };
+            let a_wins = if a.value == b.value { a.strict } else { (a.value > b.value) != upper };
             Some(if a_wins { a } else { b })
         }
         (a, b) => a.or(b),
@@ -801,57 +745,34 @@ fn tighter(a: Option<Limit>, b: Option<Limit>, upper: bool) -> Option<Limit> {
 
 impl<'de, U: Unit> Deserialize<'de> for Ranged<U> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        checked_map(
-            deserializer,
-            "a range like { min: 5 } or { gt: 8000 }",
-            |spec: RangeSpec<U>| {
-                let limit = |n: Option<Num<U>>, strict| n.map(|n| Limit { value: n.0, strict });
-                let lower = [limit(spec.gt, true), limit(spec.gte, false)]
-                    .into_iter()
-                    .fold(limit(spec.min, false), |a, b| tighter(a, b, false));
-                let upper = [limit(spec.lt, true), limit(spec.lte, false)]
-                    .into_iter()
-                    .fold(limit(spec.max, false), |a, b| tighter(a, b, true));
-                if lower.is_none() && upper.is_none() {
-                    return Err(
-                        "a range needs at least one of min, max, gt, gte, lt, lte".to_string()
-                    );
-                }
-                let range = NumRange { lower, upper };
-                if range_is_empty::<U>(&range) {
-                    return Err(format!(
-                        "range bounds can never all hold (a value {})",
-                        range.explain("x")
-                    ));
-                }
-                Ok(Ranged(range, PhantomData))
-            },
-        )
+        checked_map(deserializer, "a range like { min: 5 } or { gt: 8000 }", |spec: RangeSpec<U>| {
+            let limit = |n: Option<Num<U>>, strict| n.map(|n| Limit { value: n.0, strict });
+            let lower = [limit(spec.gt, true), limit(spec.gte, false)]
+                .into_iter()
+                .fold(limit(spec.min, false), |a, b| tighter(a, b, false));
+            let upper = [limit(spec.lt, true), limit(spec.lte, false)]
+                .into_iter()
+                .fold(limit(spec.max, false), |a, b| tighter(a, b, true));
+            if lower.is_none() && upper.is_none() {
+                return Err("a range needs at least one of min, max, gt, gte, lt, lte".to_string());
+            }
+            let range = NumRange { lower, upper };
+            if range_is_empty::<U>(&range) {
+                return Err(format!("range bounds can never all hold (a value {})", range.explain("x")));
+            }
+            Ok(Ranged(range, PhantomData))
+        })
     }
 }
 
 /// True when no value the signal can take lies in `range`.
 fn range_is_empty<U: Unit>(range: &NumRange) -> bool {
-    let lower = range.lower.unwrap_or(Limit {
-        value: U::LOW,
-        strict: false,
-    });
-    let upper = range.upper.unwrap_or(Limit {
-        value: U::HIGH,
-        strict: false,
-    });
+    let lower = range.lower.unwrap_or(Limit { value: U::LOW, strict: false });
+    let upper = range.upper.unwrap_or(Limit { value: U::HIGH, strict: false });
     if U::WHOLE {
         // Compare the smallest and largest whole numbers inside.
-        let lo = if lower.strict {
-            lower.value.floor() + 1.0
-        } else {
-            lower.value.ceil()
-        };
-        let hi = if upper.strict {
-            upper.value.ceil() - 1.0
-        } else {
-            upper.value.floor()
-        };
+        let lo = if lower.strict { lower.value.floor() + 1.0 } else { lower.value.ceil() };
+        let hi = if upper.strict { upper.value.ceil() - 1.0 } else { upper.value.floor() };
         lo > hi
     } else {
         lower.value > upper.value || (lower.value == upper.value && (lower.strict || upper.strict))
@@ -907,19 +828,13 @@ impl Selector {
 
     pub(super) fn name(&self) -> &'static str {
         match *self {
-            Selector::Category(category) => CATEGORY_NAMES
-                .iter()
-                .find(|(_, c)| *c == category)
-                .map_or("", |(n, _)| n),
+            Selector::Category(category) => CATEGORY_NAMES.iter().find(|(_, c)| *c == category).map_or("", |(n, _)| n),
             Selector::Kind(_, kind) => kind,
         }
     }
 
     fn is_attachment(&self) -> bool {
-        matches!(
-            self,
-            Selector::Category(Category::Attachment) | Selector::Kind(Category::Attachment, _)
-        )
+        matches!(self, Selector::Category(Category::Attachment) | Selector::Kind(Category::Attachment, _))
     }
 }
 
@@ -1014,26 +929,18 @@ impl<'de> de::DeserializeSeed<'de> for ConfidenceKeySeed<'_> {
     type Value = ConfidenceKey;
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         let seen = self.0;
-        checked_str(
-            deserializer,
-            "a finding category or type, or `default`",
-            |raw| {
-                let key = if raw == "default" {
-                    ConfidenceKey::Default
-                } else {
-                    ConfidenceKey::Of(Selector::parse(raw)?)
-                };
-                let repeated = seen.iter().any(|k| match (k, &key) {
-                    (ConfidenceKey::Default, ConfidenceKey::Default) => true,
-                    (ConfidenceKey::Of(a), ConfidenceKey::Of(b)) => a == b,
-                    _ => false,
-                });
-                if repeated {
-                    return Err(format!("`{raw}` is listed twice in `min_confidence`"));
-                }
-                Ok(key)
-            },
-        )
+        checked_str(deserializer, "a finding category or type, or `default`", |raw| {
+            let key = if raw == "default" { ConfidenceKey::Default } else { ConfidenceKey::Of(Selector::parse(raw)?) };
+            let repeated = seen.iter().any(|k| match (k, &key) {
+                (ConfidenceKey::Default, ConfidenceKey::Default) => true,
+                (ConfidenceKey::Of(a), ConfidenceKey::Of(b)) => a == b,
+                _ => false,
+            });
+            if repeated {
+                return Err(format!("`{raw}` is listed twice in `min_confidence`"));
+            }
+            Ok(key)
+        })
     }
 }
 

@@ -3,14 +3,7 @@ use std::fs;
 use std::path::Path;
 
 fn finding(category: Category, kind: &'static str) -> Finding {
-    Finding {
-        category,
-        kind,
-        segment: 0,
-        span: 0..1,
-        confidence: 1.0,
-        validator: "test",
-    }
+    Finding { category, kind, segment: 0, span: 0..1, confidence: 1.0, validator: "test" }
 }
 
 fn pii(kind: &'static str) -> Finding {
@@ -25,27 +18,15 @@ fn term() -> Finding {
     finding(Category::Term, crate::inspect::TERM_KIND)
 }
 
-fn signals<'a>(
-    findings: &'a [Finding],
-    model: &'a str,
-    provider: &'a str,
-    tokens: u64,
-) -> Signals<'a> {
-    Signals {
-        findings,
-        requested_model: model,
-        provider,
-        prompt_tokens: tokens,
-        ..Signals::default()
-    }
+fn signals<'a>(findings: &'a [Finding], model: &'a str, provider: &'a str, tokens: u64) -> Signals<'a> {
+    Signals { findings, requested_model: model, provider, prompt_tokens: tokens, ..Signals::default() }
 }
 
 /// A policy directory holding `files`, plus a trivial default.yaml unless given.
 fn policy_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("a temp dir can be created in tests");
     if !files.iter().any(|(name, _)| *name == "default.yaml") {
-        fs::write(dir.path().join("default.yaml"), "default: cloud\n")
-            .expect("writable temp dir");
+        fs::write(dir.path().join("default.yaml"), "default: cloud\n").expect("writable temp dir");
     }
     for (name, text) in files {
         fs::write(dir.path().join(name), text).expect("writable temp dir");
@@ -88,10 +69,7 @@ fn with_confidence(mut f: Finding, confidence: f32) -> Finding {
 }
 
 fn task(name: &str, confidence: f32) -> Option<crate::classify::Prediction> {
-    Some(crate::classify::Prediction {
-        task: Task::from_name(name).expect("test names a real task"),
-        confidence,
-    })
+    Some(crate::classify::Prediction { task: Task::from_name(name).expect("test names a real task"), confidence })
 }
 
 fn shipped() -> PolicySet {
@@ -105,10 +83,7 @@ fn shipped() -> PolicySet {
 #[test]
 fn shipped_policies_load_cleanly_and_behave_as_documented() {
     let set = shipped();
-    assert_eq!(
-        set.teams().collect::<Vec<_>>(),
-        ["default", "engineering", "payments"]
-    );
+    assert_eq!(set.teams().collect::<Vec<_>>(), ["default", "engineering", "payments"]);
     assert_eq!(set.len(), 3);
 
     let default = set.team("default").expect("default.yaml ships");
@@ -120,13 +95,7 @@ fn shipped_policies_load_cleanly_and_behave_as_documented() {
     // Documentation keys score 0.6 and are still blocked.
     let d = decide(&[with_confidence(secret("aws_access_key"), 0.6)]);
     assert_eq!(d.action, Action::Block);
-    for kind in [
-        "credit_card",
-        "us_ssn",
-        "iban",
-        "uk_nino",
-        "us_bank_routing",
-    ] {
+    for kind in ["credit_card", "us_ssn", "iban", "uk_nino", "us_bank_routing"] {
         let d = decide(&[pii(kind)]);
         assert_eq!(d.action, Action::Local, "{kind}");
         assert!(d.sticky, "{kind}");
@@ -134,22 +103,12 @@ fn shipped_policies_load_cleanly_and_behave_as_documented() {
     assert_eq!(decide(&[term()]).action, Action::Local);
     for kind in ["email", "phone", "date_of_birth"] {
         let d = decide(&[pii(kind)]);
-        assert_eq!(
-            (d.action, d.rule.as_str()),
-            (Action::Redact, "other-pii-redacted"),
-            "{kind}"
-        );
+        assert_eq!((d.action, d.rule.as_str()), (Action::Redact, "other-pii-redacted"), "{kind}");
     }
     // A card next to an email stays home rather than being redacted.
-    assert_eq!(
-        decide(&[pii("email"), pii("credit_card")]).action,
-        Action::Local
-    );
+    assert_eq!(decide(&[pii("email"), pii("credit_card")]).action, Action::Local);
     // Loopback addresses (0.4) are not personal data here.
-    assert_eq!(
-        decide(&[with_confidence(pii("ip_address"), 0.4)]).rule,
-        "default"
-    );
+    assert_eq!(decide(&[with_confidence(pii("ip_address"), 0.4)]).rule, "default");
     assert_eq!(decide(&[attachment()]).rule, "attachments-to-cloud");
     assert_eq!(decide(&[]).rule, "default");
 
@@ -158,81 +117,35 @@ fn shipped_policies_load_cleanly_and_behave_as_documented() {
         (d.action, d.rule)
     };
     let base = || signals(&[], "gpt-4o", "openai", 100);
-    let code = Signals {
-        task: task("code_completion", 0.9),
-        ..base()
-    };
-    assert_eq!(
-        routed(code.clone()),
-        (Action::Local, "simple-tasks-stay-local".to_string())
-    );
-    let unsure = Signals {
-        task: task("code_completion", 0.5),
-        ..base()
-    };
+    let code = Signals { task: task("code_completion", 0.9), ..base() };
+    assert_eq!(routed(code.clone()), (Action::Local, "simple-tasks-stay-local".to_string()));
+    let unsure = Signals { task: task("code_completion", 0.5), ..base() };
     assert_eq!(routed(unsure).1, "default");
-    let busy = Signals {
-        local_queue_depth: 8,
-        ..code.clone()
-    };
+    let busy = Signals { local_queue_depth: 8, ..code.clone() };
     assert_eq!(routed(busy).1, "default");
-    let long = Signals {
-        prompt_tokens: 6001,
-        ..code.clone()
-    };
-    assert_eq!(
-        routed(long),
-        (Action::Cloud, "long-prompts-to-cloud".to_string())
-    );
-    let agent = Signals {
-        tool_steps: 5,
-        ..code.clone()
-    };
+    let long = Signals { prompt_tokens: 6001, ..code.clone() };
+    assert_eq!(routed(long), (Action::Cloud, "long-prompts-to-cloud".to_string()));
+    let agent = Signals { tool_steps: 5, ..code.clone() };
     assert_eq!(routed(agent).1, "agent-loops-to-cloud");
-    let math = Signals {
-        task: task("math_reasoning", 0.8),
-        ..base()
-    };
+    let math = Signals { task: task("math_reasoning", 0.8), ..base() };
     assert_eq!(routed(math).1, "hard-tasks-to-cloud");
-    let guess = Signals {
-        task: task("research_analysis", 0.4),
-        ..base()
-    };
+    let guess = Signals { task: task("research_analysis", 0.4), ..base() };
     assert_eq!(routed(guess).1, "default");
     // Sensitive rules come first: a long card prompt stays local.
     let cards = [pii("credit_card")];
-    let long_card = Signals {
-        findings: &cards,
-        prompt_tokens: 9000,
-        tool_steps: 9,
-        ..base()
-    };
+    let long_card = Signals { findings: &cards, prompt_tokens: 9000, tool_steps: 9, ..base() };
     assert_eq!(routed(long_card).0, Action::Local);
-    let sticky = Signals {
-        sticky_local: true,
-        ..base()
-    };
+    let sticky = Signals { sticky_local: true, ..base() };
     assert_eq!(routed(sticky), (Action::Local, "sticky_local".to_string()));
 
     let payments = set.team("payments").expect("payments.yaml ships");
     assert_eq!(payments.team(), "payments");
-    assert!(payments
-        .dictionary_terms()
-        .iter()
-        .any(|t| t == "Project Falcon"));
+    assert!(payments.dictionary_terms().iter().any(|t| t == "Project Falcon"));
     assert_eq!(payments.local_options().too_long, TooLong::Block);
-    let decide = |f: &[Finding], model: &str, tokens: u64| {
-        payments.decide(&signals(f, model, "openai", tokens))
-    };
+    let decide = |f: &[Finding], model: &str, tokens: u64| payments.decide(&signals(f, model, "openai", tokens));
     assert_eq!(decide(&[pii("email")], "gpt-4o", 10).action, Action::Local);
-    assert_eq!(
-        decide(&[with_confidence(pii("ip_address"), 0.4)], "gpt-4o", 10).action,
-        Action::Local
-    );
-    assert_eq!(
-        decide(&[secret("github_token")], "gpt-4o", 10).action,
-        Action::Block
-    );
+    assert_eq!(decide(&[with_confidence(pii("ip_address"), 0.4)], "gpt-4o", 10).action, Action::Local);
+    assert_eq!(decide(&[secret("github_token")], "gpt-4o", 10).action, Action::Block);
     assert_eq!(decide(&[attachment()], "gpt-4o", 10).action, Action::Block);
     assert_eq!(decide(&[], "gpt-4o", 9000).rule, "bulk-prompts-stay-local");
     assert_eq!(decide(&[], "gpt-4o", 8000).action, Action::Cloud);
@@ -240,43 +153,19 @@ fn shipped_policies_load_cleanly_and_behave_as_documented() {
 
     let eng = set.team("engineering").expect("engineering.yaml ships");
     assert!(!eng.sticky_local());
-    let findings = [
-        pii("email"),
-        pii("ip_address"),
-        with_confidence(pii("phone"), 0.65),
-    ];
+    let findings = [pii("email"), pii("ip_address"), with_confidence(pii("phone"), 0.65)];
     let d = eng.decide(&signals(&findings, "gpt-4o", "openai", 10));
-    assert_eq!(
-        (d.action, d.rule.as_str()),
-        (Action::Redact, "personal-data-redacted")
-    );
-    let kinds: Vec<&str> = eng
-        .findings_to_redact(&d, &findings)
-        .iter()
-        .map(|f| f.kind)
-        .collect();
+    assert_eq!((d.action, d.rule.as_str()), (Action::Redact, "personal-data-redacted"));
+    let kinds: Vec<&str> = eng.findings_to_redact(&d, &findings).iter().map(|f| f.kind).collect();
     assert_eq!(kinds, ["email"], "IP kept, weak phone ignored");
     let weak_key = [with_confidence(secret("generic_secret"), 0.3)];
-    assert_eq!(
-        eng.decide(&signals(&weak_key, "gpt-4o", "openai", 10))
-            .action,
-        Action::Block
-    );
-    let completion = Signals {
-        task: task("code_completion", 0.7),
-        stream: true,
-        ..signals(&[], "gpt-4o", "openai", 50)
-    };
+    assert_eq!(eng.decide(&signals(&weak_key, "gpt-4o", "openai", 10)).action, Action::Block);
+    let completion =
+        Signals { task: task("code_completion", 0.7), stream: true, ..signals(&[], "gpt-4o", "openai", 50) };
     assert_eq!(eng.decide(&completion).rule, "editor-completions-local");
-    let with_tools = Signals {
-        tools_present: true,
-        ..completion.clone()
-    };
+    let with_tools = Signals { tools_present: true, ..completion.clone() };
     assert_eq!(eng.decide(&with_tools).rule, "default");
-    let pricey = Signals {
-        estimated_cost_usd: Some(2.5),
-        ..completion
-    };
+    let pricey = Signals { estimated_cost_usd: Some(2.5), ..completion };
     assert_eq!(eng.decide(&pricey).rule, "expensive-calls");
 }
 
@@ -326,10 +215,7 @@ fn pii_and_secret_lists_match_only_named_kinds_of_their_category() {
     assert_eq!(action(&[pii("us_ssn")]), Action::Local);
     assert_eq!(action(&[pii("email")]), Action::Cloud);
     // A term is not PII even if a detector gave it a PII-like kind name.
-    assert_eq!(
-        action(&[finding(Category::Term, "credit_card")]),
-        Action::Cloud
-    );
+    assert_eq!(action(&[finding(Category::Term, "credit_card")]), Action::Cloud);
     assert_eq!(action(&[pii("email"), pii("credit_card")]), Action::Local);
 }
 
@@ -368,11 +254,10 @@ fn model_globs_and_providers_are_lists_of_alternatives() {
 
 #[test]
 fn single_names_may_be_written_without_a_list() {
-    let p = team("rules:\n- { name: r, when: { pii: iban, model: \"o1*\", provider: openai }, then: local }\ndefault: cloud\n");
-    assert_eq!(
-        p.decide(&signals(&[pii("iban")], "o1", "openai", 1)).rule,
-        "r"
+    let p = team(
+        "rules:\n- { name: r, when: { pii: iban, model: \"o1*\", provider: openai }, then: local }\ndefault: cloud\n",
     );
+    assert_eq!(p.decide(&signals(&[pii("iban")], "o1", "openai", 1)).rule, "r");
 }
 
 #[test]
@@ -443,9 +328,7 @@ fn all_conditions_of_a_rule_must_hold() {
            then: local\n\
          default: cloud\n",
     );
-    let rule = |f: &[Finding], model: &str, provider: &str, n: u64| {
-        p.decide(&signals(f, model, provider, n)).rule
-    };
+    let rule = |f: &[Finding], model: &str, provider: &str, n: u64| p.decide(&signals(f, model, provider, n)).rule;
     let email = [pii("email")];
     assert_eq!(rule(&email, "gpt-4o", "openai", 1000), "all");
     assert_eq!(rule(&[], "gpt-4o", "openai", 1000), "default");
@@ -466,22 +349,10 @@ fn reasons_name_the_triggering_types_or_use_the_given_text() {
     let reason = |f: &[Finding], n: u64| p.decide(&signals(f, "gpt-4o", "openai", n)).reason;
     assert_eq!(reason(&[secret("private_key")], 1), "No credentials");
     assert_eq!(
-        reason(
-            &[
-                pii("us_ssn"),
-                pii("email"),
-                term(),
-                pii("credit_card"),
-                pii("us_ssn")
-            ],
-            1
-        ),
+        reason(&[pii("us_ssn"), pii("email"), term(), pii("credit_card"), pii("us_ssn")], 1),
         "rule cards matched: pii: credit_card, us_ssn; terms: dictionary match"
     );
-    assert_eq!(
-        reason(&[], 9),
-        "rule big matched: model: gpt-4o; provider: openai; prompt_tokens: 9 > 5"
-    );
+    assert_eq!(reason(&[], 9), "rule big matched: model: gpt-4o; provider: openai; prompt_tokens: 9 > 5");
 }
 
 #[test]
@@ -521,22 +392,17 @@ fn unknown_pii_name_is_reported_at_the_name_with_valid_names() {
     );
     assert_eq!(line, Some(6));
     assert!(reason.contains("unknown pii type `passport`"), "{reason}");
-    assert!(
-        reason.contains("email, credit_card, us_ssn, phone, iban"),
-        "{reason}"
-    );
+    assert!(reason.contains("email, credit_card, us_ssn, phone, iban"), "{reason}");
 }
 
 #[test]
 fn unknown_secret_name_and_provider_are_rejected() {
-    let (line, reason) = one_error(
-        "rules:\n- name: r\n  when: { secrets: [aws_key] }\n  then: block\ndefault: cloud\n",
-    );
+    let (line, reason) =
+        one_error("rules:\n- name: r\n  when: { secrets: [aws_key] }\n  then: block\ndefault: cloud\n");
     assert_eq!(line, Some(3));
     assert!(reason.contains("unknown secret type `aws_key`"), "{reason}");
-    let (line, reason) = one_error(
-        "default: cloud\nrules:\n- name: r\n  when: { provider: [gemeni] }\n  then: block\n",
-    );
+    let (line, reason) =
+        one_error("default: cloud\nrules:\n- name: r\n  when: { provider: [gemeni] }\n  then: block\n");
     assert_eq!(line, Some(4));
     assert!(reason.contains("openai, anthropic"), "{reason}");
 }
@@ -551,10 +417,7 @@ fn unknown_action_is_reported_at_its_line() {
          default: cloud\n",
     );
     assert_eq!(line, Some(4));
-    assert!(
-        reason.contains("unknown action `allow`; expected local, cloud, redact or block"),
-        "{reason}"
-    );
+    assert!(reason.contains("unknown action `allow`; expected local, cloud, redact or block"), "{reason}");
     let (line, _) = one_error("rules: []\ndefault: pass\n");
     assert_eq!(line, Some(2));
 }
@@ -595,26 +458,19 @@ fn duplicate_rule_name_is_reported_at_the_second_use() {
     )]);
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert_eq!((errs[0].line, errs[0].column), (Some(8), Some(3)));
-    assert_eq!(
-        errs[0].reason,
-        "duplicate rule name `same` (first on line 2)"
-    );
+    assert_eq!(errs[0].reason, "duplicate rule name `same` (first on line 2)");
 }
 
 #[test]
 fn missing_default_is_an_error() {
-    let (line, reason) = one_error(
-        "# no default here\nrules:\n- { name: r, when: { pii: any }, then: local }\n",
-    );
+    let (line, reason) = one_error("# no default here\nrules:\n- { name: r, when: { pii: any }, then: local }\n");
     assert_eq!(line, Some(2));
     assert!(reason.contains("missing field `default`"), "{reason}");
 }
 
 #[test]
 fn bad_yaml_syntax_is_reported_at_its_line() {
-    let (line, _) = one_error(
-        "rules:\n- name: r\n  when: { pii: [email }\n  then: local\ndefault: cloud\n",
-    );
+    let (line, _) = one_error("rules:\n- name: r\n  when: { pii: [email }\n  then: local\ndefault: cloud\n");
     assert_eq!(line, Some(3));
     let errs = errors(&[("t.yaml", "default: cloud\nrules: oops: x\n")]);
     assert_eq!(errs.len(), 1, "{errs:?}");
@@ -623,19 +479,14 @@ fn bad_yaml_syntax_is_reported_at_its_line() {
 
 #[test]
 fn missing_dictionary_file_is_reported_at_the_file_key() {
-    let (line, reason) =
-        one_error("dictionary:\n  terms: [a]\n  file: nope.txt\ndefault: local\n");
+    let (line, reason) = one_error("dictionary:\n  terms: [a]\n  file: nope.txt\ndefault: local\n");
     assert_eq!(line, Some(3));
-    assert!(
-        reason.starts_with("cannot read dictionary file `nope.txt`"),
-        "{reason}"
-    );
+    assert!(reason.starts_with("cannot read dictionary file `nope.txt`"), "{reason}");
 }
 
 #[test]
 fn empty_or_missing_when_is_rejected() {
-    let (line, reason) =
-        one_error("default: cloud\nrules:\n- name: r\n  when: {}\n  then: local\n");
+    let (line, reason) = one_error("default: cloud\nrules:\n- name: r\n  when: {}\n  then: local\n");
     assert_eq!(line, Some(4));
     assert!(reason.contains("empty `when`"), "{reason}");
     let (line, reason) = one_error("default: cloud\nrules:\n- name: r\n  then: local\n");
@@ -652,27 +503,18 @@ fn malformed_values_are_rejected_where_they_are() {
         ("when: { pii: [any] }", "`any` cannot be part of a list"),
         ("when: { provider: any }", "not allowed"),
         ("when: { prompt_tokens: {} }", "at least one of"),
-        (
-            "when: { prompt_tokens: { gt: 10, lt: 5 } }",
-            "can never all hold",
-        ),
-        (
-            "when: { prompt_tokens: { above: 10 } }",
-            "unknown field `above`",
-        ),
+        ("when: { prompt_tokens: { gt: 10, lt: 5 } }", "can never all hold"),
+        ("when: { prompt_tokens: { above: 10 } }", "unknown field `above`"),
         ("when: { prompt_tokens: { gt: -1 } }", "-1"),
     ];
     for (when, expected) in cases {
-        let (line, reason) = one_error(&format!(
-            "default: cloud\nrules:\n- name: r\n  {when}\n  then: local\n"
-        ));
+        let (line, reason) = one_error(&format!("default: cloud\nrules:\n- name: r\n  {when}\n  then: local\n"));
         assert_eq!(line, Some(4), "{when}: {reason}");
         assert!(reason.contains(expected), "{when}: {reason}");
     }
     for name in ["default", "sticky_local"] {
-        let (line, reason) = one_error(&format!(
-            "default: cloud\nrules:\n- name: {name}\n  when: {{ pii: any }}\n  then: local\n"
-        ));
+        let (line, reason) =
+            one_error(&format!("default: cloud\nrules:\n- name: {name}\n  when: {{ pii: any }}\n  then: local\n"));
         assert_eq!(line, Some(3));
         assert!(reason.contains("reserved"), "{reason}");
     }
@@ -681,53 +523,29 @@ fn malformed_values_are_rejected_where_they_are() {
 #[test]
 fn errors_from_several_files_are_all_reported() {
     let errs = errors(&[
-        (
-            "alpha.yaml",
-            "rules:\n- name: r\n  when: { pii: [mail] }\n  then: local\ndefault: cloud\n",
-        ),
-        (
-            "beta.yaml",
-            "description: beta\nrules: []\ndefault: nowhere\n",
-        ),
+        ("alpha.yaml", "rules:\n- name: r\n  when: { pii: [mail] }\n  then: local\ndefault: cloud\n"),
+        ("beta.yaml", "description: beta\nrules: []\ndefault: nowhere\n"),
         ("Bad Name.yaml", "default: cloud\n"),
         ("notes.txt", "not a policy: ignored\n"),
     ]);
     let summary: Vec<(String, Option<usize>)> = errs
         .iter()
-        .map(|e| {
-            (
-                e.file
-                    .file_name()
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                e.line,
-            )
-        })
+        .map(|e| (e.file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(), e.line))
         .collect();
     assert_eq!(
         summary,
-        [
-            ("Bad Name.yaml".to_string(), None),
-            ("alpha.yaml".to_string(), Some(3)),
-            ("beta.yaml".to_string(), Some(3)),
-        ]
+        [("Bad Name.yaml".to_string(), None), ("alpha.yaml".to_string(), Some(3)), ("beta.yaml".to_string(), Some(3)),]
     );
 }
 
 #[test]
 fn directory_without_default_or_without_policies_is_an_error() {
     let dir = tempfile::tempdir().expect("a temp dir can be created in tests");
-    let err = PolicySet::load_dir(dir.path())
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = PolicySet::load_dir(dir.path()).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err.contains("no policy files"), "{err}");
 
     fs::write(dir.path().join("ops.yaml"), "default: local\n").expect("writable temp dir");
-    let errs = PolicySet::load_dir(dir.path())
-        .err()
-        .map(|e| e.0)
-        .unwrap_or_default();
+    let errs = PolicySet::load_dir(dir.path()).err().map(|e| e.0).unwrap_or_default();
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(errs[0].file.ends_with("default.yaml"));
     assert_eq!(errs[0].line, None);
@@ -754,18 +572,11 @@ fn errors_display_as_file_line_column_reason() {
         column: Some(9),
         reason: "bad".to_string(),
     };
-    let unlocated = PolicyError {
-        file: PathBuf::from("policies"),
-        line: None,
-        column: None,
-        reason: "empty".to_string(),
-    };
+    let unlocated =
+        PolicyError { file: PathBuf::from("policies"), line: None, column: None, reason: "empty".to_string() };
     assert_eq!(located.to_string(), "policies/t.yaml:4:9: bad");
     assert_eq!(unlocated.to_string(), "policies: empty");
-    assert_eq!(
-        PolicyErrors(vec![located, unlocated]).to_string(),
-        "policies/t.yaml:4:9: bad\npolicies: empty"
-    );
+    assert_eq!(PolicyErrors(vec![located, unlocated]).to_string(), "policies/t.yaml:4:9: bad\npolicies: empty");
     // serde_yaml's own " at line L column C" is not repeated in the reason.
     let (_, reason) = one_error("default: maybe\n");
     assert!(!reason.contains("at line"), "{reason}");
@@ -773,18 +584,11 @@ fn errors_display_as_file_line_column_reason() {
 
 #[test]
 fn local_options_parse_default_and_reject_unknown_values_with_lines() {
-    assert_eq!(
-        team("default: cloud\n").local_options(),
-        LocalOptions::default()
-    );
+    assert_eq!(team("default: cloud\n").local_options(), LocalOptions::default());
     let t = team("default: local\nlocal:\n  overflow: cloud\n  overflow_wait_ms: 50\n  too_long: block\n");
     assert_eq!(
         t.local_options(),
-        LocalOptions {
-            overflow: Overflow::Cloud,
-            overflow_wait_ms: 50,
-            too_long: TooLong::Block
-        }
+        LocalOptions { overflow: Overflow::Cloud, overflow_wait_ms: 50, too_long: TooLong::Block }
     );
     let (line, reason) = one_error("default: local\nlocal:\n  overflow: spill\n");
     assert_eq!(line, Some(3), "{reason}");
@@ -796,11 +600,7 @@ fn local_options_parse_default_and_reject_unknown_values_with_lines() {
 
 /// Signals with only the routing fields that matter to a test set.
 fn routing(f: impl FnOnce(&mut Signals<'static>)) -> Signals<'static> {
-    let mut s = Signals {
-        requested_model: "gpt-4o",
-        provider: "openai",
-        ..Signals::default()
-    };
+    let mut s = Signals { requested_model: "gpt-4o", provider: "openai", ..Signals::default() };
     f(&mut s);
     s
 }
@@ -820,14 +620,13 @@ fn attachments_condition_matches_presence_or_absence() {
     assert_eq!(rule(&[]), "default");
     // An attachment is not PII.
     let p = team("rules:\n- { name: r, when: { pii: any }, then: local }\ndefault: cloud\n");
-    assert_eq!(
-        p.decide(&signals(&[attachment()], "m", "openai", 1)).rule,
-        "default"
-    );
-    let d = team(
-        "rules:\n- { name: a, when: { attachments: true }, then: cloud }\ndefault: local\n",
-    )
-    .decide(&signals(&[attachment()], "m", "openai", 1));
+    assert_eq!(p.decide(&signals(&[attachment()], "m", "openai", 1)).rule, "default");
+    let d = team("rules:\n- { name: a, when: { attachments: true }, then: cloud }\ndefault: local\n").decide(&signals(
+        &[attachment()],
+        "m",
+        "openai",
+        1,
+    ));
     assert_eq!(d.because, ["attachments: true"]);
 }
 
@@ -856,18 +655,11 @@ fn min_confidence_ignores_weak_findings_by_type_then_category_then_default() {
         with_confidence(term(), 0.2),
         with_confidence(secret("jwt"), 0.2),
     ];
-    let kept: Vec<&str> = p
-        .relevant_findings(&findings)
-        .iter()
-        .map(|f| f.kind)
-        .collect();
+    let kept: Vec<&str> = p.relevant_findings(&findings).iter().map(|f| f.kind).collect();
     assert_eq!(kept, ["email", "jwt"]);
     // decide() filters the same way whichever list it is given.
     let relevant = p.relevant_findings(&findings);
-    assert_eq!(
-        p.decide(&signals(&findings, "m", "openai", 1)),
-        p.decide(&signals(&relevant, "m", "openai", 1))
-    );
+    assert_eq!(p.decide(&signals(&findings, "m", "openai", 1)), p.decide(&signals(&relevant, "m", "openai", 1)));
     // Without min_confidence every finding counts.
     let all = team("default: cloud\n").relevant_findings(&findings);
     assert_eq!(all, findings);
@@ -880,13 +672,10 @@ fn min_confidence_errors_name_the_bad_entry() {
     assert!(reason.contains("unknown finding type `emial`"), "{reason}");
     assert!(reason.contains("email, credit_card"), "{reason}");
     assert!(reason.contains("aws_access_key"), "{reason}");
-    let (line, reason) =
-        one_error("default: cloud\nmin_confidence:\n  default: 0.2\n  email: 1.5\n");
+    let (line, reason) = one_error("default: cloud\nmin_confidence:\n  default: 0.2\n  email: 1.5\n");
     assert_eq!(line, Some(4), "{reason}");
     assert!(reason.contains("from 0 to 1, not 1.5"), "{reason}");
-    let (line, reason) = one_error(
-        "default: cloud\nmin_confidence:\n  email: 0.5\n  phone: 0.5\n  email: 0.6\n",
-    );
+    let (line, reason) = one_error("default: cloud\nmin_confidence:\n  email: 0.5\n  phone: 0.5\n  email: 0.6\n");
     assert_eq!(line, Some(5), "{reason}");
     assert!(reason.contains("`email` is listed twice"), "{reason}");
     let (line, reason) = one_error("default: cloud\nmin_confidence: [email]\n");
@@ -902,35 +691,15 @@ fn redact_rules_replace_every_finding_or_only_those_listed() {
          default: redact\n",
     );
     assert_eq!(Action::Redact.as_str(), "redact");
-    let findings = [
-        pii("email"),
-        pii("phone"),
-        secret("jwt"),
-        term(),
-        attachment(),
-    ];
+    let findings = [pii("email"), pii("phone"), secret("jwt"), term(), attachment()];
     let redacted = |model: &str| {
         let d = p.decide(&signals(&findings, model, "openai", 1));
-        let kinds: Vec<&str> = p
-            .findings_to_redact(&d, &findings)
-            .iter()
-            .map(|f| f.kind)
-            .collect();
+        let kinds: Vec<&str> = p.findings_to_redact(&d, &findings).iter().map(|f| f.kind).collect();
         (d.action, d.rule, kinds)
     };
-    assert_eq!(
-        redacted("cheap-1"),
-        (Action::Redact, "some".to_string(), vec!["email", "jwt"])
-    );
+    assert_eq!(redacted("cheap-1"), (Action::Redact, "some".to_string(), vec!["email", "jwt"]));
     // Everything but the attachment, which is never redacted.
-    assert_eq!(
-        redacted("gpt-4o"),
-        (
-            Action::Redact,
-            "all".to_string(),
-            vec!["email", "phone", "jwt", "term"]
-        )
-    );
+    assert_eq!(redacted("gpt-4o"), (Action::Redact, "all".to_string(), vec!["email", "phone", "jwt", "term"]));
     let d = p.decide(&signals(&[term()], "gpt-4o", "openai", 1));
     assert_eq!((d.action, d.rule.as_str()), (Action::Redact, "default"));
     assert_eq!(p.findings_to_redact(&d, &[term()]).len(), 1);
@@ -974,27 +743,14 @@ fn redact_lists_are_checked_where_they_are_written() {
             3,
             "only limits what a `then: redact` rule replaces",
         ),
-        (
-            "then: redact\n  redact: [emial]",
-            6,
-            "unknown finding type `emial`",
-        ),
-        (
-            "then: redact\n  redact: [attachments]",
-            6,
-            "cannot be redacted",
-        ),
-        (
-            "then: redact\n  redact: opaque_attachment",
-            6,
-            "cannot be redacted",
-        ),
+        ("then: redact\n  redact: [emial]", 6, "unknown finding type `emial`"),
+        ("then: redact\n  redact: [attachments]", 6, "cannot be redacted"),
+        ("then: redact\n  redact: opaque_attachment", 6, "cannot be redacted"),
         ("then: redact\n  redact: []", 6, "would replace nothing"),
     ];
     for (tail, want_line, expected) in cases {
-        let (line, reason) = one_error(&format!(
-            "default: cloud\nrules:\n- name: r\n  when: {{ pii: any }}\n  {tail}\n"
-        ));
+        let (line, reason) =
+            one_error(&format!("default: cloud\nrules:\n- name: r\n  when: {{ pii: any }}\n  {tail}\n"));
         assert!(reason.contains(expected), "{tail}: {reason}");
         assert_eq!(line, Some(want_line), "{tail}: {reason}");
     }
@@ -1019,17 +775,8 @@ fn task_conditions_need_a_prediction_of_a_listed_task() {
     // No prediction: neither task nor task_confidence holds.
     assert_eq!(rule(None), "default");
     let d = p.decide(&routing(|s| s.task = task("code_completion", 0.91)));
-    assert_eq!(
-        d.because,
-        [
-            "task: code_completion (0.91)",
-            "task_confidence: 0.91 >= 0.6"
-        ]
-    );
-    assert_eq!(
-        d.reason,
-        "rule sure matched: task: code_completion (0.91); task_confidence: 0.91 >= 0.6"
-    );
+    assert_eq!(d.because, ["task: code_completion (0.91)", "task_confidence: 0.91 >= 0.6"]);
+    assert_eq!(d.reason, "rule sure matched: task: code_completion (0.91); task_confidence: 0.91 >= 0.6");
 }
 
 #[test]
@@ -1047,26 +794,15 @@ fn count_conditions_compare_their_own_signal() {
     assert_eq!(rule(|s| s.turns = 20), "turns");
     assert_eq!(rule(|s| (s.turns, s.prompt_tokens) = (21, 99)), "default");
     assert_eq!(rule(|s| (s.tool_steps, s.prompt_tokens) = (5, 99)), "steps");
-    assert_eq!(
-        rule(|s| (s.tool_steps, s.prompt_tokens) = (4, 99)),
-        "default"
-    );
-    assert_eq!(
-        rule(|s| (s.local_queue_depth, s.prompt_tokens) = (4, 99)),
-        "queue"
-    );
-    assert_eq!(
-        rule(|s| (s.local_queue_depth, s.prompt_tokens) = (3, 99)),
-        "default"
-    );
+    assert_eq!(rule(|s| (s.tool_steps, s.prompt_tokens) = (4, 99)), "default");
+    assert_eq!(rule(|s| (s.local_queue_depth, s.prompt_tokens) = (4, 99)), "queue");
+    assert_eq!(rule(|s| (s.local_queue_depth, s.prompt_tokens) = (3, 99)), "default");
     assert_eq!(rule(|s| s.prompt_tokens = 50), "small");
     let d = p.decide(&routing(|s| (s.tool_steps, s.prompt_tokens) = (6, 99)));
     assert_eq!(d.because, ["tool_steps: 6 >= 5"]);
     let d = p.decide(&routing(|s| s.turns = 12));
     assert_eq!(d.because, ["turns: 10 <= 12 <= 20"]);
-    let d = p.decide(&routing(|s| {
-        (s.local_queue_depth, s.prompt_tokens) = (7, 99)
-    }));
+    let d = p.decide(&routing(|s| (s.local_queue_depth, s.prompt_tokens) = (7, 99)));
     assert_eq!(d.because, ["local_queue_depth: 7 > 3"]);
     let d = p.decide(&routing(|s| s.prompt_tokens = 9));
     assert_eq!(d.because, ["prompt_tokens: 9 <= 50"]);
@@ -1082,10 +818,7 @@ fn cost_conditions_never_hold_for_unpriced_models() {
     );
     let decide = |cost| p.decide(&routing(|s| s.estimated_cost_usd = cost));
     assert_eq!(decide(Some(0.42)).rule, "pricey");
-    assert_eq!(
-        decide(Some(0.42)).because,
-        ["estimated_cost_usd: 0.42 > 0.25"]
-    );
+    assert_eq!(decide(Some(0.42)).because, ["estimated_cost_usd: 0.42 > 0.25"]);
     assert_eq!(decide(Some(0.25)).rule, "cheap");
     assert_eq!(decide(Some(0.0)).rule, "cheap");
     assert_eq!(decide(None).rule, "default");
@@ -1113,13 +846,9 @@ fn flag_conditions_and_the_requested_model_alias() {
     assert_eq!(rule(false, true, "claude-3"), "default");
     assert_eq!(rule(false, false, "gpt-4o"), "default");
     let d = p.decide(&routing(|s| s.stream = true));
-    assert_eq!(
-        d.because,
-        ["model: gpt-4o", "tools_present: false", "stream: true"]
-    );
-    let (line, reason) = one_error(
-        "default: cloud\nrules:\n- name: r\n  when: { model: a, requested_model: b }\n  then: local\n",
-    );
+    assert_eq!(d.because, ["model: gpt-4o", "tools_present: false", "stream: true"]);
+    let (line, reason) =
+        one_error("default: cloud\nrules:\n- name: r\n  when: { model: a, requested_model: b }\n  then: local\n");
     assert_eq!(line, Some(4), "{reason}");
     assert!(reason.contains("duplicate field"), "{reason}");
 }
@@ -1127,52 +856,27 @@ fn flag_conditions_and_the_requested_model_alias() {
 #[test]
 fn bad_routing_conditions_are_reported_where_they_are() {
     let cases = [
-        (
-            "when: { task: [code_completion, poetry] }",
-            "unknown task `poetry`",
-        ),
+        ("when: { task: [code_completion, poetry] }", "unknown task `poetry`"),
         ("when: { task: any }", "not allowed"),
         ("when: { task: [] }", "never matches"),
-        (
-            "when: { task_confidence: { min: 1.2 } }",
-            "from 0 to 1, not 1.2",
-        ),
+        ("when: { task_confidence: { min: 1.2 } }", "from 0 to 1, not 1.2"),
         ("when: { turns: { min: 5, max: 3 } }", "can never all hold"),
-        (
-            "when: { tool_steps: { gt: 2, lt: 3 } }",
-            "can never all hold",
-        ),
-        (
-            "when: { local_queue_depth: { lt: 0 } }",
-            "can never all hold",
-        ),
+        ("when: { tool_steps: { gt: 2, lt: 3 } }", "can never all hold"),
+        ("when: { local_queue_depth: { lt: 0 } }", "can never all hold"),
         ("when: { turns: { min: 2.5 } }", "whole number"),
         ("when: { estimated_cost_usd: { min: -1 } }", "not -1"),
-        (
-            "when: { estimated_cost_usd: { gt: 0.5, lt: 0.5 } }",
-            "can never all hold",
-        ),
+        ("when: { estimated_cost_usd: { gt: 0.5, lt: 0.5 } }", "can never all hold"),
         ("when: { stream: sometimes }", "sometimes"),
-        (
-            "when: { tool_step: { min: 5 } }",
-            "unknown field `tool_step`",
-        ),
+        ("when: { tool_step: { min: 5 } }", "unknown field `tool_step`"),
         ("when: { turns: { least: 5 } }", "unknown field `least`"),
     ];
     for (when, expected) in cases {
-        let (line, reason) = one_error(&format!(
-            "default: cloud\nrules:\n- name: r\n  {when}\n  then: local\n"
-        ));
+        let (line, reason) = one_error(&format!("default: cloud\nrules:\n- name: r\n  {when}\n  then: local\n"));
         assert_eq!(line, Some(4), "{when}: {reason}");
         assert!(reason.contains(expected), "{when}: {reason}");
     }
-    let (_, reason) = one_error(
-        "default: cloud\nrules:\n- name: r\n  when: { task: poetry }\n  then: local\n",
-    );
-    assert!(
-        reason.contains("code_completion, code_generation"),
-        "valid names are listed: {reason}"
-    );
+    let (_, reason) = one_error("default: cloud\nrules:\n- name: r\n  when: { task: poetry }\n  then: local\n");
+    assert!(reason.contains("code_completion, code_generation"), "valid names are listed: {reason}");
     let (line, reason) = one_error("default: cloud\nsticky_local: sometimes\n");
     assert_eq!(line, Some(2), "{reason}");
     let (line, reason) = one_error("default: cloud\nsticky: true\n");
@@ -1192,10 +896,7 @@ fn ranges_take_the_tightest_of_repeated_bounds() {
     assert_eq!(rule(11), "r");
     assert_eq!(rule(20), "r");
     assert_eq!(rule(21), "default");
-    assert_eq!(
-        p.decide(&routing(|s| s.prompt_tokens = 15)).because,
-        ["prompt_tokens: 10 < 15 <= 20"]
-    );
+    assert_eq!(p.decide(&routing(|s| s.prompt_tokens = 15)).because, ["prompt_tokens: 10 < 15 <= 20"]);
 }
 
 #[test]
@@ -1209,12 +910,7 @@ fn sticky_conversations_stay_local_unless_a_block_rule_matches() {
          default: cloud\n",
     );
     let sticky = |f: &[Finding], tokens: u64| {
-        p.decide(&Signals {
-            findings: f,
-            prompt_tokens: tokens,
-            sticky_local: true,
-            ..Signals::default()
-        })
+        p.decide(&Signals { findings: f, prompt_tokens: tokens, sticky_local: true, ..Signals::default() })
     };
     let d = sticky(&[], 1);
     assert_eq!((d.action, d.rule.as_str()), (Action::Local, "sticky_local"));
@@ -1230,20 +926,14 @@ fn sticky_conversations_stay_local_unless_a_block_rule_matches() {
     assert!(!d.sticky);
 
     // A `block` default still refuses what no rule allows.
-    let strict =
-        team("rules:\n- { name: cards, when: { pii: any }, then: local }\ndefault: block\n");
+    let strict = team("rules:\n- { name: cards, when: { pii: any }, then: local }\ndefault: block\n");
     let d = strict.decide(&routing(|s| s.sticky_local = true));
     assert_eq!((d.action, d.rule.as_str()), (Action::Block, "default"));
 
     // With the option off every turn is judged alone.
-    let off = team(
-        "sticky_local: false\nrules:\n- { name: cards, when: { pii: any }, then: local }\ndefault: cloud\n",
-    );
+    let off = team("sticky_local: false\nrules:\n- { name: cards, when: { pii: any }, then: local }\ndefault: cloud\n");
     assert!(!off.sticky_local());
-    assert_eq!(
-        off.decide(&routing(|s| s.sticky_local = true)).rule,
-        "default"
-    );
+    assert_eq!(off.decide(&routing(|s| s.sticky_local = true)).rule, "default");
     let d = off.decide(&signals(&[pii("email")], "m", "openai", 1));
     assert!(!d.sticky, "nothing to remember when the option is off");
 }
@@ -1260,13 +950,7 @@ fn only_local_decisions_about_content_make_a_conversation_sticky() {
          default: local\n",
     );
     let sticky = |f: &[Finding], t| {
-        p.decide(&Signals {
-            findings: f,
-            requested_model: "x1",
-            task: t,
-            ..Signals::default()
-        })
-        .sticky
+        p.decide(&Signals { findings: f, requested_model: "x1", task: t, ..Signals::default() }).sticky
     };
     assert!(sticky(&[pii("email")], None));
     assert!(sticky(&[term()], None));
@@ -1278,7 +962,9 @@ fn only_local_decisions_about_content_make_a_conversation_sticky() {
 
 #[test]
 fn unparsed_requests_fail_closed_unless_the_policy_says_otherwise() {
-    let load = |extra: &str| team(&format!("rules:\n- {{ name: pii-out, when: {{ pii: any }}, then: redact }}\n{extra}default: cloud\n"));
+    let load = |extra: &str| {
+        team(&format!("rules:\n- {{ name: pii-out, when: {{ pii: any }}, then: redact }}\n{extra}default: cloud\n"))
+    };
     let unparsed = |findings| Signals { findings, unparsed: true, ..Signals::default() };
     let email = [pii("email")];
     // Default: findings in an unparsed body block, clean ones go by the rules.
@@ -1293,12 +979,15 @@ fn unparsed_requests_fail_closed_unless_the_policy_says_otherwise() {
     assert_eq!(load("unparsed_requests: block\n").decide(&unparsed(&[])).action, Action::Block);
     assert_eq!(load("unparsed_requests: rules\n").decide(&unparsed(&email)).action, Action::Redact);
     // The `unparsed` condition singles them out.
-    let p = team("unparsed_requests: rules\nrules:\n- { name: odd, when: { unparsed: true }, then: local }\ndefault: cloud\n");
+    let p = team(
+        "unparsed_requests: rules\nrules:\n- { name: odd, when: { unparsed: true }, then: local }\ndefault: cloud\n",
+    );
     assert_eq!(p.decide(&unparsed(&[])).rule, "odd");
     assert_eq!(p.decide(&Signals::default()).rule, "default");
     let (_, reason) = one_error("unparsed_requests: sometimes\ndefault: cloud\n");
     assert!(reason.contains("block_findings"), "{reason}");
-    let (_, reason) = one_error("rules:\n- { name: unparsed_requests, when: { stream: true }, then: cloud }\ndefault: cloud\n");
+    let (_, reason) =
+        one_error("rules:\n- { name: unparsed_requests, when: { stream: true }, then: cloud }\ndefault: cloud\n");
     assert!(reason.contains("reserved"), "{reason}");
 }
 

@@ -48,22 +48,10 @@ where
         match bytes[i] {
             open @ (b'{' | b'[') => {
                 let parent = stack.last();
-                let outer_key = parent.and_then(|p| {
-                    if p.object {
-                        p.key.clone()
-                    } else {
-                        p.outer_key.clone()
-                    }
-                });
+                let outer_key = parent.and_then(|p| if p.object { p.key.clone() } else { p.outer_key.clone() });
                 let in_input = parent.is_some_and(|p| p.in_input)
-                    || (open == b'{'
-                        && parent.is_some_and(|p| p.object && p.key.as_deref() == Some("input")));
-                stack.push(Frame {
-                    object: open == b'{',
-                    key: None,
-                    outer_key,
-                    in_input,
-                });
+                    || (open == b'{' && parent.is_some_and(|p| p.object && p.key.as_deref() == Some("input")));
+                stack.push(Frame { object: open == b'{', key: None, outer_key, in_input });
                 expect_key = open == b'{';
                 i += 1;
             }
@@ -81,14 +69,10 @@ where
                 i += 1;
             }
             b'"' => {
-                let end = string_end(bytes, i)
-                    .ok_or_else(|| InvalidJson("unterminated string".into()))?;
+                let end = string_end(bytes, i).ok_or_else(|| InvalidJson("unterminated string".into()))?;
                 let raw = &body[i..=end];
                 let text: Cow<'_, str> = if raw.contains('\\') {
-                    Cow::Owned(
-                        serde_json::from_str::<String>(raw)
-                            .map_err(|e| InvalidJson(e.to_string()))?,
-                    )
+                    Cow::Owned(serde_json::from_str::<String>(raw).map_err(|e| InvalidJson(e.to_string()))?)
                 } else {
                     Cow::Borrowed(&raw[1..raw.len() - 1])
                 };
@@ -151,17 +135,10 @@ mod tests {
         })
         .unwrap()
         .unwrap();
-        assert_eq!(
-            out,
-            r#"{ "z":1.50, "a" : ["Y", {"k":"Y"}], "x": "x\"y", "n": null }"#
-        );
+        assert_eq!(out, r#"{ "z":1.50, "a" : ["Y", {"k":"Y"}], "x": "x\"y", "n": null }"#);
         assert_eq!(
             seen,
-            [
-                (Some("a".into()), "x".into()),
-                (Some("k".into()), "x".into()),
-                (Some("x".into()), "x\"y".into())
-            ]
+            [(Some("a".into()), "x".into()), (Some("k".into()), "x".into()), (Some("x".into()), "x\"y".into())]
         );
     }
 
@@ -175,15 +152,7 @@ mod tests {
         })
         .unwrap();
         assert!(unchanged.is_none());
-        assert_eq!(
-            seen,
-            [
-                ("tool_use".into(), false),
-                ("t".into(), true),
-                ("i".into(), true),
-                ("o".into(), false)
-            ]
-        );
+        assert_eq!(seen, [("tool_use".into(), false), ("t".into(), true), ("i".into(), true), ("o".into(), false)]);
     }
 
     #[test]

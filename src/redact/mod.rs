@@ -94,9 +94,7 @@ impl Redaction {
             *n += 1;
             table.push(kind, format!("{label}_{n}"), value.to_string());
         }
-        Redaction {
-            table: Arc::new(table),
-        }
+        Redaction { table: Arc::new(table) }
     }
 
     /// Plan from inspector findings over `segments` (the request's
@@ -120,7 +118,8 @@ impl Redaction {
     /// in a protocol field (a message `name`), a key, or behind a JSON
     /// escape. Every string and key of the redacted body is searched.
     pub fn check_gone(&self, redacted: &[u8]) -> Result<(), RedactError> {
-        let value = crate::wire::document::parse_value(redacted).map_err(|e| RedactError::InvalidJson(e.to_string()))?;
+        let value =
+            crate::wire::document::parse_value(redacted).map_err(|e| RedactError::InvalidJson(e.to_string()))?;
         let inventory = crate::wire::document::Inventory::of(&value);
         let finder = AhoCorasick::new(self.table.entries.iter().map(|e| e.value.as_str()))
             .map_err(|_| RedactError::TooManyValues)?;
@@ -150,15 +149,9 @@ impl Redaction {
         if self.is_empty() {
             return Ok(body.to_vec());
         }
-        let text =
-            std::str::from_utf8(body).map_err(|e| RedactError::InvalidJson(e.to_string()))?;
+        let text = std::str::from_utf8(body).map_err(|e| RedactError::InvalidJson(e.to_string()))?;
         let entries = &self.table.entries;
-        let plain = Needles::new(
-            entries
-                .iter()
-                .enumerate()
-                .map(|(i, e)| (i, e.value.clone())),
-        )?;
+        let plain = Needles::new(entries.iter().enumerate().map(|(i, e)| (i, e.value.clone())))?;
         // Anthropic tool inputs are inspected as sluice's serialisation of
         // the `input` object, so a value found there may carry escapes
         // (`\"`, `\n`) that the strings inside `input` do not; there, match
@@ -200,20 +193,13 @@ impl Redaction {
             json::rewrite_strings(text, |ctx, s| {
                 if rewritable(ctx, s) {
                     let needles = if ctx.in_input { &input } else { &plain };
-                    missing.retain(|&i| {
-                        !needles
-                            .items
-                            .iter()
-                            .any(|(o, n)| *o == i && s.contains(n.as_str()))
-                    });
+                    missing.retain(|&i| !needles.items.iter().any(|(o, n)| *o == i && s.contains(n.as_str())));
                 }
                 None
             })?;
         }
         if let Some(&first) = missing.first() {
-            return Err(RedactError::Unplaced {
-                kind: entries[first].kind,
-            });
+            return Err(RedactError::Unplaced { kind: entries[first].kind });
         }
         Ok(rewritten.map_or_else(|| body.to_vec(), String::into_bytes))
     }
@@ -225,8 +211,7 @@ impl Redaction {
         if self.is_empty() || !table::may_hold_placeholder(body) {
             return Ok(body.to_vec());
         }
-        let text =
-            std::str::from_utf8(body).map_err(|e| RedactError::InvalidJson(e.to_string()))?;
+        let text = std::str::from_utf8(body).map_err(|e| RedactError::InvalidJson(e.to_string()))?;
         let rewritten = restore_document(&self.table, text)?;
         Ok(rewritten.map_or_else(|| body.to_vec(), String::into_bytes))
     }
@@ -266,22 +251,13 @@ fn rewritable(ctx: &json::StrCtx<'_>, s: &str) -> bool {
 fn restore_document(table: &Table, text: &str) -> Result<Option<String>, json::InvalidJson> {
     json::rewrite_strings(text, |ctx, s| {
         let json_text = !ctx.in_input && ctx.key.is_some_and(|k| JSON_TEXT_KEYS.contains(&k));
-        table.restore(
-            s,
-            if json_text {
-                Mode::JsonText
-            } else {
-                Mode::Text
-            },
-        )
+        table.restore(s, if json_text { Mode::JsonText } else { Mode::Text })
     })
 }
 
 impl fmt::Debug for Redaction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Redaction")
-            .field("counts", &self.counts_by_kind())
-            .finish()
+        f.debug_struct("Redaction").field("counts", &self.counts_by_kind()).finish()
     }
 }
 
@@ -306,16 +282,8 @@ pub fn placeholder_label(kind: &str) -> String {
     if !fixed.is_empty() {
         return fixed.to_string();
     }
-    let label: String = kind
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let label: String =
+        kind.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
     if label.is_empty() {
         "REDACTED".to_string()
     } else {

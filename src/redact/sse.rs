@@ -94,14 +94,7 @@ struct ParsedEvent<'a> {
 
 impl SseRestorer {
     pub(super) fn new(table: Arc<Table>, format: StreamFormat) -> SseRestorer {
-        SseRestorer {
-            table,
-            format,
-            buf: Vec::new(),
-            scan_from: 0,
-            line_start: 0,
-            held: Vec::new(),
-        }
+        SseRestorer { table, format, buf: Vec::new(), scan_from: 0, line_start: 0, held: Vec::new() }
     }
 
     /// Feed raw bytes as they arrive; returns the bytes ready to send now
@@ -122,10 +115,7 @@ impl SseRestorer {
         self.scan_from -= start;
         self.line_start -= start;
         if buf.len() > MAX_PENDING_EVENT {
-            tracing::warn!(
-                bytes = buf.len(),
-                "SSE event too long to restore; passing it on unchanged"
-            );
+            tracing::warn!(bytes = buf.len(), "SSE event too long to restore; passing it on unchanged");
             out.extend_from_slice(&buf);
             buf.clear();
             self.scan_from = 0;
@@ -203,9 +193,7 @@ impl SseRestorer {
         let rewritten = match outcome {
             Outcome::Unchanged => None,
             Outcome::Changed => Some(Value::Object(v).to_string()),
-            Outcome::Whole if maybe => super::restore_document(&self.table, &event.data)
-                .ok()
-                .flatten(),
+            Outcome::Whole if maybe => super::restore_document(&self.table, &event.data).ok().flatten(),
             Outcome::Whole => None,
         };
         match rewritten {
@@ -238,14 +226,11 @@ impl SseRestorer {
             if let Some(Value::Object(delta)) = choice.get_mut("delta") {
                 for &field in OPENAI_TEXT_FIELDS {
                     if let Some(Value::String(text)) = delta.get_mut(field) {
-                        changed |=
-                            self.feed(format!("c{index}/{field}"), text, Mode::Text, ends, || {
-                                Synth::OpenAi {
-                                    base: v.clone(),
-                                    choice: index.clone(),
-                                    field: OpenAiField::Text(field),
-                                }
-                            });
+                        changed |= self.feed(format!("c{index}/{field}"), text, Mode::Text, ends, || Synth::OpenAi {
+                            base: v.clone(),
+                            choice: index.clone(),
+                            field: OpenAiField::Text(field),
+                        });
                     }
                 }
                 if let Some(Value::Array(calls)) = delta.get_mut("tool_calls") {
@@ -254,19 +239,17 @@ impl SseRestorer {
                             continue;
                         };
                         let call_index = call.get("index").cloned().unwrap_or(json!(position));
-                        let Some(Value::String(arguments)) = call
-                            .get_mut("function")
-                            .and_then(|f| f.get_mut("arguments"))
+                        let Some(Value::String(arguments)) =
+                            call.get_mut("function").and_then(|f| f.get_mut("arguments"))
                         else {
                             continue;
                         };
                         let key = format!("c{index}/t{call_index}");
-                        changed |=
-                            self.feed(key, arguments, Mode::JsonText, ends, || Synth::OpenAi {
-                                base: v.clone(),
-                                choice: index.clone(),
-                                field: OpenAiField::ToolArguments(call_index.clone()),
-                            });
+                        changed |= self.feed(key, arguments, Mode::JsonText, ends, || Synth::OpenAi {
+                            base: v.clone(),
+                            choice: index.clone(),
+                            field: OpenAiField::ToolArguments(call_index.clone()),
+                        });
                     }
                 }
             }
@@ -290,11 +273,7 @@ impl SseRestorer {
                 let Some(Value::Object(delta)) = v.get_mut("delta") else {
                     return Outcome::Whole;
                 };
-                let delta_type = delta
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
+                let delta_type = delta.get("type").and_then(Value::as_str).unwrap_or("").to_string();
                 let (field, mode) = match delta_type.as_str() {
                     "text_delta" => ("text", Mode::Text),
                     "input_json_delta" => ("partial_json", Mode::JsonText),
@@ -304,12 +283,10 @@ impl SseRestorer {
                 let Some(Value::String(text)) = delta.get_mut(field) else {
                     return Outcome::Whole;
                 };
-                let changed = self.feed(format!("a{index}"), text, mode, false, || {
-                    Synth::Anthropic {
-                        index: index.clone(),
-                        delta_type: delta_type.clone(),
-                        field,
-                    }
+                let changed = self.feed(format!("a{index}"), text, mode, false, || Synth::Anthropic {
+                    index: index.clone(),
+                    delta_type: delta_type.clone(),
+                    field,
                 });
                 if changed {
                     Outcome::Changed
@@ -330,47 +307,27 @@ impl SseRestorer {
         }
     }
 
-    fn responses(
-        &mut self,
-        v: &mut Map<String, Value>,
-        has_event_line: bool,
-        out: &mut Vec<u8>,
-    ) -> Outcome {
-        let kind = v
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+    fn responses(&mut self, v: &mut Map<String, Value>, has_event_line: bool, out: &mut Vec<u8>) -> Outcome {
+        let kind = v.get("type").and_then(Value::as_str).unwrap_or("").to_string();
         if let Some(base) = kind.strip_suffix(".delta") {
             if let Some(Value::String(mut text)) = v.remove("delta") {
                 let key = responses_key(base, v);
                 // Function and MCP call arguments are JSON text; all other
                 // deltas (output text, refusals, reasoning) are prose.
-                let mode = if base.ends_with("arguments") {
-                    Mode::JsonText
-                } else {
-                    Mode::Text
-                };
+                let mode = if base.ends_with("arguments") { Mode::JsonText } else { Mode::Text };
                 let changed = self.feed(key, &mut text, mode, false, || Synth::Responses {
                     event_line: has_event_line,
                     template: v.clone(),
                 });
                 v.insert("delta".to_string(), Value::String(text));
-                return if changed {
-                    Outcome::Changed
-                } else {
-                    Outcome::Unchanged
-                };
+                return if changed { Outcome::Changed } else { Outcome::Unchanged };
             }
             return Outcome::Whole;
         }
         if let Some(base) = kind.strip_suffix(".done") {
             let key = responses_key(base, v);
             self.flush(|k| k == key, out);
-        } else if matches!(
-            kind.as_str(),
-            "response.completed" | "response.incomplete" | "response.failed" | "error"
-        ) {
+        } else if matches!(kind.as_str(), "response.completed" | "response.incomplete" | "response.failed" | "error") {
             self.flush(|_| true, out);
         }
         Outcome::Whole
@@ -379,19 +336,8 @@ impl SseRestorer {
     /// Join `text` to what its stream holds, restore what can be restored,
     /// and hold back a possible placeholder prefix unless the stream `ends`
     /// with this event. Returns whether `text` changed.
-    fn feed(
-        &mut self,
-        key: String,
-        text: &mut String,
-        mode: Mode,
-        ends: bool,
-        synth: impl FnOnce() -> Synth,
-    ) -> bool {
-        let held = self
-            .held
-            .iter()
-            .position(|h| h.key == key)
-            .map(|i| self.held.remove(i));
+    fn feed(&mut self, key: String, text: &mut String, mode: Mode, ends: bool, synth: impl FnOnce() -> Synth) -> bool {
+        let held = self.held.iter().position(|h| h.key == key).map(|i| self.held.remove(i));
         let may_open = text.contains('<') || (mode == Mode::JsonText && text.contains('\\'));
         if held.is_none() && !may_open {
             return false;
@@ -400,18 +346,11 @@ impl SseRestorer {
             Some(h) => h.text + text,
             None => text.clone(),
         };
-        let (restored, hold_from) = if ends {
-            (self.table.restore(&full, mode), full.len())
-        } else {
-            self.table.restore_partial(&full, mode)
-        };
+        let (restored, hold_from) =
+            if ends { (self.table.restore(&full, mode), full.len()) } else { self.table.restore_partial(&full, mode) };
         let emit = restored.unwrap_or_else(|| full[..hold_from].to_string());
         if hold_from < full.len() {
-            self.held.push(Held {
-                key,
-                text: full[hold_from..].to_string(),
-                synth: synth(),
-            });
+            self.held.push(Held { key, text: full[hold_from..].to_string(), synth: synth() });
         }
         if emit == *text {
             false
@@ -438,11 +377,7 @@ impl SseRestorer {
 impl Held {
     fn write(self, out: &mut Vec<u8>) {
         match self.synth {
-            Synth::OpenAi {
-                mut base,
-                choice,
-                field,
-            } => {
+            Synth::OpenAi { mut base, choice, field } => {
                 base.remove("usage");
                 let delta = match field {
                     OpenAiField::Text(name) => {
@@ -454,29 +389,17 @@ impl Held {
                         json!({"tool_calls": [{"index": index, "function": {"arguments": self.text}}]})
                     }
                 };
-                base.insert(
-                    "choices".to_string(),
-                    json!([{"index": choice, "delta": delta, "finish_reason": null}]),
-                );
+                base.insert("choices".to_string(), json!([{"index": choice, "delta": delta, "finish_reason": null}]));
                 out.extend_from_slice(format!("data: {}\n\n", Value::Object(base)).as_bytes());
             }
-            Synth::Anthropic {
-                index,
-                delta_type,
-                field,
-            } => {
+            Synth::Anthropic { index, delta_type, field } => {
                 let mut delta = Map::new();
                 delta.insert("type".to_string(), Value::String(delta_type));
                 delta.insert(field.to_string(), Value::String(self.text));
                 let event = json!({"type": "content_block_delta", "index": index, "delta": delta});
-                out.extend_from_slice(
-                    format!("event: content_block_delta\ndata: {event}\n\n").as_bytes(),
-                );
+                out.extend_from_slice(format!("event: content_block_delta\ndata: {event}\n\n").as_bytes());
             }
-            Synth::Responses {
-                event_line,
-                mut template,
-            } => {
+            Synth::Responses { event_line, mut template } => {
                 template.insert("delta".to_string(), Value::String(self.text));
                 if template.contains_key("logprobs") {
                     template.insert("logprobs".to_string(), json!([]));
@@ -521,10 +444,7 @@ fn parse_event(body: &[u8]) -> Option<ParsedEvent<'_>> {
             has_event_line = true;
         }
     }
-    Some(ParsedEvent {
-        has_event_line,
-        data: data?,
-    })
+    Some(ParsedEvent { has_event_line, data: data? })
 }
 
 /// Write `body` with its data replaced by `data` (on the first data line;
@@ -557,11 +477,7 @@ mod tests {
     use super::*;
 
     fn redaction() -> Redaction {
-        Redaction::plan([
-            ("email", "jo@x.org"),
-            ("term", "Say \"Hi\""),
-            ("email", "al@y.io"),
-        ])
+        Redaction::plan([("email", "jo@x.org"), ("term", "Say \"Hi\""), ("email", "al@y.io")])
     }
 
     /// A stream of `format` whose text deltas are `deltas`, then its end.
@@ -583,7 +499,8 @@ mod tests {
                 s += "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n";
                 s += "event: ping\ndata: {\"type\": \"ping\"}\n\n";
                 for d in deltas {
-                    let ev = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": d}});
+                    let ev =
+                        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": d}});
                     s += &format!("event: content_block_delta\ndata: {ev}\n\n");
                 }
                 s += "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n";
@@ -619,11 +536,7 @@ mod tests {
                     }
                 }
                 StreamFormat::AnthropicMessages => {
-                    assert_eq!(
-                        name.as_deref(),
-                        data["type"].as_str(),
-                        "event line matches type"
-                    );
+                    assert_eq!(name.as_deref(), data["type"].as_str(), "event line matches type");
                     if let Some(t) = data["delta"]["text"].as_str() {
                         text += t;
                     }
@@ -633,11 +546,7 @@ mod tests {
                         text += data["delta"].as_str().unwrap();
                     }
                     if data["type"] == "response.output_text.done" {
-                        assert_eq!(
-                            data["text"].as_str().unwrap(),
-                            text,
-                            "done text is the whole text"
-                        );
+                        assert_eq!(data["text"].as_str().unwrap(), text, "done text is the whole text");
                     }
                 }
             }
@@ -655,11 +564,8 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
-    const FORMATS: [StreamFormat; 3] = [
-        StreamFormat::OpenAiChat,
-        StreamFormat::AnthropicMessages,
-        StreamFormat::OpenAiResponses,
-    ];
+    const FORMATS: [StreamFormat; 3] =
+        [StreamFormat::OpenAiChat, StreamFormat::AnthropicMessages, StreamFormat::OpenAiResponses];
 
     #[test]
     fn placeholder_split_at_every_byte_across_two_network_chunks() {
@@ -669,11 +575,7 @@ mod tests {
             let bytes = wire.as_bytes();
             for cut in 0..=bytes.len() {
                 let out = run(&r, format, &[&bytes[..cut], &bytes[cut..]]);
-                assert_eq!(
-                    text_of(format, &out),
-                    "Mail jo@x.org or Say \"Hi\".",
-                    "{format:?} cut at {cut}"
-                );
+                assert_eq!(text_of(format, &out), "Mail jo@x.org or Say \"Hi\".", "{format:?} cut at {cut}");
                 assert!(!out.contains("EMAIL_1") && !out.contains("TERM_1"));
             }
         }
@@ -691,11 +593,7 @@ mod tests {
                 pieces.push(String::from_utf8(restorer.push(event.as_bytes())).unwrap());
             }
             let first_delta = pieces.iter().find(|p| p.contains("Mail")).unwrap();
-            assert_eq!(
-                text_of(format, first_delta),
-                "Mail ",
-                "{format:?} emits text before the prefix at once"
-            );
+            assert_eq!(text_of(format, first_delta), "Mail ", "{format:?} emits text before the prefix at once");
             let out = pieces.concat() + std::str::from_utf8(&restorer.finish()).unwrap();
             assert_eq!(text_of(format, &out), "Mail jo@x.org now, Say \"Hi\"!");
         }
@@ -709,10 +607,7 @@ mod tests {
             let out = run(&r, format, &[wire.as_bytes()]);
             assert_eq!(text_of(format, &out), "ends with <EMAIL_1", "{format:?}");
             let evs = events(&out);
-            let held_at = evs
-                .iter()
-                .position(|(_, d)| serde_json::to_string(d).unwrap().contains("<EMAIL_1"))
-                .unwrap();
+            let held_at = evs.iter().position(|(_, d)| serde_json::to_string(d).unwrap().contains("<EMAIL_1")).unwrap();
             let end_at = evs
                 .iter()
                 .position(|(_, d)| {
@@ -721,10 +616,7 @@ mod tests {
                         || d["type"] == "response.output_text.done"
                 })
                 .unwrap();
-            assert!(
-                held_at < end_at,
-                "{format:?}: held text goes out before the end event\n{out}"
-            );
+            assert!(held_at < end_at, "{format:?}: held text goes out before the end event\n{out}");
         }
     }
 
@@ -735,10 +627,7 @@ mod tests {
         let wire = format!("data: {chunk}\n\ndata: {{\"choices\"");
         let out = run(&r, StreamFormat::OpenAiChat, &[wire.as_bytes()]);
         assert!(out.starts_with("data: "));
-        assert!(
-            out.contains("data: {\"choices\"\n\n"),
-            "unterminated tail kept, then ended"
-        );
+        assert!(out.contains("data: {\"choices\"\n\n"), "unterminated tail kept, then ended");
         assert_eq!(text_of(StreamFormat::OpenAiChat, &out), "cut <TER");
     }
 
@@ -755,11 +644,7 @@ mod tests {
             "data: [DONE]\n\n",
         );
         for cut in 0..=wire.len() {
-            let out = run(
-                &r,
-                StreamFormat::OpenAiChat,
-                &[&wire.as_bytes()[..cut], &wire.as_bytes()[cut..]],
-            );
+            let out = run(&r, StreamFormat::OpenAiChat, &[&wire.as_bytes()[..cut], &wire.as_bytes()[cut..]]);
             assert_eq!(out, wire);
         }
     }
@@ -793,15 +678,10 @@ mod tests {
         let args: String = events(&out)
             .iter()
             .filter_map(|(_, d)| {
-                d["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
-                    .as_str()
-                    .map(String::from)
+                d["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str().map(String::from)
             })
             .collect();
-        assert_eq!(
-            serde_json::from_str::<Value>(&args).unwrap(),
-            json!({"to": "jo@x.org", "s": "Say \"Hi\""})
-        );
+        assert_eq!(serde_json::from_str::<Value>(&args).unwrap(), json!({"to": "jo@x.org", "s": "Say \"Hi\""}));
 
         // Anthropic input_json_delta, held part flushed at content_block_stop.
         let wire = concat!(
@@ -810,14 +690,9 @@ mod tests {
             "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\n",
         );
         let out = run(&r, StreamFormat::AnthropicMessages, &[wire.as_bytes()]);
-        let json: String = events(&out)
-            .iter()
-            .filter_map(|(_, d)| d["delta"]["partial_json"].as_str().map(String::from))
-            .collect();
-        assert_eq!(
-            serde_json::from_str::<Value>(&json).unwrap(),
-            json!({"s": "Say \"Hi\"", "x": "al@y.io"})
-        );
+        let json: String =
+            events(&out).iter().filter_map(|(_, d)| d["delta"]["partial_json"].as_str().map(String::from)).collect();
+        assert_eq!(serde_json::from_str::<Value>(&json).unwrap(), json!({"s": "Say \"Hi\"", "x": "al@y.io"}));
 
         // Responses function_call_arguments deltas and the whole `.done`.
         let wire = concat!(
@@ -827,10 +702,7 @@ mod tests {
         );
         let out = run(&r, StreamFormat::OpenAiResponses, &[wire.as_bytes()]);
         let evs = events(&out);
-        let deltas: String = evs
-            .iter()
-            .filter_map(|(_, d)| d["delta"].as_str().map(String::from))
-            .collect();
+        let deltas: String = evs.iter().filter_map(|(_, d)| d["delta"].as_str().map(String::from)).collect();
         assert_eq!(deltas, "{\"to\":\"jo@x.org\"}");
         assert_eq!(evs[2].1["arguments"], "{\"to\":\"jo@x.org\"}");
     }
@@ -845,14 +717,9 @@ mod tests {
             wire += &format!("event: content_block_delta\ndata: {ev}\n\n");
         }
         let out = run(&r, StreamFormat::AnthropicMessages, &[wire.as_bytes()]);
-        let json: String = events(&out)
-            .iter()
-            .filter_map(|(_, d)| d["delta"]["partial_json"].as_str().map(String::from))
-            .collect();
-        assert_eq!(
-            serde_json::from_str::<Value>(&json).unwrap(),
-            json!({"to": "jo@x.org"})
-        );
+        let json: String =
+            events(&out).iter().filter_map(|(_, d)| d["delta"]["partial_json"].as_str().map(String::from)).collect();
+        assert_eq!(serde_json::from_str::<Value>(&json).unwrap(), json!({"to": "jo@x.org"}));
     }
 
     #[test]
@@ -915,20 +782,8 @@ mod tests {
     #[test]
     fn random_splits_restore_the_same_text() {
         let r = redaction();
-        let words = [
-            "<EMAIL_1>",
-            "<EMAIL_2>",
-            "<TERM_1>",
-            "<EMAIL_9>",
-            "<",
-            "<E",
-            "<EMAIL_1",
-            "a<b",
-            " ",
-            "héllo",
-            "\n",
-            ">",
-        ];
+        let words =
+            ["<EMAIL_1>", "<EMAIL_2>", "<TERM_1>", "<EMAIL_9>", "<", "<E", "<EMAIL_1", "a<b", " ", "héllo", "\n", ">"];
         let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
         let mut next = move |n: usize| {
             seed ^= seed << 13;
@@ -937,9 +792,7 @@ mod tests {
             (seed % n as u64) as usize
         };
         for round in 0..300 {
-            let text: String = (0..next(12) + 1)
-                .map(|_| words[next(words.len())])
-                .collect();
+            let text: String = (0..next(12) + 1).map(|_| words[next(words.len())]).collect();
             // Cut the text into deltas at random char boundaries.
             let chars: Vec<(usize, char)> = text.char_indices().collect();
             let mut cuts: Vec<usize> = (0..next(4)).map(|_| chars[next(chars.len())].0).collect();
@@ -955,11 +808,7 @@ mod tests {
                 points.sort_unstable();
                 let chunks: Vec<&[u8]> = points.windows(2).map(|w| &bytes[w[0]..w[1]]).collect();
                 let out = run(&r, format, &chunks);
-                assert_eq!(
-                    text_of(format, &out),
-                    expected(&text),
-                    "round {round} {format:?} deltas {deltas:?}"
-                );
+                assert_eq!(text_of(format, &out), expected(&text), "round {round} {format:?} deltas {deltas:?}");
                 let whole = run(&r, format, &[bytes]);
                 assert_eq!(out, whole, "chunking must not change the output");
             }
@@ -970,10 +819,7 @@ mod tests {
     fn empty_redaction_passes_everything() {
         let r = Redaction::plan([]);
         let mut restorer = r.sse_restorer(StreamFormat::OpenAiChat);
-        assert_eq!(
-            restorer.push(b"data: {\"a\":\"<EMAIL_1>\"}\n\ndata: x"),
-            b"data: {\"a\":\"<EMAIL_1>\"}\n\ndata: x"
-        );
+        assert_eq!(restorer.push(b"data: {\"a\":\"<EMAIL_1>\"}\n\ndata: x"), b"data: {\"a\":\"<EMAIL_1>\"}\n\ndata: x");
         assert!(restorer.finish().is_empty());
     }
 }

@@ -53,14 +53,8 @@ impl Table {
     pub fn push(&mut self, kind: &'static str, placeholder_body: String, value: String) {
         let value_json = json_string_body(&value);
         self.longest_body = self.longest_body.max(placeholder_body.len());
-        self.by_body
-            .insert(placeholder_body.clone(), self.entries.len());
-        self.entries.push(Entry {
-            kind,
-            placeholder: format!("<{placeholder_body}>"),
-            value,
-            value_json,
-        });
+        self.by_body.insert(placeholder_body.clone(), self.entries.len());
+        self.entries.push(Entry { kind, placeholder: format!("<{placeholder_body}>"), value, value_json });
     }
 
     /// Replace every known placeholder in `text`; `None` when there is none.
@@ -141,11 +135,7 @@ impl Table {
         let body = &after_open[..body_len];
         if body_len == after_open.len() {
             // The text ends inside the body: wait only if a known one fits.
-            return if self.by_body.keys().any(|b| b.starts_with(body)) {
-                Probe::Partial
-            } else {
-                Probe::Miss
-            };
+            return if self.by_body.keys().any(|b| b.starts_with(body)) { Probe::Partial } else { Probe::Miss };
         }
         let Some(&entry) = self.by_body.get(body) else {
             return Probe::Miss;
@@ -153,19 +143,14 @@ impl Table {
         let after_body = &after_open[body_len..];
         let close = if after_body.starts_with('>') {
             1
-        } else if mode == Mode::JsonText && CLOSE_ESCAPED.iter().any(|c| after_body.starts_with(c))
-        {
+        } else if mode == Mode::JsonText && CLOSE_ESCAPED.iter().any(|c| after_body.starts_with(c)) {
             6
-        } else if mode == Mode::JsonText && CLOSE_ESCAPED.iter().any(|c| c.starts_with(after_body))
-        {
+        } else if mode == Mode::JsonText && CLOSE_ESCAPED.iter().any(|c| c.starts_with(after_body)) {
             return Probe::Partial;
         } else {
             return Probe::Miss;
         };
-        Probe::Match {
-            len: open + body_len + close,
-            entry,
-        }
+        Probe::Match { len: open + body_len + close, entry }
     }
 }
 
@@ -191,9 +176,7 @@ pub(super) fn json_string_body(s: &str) -> String {
 pub(super) fn may_hold_placeholder(raw: &[u8]) -> bool {
     raw.contains(&b'<')
         || raw.windows(2).any(|w| w == b"\\\\")
-        || raw
-            .windows(5)
-            .any(|w| w.eq_ignore_ascii_case(b"u003c") || w.eq_ignore_ascii_case(b"u005c"))
+        || raw.windows(5).any(|w| w.eq_ignore_ascii_case(b"u003c") || w.eq_ignore_ascii_case(b"u005c"))
 }
 
 #[cfg(test)]
@@ -212,8 +195,7 @@ mod tests {
     fn whole_text_restores_known_and_keeps_unknown() {
         let t = table();
         assert_eq!(
-            t.restore("to <EMAIL_1> and <EMAIL_9> re <TERM_1><", Mode::Text)
-                .unwrap(),
+            t.restore("to <EMAIL_1> and <EMAIL_9> re <TERM_1><", Mode::Text).unwrap(),
             "to a@x.com and <EMAIL_9> re Pro\"ject<"
         );
         assert!(t.restore("a < b, <div>", Mode::Text).is_none());
@@ -223,17 +205,11 @@ mod tests {
     fn json_text_escapes_values_and_reads_escaped_brackets() {
         let t = table();
         assert_eq!(
-            t.restore(
-                r#"{"p":"<TERM_1>","q":"\u003cEMAIL_1\u003E"}"#,
-                Mode::JsonText
-            )
-            .unwrap(),
+            t.restore(r#"{"p":"<TERM_1>","q":"\u003cEMAIL_1\u003E"}"#, Mode::JsonText).unwrap(),
             r#"{"p":"Pro\"ject","q":"a@x.com"}"#
         );
         // An escaped backslash followed by `u003c` is literal text.
-        assert!(t
-            .restore(r#""\\u003cEMAIL_1\u003e""#, Mode::JsonText)
-            .is_none());
+        assert!(t.restore(r#""\\u003cEMAIL_1\u003e""#, Mode::JsonText).is_none());
     }
 
     #[test]
@@ -241,10 +217,7 @@ mod tests {
         let t = table();
         assert_eq!(t.restore_partial("hi <EM", Mode::Text), (None, 3));
         assert_eq!(t.restore_partial("hi <EMAIL_1", Mode::Text), (None, 3));
-        assert_eq!(
-            t.restore_partial("<EMAIL_1> <", Mode::Text),
-            (Some("a@x.com ".into()), 10)
-        );
+        assert_eq!(t.restore_partial("<EMAIL_1> <", Mode::Text), (Some("a@x.com ".into()), 10));
         assert_eq!(t.restore_partial("a <b", Mode::Text), (None, 4));
         assert_eq!(t.restore_partial("x <EMAIL_2", Mode::Text), (None, 10));
         assert_eq!(t.restore_partial("x \\u00", Mode::JsonText), (None, 2));

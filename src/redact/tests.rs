@@ -33,24 +33,9 @@ fn same_value_same_placeholder_numbered_per_label() {
         ("email", "a@x.com"),
         ("term", ""),
     ]);
-    let ph: Vec<(&str, &str)> = r
-        .table
-        .entries
-        .iter()
-        .map(|e| (e.placeholder.as_str(), e.value.as_str()))
-        .collect();
-    assert_eq!(
-        ph,
-        [
-            ("<EMAIL_1>", "a@x.com"),
-            ("<CARD_1>", "4111111111111111"),
-            ("<EMAIL_2>", "b@x.com")
-        ]
-    );
-    assert_eq!(
-        r.counts_by_kind(),
-        BTreeMap::from([("credit_card", 1), ("email", 2)])
-    );
+    let ph: Vec<(&str, &str)> = r.table.entries.iter().map(|e| (e.placeholder.as_str(), e.value.as_str())).collect();
+    assert_eq!(ph, [("<EMAIL_1>", "a@x.com"), ("<CARD_1>", "4111111111111111"), ("<EMAIL_2>", "b@x.com")]);
+    assert_eq!(r.counts_by_kind(), BTreeMap::from([("credit_card", 1), ("email", 2)]));
     assert!(!r.is_empty());
     assert!(Redaction::plan([]).is_empty());
     assert!(!format!("{r:?}").contains("a@x.com"));
@@ -60,19 +45,10 @@ fn same_value_same_placeholder_numbered_per_label() {
 fn plan_is_stable_across_turns() {
     let turn1 = Redaction::plan([("email", "a@x.com"), ("phone", "555-0100")]);
     // Turn 2 resends turn 1 (now with the restored answer) plus new text.
-    let turn2 = Redaction::plan([
-        ("email", "a@x.com"),
-        ("phone", "555-0100"),
-        ("email", "a@x.com"),
-        ("email", "c@x.com"),
-    ]);
+    let turn2 =
+        Redaction::plan([("email", "a@x.com"), ("phone", "555-0100"), ("email", "a@x.com"), ("email", "c@x.com")]);
     for e in &turn1.table.entries {
-        let same = turn2
-            .table
-            .entries
-            .iter()
-            .find(|x| x.value == e.value)
-            .unwrap();
+        let same = turn2.table.entries.iter().find(|x| x.value == e.value).unwrap();
         assert_eq!(same.placeholder, e.placeholder);
     }
     assert_eq!(turn2.table.entries[2].placeholder, "<EMAIL_2>");
@@ -126,25 +102,13 @@ fn redacts_realistic_openai_body() {
         assert!(!text.contains(v), "{v} left in {text}");
     }
     let v: Value = serde_json::from_slice(&out).unwrap();
-    assert_eq!(
-        v["messages"][1]["content"][0]["text"],
-        "Card <CARD_1> belongs to <EMAIL_2>"
-    );
-    assert_eq!(
-        v["messages"][2]["tool_calls"][0]["function"]["arguments"],
-        "{\"email\":\"<EMAIL_2>\"}"
-    );
-    assert_eq!(
-        v["messages"][3]["content"],
-        "<EMAIL_2>: Project <TERM_1> lead"
-    );
+    assert_eq!(v["messages"][1]["content"][0]["text"], "Card <CARD_1> belongs to <EMAIL_2>");
+    assert_eq!(v["messages"][2]["tool_calls"][0]["function"]["arguments"], "{\"email\":\"<EMAIL_2>\"}");
+    assert_eq!(v["messages"][3]["content"], "<EMAIL_2>: Project <TERM_1> lead");
     assert_eq!(v["user"], "<EMAIL_2>");
     // Structure and binary payloads are untouched.
     assert_eq!(v["model"], "gpt-4o");
-    assert_eq!(
-        v["messages"][1]["content"][1],
-        body["messages"][1]["content"][1]
-    );
+    assert_eq!(v["messages"][1]["content"][1], body["messages"][1]["content"][1]);
     // Restoring the redacted body gives back the original.
     let restored: Value = serde_json::from_slice(&r.restore_json_body(&out).unwrap()).unwrap();
     assert_eq!(restored, body);
@@ -169,11 +133,7 @@ fn redacts_realistic_anthropic_body() {
         "max_tokens": 100
     });
     let raw = serde_json::to_vec(&body).unwrap();
-    let r = Redaction::plan([
-        ("email", "ann@corp.io"),
-        ("us_ssn", "123-45-6789"),
-        ("term", "Blue Wren"),
-    ]);
+    let r = Redaction::plan([("email", "ann@corp.io"), ("us_ssn", "123-45-6789"), ("term", "Blue Wren")]);
     let out = r.redact_json_body(&raw).unwrap();
     let v: Value = serde_json::from_slice(&out).unwrap();
     let mut strings = Vec::new();
@@ -185,15 +145,9 @@ fn redacts_realistic_anthropic_body() {
     }
     assert_eq!(v["system"][0]["text"], "Customer: <EMAIL_1>, SSN <SSN_1>");
     // Keys inside a tool input are the model's: `id` there is data.
-    assert_eq!(
-        v["messages"][1]["content"][1]["input"],
-        json!({"name": "<TERM_1>", "id": "<SSN_1>"})
-    );
+    assert_eq!(v["messages"][1]["content"][1]["input"], json!({"name": "<TERM_1>", "id": "<SSN_1>"}));
     assert_eq!(v["messages"][1]["content"][1]["id"], "toolu_1");
-    assert_eq!(
-        v["messages"][2]["content"][1]["source"]["data"],
-        "YW5uQGNvcnAuaW8="
-    );
+    assert_eq!(v["messages"][2]["content"][1]["source"]["data"], "YW5uQGNvcnAuaW8=");
     assert_eq!(v["max_tokens"], 100);
 }
 
@@ -235,14 +189,8 @@ fn value_seen_only_inside_a_longer_value_is_placed() {
 fn unplaced_value_fails_closed() {
     let body = br#"{"messages":[{"role":"user","content":"nothing here"}]}"#;
     let r = Redaction::plan([("email", "a@x.com")]);
-    assert_eq!(
-        r.redact_json_body(body),
-        Err(RedactError::Unplaced { kind: "email" })
-    );
-    assert!(matches!(
-        r.redact_json_body(b"{nope"),
-        Err(RedactError::InvalidJson(_))
-    ));
+    assert_eq!(r.redact_json_body(body), Err(RedactError::Unplaced { kind: "email" }));
+    assert!(matches!(r.redact_json_body(b"{nope"), Err(RedactError::InvalidJson(_))));
 }
 
 #[test]
@@ -256,22 +204,11 @@ fn restores_whole_openai_chat_response() {
                 "arguments": "{\"to\":\"<EMAIL_1>\",\"subject\":\"<TERM_1>\"}"}}]
         }}]
     });
-    let out: Value = serde_json::from_slice(
-        &r.restore_json_body(&serde_json::to_vec(&body).unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let out: Value =
+        serde_json::from_slice(&r.restore_json_body(&serde_json::to_vec(&body).unwrap()).unwrap()).unwrap();
     let msg = &out["choices"][0]["message"];
-    assert_eq!(
-        msg["content"],
-        "Writing to jo@x.org re Say \"Falcon\", not <EMAIL_7>."
-    );
-    let args: Value = serde_json::from_str(
-        msg["tool_calls"][0]["function"]["arguments"]
-            .as_str()
-            .unwrap(),
-    )
-    .unwrap();
+    assert_eq!(msg["content"], "Writing to jo@x.org re Say \"Falcon\", not <EMAIL_7>.");
+    let args: Value = serde_json::from_str(msg["tool_calls"][0]["function"]["arguments"].as_str().unwrap()).unwrap();
     assert_eq!(args, json!({"to": "jo@x.org", "subject": "Say \"Falcon\""}));
 }
 
@@ -282,11 +219,8 @@ fn restores_whole_anthropic_and_responses_bodies() {
         {"type": "text", "text": "Sent to <EMAIL_1>"},
         {"type": "tool_use", "id": "t", "name": "send", "input": {"to": ["<EMAIL_1>"]}}
     ]});
-    let out: Value = serde_json::from_slice(
-        &r.restore_json_body(&serde_json::to_vec(&anthropic).unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let out: Value =
+        serde_json::from_slice(&r.restore_json_body(&serde_json::to_vec(&anthropic).unwrap()).unwrap()).unwrap();
     assert_eq!(out["content"][0]["text"], "Sent to jo@x.org");
     assert_eq!(out["content"][1]["input"]["to"][0], "jo@x.org");
 

@@ -114,7 +114,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = poll {
             self.moved(&self.activity.written, n);
@@ -175,7 +179,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewound<S> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -283,16 +291,14 @@ impl TunnelReport {
         let what = match &self.outcome {
             Outcome::Tunneled => "tunneled".to_string(),
             Outcome::Intercepted { by_sni: false } => "intercepted".to_string(),
-            Outcome::Intercepted { by_sni: true } => "intercepted: the TLS server name is an intercepted host".to_string(),
+            Outcome::Intercepted { by_sni: true } => {
+                "intercepted: the TLS server name is an intercepted host".to_string()
+            }
             Outcome::Refused { reason, .. } => format!("refused: {reason}"),
             Outcome::Failed { reason, .. } => format!("failed: {reason}"),
         };
-        let mut reason = format!(
-            "{what}; {} bytes up, {} bytes down in {} ms",
-            self.up,
-            self.down,
-            self.duration.as_millis()
-        );
+        let mut reason =
+            format!("{what}; {} bytes up, {} bytes down in {} ms", self.up, self.down, self.duration.as_millis());
         if let Some(ended) = &self.ended {
             reason.push_str(&format!(" (ended: {ended})"));
         }
@@ -325,7 +331,8 @@ mod tests {
     async fn copies_both_ways_and_passes_half_close_on() {
         let (mut client, mut proxy_a) = tokio::io::duplex(64);
         let (mut proxy_b, mut server) = tokio::io::duplex(64);
-        let relay = tokio::spawn(async move { copy_with_idle(&mut proxy_a, &mut proxy_b, Duration::from_secs(5)).await });
+        let relay =
+            tokio::spawn(async move { copy_with_idle(&mut proxy_a, &mut proxy_b, Duration::from_secs(5)).await });
         client.write_all(b"hello").await.unwrap();
         client.shutdown().await.unwrap();
         let mut got = Vec::new();

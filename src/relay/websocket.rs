@@ -133,7 +133,13 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// (answered with a 1002 close).
 ///
 /// `inspect` runs on the relay's task; it must not block for long.
-pub async fn relay_inspected<C, O, F>(client: &mut C, origin: &mut O, idle: Duration, max_message: usize, inspect: F) -> WsRelayed
+pub async fn relay_inspected<C, O, F>(
+    client: &mut C,
+    origin: &mut O,
+    idle: Duration,
+    max_message: usize,
+    inspect: F,
+) -> WsRelayed
 where
     C: AsyncRead + AsyncWrite + Unpin,
     O: AsyncRead + AsyncWrite + Unpin,
@@ -162,17 +168,8 @@ where
     let (mut origin_rd, mut origin_wr) = tokio::io::split(origin);
     let mut up = Upstream::new(max_message, inspect);
     let mut down = Downstream::new();
-    let ending = run(
-        &mut up,
-        &mut down,
-        &mut client_rd,
-        &mut client_wr,
-        &mut origin_rd,
-        &mut origin_wr,
-        &activity,
-        idle,
-    )
-    .await;
+    let ending =
+        run(&mut up, &mut down, &mut client_rd, &mut client_wr, &mut origin_rd, &mut origin_wr, &activity, idle).await;
     let (refused, error) = match ending {
         Ending::Done => (None, None),
         Ending::Idle => (None, Some(WsError::Idle(idle))),
@@ -196,13 +193,7 @@ where
         }
     };
     let (up_bytes, down_bytes) = activity.bytes();
-    WsRelayed {
-        up: up_bytes,
-        down: down_bytes,
-        messages_up: up.messages,
-        refused,
-        error,
-    }
+    WsRelayed { up: up_bytes, down: down_bytes, messages_up: up.messages, refused, error }
 }
 
 /// How the relaying part ended.
@@ -344,14 +335,7 @@ fn parse_header(bytes: &[u8]) -> Result<Option<Header>, FrameError> {
         return Err(FrameError::LengthOverflow);
     }
     let mask = (second & 0x80 != 0).then(|| [head[len - 4], head[len - 3], head[len - 2], head[len - 1]]);
-    Ok(Some(Header {
-        fin: first & 0x80 != 0,
-        rsv: (first >> 4) & 0x7,
-        opcode: first & 0x0f,
-        mask,
-        len,
-        payload,
-    }))
+    Ok(Some(Header { fin: first & 0x80 != 0, rsv: (first >> 4) & 0x7, opcode: first & 0x0f, mask, len, payload }))
 }
 
 /// XOR `data` with `key` from the key's first byte; masking and unmasking
@@ -554,10 +538,7 @@ where
         if let Some(held) = self.message.as_mut() {
             held.payload += payload;
         }
-        self.spans.push(Span {
-            payload: at + header.len..end,
-            mask,
-        });
+        self.spans.push(Span { payload: at + header.len..end, mask });
         self.held = end;
         if header.fin {
             self.finish_message(wr).await?;
@@ -654,7 +635,9 @@ where
     F: FnMut(WsMessage<'_>) -> Verdict,
 {
     let message = match kind {
-        Kind::Text => WsMessage::Text(std::str::from_utf8(payload).map_err(|_| refused(INVALID_DATA, REASON_NOT_UTF8))?),
+        Kind::Text => {
+            WsMessage::Text(std::str::from_utf8(payload).map_err(|_| refused(INVALID_DATA, REASON_NOT_UTF8))?)
+        }
         Kind::Binary => WsMessage::Binary(payload),
     };
     match inspect(message) {
@@ -681,11 +664,7 @@ struct Downstream {
 
 impl Downstream {
     fn new() -> Downstream {
-        Downstream {
-            buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
-            pending: 0..0,
-            frames: FrameTracker::default(),
-        }
+        Downstream { buf: vec![0u8; READ_CHUNK].into_boxed_slice(), pending: 0..0, frames: FrameTracker::default() }
     }
 
     /// Copy until the origin closes (its FIN is passed on). Safe to cancel
@@ -902,12 +881,7 @@ mod tests {
             };
             relay_with_grace(&mut at_client, &mut at_origin, Duration::from_secs(30), max_message, inspect, grace).await
         });
-        Harness {
-            client,
-            origin,
-            seen,
-            relay,
-        }
+        Harness { client, origin, seen, relay }
     }
 
     impl Harness {
@@ -917,19 +891,14 @@ mod tests {
 
         async fn origin_gets(&mut self, expected: &[u8]) {
             let mut got = vec![0u8; expected.len()];
-            tokio::time::timeout(Duration::from_secs(5), self.origin.read_exact(&mut got))
-                .await
-                .unwrap()
-                .unwrap();
+            tokio::time::timeout(Duration::from_secs(5), self.origin.read_exact(&mut got)).await.unwrap().unwrap();
             assert_eq!(got, expected);
         }
 
         async fn origin_has_nothing(&mut self) {
             let mut byte = [0u8; 1];
             assert!(
-                tokio::time::timeout(Duration::from_millis(50), self.origin.read(&mut byte))
-                    .await
-                    .is_err(),
+                tokio::time::timeout(Duration::from_millis(50), self.origin.read(&mut byte)).await.is_err(),
                 "origin received a byte early"
             );
         }
@@ -940,14 +909,8 @@ mod tests {
             let mut to_client = Vec::new();
             let mut to_origin = Vec::new();
             let limit = Duration::from_secs(10);
-            tokio::time::timeout(limit, self.client.read_to_end(&mut to_client))
-                .await
-                .unwrap()
-                .unwrap();
-            tokio::time::timeout(limit, self.origin.read_to_end(&mut to_origin))
-                .await
-                .unwrap()
-                .unwrap();
+            tokio::time::timeout(limit, self.client.read_to_end(&mut to_client)).await.unwrap().unwrap();
+            tokio::time::timeout(limit, self.origin.read_to_end(&mut to_origin)).await.unwrap().unwrap();
             let relayed = tokio::time::timeout(limit, self.relay).await.unwrap().unwrap();
             (to_client, to_origin, relayed)
         }
@@ -1088,10 +1051,7 @@ mod tests {
             (client_frame(0x80, b"nothing to continue"), FrameError::StrayContinuation),
             (client_frame(0x09, b"ping"), FrameError::FragmentedControl),
             (client_frame(0x89, &[0u8; 126]), FrameError::ControlTooLong),
-            (
-                [client_frame(0x01, b"a"), client_frame(0x81, b"b")].concat(),
-                FrameError::UnfinishedMessage,
-            ),
+            ([client_frame(0x01, b"a"), client_frame(0x81, b"b")].concat(), FrameError::UnfinishedMessage),
             (vec![0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4], FrameError::LengthOverflow),
         ];
         for (bytes, expected) in cases {
@@ -1102,10 +1062,7 @@ mod tests {
             assert_eq!(closes.len(), 1, "{expected:?}");
             assert_eq!(closes[0].1[..2], 1002u16.to_be_bytes(), "{expected:?}");
             assert_eq!(frames_of(&to_origin), vec![close_of(1001, "")], "{expected:?}");
-            assert!(
-                matches!(relayed.error, Some(WsError::Protocol(e)) if e == expected),
-                "{expected:?}: {relayed:?}"
-            );
+            assert!(matches!(relayed.error, Some(WsError::Protocol(e)) if e == expected), "{expected:?}: {relayed:?}");
         }
     }
 
@@ -1119,10 +1076,7 @@ mod tests {
             let (to_client, to_origin, relayed) = h.finish().await;
             assert_eq!(frames_of(&to_client)[0].1[..2], 1002u16.to_be_bytes(), "cut at {cut}");
             assert_eq!(frames_of(&to_origin), vec![close_of(1001, "")], "cut at {cut}");
-            assert!(
-                matches!(relayed.error, Some(WsError::Protocol(FrameError::Truncated))),
-                "{relayed:?}"
-            );
+            assert!(matches!(relayed.error, Some(WsError::Protocol(FrameError::Truncated))), "{relayed:?}");
         }
         // A message whose last fragment never came.
         let mut h = start(1 << 16);
@@ -1130,10 +1084,7 @@ mod tests {
         h.client.shutdown().await.unwrap();
         let (_, to_origin, relayed) = h.finish().await;
         assert_eq!(frames_of(&to_origin), vec![close_of(1001, "")]);
-        assert!(
-            matches!(relayed.error, Some(WsError::Protocol(FrameError::Truncated))),
-            "{relayed:?}"
-        );
+        assert!(matches!(relayed.error, Some(WsError::Protocol(FrameError::Truncated))), "{relayed:?}");
     }
 
     #[tokio::test]
@@ -1201,10 +1152,7 @@ mod tests {
         h.origin.read_exact(&mut to_origin).await.unwrap();
         assert_eq!(frames_of(&to_origin), vec![close_of(1001, "")]);
         // The rest of the answer, and one more that must not follow it.
-        h.origin
-            .write_all(&[&answer[6..], &frame(0x81, b"late", None)].concat())
-            .await
-            .unwrap();
+        h.origin.write_all(&[&answer[6..], &frame(0x81, b"late", None)].concat()).await.unwrap();
         let (to_client, _, relayed) = h.finish().await;
         assert_eq!(
             frames_of(&[&answer[..6], &to_client[..]].concat()),
@@ -1232,21 +1180,15 @@ mod tests {
     async fn idle_relay_is_closed() {
         let (_client, mut at_client) = tokio::io::duplex(64);
         let (mut at_origin, _origin) = tokio::io::duplex(64);
-        let relayed = relay_inspected(&mut at_client, &mut at_origin, Duration::from_millis(100), 1024, |_| {
-            Verdict::Forward
-        })
-        .await;
+        let relayed =
+            relay_inspected(&mut at_client, &mut at_origin, Duration::from_millis(100), 1024, |_| Verdict::Forward)
+                .await;
         assert!(matches!(relayed.error, Some(WsError::Idle(_))), "{relayed:?}");
     }
 
     #[test]
     fn tracker_follows_frames_split_anywhere() {
-        let stream = [
-            frame(0x81, b"one", None),
-            frame(0x82, &[9u8; 300], None),
-            frame(0x89, b"", Some(KEY)),
-        ]
-        .concat();
+        let stream = [frame(0x81, b"one", None), frame(0x82, &[9u8; 300], None), frame(0x89, b"", Some(KEY))].concat();
         for split in 0..stream.len() {
             let mut tracker = FrameTracker::default();
             tracker.advance(&stream[..split]);

@@ -43,7 +43,12 @@ pub enum Delta {
     /// A tool call; `arguments` is JSON text. Backends that stream arguments
     /// in fragments send the first fragment with id and name, then further
     /// fragments with the same `index` and empty id/name.
-    ToolCall { index: usize, id: String, name: String, arguments: String },
+    ToolCall {
+        index: usize,
+        id: String,
+        name: String,
+        arguments: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -36,7 +36,10 @@ pub fn messages_from(obj: Map<String, Value>) -> Result<CanonicalRequest, ParseE
             Some("user") => Role::User,
             Some("assistant") => Role::Assistant,
             Some(other) => {
-                return Err(ParseError::invalid(join(&path, "role"), format!("must be `user` or `assistant`, not `{other}`")))
+                return Err(ParseError::invalid(
+                    join(&path, "role"),
+                    format!("must be `user` or `assistant`, not `{other}`"),
+                ))
             }
             None => return Err(ParseError::invalid(join(&path, "role"), "is required")),
         };
@@ -51,7 +54,10 @@ pub fn messages_from(obj: Map<String, Value>) -> Result<CanonicalRequest, ParseE
                 parts
             }
             Some(_) => {
-                return Err(ParseError::invalid(join(&path, "content"), "must be a string or an array of content blocks"))
+                return Err(ParseError::invalid(
+                    join(&path, "content"),
+                    "must be a string or an array of content blocks",
+                ))
             }
         };
         messages.push(Message { role, parts });

@@ -167,17 +167,8 @@ const ATTACHMENT_TYPES: &[&str] = &[
 /// Keys whose value, when it is an object, is an attachment part without a
 /// `type` (Gemini `inlineData`/`fileData`, Bedrock converse `image`,
 /// `document`, `video`).
-const ATTACHMENT_KEYS: &[&str] = &[
-    "inlineData",
-    "inline_data",
-    "fileData",
-    "file_data",
-    "image",
-    "document",
-    "video",
-    "audio",
-    "input_audio",
-];
+const ATTACHMENT_KEYS: &[&str] =
+    &["inlineData", "inline_data", "fileData", "file_data", "image", "document", "video", "audio", "input_audio"];
 
 /// Keys that carry an attachment's payload or a reference to one.
 const PAYLOAD_KEYS: &[&str] = &["data", "bytes", "file_data", "fileData", "b64_json", "image_bytes"];
@@ -257,14 +248,30 @@ fn walk<'v>(value: &'v Value, key: Option<&str>, inv: &mut Inventory, keys: &mut
 fn looks_like_part(map: &Map<String, Value>) -> bool {
     map.keys().any(|k| {
         let k = k.as_str();
-        PAYLOAD_KEYS.contains(&k) || REFERENCE_KEYS.contains(&k) || MEDIA_KEYS.contains(&k) || k == "source" || k == "format"
+        PAYLOAD_KEYS.contains(&k)
+            || REFERENCE_KEYS.contains(&k)
+            || MEDIA_KEYS.contains(&k)
+            || k == "source"
+            || k == "format"
     })
 }
 
 /// One attachment part: its payloads and references are the attachment;
 /// its other strings (file names, titles, context, citations) are text.
-fn attachment_part<'v>(map: &'v Map<String, Value>, key: Option<&str>, inv: &mut Inventory, keys: &mut BTreeSet<&'v str>) {
-    let mut part = Part { media_type: None, bytes: 0, how: "reference", payloads: Vec::new(), extracted: Vec::new(), found: false };
+fn attachment_part<'v>(
+    map: &'v Map<String, Value>,
+    key: Option<&str>,
+    inv: &mut Inventory,
+    keys: &mut BTreeSet<&'v str>,
+) {
+    let mut part = Part {
+        media_type: None,
+        bytes: 0,
+        how: "reference",
+        payloads: Vec::new(),
+        extracted: Vec::new(),
+        found: false,
+    };
     part.scan(map, inv, keys);
     let class = map.get("type").and_then(Value::as_str).or(key).unwrap_or("file");
     let media_type = part.media_type.clone().unwrap_or_else(|| default_media_type(class).to_string());
@@ -391,8 +398,15 @@ pub fn is_text_like(media_type: &str) -> bool {
         || essence.ends_with("+xml")
         || matches!(
             essence,
-            "application/json" | "application/xml" | "application/x-ndjson" | "application/jsonl" | "application/csv"
-                | "application/x-yaml" | "application/yaml" | "application/sql" | "application/javascript"
+            "application/json"
+                | "application/xml"
+                | "application/x-ndjson"
+                | "application/jsonl"
+                | "application/csv"
+                | "application/x-yaml"
+                | "application/yaml"
+                | "application/sql"
+                | "application/javascript"
         )
 }
 
@@ -563,7 +577,8 @@ mod tests {
 
     #[test]
     fn attachments_in_each_dialect() {
-        let png = base64::engine::general_purpose::STANDARD.encode([0x89u8, b'P', b'N', b'G', 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+        let png = base64::engine::general_purpose::STANDARD
+            .encode([0x89u8, b'P', b'N', b'G', 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
         let txt = base64::engine::general_purpose::STANDARD.encode("card 4111 1111 1111 1111 inside a file");
         let cases = [
             // OpenAI chat image and file parts.
@@ -586,7 +601,10 @@ mod tests {
             assert_eq!(inv.attachments.len(), 1, "case {i}: {inv:?}");
             let a = &inv.attachments[0];
             assert!(a.bytes > 0, "case {i}");
-            assert!(!inv.strings.iter().any(|s| s.contains(&png) || s.contains(&txt)), "case {i}: payload scanned as text");
+            assert!(
+                !inv.strings.iter().any(|s| s.contains(&png) || s.contains(&txt)),
+                "case {i}: payload scanned as text"
+            );
             if a.media_type.starts_with("text/") {
                 assert!(a.text.as_deref().unwrap().contains("4111"), "case {i}");
             } else {
@@ -598,7 +616,9 @@ mod tests {
         assert_eq!(inv.attachments[0].how, "reference");
         assert!(inv.strings.iter().any(|s| s == "https://x/y.png"));
         // Anthropic text document: its data is prose.
-        let inv = Inventory::of(&json!({"type":"document","source":{"type":"text","media_type":"text/plain","data":"plain words here"}}));
+        let inv = Inventory::of(
+            &json!({"type":"document","source":{"type":"text","media_type":"text/plain","data":"plain words here"}}),
+        );
         assert!(inv.strings.iter().any(|s| s == "plain words here"));
     }
 
@@ -624,7 +644,9 @@ mod tests {
             out.extend_from_slice(b"\nendobj\n");
         }
         offsets.push(out.len());
-        out.extend_from_slice(format!("5 0 obj\n<< /Length {} /Filter /FlateDecode >>\nstream\n", content.len()).as_bytes());
+        out.extend_from_slice(
+            format!("5 0 obj\n<< /Length {} /Filter /FlateDecode >>\nstream\n", content.len()).as_bytes(),
+        );
         out.extend_from_slice(&content);
         out.extend_from_slice(b"\nendstream\nendobj\n");
         let xref = out.len();

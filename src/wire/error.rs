@@ -34,9 +34,6 @@ impl ParseError {
     }
 
     pub(crate) fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        ParseError::Invalid {
-            field: field.into(),
-            problem: problem.into(),
-        }
+        ParseError::Invalid { field: field.into(), problem: problem.into() }
     }
 }

@@ -12,12 +12,9 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde_json::{json, Map, Value};
 
-use super::json::{join, object, text_of};
 use super::answer::{Assembled, Delta, Finish, FinishReason, Meta, Usage};
-use super::{
-    parse_json, Api, CanonicalRequest, Identity, Message, ParseError, Part, Role, Sampling, Tool,
-    ToolChoice,
-};
+use super::json::{join, object, text_of};
+use super::{parse_json, Api, CanonicalRequest, Identity, Message, ParseError, Part, Role, Sampling, Tool, ToolChoice};
 
 /// The model and whether the answer streams, from a request path such as
 /// `/v1beta/models/gemini-1.5-flash:streamGenerateContent?alt=sse`. Tuned
@@ -50,16 +47,10 @@ pub fn model_from_path(path: &str) -> Option<(String, bool)> {
 /// Whether a streaming request asked for server-sent events (`alt=sse`);
 /// without it Gemini streams one JSON array (see [`render_stream_array`]).
 pub fn is_sse(path_and_query: &str) -> bool {
-    path_and_query
-        .split_once('?')
-        .is_some_and(|(_, query)| query.split('&').any(|pair| pair == "alt=sse"))
+    path_and_query.split_once('?').is_some_and(|(_, query)| query.split('&').any(|pair| pair == "alt=sse"))
 }
 
-pub fn parse_generate(
-    model_from_path: &str,
-    stream: bool,
-    body: &[u8],
-) -> Result<CanonicalRequest, ParseError> {
+pub fn parse_generate(model_from_path: &str, stream: bool, body: &[u8]) -> Result<CanonicalRequest, ParseError> {
     generate_from(model_from_path, stream, parse_json(body)?)
 }
 
@@ -72,11 +63,8 @@ pub fn generate_from(
     if model_from_path.trim().is_empty() {
         return Err(ParseError::invalid("model", "must not be empty"));
     }
-    let (key, contents) =
-        field(&obj, "contents", "contents").ok_or(ParseError::Missing("contents"))?;
-    let contents = contents
-        .as_array()
-        .ok_or_else(|| ParseError::invalid(key, "must be an array"))?;
+    let (key, contents) = field(&obj, "contents", "contents").ok_or(ParseError::Missing("contents"))?;
+    let contents = contents.as_array().ok_or_else(|| ParseError::invalid(key, "must be an array"))?;
     let mut messages = Vec::with_capacity(contents.len());
     for (i, c) in contents.iter().enumerate() {
         let path = format!("{key}[{i}]");
@@ -97,10 +85,7 @@ pub fn generate_from(
             },
             Some(_) => return Err(ParseError::invalid(join(&path, "role"), "must be a string")),
         };
-        messages.push(Message {
-            role,
-            parts: parts(c, &path)?,
-        });
+        messages.push(Message { role, parts: parts(c, &path)? });
     }
 
     let mut system = Vec::new();
@@ -114,22 +99,17 @@ pub fn generate_from(
 
     let mut tools = Vec::new();
     if let Some((key, list)) = field(&obj, "tools", "tools") {
-        let list = list
-            .as_array()
-            .ok_or_else(|| ParseError::invalid(key, "must be an array"))?;
+        let list = list.as_array().ok_or_else(|| ParseError::invalid(key, "must be an array"))?;
         for (i, t) in list.iter().enumerate() {
             let path = format!("{key}[{i}]");
             let t = object(t, &path)?;
             // Other tool kinds (googleSearch, codeExecution, urlContext, ...)
             // run at Google; there is nothing a local backend could call.
-            let Some((dkey, decls)) = field(t, "functionDeclarations", "function_declarations")
-            else {
+            let Some((dkey, decls)) = field(t, "functionDeclarations", "function_declarations") else {
                 continue;
             };
             let dpath = join(&path, dkey);
-            let decls = decls
-                .as_array()
-                .ok_or_else(|| ParseError::invalid(&dpath, "must be an array"))?;
+            let decls = decls.as_array().ok_or_else(|| ParseError::invalid(&dpath, "must be an array"))?;
             for (j, d) in decls.iter().enumerate() {
                 let fpath = format!("{dpath}[{j}]");
                 let d = object(d, &fpath)?;
@@ -139,28 +119,25 @@ pub fn generate_from(
                     .unwrap_or(Value::Null);
                 tools.push(Tool {
                     name: string(d, "name", "name", &fpath)?.unwrap_or("").to_string(),
-                    description: string(d, "description", "description", &fpath)?
-                        .unwrap_or("")
-                        .to_string(),
+                    description: string(d, "description", "description", &fpath)?.unwrap_or("").to_string(),
                     parameters,
                 });
             }
         }
     }
 
-    let (temperature, top_p, max_tokens, stop) =
-        match field(&obj, "generationConfig", "generation_config") {
-            None => (None, None, None, Vec::new()),
-            Some((key, g)) => {
-                let g = object(g, key)?;
-                (
-                    number(g, "temperature", "temperature", key)?,
-                    number(g, "topP", "top_p", key)?,
-                    count(g, "maxOutputTokens", "max_output_tokens", key)?,
-                    strings(g, "stopSequences", "stop_sequences", key)?,
-                )
-            }
-        };
+    let (temperature, top_p, max_tokens, stop) = match field(&obj, "generationConfig", "generation_config") {
+        None => (None, None, None, Vec::new()),
+        Some((key, g)) => {
+            let g = object(g, key)?;
+            (
+                number(g, "temperature", "temperature", key)?,
+                number(g, "topP", "top_p", key)?,
+                count(g, "maxOutputTokens", "max_output_tokens", key)?,
+                strings(g, "stopSequences", "stop_sequences", key)?,
+            )
+        }
+    };
 
     Ok(CanonicalRequest {
         api: Api::GeminiGenerate,
@@ -169,11 +146,7 @@ pub fn generate_from(
         messages,
         tools,
         tool_choice: tool_choice(&obj)?,
-        sampling: Sampling {
-            temperature,
-            top_p,
-            stop,
-        },
+        sampling: Sampling { temperature, top_p, stop },
         stream,
         stream_usage: false,
         max_tokens,
@@ -212,12 +185,10 @@ fn tool_choice(obj: &Map<String, Value>) -> Result<ToolChoice, ParseError> {
 
 /// The `parts` of a Content object.
 fn parts(content: &Map<String, Value>, path: &str) -> Result<Vec<Part>, ParseError> {
-    let (key, list) = field(content, "parts", "parts")
-        .ok_or_else(|| ParseError::invalid(join(path, "parts"), "is required"))?;
+    let (key, list) =
+        field(content, "parts", "parts").ok_or_else(|| ParseError::invalid(join(path, "parts"), "is required"))?;
     let ppath = join(path, key);
-    let list = list
-        .as_array()
-        .ok_or_else(|| ParseError::invalid(&ppath, "must be an array"))?;
+    let list = list.as_array().ok_or_else(|| ParseError::invalid(&ppath, "must be an array"))?;
     let mut out = Vec::with_capacity(list.len());
     for (i, p) in list.iter().enumerate() {
         let path = format!("{ppath}[{i}]");
@@ -240,70 +211,40 @@ fn part(p: &Map<String, Value>, path: &str) -> Result<Option<Part>, ParseError> 
             let mime = string(object(blob, &bpath)?, "mimeType", "mime_type", &bpath)?;
             // The MIME type says more than the part name (image vs PDF vs audio).
             let kind = mime.filter(|m| !m.is_empty()).unwrap_or(snake);
-            return Ok(Some(Part::Attachment {
-                kind: kind.to_string(),
-            }));
+            return Ok(Some(Part::Attachment { kind: kind.to_string() }));
         }
     }
     if let Some((key, call)) = field(p, "functionCall", "function_call") {
         let cpath = join(path, key);
         let call = object(call, &cpath)?;
-        let name = string(call, "name", "name", &cpath)?
-            .unwrap_or("")
-            .to_string();
+        let name = string(call, "name", "name", &cpath)?.unwrap_or("").to_string();
         // Gemini pairs calls and responses by name; newer versions add an id.
-        let id = string(call, "id", "id", &cpath)?
-            .map(String::from)
-            .unwrap_or_else(|| name.clone());
-        let arguments = field(call, "args", "args")
-            .map(|(_, v)| text_of(v))
-            .unwrap_or_else(|| "{}".to_string());
-        return Ok(Some(Part::ToolCall {
-            id,
-            name,
-            arguments,
-        }));
+        let id = string(call, "id", "id", &cpath)?.map(String::from).unwrap_or_else(|| name.clone());
+        let arguments = field(call, "args", "args").map(|(_, v)| text_of(v)).unwrap_or_else(|| "{}".to_string());
+        return Ok(Some(Part::ToolCall { id, name, arguments }));
     }
     if let Some((key, resp)) = field(p, "functionResponse", "function_response") {
         let rpath = join(path, key);
         let resp = object(resp, &rpath)?;
         let name = string(resp, "name", "name", &rpath)?.unwrap_or("");
-        let call_id = string(resp, "id", "id", &rpath)?
-            .unwrap_or(name)
-            .to_string();
-        let content = field(resp, "response", "response")
-            .map(|(_, v)| text_of(v))
-            .unwrap_or_default();
+        let call_id = string(resp, "id", "id", &rpath)?.unwrap_or(name).to_string();
+        let content = field(resp, "response", "response").map(|(_, v)| text_of(v)).unwrap_or_default();
         return Ok(Some(Part::ToolResult { call_id, content }));
     }
     // Code the model wrote and what running it printed both go back to the model.
     if let Some((key, code)) = field(p, "executableCode", "executable_code") {
         let cpath = join(path, key);
-        return Ok(Some(Part::Text(
-            string(object(code, &cpath)?, "code", "code", &cpath)?
-                .unwrap_or("")
-                .to_string(),
-        )));
+        return Ok(Some(Part::Text(string(object(code, &cpath)?, "code", "code", &cpath)?.unwrap_or("").to_string())));
     }
     if let Some((key, result)) = field(p, "codeExecutionResult", "code_execution_result") {
         let rpath = join(path, key);
         return Ok(Some(Part::Text(
-            string(object(result, &rpath)?, "output", "output", &rpath)?
-                .unwrap_or("")
-                .to_string(),
+            string(object(result, &rpath)?, "output", "output", &rpath)?.unwrap_or("").to_string(),
         )));
     }
-    const METADATA: [&str; 6] = [
-        "thought",
-        "thoughtSignature",
-        "thought_signature",
-        "videoMetadata",
-        "video_metadata",
-        "partMetadata",
-    ];
-    Ok(p.keys()
-        .find(|k| !METADATA.contains(&k.as_str()))
-        .map(|k| Part::Attachment { kind: k.clone() }))
+    const METADATA: [&str; 6] =
+        ["thought", "thoughtSignature", "thought_signature", "videoMetadata", "video_metadata", "partMetadata"];
+    Ok(p.keys().find(|k| !METADATA.contains(&k.as_str())).map(|k| Part::Attachment { kind: k.clone() }))
 }
 
 /// A field under its camelCase or snake_case name, with the name used;
@@ -313,9 +254,7 @@ fn field<'a>(
     camel: &'static str,
     snake: &'static str,
 ) -> Option<(&'static str, &'a Value)> {
-    [camel, snake]
-        .into_iter()
-        .find_map(|k| obj.get(k).filter(|v| !v.is_null()).map(|v| (k, v)))
+    [camel, snake].into_iter().find_map(|k| obj.get(k).filter(|v| !v.is_null()).map(|v| (k, v)))
 }
 
 fn string<'a>(
@@ -338,10 +277,7 @@ fn number(
     path: &str,
 ) -> Result<Option<f64>, ParseError> {
     field(obj, camel, snake)
-        .map(|(key, v)| {
-            v.as_f64()
-                .ok_or_else(|| ParseError::invalid(join(path, key), "must be a number"))
-        })
+        .map(|(key, v)| v.as_f64().ok_or_else(|| ParseError::invalid(join(path, key), "must be a number")))
         .transpose()
 }
 
@@ -356,9 +292,7 @@ fn count(
         .map(|(key, v)| {
             v.as_u64()
                 .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-                .ok_or_else(|| {
-                    ParseError::invalid(join(path, key), "must be a non-negative integer")
-                })
+                .ok_or_else(|| ParseError::invalid(join(path, key), "must be a non-negative integer"))
         })
         .transpose()
 }
@@ -373,11 +307,7 @@ fn strings(
         return Ok(Vec::new());
     };
     let bad = || ParseError::invalid(join(path, key), "must be an array of strings");
-    v.as_array()
-        .ok_or_else(bad)?
-        .iter()
-        .map(|s| s.as_str().map(String::from).ok_or_else(bad))
-        .collect()
+    v.as_array().ok_or_else(bad)?.iter().map(|s| s.as_str().map(String::from).ok_or_else(bad)).collect()
 }
 
 fn finish_reason(reason: FinishReason) -> &'static str {
@@ -422,12 +352,7 @@ fn whole(meta: &Meta, answer: &Assembled, finish: Finish) -> Value {
     if !answer.text.is_empty() || answer.tool_calls.is_empty() {
         parts.push(json!({"text": answer.text}));
     }
-    parts.extend(
-        answer
-            .tool_calls
-            .iter()
-            .map(|(_, name, args)| call_part(name, args)),
-    );
+    parts.extend(answer.tool_calls.iter().map(|(_, name, args)| call_part(name, args)));
     chunk(meta, parts, Some(finish))
 }
 
@@ -454,10 +379,7 @@ pub struct GeminiSse {
 
 impl GeminiSse {
     pub fn new(meta: Meta) -> GeminiSse {
-        GeminiSse {
-            meta,
-            calls: Assembled::default(),
-        }
+        GeminiSse { meta, calls: Assembled::default() }
     }
 
     /// Gemini streams have no opening event.
@@ -478,12 +400,7 @@ impl GeminiSse {
 
     /// The last chunk: held function calls (or empty text), finishReason and usage.
     pub fn finish(&mut self, finish: Finish) -> Bytes {
-        let mut parts: Vec<Value> = self
-            .calls
-            .tool_calls
-            .iter()
-            .map(|(_, name, args)| call_part(name, args))
-            .collect();
+        let mut parts: Vec<Value> = self.calls.tool_calls.iter().map(|(_, name, args)| call_part(name, args)).collect();
         if parts.is_empty() {
             parts.push(json!({"text": ""}));
         }
@@ -548,11 +465,7 @@ mod tests {
     use super::*;
 
     fn meta() -> Meta {
-        Meta {
-            id: "r-1".into(),
-            model: "local-model".into(),
-            created_unix: 1,
-        }
+        Meta { id: "r-1".into(), model: "local-model".into(), created_unix: 1 }
     }
 
     fn events(sse: &[u8]) -> Vec<Value> {
@@ -567,26 +480,14 @@ mod tests {
     #[test]
     fn model_and_stream_from_paths() {
         let m = |p: &str| model_from_path(p);
-        assert_eq!(
-            m("/v1beta/models/gemini-1.5-flash:generateContent"),
-            Some(("gemini-1.5-flash".into(), false))
-        );
-        assert_eq!(
-            m("/v1/models/gemini-2.5-pro:streamGenerateContent"),
-            Some(("gemini-2.5-pro".into(), true))
-        );
+        assert_eq!(m("/v1beta/models/gemini-1.5-flash:generateContent"), Some(("gemini-1.5-flash".into(), false)));
+        assert_eq!(m("/v1/models/gemini-2.5-pro:streamGenerateContent"), Some(("gemini-2.5-pro".into(), true)));
         assert_eq!(
             m("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key=k"),
             Some(("gemini-2.5-flash".into(), true))
         );
-        assert_eq!(
-            m("/v1beta/models/gemini-2.0-flash%3AgenerateContent"),
-            Some(("gemini-2.0-flash".into(), false))
-        );
-        assert_eq!(
-            m("/v1beta/tunedModels/my-tune:generateContent"),
-            Some(("tunedModels/my-tune".into(), false))
-        );
+        assert_eq!(m("/v1beta/models/gemini-2.0-flash%3AgenerateContent"), Some(("gemini-2.0-flash".into(), false)));
+        assert_eq!(m("/v1beta/tunedModels/my-tune:generateContent"), Some(("tunedModels/my-tune".into(), false)));
         assert_eq!(
             m("/v1/projects/p/locations/us-central1/publishers/google/models/gemini-2.0-flash:generateContent"),
             Some(("gemini-2.0-flash".into(), false))
@@ -596,9 +497,7 @@ mod tests {
         assert_eq!(m("/v1beta/models/:generateContent"), None);
         assert_eq!(m("/v1/chat/completions"), None);
         assert!(is_sse("/v1beta/models/g:streamGenerateContent?alt=sse"));
-        assert!(is_sse(
-            "/v1beta/models/g:streamGenerateContent?key=k&alt=sse"
-        ));
+        assert!(is_sse("/v1beta/models/g:streamGenerateContent?key=k&alt=sse"));
         assert!(!is_sse("/v1beta/models/g:streamGenerateContent"));
         assert!(!is_sse("/v1beta/models/g:streamGenerateContent?alt=json"));
     }
@@ -633,18 +532,8 @@ mod tests {
         assert!(req.stream);
         assert_eq!(req.system, vec!["You are a weather bot.".to_string()]);
         assert_eq!(req.messages.len(), 5);
-        assert_eq!(
-            req.messages[0].parts[1],
-            Part::Attachment {
-                kind: "image/png".into()
-            }
-        );
-        assert_eq!(
-            req.messages[0].parts[2],
-            Part::Attachment {
-                kind: "application/pdf".into()
-            }
-        );
+        assert_eq!(req.messages[0].parts[1], Part::Attachment { kind: "image/png".into() });
+        assert_eq!(req.messages[0].parts[2], Part::Attachment { kind: "application/pdf".into() });
         assert_eq!(req.messages[1].role, Role::Assistant);
         assert_eq!(
             req.messages[1].parts,
@@ -656,28 +545,15 @@ mod tests {
         );
         assert_eq!(
             req.messages[2].parts,
-            vec![Part::ToolResult {
-                call_id: "get_weather".into(),
-                content: "{\"temperature\":12}".into()
-            }]
+            vec![Part::ToolResult { call_id: "get_weather".into(), content: "{\"temperature\":12}".into() }]
         );
         assert_eq!(req.messages[4].role, Role::User);
         assert_eq!(req.tools.len(), 1);
         assert_eq!(req.tools[0].name, "get_weather");
-        assert_eq!(
-            req.tools[0].parameters["properties"]["location"]["type"],
-            "STRING"
-        );
+        assert_eq!(req.tools[0].parameters["properties"]["location"]["type"], "STRING");
         assert_eq!(req.tool_choice, ToolChoice::Named("get_weather".into()));
         assert_eq!(req.max_tokens, Some(256));
-        assert_eq!(
-            req.sampling,
-            Sampling {
-                temperature: Some(0.5),
-                top_p: Some(0.8),
-                stop: vec!["END".into()]
-            }
-        );
+        assert_eq!(req.sampling, Sampling { temperature: Some(0.5), top_p: Some(0.8), stop: vec!["END".into()] });
         assert_eq!(
             req.text_segments(),
             vec![
@@ -707,26 +583,15 @@ mod tests {
         }"#;
         let req = parse_generate("gemini-2.0-flash", false, body).unwrap();
         assert_eq!(req.system, vec!["sys".to_string()]);
-        assert_eq!(
-            req.messages[0].parts[1],
-            Part::Attachment {
-                kind: "audio/wav".into()
-            }
-        );
+        assert_eq!(req.messages[0].parts[1], Part::Attachment { kind: "audio/wav".into() });
         assert_eq!(
             req.messages[0].parts[4],
-            Part::ToolResult {
-                call_id: "fc-7".into(),
-                content: "{\"ok\":true}".into()
-            }
+            Part::ToolResult { call_id: "fc-7".into(), content: "{\"ok\":true}".into() }
         );
         assert_eq!(req.tool_choice, ToolChoice::None);
         assert_eq!(req.max_tokens, Some(64));
         assert_eq!(req.sampling.top_p, Some(1.0));
-        assert_eq!(
-            req.text_segments(),
-            vec!["sys", "run it", "print(secret)", "hunter2", "{\"ok\":true}"]
-        );
+        assert_eq!(req.text_segments(), vec!["sys", "run it", "print(secret)", "hunter2", "{\"ok\":true}"]);
     }
 
     #[test]
@@ -739,10 +604,7 @@ mod tests {
         };
         assert_eq!(mode(r#"{"mode":"AUTO"}"#), Ok(ToolChoice::Auto));
         assert_eq!(mode(r#"{"mode":"ANY"}"#), Ok(ToolChoice::Required));
-        assert_eq!(
-            mode(r#"{"mode":"ANY","allowedFunctionNames":["a","b"]}"#),
-            Ok(ToolChoice::Required)
-        );
+        assert_eq!(mode(r#"{"mode":"ANY","allowedFunctionNames":["a","b"]}"#), Ok(ToolChoice::Required));
         assert_eq!(mode(r#"{"mode":"VALIDATED"}"#), Ok(ToolChoice::Auto));
         assert!(mode(r#"{"mode":"SOMETIMES"}"#)
             .unwrap_err()
@@ -758,42 +620,25 @@ mod tests {
     fn errors_name_the_field() {
         let err = |b: &[u8]| parse_generate("g", false, b).unwrap_err();
         assert_eq!(err(br#"{}"#), ParseError::Missing("contents"));
-        assert_eq!(
-            err(br#"{"contents": null}"#),
-            ParseError::Missing("contents")
-        );
+        assert_eq!(err(br#"{"contents": null}"#), ParseError::Missing("contents"));
         assert_eq!(err(b"[]"), ParseError::NotAnObject);
-        assert!(parse_generate(" ", false, br#"{"contents":[]}"#)
-            .unwrap_err()
-            .to_string()
-            .contains("model"));
+        assert!(parse_generate(" ", false, br#"{"contents":[]}"#).unwrap_err().to_string().contains("model"));
         let msg = |b: &[u8]| err(b).to_string();
         assert!(msg(br#"{"contents": {"parts": []}}"#).contains("`contents` must be an array"));
-        assert!(
-            msg(br#"{"contents": [{"role": "system", "parts": []}]}"#).contains("contents[0].role")
-        );
+        assert!(msg(br#"{"contents": [{"role": "system", "parts": []}]}"#).contains("contents[0].role"));
         assert!(msg(br#"{"contents": [{"role": "user"}]}"#).contains("contents[0].parts"));
-        assert!(msg(br#"{"contents": [{"parts": [{"text": 5}]}]}"#)
-            .contains("contents[0].parts[0].text"));
+        assert!(msg(br#"{"contents": [{"parts": [{"text": 5}]}]}"#).contains("contents[0].parts[0].text"));
         assert!(msg(br#"{"contents": [{"parts": ["hi"]}]}"#).contains("contents[0].parts[0]"));
         assert!(
-            msg(br#"{"contents": [{"parts": [{"functionCall": "f"}]}]}"#)
-                .contains("contents[0].parts[0].functionCall")
+            msg(br#"{"contents": [{"parts": [{"functionCall": "f"}]}]}"#).contains("contents[0].parts[0].functionCall")
         );
-        assert!(msg(br#"{"contents": [], "systemInstruction": "be nice"}"#)
-            .contains("systemInstruction"));
-        assert!(
-            msg(br#"{"contents": [], "generationConfig": {"temperature": "hot"}}"#)
-                .contains("generationConfig.temperature")
-        );
-        assert!(
-            msg(br#"{"contents": [], "generation_config": {"max_output_tokens": -3}}"#)
-                .contains("generation_config.max_output_tokens")
-        );
-        assert!(
-            msg(br#"{"contents": [], "tools": [{"functionDeclarations": [{"name": 1}]}]}"#)
-                .contains("tools[0].functionDeclarations[0].name")
-        );
+        assert!(msg(br#"{"contents": [], "systemInstruction": "be nice"}"#).contains("systemInstruction"));
+        assert!(msg(br#"{"contents": [], "generationConfig": {"temperature": "hot"}}"#)
+            .contains("generationConfig.temperature"));
+        assert!(msg(br#"{"contents": [], "generation_config": {"max_output_tokens": -3}}"#)
+            .contains("generation_config.max_output_tokens"));
+        assert!(msg(br#"{"contents": [], "tools": [{"functionDeclarations": [{"name": 1}]}]}"#)
+            .contains("tools[0].functionDeclarations[0].name"));
     }
 
     #[test]
@@ -806,19 +651,9 @@ mod tests {
             name: "get_weather".into(),
             arguments: "{\"location\":".into(),
         });
-        a.push(Delta::ToolCall {
-            index: 0,
-            id: String::new(),
-            name: String::new(),
-            arguments: "\"Paris\"}".into(),
-        });
-        let finish = Finish {
-            reason: FinishReason::ToolCalls,
-            usage: Usage {
-                prompt_tokens: 9,
-                completion_tokens: 4,
-            },
-        };
+        a.push(Delta::ToolCall { index: 0, id: String::new(), name: String::new(), arguments: "\"Paris\"}".into() });
+        let finish =
+            Finish { reason: FinishReason::ToolCalls, usage: Usage { prompt_tokens: 9, completion_tokens: 4 } };
         let v: Value = serde_json::from_slice(&render_whole(&meta(), &a, finish)).unwrap();
         assert_eq!(
             v,
@@ -834,21 +669,11 @@ mod tests {
                 "responseId": "r-1",
             })
         );
-        let cut = Assembled {
-            text: "partial".into(),
-            tool_calls: Vec::new(),
-        };
-        let finish = Finish {
-            reason: FinishReason::Length,
-            usage: Usage::default(),
-        };
-        let arr: Value =
-            serde_json::from_slice(&render_stream_array(&meta(), &cut, finish)).unwrap();
+        let cut = Assembled { text: "partial".into(), tool_calls: Vec::new() };
+        let finish = Finish { reason: FinishReason::Length, usage: Usage::default() };
+        let arr: Value = serde_json::from_slice(&render_stream_array(&meta(), &cut, finish)).unwrap();
         assert_eq!(arr[0]["candidates"][0]["finishReason"], "MAX_TOKENS");
-        assert_eq!(
-            arr[0]["candidates"][0]["content"]["parts"][0]["text"],
-            "partial"
-        );
+        assert_eq!(arr[0]["candidates"][0]["content"]["parts"][0]["text"], "partial");
     }
 
     #[test]
@@ -873,17 +698,11 @@ mod tests {
         }));
         out.extend_from_slice(&enc.finish(Finish {
             reason: FinishReason::ToolCalls,
-            usage: Usage {
-                prompt_tokens: 3,
-                completion_tokens: 2,
-            },
+            usage: Usage { prompt_tokens: 3, completion_tokens: 2 },
         }));
         let evs = events(&out);
         assert_eq!(evs.len(), 3);
-        assert_eq!(
-            evs[0]["candidates"][0]["content"],
-            json!({"role": "model", "parts": [{"text": "Hel"}]})
-        );
+        assert_eq!(evs[0]["candidates"][0]["content"], json!({"role": "model", "parts": [{"text": "Hel"}]}));
         assert_eq!(evs[0]["candidates"][0].get("finishReason"), None);
         assert_eq!(evs[0].get("usageMetadata"), None);
         assert_eq!(evs[0]["responseId"], "r-1");
@@ -900,40 +719,27 @@ mod tests {
     fn sse_text_only_ends_with_empty_text_and_errors_are_google_shaped() {
         let mut enc = GeminiSse::new(meta());
         let mut out = enc.delta(&Delta::Text("x".into())).to_vec();
-        out.extend_from_slice(&enc.finish(Finish {
-            reason: FinishReason::Length,
-            usage: Usage {
-                prompt_tokens: 1,
-                completion_tokens: 1,
-            },
-        }));
+        out.extend_from_slice(
+            &enc.finish(Finish {
+                reason: FinishReason::Length,
+                usage: Usage { prompt_tokens: 1, completion_tokens: 1 },
+            }),
+        );
         let evs = events(&out);
         assert_eq!(evs.len(), 2);
-        assert_eq!(
-            evs[1]["candidates"][0]["content"]["parts"],
-            json!([{"text": ""}])
-        );
+        assert_eq!(evs[1]["candidates"][0]["content"]["parts"], json!([{"text": ""}]));
         assert_eq!(evs[1]["candidates"][0]["finishReason"], "MAX_TOKENS");
 
         let err = events(&enc.error("engine crashed"));
-        assert_eq!(
-            err,
-            vec![
-                json!({"error": {"code": 500, "message": "engine crashed", "status": "INTERNAL"}})
-            ]
-        );
-        let body: Value =
-            serde_json::from_slice(&error_body(StatusCode::FORBIDDEN, "blocked by policy"))
-                .unwrap();
+        assert_eq!(err, vec![json!({"error": {"code": 500, "message": "engine crashed", "status": "INTERNAL"}})]);
+        let body: Value = serde_json::from_slice(&error_body(StatusCode::FORBIDDEN, "blocked by policy")).unwrap();
         assert_eq!(
             body,
             json!({"error": {"code": 403, "message": "blocked by policy", "status": "PERMISSION_DENIED"}})
         );
-        let body: Value =
-            serde_json::from_slice(&error_body(StatusCode::TOO_MANY_REQUESTS, "busy")).unwrap();
+        let body: Value = serde_json::from_slice(&error_body(StatusCode::TOO_MANY_REQUESTS, "busy")).unwrap();
         assert_eq!(body["error"]["status"], "RESOURCE_EXHAUSTED");
-        let models: Value =
-            serde_json::from_slice(&models_body(&[("local-model", "sluice")])).unwrap();
+        let models: Value = serde_json::from_slice(&models_body(&[("local-model", "sluice")])).unwrap();
         assert_eq!(models["models"][0]["name"], "models/local-model");
     }
 }

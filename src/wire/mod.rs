@@ -80,9 +80,18 @@ pub enum Role {
 pub enum Part {
     Text(String),
     /// Non-text content (images, documents, audio); only its kind is kept.
-    Attachment { kind: String },
-    ToolCall { id: String, name: String, arguments: String },
-    ToolResult { call_id: String, content: String },
+    Attachment {
+        kind: String,
+    },
+    ToolCall {
+        id: String,
+        name: String,
+        arguments: String,
+    },
+    ToolResult {
+        call_id: String,
+        content: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -288,9 +297,10 @@ impl ErrorKind {
 
     fn openai_type(self) -> &'static str {
         match self {
-            ErrorKind::InvalidRequest | ErrorKind::TooLarge | ErrorKind::UnsupportedMediaType | ErrorKind::RequestTimeout => {
-                "invalid_request_error"
-            }
+            ErrorKind::InvalidRequest
+            | ErrorKind::TooLarge
+            | ErrorKind::UnsupportedMediaType
+            | ErrorKind::RequestTimeout => "invalid_request_error",
             ErrorKind::Authentication => "authentication_error",
             ErrorKind::PolicyBlock => "policy_violation",
             ErrorKind::NotFound => "not_found_error",
@@ -303,7 +313,9 @@ impl ErrorKind {
 
     fn anthropic_type(self) -> &'static str {
         match self {
-            ErrorKind::InvalidRequest | ErrorKind::UnsupportedMediaType | ErrorKind::RequestTimeout => "invalid_request_error",
+            ErrorKind::InvalidRequest | ErrorKind::UnsupportedMediaType | ErrorKind::RequestTimeout => {
+                "invalid_request_error"
+            }
             ErrorKind::Authentication => "authentication_error",
             ErrorKind::PolicyBlock => "permission_error",
             ErrorKind::NotFound => "not_found_error",
@@ -410,20 +422,14 @@ pub(crate) mod json {
     pub fn opt_u64(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, ParseError> {
         match obj.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| ParseError::invalid(key, "must be a non-negative integer")),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| ParseError::invalid(key, "must be a non-negative integer")),
         }
     }
 
     pub fn opt_f64(obj: &Map<String, Value>, key: &str) -> Result<Option<f64>, ParseError> {
         match obj.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| ParseError::invalid(key, "must be a number")),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| ParseError::invalid(key, "must be a number")),
         }
     }
 
@@ -462,8 +468,7 @@ pub(crate) mod json {
     }
 
     pub fn object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, ParseError> {
-        v.as_object()
-            .ok_or_else(|| ParseError::invalid(path, "must be an object"))
+        v.as_object().ok_or_else(|| ParseError::invalid(path, "must be an object"))
     }
 
     /// Tool arguments and results may be strings or structured JSON; either
@@ -491,7 +496,8 @@ mod tests {
 
     #[test]
     fn error_and_model_bodies_per_format() {
-        let body = |f| serde_json::from_slice::<serde_json::Value>(&error_body(f, ErrorKind::PolicyBlock, "no")).unwrap();
+        let body =
+            |f| serde_json::from_slice::<serde_json::Value>(&error_body(f, ErrorKind::PolicyBlock, "no")).unwrap();
         assert_eq!(body(Format::OpenAiResponses), body(Format::OpenAi));
         assert_eq!(body(Format::Gemini)["error"]["status"], "PERMISSION_DENIED");
         assert_eq!(body(Format::Gemini)["error"]["code"], 403);

@@ -48,9 +48,8 @@ pub fn chat_from(obj: Map<String, Value>) -> Result<CanonicalRequest, ParseError
             parts.push(Part::ToolResult { call_id: call_id.to_string(), content });
         }
         if let Some(calls) = m.get("tool_calls").filter(|v| !v.is_null()) {
-            let calls = calls
-                .as_array()
-                .ok_or_else(|| ParseError::invalid(join(&path, "tool_calls"), "must be an array"))?;
+            let calls =
+                calls.as_array().ok_or_else(|| ParseError::invalid(join(&path, "tool_calls"), "must be an array"))?;
             for (j, call) in calls.iter().enumerate() {
                 let cpath = format!("{path}.tool_calls[{j}]");
                 let call = object(call, &cpath)?;
@@ -109,11 +108,8 @@ pub fn chat_from(obj: Map<String, Value>) -> Result<CanonicalRequest, ParseError
         }
         Some(_) => return Err(ParseError::invalid("tool_choice", "must be a string or an object")),
     };
-    let stream_usage = obj
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let stream_usage =
+        obj.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
     Ok(CanonicalRequest {
         api: Api::OpenAiChat,
         model,
@@ -256,10 +252,7 @@ mod tests {
             req.messages[1].parts[0],
             Part::ToolCall { id: "c1".into(), name: "f".into(), arguments: "{\"a\":1}".into() }
         );
-        assert_eq!(
-            req.messages[2].parts[0],
-            Part::ToolResult { call_id: "c1".into(), content: "result text".into() }
-        );
+        assert_eq!(req.messages[2].parts[0], Part::ToolResult { call_id: "c1".into(), content: "result text".into() });
         assert_eq!(req.tools[0].name, "f");
         assert_eq!(req.text_segments(), vec!["be brief", "look", "{\"a\":1}", "result text", "does f"]);
     }

@@ -333,10 +333,10 @@ impl Text {
 /// byte.
 fn decode_byte(b: u8) -> Option<char> {
     const WIN_ANSI_80: [char; 32] = [
-        '\u{20ac}', '\0', '\u{201a}', '\u{0192}', '\u{201e}', '\u{2026}', '\u{2020}', '\u{2021}', '\u{02c6}', '\u{2030}',
-        '\u{0160}', '\u{2039}', '\u{0152}', '\0', '\u{017d}', '\0', '\0', '\u{2018}', '\u{2019}', '\u{201c}', '\u{201d}',
-        '\u{2022}', '\u{2013}', '\u{2014}', '\u{02dc}', '\u{2122}', '\u{0161}', '\u{203a}', '\u{0153}', '\0', '\u{017e}',
-        '\u{0178}',
+        '\u{20ac}', '\0', '\u{201a}', '\u{0192}', '\u{201e}', '\u{2026}', '\u{2020}', '\u{2021}', '\u{02c6}',
+        '\u{2030}', '\u{0160}', '\u{2039}', '\u{0152}', '\0', '\u{017d}', '\0', '\0', '\u{2018}', '\u{2019}',
+        '\u{201c}', '\u{201d}', '\u{2022}', '\u{2013}', '\u{2014}', '\u{02dc}', '\u{2122}', '\u{0161}', '\u{203a}',
+        '\u{0153}', '\0', '\u{017e}', '\u{0178}',
     ];
     match b {
         b'\t' | b'\n' | b'\r' => Some(' '),
@@ -686,7 +686,9 @@ mod tests {
         let n = streams.len();
         let kids: Vec<String> = (0..n).map(|i| format!("{} 0 R", 3 + 2 * i)).collect();
         out.extend_from_slice(b"1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n");
-        out.extend_from_slice(format!("2 0 obj\n<< /Type /Pages /Kids [{}] /Count {n} >>\nendobj\n", kids.join(" ")).as_bytes());
+        out.extend_from_slice(
+            format!("2 0 obj\n<< /Type /Pages /Kids [{}] /Count {n} >>\nendobj\n", kids.join(" ")).as_bytes(),
+        );
         for (i, (dict, data)) in streams.iter().enumerate() {
             let page = 3 + 2 * i;
             out.extend_from_slice(
@@ -697,7 +699,9 @@ mod tests {
                 )
                 .as_bytes(),
             );
-            out.extend_from_slice(format!("{} 0 obj\n<< {dict} /Length {} >>\nstream\n", page + 1, data.len()).as_bytes());
+            out.extend_from_slice(
+                format!("{} 0 obj\n<< {dict} /Length {} >>\nstream\n", page + 1, data.len()).as_bytes(),
+            );
             out.extend_from_slice(data);
             out.extend_from_slice(b"\nendstream\nendobj\n");
         }
@@ -741,7 +745,18 @@ inued) Tj T* (nested (parens) ok) Tj T* <48656C6C 6F> Tj T* <41424> Tj T* (caf\3
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines,
-            ["a(b)c\\d", "tab here", "ABC1", "oct27end", "continued", "nested (parens) ok", "Hello", "AB@", "café", "\u{2019}quote\u{201d}"]
+            [
+                "a(b)c\\d",
+                "tab here",
+                "ABC1",
+                "oct27end",
+                "continued",
+                "nested (parens) ok",
+                "Hello",
+                "AB@",
+                "café",
+                "\u{2019}quote\u{201d}"
+            ]
         );
     }
 
@@ -750,7 +765,10 @@ inued) Tj T* (nested (parens) ok) Tj T* <48656C6C 6F> Tj T* <41424> Tj T* (caf\3
         let doc = pdf(&[
             ("/Filter /FlateDecode", deflate(&content("(page one) Tj"))),
             ("", content("(page two) Tj")),
-            ("/Type /XObject /Subtype /Form /BBox [0 0 10 10] /Filter /FlateDecode", deflate(&content("(form text) Tj"))),
+            (
+                "/Type /XObject /Subtype /Form /BBox [0 0 10 10] /Filter /FlateDecode",
+                deflate(&content("(form text) Tj")),
+            ),
         ]);
         assert_eq!(extract_text(&doc, LIMIT).as_deref(), Some("page one\npage two\nform text"));
     }
@@ -773,7 +791,8 @@ inued) Tj T* (nested (parens) ok) Tj T* <48656C6C 6F> Tj T* <41424> Tj T* (caf\3
 
     #[test]
     fn wrong_length_and_odd_line_ends() {
-        let mut doc = b"%PDF-1.4\n1 0 obj<</Length 9 0 R>>stream\r\nBT (indirect length) Tj ET\r\nendstream endobj\n".to_vec();
+        let mut doc =
+            b"%PDF-1.4\n1 0 obj<</Length 9 0 R>>stream\r\nBT (indirect length) Tj ET\r\nendstream endobj\n".to_vec();
         doc.extend_from_slice(b"2 0 obj<</Length 3>>  stream\nBT (wrong length) Tj ET\nendstream\n");
         assert_eq!(extract_text(&doc, LIMIT).as_deref(), Some("indirect length\nwrong length"));
     }

@@ -76,9 +76,7 @@ pub fn by_name(name: &str) -> Option<&'static Provider> {
 /// proxy's one-label `*`: naming a host that an operator chose to
 /// intercept should not depend on how many labels its deployment uses.
 pub fn by_host(host: &str) -> Option<&'static Provider> {
-    CATALOG
-        .iter()
-        .find(|p| p.hosts.iter().any(|pattern| host_matches(pattern, host)))
+    CATALOG.iter().find(|p| p.hosts.iter().any(|pattern| host_matches(pattern, host)))
 }
 
 /// The provider name for an API host; a host outside the catalog is its

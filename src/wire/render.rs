@@ -227,7 +227,9 @@ impl SseEncoder {
     /// An error after the stream has started (headers already sent).
     pub fn error(&mut self, message: &str) -> Bytes {
         match self.format {
-            Format::OpenAi => data(&json!({"error": {"message": message, "type": "api_error", "code": "local_generation_failed"}})),
+            Format::OpenAi => {
+                data(&json!({"error": {"message": message, "type": "api_error", "code": "local_generation_failed"}}))
+            }
             Format::Anthropic => Bytes::from(event(
                 "error",
                 &json!({"type": "error", "error": {"type": "api_error", "message": message}}),
@@ -246,7 +248,8 @@ impl SseEncoder {
 
     fn openai_chunk(&self, delta: Value, finish: Option<FinishReason>, _usage: Option<Usage>) -> Bytes {
         let mut chunk = self.openai_base();
-        chunk["choices"] = json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish.map(FinishReason::openai)}]);
+        chunk["choices"] =
+            json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish.map(FinishReason::openai)}]);
         data(&chunk)
     }
 
@@ -323,16 +326,41 @@ mod tests {
         out += std::str::from_utf8(&enc.start(5)).unwrap();
         out += std::str::from_utf8(&enc.delta(&Delta::Text("Hel".into()))).unwrap();
         out += std::str::from_utf8(&enc.delta(&Delta::Text("lo".into()))).unwrap();
-        out += std::str::from_utf8(&enc.delta(&Delta::ToolCall { index: 0, id: "t1".into(), name: "f".into(), arguments: "{\"a\":".into() })).unwrap();
-        out += std::str::from_utf8(&enc.delta(&Delta::ToolCall { index: 0, id: String::new(), name: String::new(), arguments: "1}".into() })).unwrap();
-        out += std::str::from_utf8(&enc.finish(Finish { reason: FinishReason::ToolCalls, usage: Usage { prompt_tokens: 5, completion_tokens: 4 } })).unwrap();
+        out += std::str::from_utf8(&enc.delta(&Delta::ToolCall {
+            index: 0,
+            id: "t1".into(),
+            name: "f".into(),
+            arguments: "{\"a\":".into(),
+        }))
+        .unwrap();
+        out += std::str::from_utf8(&enc.delta(&Delta::ToolCall {
+            index: 0,
+            id: String::new(),
+            name: String::new(),
+            arguments: "1}".into(),
+        }))
+        .unwrap();
+        out += std::str::from_utf8(&enc.finish(Finish {
+            reason: FinishReason::ToolCalls,
+            usage: Usage { prompt_tokens: 5, completion_tokens: 4 },
+        }))
+        .unwrap();
         let names: Vec<String> = events(&out).into_iter().map(|(n, _)| n.unwrap()).collect();
         assert_eq!(
             names,
             [
-                "message_start", "ping", "content_block_start", "content_block_delta", "content_block_delta",
-                "content_block_stop", "content_block_start", "content_block_delta", "content_block_delta",
-                "content_block_stop", "message_delta", "message_stop"
+                "message_start",
+                "ping",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
             ]
         );
         let evs = events(&out);
@@ -348,7 +376,12 @@ mod tests {
         let mut out = String::new();
         out += std::str::from_utf8(&enc.start(3)).unwrap();
         out += std::str::from_utf8(&enc.delta(&Delta::Text("Hi".into()))).unwrap();
-        out += std::str::from_utf8(&enc.finish(Finish { reason: FinishReason::Stop, usage: Usage { prompt_tokens: 3, completion_tokens: 1 } })).unwrap();
+        out +=
+            std::str::from_utf8(&enc.finish(Finish {
+                reason: FinishReason::Stop,
+                usage: Usage { prompt_tokens: 3, completion_tokens: 1 },
+            }))
+            .unwrap();
         let evs = events(&out);
         assert_eq!(evs.len(), 5);
         assert_eq!(evs[0].1["choices"][0]["delta"]["role"], "assistant");
@@ -373,7 +406,8 @@ mod tests {
         assert!(enc.start(2).is_empty());
         let chunk = enc.delta(&Delta::Text("Hi".into()));
         assert!(chunk.starts_with(b"data: {") && chunk.ends_with(b"\r\n\r\n"));
-        let whole: Value = serde_json::from_slice(&render_whole(Format::Gemini, &meta(), &Assembled::default(), finish)).unwrap();
+        let whole: Value =
+            serde_json::from_slice(&render_whole(Format::Gemini, &meta(), &Assembled::default(), finish)).unwrap();
         assert_eq!(whole["candidates"][0]["finishReason"], "STOP");
     }
 
@@ -383,7 +417,8 @@ mod tests {
         a.push(Delta::Text("Sure".into()));
         a.push(Delta::ToolCall { index: 0, id: "c1".into(), name: "lookup".into(), arguments: "{\"q\":".into() });
         a.push(Delta::ToolCall { index: 0, id: String::new(), name: String::new(), arguments: "\"x\"}".into() });
-        let finish = Finish { reason: FinishReason::ToolCalls, usage: Usage { prompt_tokens: 10, completion_tokens: 6 } };
+        let finish =
+            Finish { reason: FinishReason::ToolCalls, usage: Usage { prompt_tokens: 10, completion_tokens: 6 } };
         let o: Value = serde_json::from_slice(&render_whole(Format::OpenAi, &meta(), &a, finish)).unwrap();
         assert_eq!(o["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], "{\"q\":\"x\"}");
         assert_eq!(o["choices"][0]["finish_reason"], "tool_calls");

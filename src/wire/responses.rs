@@ -10,12 +10,9 @@
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use super::json::{join, model, object, opt_bool, opt_f64, opt_str, opt_u64, text_of};
 use super::answer::{Assembled, Delta, Finish, FinishReason, Meta, Usage};
-use super::{
-    parse_json, Api, CanonicalRequest, Identity, Message, ParseError, Part, Role, Sampling, Tool,
-    ToolChoice,
-};
+use super::json::{join, model, object, opt_bool, opt_f64, opt_str, opt_u64, text_of};
+use super::{parse_json, Api, CanonicalRequest, Identity, Message, ParseError, Part, Role, Sampling, Tool, ToolChoice};
 
 /// Fields that make the provider supply earlier context the body lacks.
 const SERVER_STATE: [&str; 3] = ["previous_response_id", "conversation", "prompt"];
@@ -28,9 +25,7 @@ pub fn parse_responses(body: &[u8]) -> Result<CanonicalRequest, ParseError> {
 pub fn responses_from(obj: Map<String, Value>) -> Result<CanonicalRequest, ParseError> {
     let model = model(&obj)?;
     opt_str(&obj, "previous_response_id", "")?;
-    let server_state = SERVER_STATE
-        .iter()
-        .any(|k| obj.get(*k).is_some_and(|v| !v.is_null()));
+    let server_state = SERVER_STATE.iter().any(|k| obj.get(*k).is_some_and(|v| !v.is_null()));
 
     let mut system = Vec::new();
     if let Some(s) = opt_str(&obj, "instructions", "")? {
@@ -40,28 +35,18 @@ pub fn responses_from(obj: Map<String, Value>) -> Result<CanonicalRequest, Parse
     match obj.get("input") {
         None | Some(Value::Null) if server_state => {}
         None | Some(Value::Null) => return Err(ParseError::Missing("input")),
-        Some(Value::String(s)) => messages.push(Message {
-            role: Role::User,
-            parts: vec![Part::Text(s.clone())],
-        }),
+        Some(Value::String(s)) => messages.push(Message { role: Role::User, parts: vec![Part::Text(s.clone())] }),
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
                 input_item(item, &format!("input[{i}]"), &mut system, &mut messages)?;
             }
         }
-        Some(_) => {
-            return Err(ParseError::invalid(
-                "input",
-                "must be a string or an array of input items",
-            ))
-        }
+        Some(_) => return Err(ParseError::invalid("input", "must be a string or an array of input items")),
     }
 
     let mut tools = Vec::new();
     if let Some(list) = obj.get("tools").filter(|v| !v.is_null()) {
-        let list = list
-            .as_array()
-            .ok_or_else(|| ParseError::invalid("tools", "must be an array"))?;
+        let list = list.as_array().ok_or_else(|| ParseError::invalid("tools", "must be an array"))?;
         for (i, t) in list.iter().enumerate() {
             let path = format!("tools[{i}]");
             let t = object(t, &path)?;
@@ -108,12 +93,7 @@ fn tool_choice(v: Option<&Value>) -> Result<ToolChoice, ParseError> {
             "auto" => ToolChoice::Auto,
             "none" => ToolChoice::None,
             "required" => ToolChoice::Required,
-            other => {
-                return Err(ParseError::invalid(
-                    "tool_choice",
-                    format!("has unknown value `{other}`"),
-                ))
-            }
+            other => return Err(ParseError::invalid("tool_choice", format!("has unknown value `{other}`"))),
         },
         Some(Value::Object(o)) => match o.get("type").and_then(Value::as_str) {
             Some("function") | Some("custom") => ToolChoice::Named(
@@ -130,12 +110,7 @@ fn tool_choice(v: Option<&Value>) -> Result<ToolChoice, ParseError> {
             Some(_) => ToolChoice::Required,
             None => return Err(ParseError::invalid("tool_choice.type", "is required")),
         },
-        Some(_) => {
-            return Err(ParseError::invalid(
-                "tool_choice",
-                "must be a string or an object",
-            ))
-        }
+        Some(_) => return Err(ParseError::invalid("tool_choice", "must be a string or an object")),
     })
 }
 
@@ -165,11 +140,7 @@ fn input_item(
         }
         Some("function_call_output") => {
             let call_id = opt_str(item, "call_id", path)?.unwrap_or("").to_string();
-            messages.push(tool_output(
-                call_id,
-                item.get("output"),
-                &join(path, "output"),
-            )?);
+            messages.push(tool_output(call_id, item.get("output"), &join(path, "output"))?);
             Ok(())
         }
         Some("reasoning") => {
@@ -197,12 +168,7 @@ fn message(
         Some("system") | Some("developer") => Role::System,
         Some("user") => Role::User,
         Some("assistant") => Role::Assistant,
-        Some(other) => {
-            return Err(ParseError::invalid(
-                join(path, "role"),
-                format!("has unknown value `{other}`"),
-            ))
-        }
+        Some(other) => return Err(ParseError::invalid(join(path, "role"), format!("has unknown value `{other}`"))),
         None => return Err(ParseError::invalid(join(path, "role"), "is required")),
     };
     let cpath = join(path, "content");
@@ -210,12 +176,7 @@ fn message(
         None | Some(Value::Null) => return Err(ParseError::invalid(cpath, "is required")),
         Some(Value::String(s)) => vec![Part::Text(s.clone())],
         Some(v @ Value::Array(_)) => content_parts(v, &cpath)?,
-        Some(_) => {
-            return Err(ParseError::invalid(
-                cpath,
-                "must be a string or an array of content parts",
-            ))
-        }
+        Some(_) => return Err(ParseError::invalid(cpath, "must be a string or an array of content parts")),
     };
     match role {
         Role::System => system.extend(parts.into_iter().filter_map(|p| match p {
@@ -237,31 +198,18 @@ fn other_item(
     path: &str,
     messages: &mut Vec<Message>,
 ) -> Result<(), ParseError> {
-    let call_id = opt_str(item, "call_id", path)?
-        .or(opt_str(item, "id", path)?)
-        .unwrap_or("")
-        .to_string();
-    let input = ["arguments", "input", "action"]
-        .iter()
-        .find_map(|k| item.get(*k).filter(|v| !v.is_null()));
-    let output = ["output", "results"]
-        .iter()
-        .find_map(|k| item.get(*k).filter(|v| !v.is_null()).map(|v| (*k, v)));
+    let call_id = opt_str(item, "call_id", path)?.or(opt_str(item, "id", path)?).unwrap_or("").to_string();
+    let input = ["arguments", "input", "action"].iter().find_map(|k| item.get(*k).filter(|v| !v.is_null()));
+    let output = ["output", "results"].iter().find_map(|k| item.get(*k).filter(|v| !v.is_null()).map(|v| (*k, v)));
     if let Some(input) = input {
         let name = opt_str(item, "name", path)?.unwrap_or(kind).to_string();
-        assistant(messages).push(Part::ToolCall {
-            id: call_id.clone(),
-            name,
-            arguments: text_of(input),
-        });
+        assistant(messages).push(Part::ToolCall { id: call_id.clone(), name, arguments: text_of(input) });
     }
     if let Some((key, output)) = output {
         messages.push(tool_output(call_id, Some(output), &join(path, key))?);
     }
     if input.is_none() && output.is_none() {
-        assistant(messages).push(Part::Attachment {
-            kind: kind.to_string(),
-        });
+        assistant(messages).push(Part::Attachment { kind: kind.to_string() });
     }
     Ok(())
 }
@@ -281,65 +229,41 @@ fn tool_output(call_id: String, output: Option<&Value>, path: &str) -> Result<Me
             }
             texts.join("\n")
         }
-        Some(Value::Object(o))
-            if o.get("type")
-                .and_then(Value::as_str)
-                .is_some_and(|t| t != "input_text") =>
-        {
+        Some(Value::Object(o)) if o.get("type").and_then(Value::as_str).is_some_and(|t| t != "input_text") => {
             let kind = o.get("type").and_then(Value::as_str).unwrap_or_default();
-            parts.push(Part::Attachment {
-                kind: kind.to_string(),
-            });
+            parts.push(Part::Attachment { kind: kind.to_string() });
             String::new()
         }
-        Some(Value::Object(o)) if o.contains_key("text") => {
-            o.get("text").map(text_of).unwrap_or_default()
-        }
+        Some(Value::Object(o)) if o.contains_key("text") => o.get("text").map(text_of).unwrap_or_default(),
         Some(v) => text_of(v),
         None => String::new(),
     };
     parts.insert(0, Part::ToolResult { call_id, content });
-    Ok(Message {
-        role: Role::Tool,
-        parts,
-    })
+    Ok(Message { role: Role::Tool, parts })
 }
 
 /// The parts of the last message, which becomes (or already is) an assistant one.
 fn assistant(messages: &mut Vec<Message>) -> &mut Vec<Part> {
     if messages.last().is_none_or(|m| m.role != Role::Assistant) {
-        messages.push(Message {
-            role: Role::Assistant,
-            parts: Vec::new(),
-        });
+        messages.push(Message { role: Role::Assistant, parts: Vec::new() });
     }
     let last = messages.len() - 1;
     &mut messages[last].parts
 }
 
 fn content_parts(v: &Value, path: &str) -> Result<Vec<Part>, ParseError> {
-    let items = v
-        .as_array()
-        .ok_or_else(|| ParseError::invalid(path, "must be an array of content parts"))?;
+    let items = v.as_array().ok_or_else(|| ParseError::invalid(path, "must be an array of content parts"))?;
     let mut parts = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let ipath = format!("{path}[{i}]");
         let item = object(item, &ipath)?;
         match opt_str(item, "type", &ipath)? {
-            Some("input_text")
-            | Some("output_text")
-            | Some("summary_text")
-            | Some("reasoning_text")
-            | Some("text") => parts.push(Part::Text(
-                opt_str(item, "text", &ipath)?.unwrap_or("").to_string(),
-            )),
-            Some("refusal") => parts.push(Part::Text(
-                opt_str(item, "refusal", &ipath)?.unwrap_or("").to_string(),
-            )),
+            Some("input_text") | Some("output_text") | Some("summary_text") | Some("reasoning_text") | Some("text") => {
+                parts.push(Part::Text(opt_str(item, "text", &ipath)?.unwrap_or("").to_string()))
+            }
+            Some("refusal") => parts.push(Part::Text(opt_str(item, "refusal", &ipath)?.unwrap_or("").to_string())),
             // input_image, input_file, input_audio, ...: kept as their kind only.
-            Some(kind) => parts.push(Part::Attachment {
-                kind: kind.to_string(),
-            }),
+            Some(kind) => parts.push(Part::Attachment { kind: kind.to_string() }),
             None => return Err(ParseError::invalid(join(&ipath, "type"), "is required")),
         }
     }
@@ -351,30 +275,12 @@ pub fn render_whole(meta: &Meta, answer: &Assembled, finish: Finish) -> Bytes {
     let incomplete = finish.reason == FinishReason::Length;
     let mut output = Vec::new();
     if !answer.text.is_empty() || answer.tool_calls.is_empty() {
-        output.push(message_item(
-            &message_id(meta),
-            &answer.text,
-            if incomplete {
-                "incomplete"
-            } else {
-                "completed"
-            },
-        ));
+        output.push(message_item(&message_id(meta), &answer.text, if incomplete { "incomplete" } else { "completed" }));
     }
     for (i, (call_id, name, args)) in answer.tool_calls.iter().enumerate() {
-        output.push(call_item(
-            &call_item_id(meta, i),
-            call_id,
-            name,
-            args,
-            "completed",
-        ));
+        output.push(call_item(&call_item_id(meta, i), call_id, name, args, "completed"));
     }
-    let status = if incomplete {
-        "incomplete"
-    } else {
-        "completed"
-    };
+    let status = if incomplete { "incomplete" } else { "completed" };
     Bytes::from(response_object(meta, status, output, Some(finish.usage), None).to_string())
 }
 
@@ -400,13 +306,7 @@ fn call_item(id: &str, call_id: &str, name: &str, arguments: &str, status: &str)
 
 /// A Response object with every field clients deserialize; request echoes
 /// sluice does not track are null.
-fn response_object(
-    meta: &Meta,
-    status: &str,
-    output: Vec<Value>,
-    usage: Option<Usage>,
-    error: Option<Value>,
-) -> Value {
+fn response_object(meta: &Meta, status: &str, output: Vec<Value>, usage: Option<Usage>, error: Option<Value>) -> Value {
     json!({
         "id": meta.id,
         "object": "response",
@@ -446,14 +346,8 @@ fn usage_json(u: Usage) -> Value {
 
 /// One output item of a streamed response.
 enum Item {
-    Message {
-        text: String,
-    },
-    Call {
-        call_id: String,
-        name: String,
-        arguments: String,
-    },
+    Message { text: String },
+    Call { call_id: String, name: String, arguments: String },
 }
 
 /// Turns deltas into the Responses API event sequence: `response.created`,
@@ -471,12 +365,7 @@ pub struct ResponsesSse {
 
 impl ResponsesSse {
     pub fn new(meta: Meta) -> ResponsesSse {
-        ResponsesSse {
-            meta,
-            sequence: 0,
-            items: Vec::new(),
-            calls: Vec::new(),
-        }
+        ResponsesSse { meta, sequence: 0, items: Vec::new(), calls: Vec::new() }
     }
 
     /// The events that open a stream.
@@ -484,11 +373,7 @@ impl ResponsesSse {
         let mut out = Vec::new();
         let response = response_object(&self.meta, "in_progress", Vec::new(), None, None);
         self.event(&mut out, "response.created", json!({"response": response}));
-        self.event(
-            &mut out,
-            "response.in_progress",
-            json!({"response": response}),
-        );
+        self.event(&mut out, "response.in_progress", json!({"response": response}));
         Bytes::from(out)
     }
 
@@ -509,12 +394,7 @@ impl ResponsesSse {
                     );
                 }
             }
-            Delta::ToolCall {
-                index: call,
-                id,
-                name,
-                arguments,
-            } => {
+            Delta::ToolCall { index: call, id, name, arguments } => {
                 let index = match self.calls.get(*call) {
                     Some(&index) => index,
                     None => self.open_call(&mut out, id, name),
@@ -523,13 +403,7 @@ impl ResponsesSse {
                 // came in between) so the final response carries all of them;
                 // deltas go out only while the item is open.
                 let open = self.items[index].1;
-                if let (
-                    Item::Call {
-                        arguments: args, ..
-                    },
-                    _,
-                ) = &mut self.items[index]
-                {
+                if let (Item::Call { arguments: args, .. }, _) = &mut self.items[index] {
                     args.push_str(arguments);
                 }
                 if open && !arguments.is_empty() {
@@ -554,18 +428,9 @@ impl ResponsesSse {
         }
         let incomplete = finish.reason == FinishReason::Length;
         self.close_items(&mut out, incomplete);
-        let (name, status) = if incomplete {
-            ("response.incomplete", "incomplete")
-        } else {
-            ("response.completed", "completed")
-        };
-        let response = response_object(
-            &self.meta,
-            status,
-            self.output(incomplete),
-            Some(finish.usage),
-            None,
-        );
+        let (name, status) =
+            if incomplete { ("response.incomplete", "incomplete") } else { ("response.completed", "completed") };
+        let response = response_object(&self.meta, status, self.output(incomplete), Some(finish.usage), None);
         self.event(&mut out, name, json!({"response": response}));
         Bytes::from(out)
     }
@@ -575,11 +440,7 @@ impl ResponsesSse {
     /// terminal lifecycle event.
     pub fn error(&mut self, message: &str) -> Bytes {
         let mut out = Vec::new();
-        self.event(
-            &mut out,
-            "error",
-            json!({"code": "local_generation_failed", "message": message, "param": null}),
-        );
+        self.event(&mut out, "error", json!({"code": "local_generation_failed", "message": message, "param": null}));
         let error = json!({"code": "server_error", "message": message});
         let response = response_object(&self.meta, "failed", self.output(false), None, Some(error));
         self.event(&mut out, "response.failed", json!({"response": response}));
@@ -589,21 +450,12 @@ impl ResponsesSse {
     /// Output index of the open message item, opening one (and closing any
     /// open calls) if needed.
     fn open_message(&mut self, out: &mut Vec<u8>) -> usize {
-        if let Some(index) = self
-            .items
-            .iter()
-            .position(|(item, open)| *open && matches!(item, Item::Message { .. }))
-        {
+        if let Some(index) = self.items.iter().position(|(item, open)| *open && matches!(item, Item::Message { .. })) {
             return index;
         }
         self.close_items(out, false);
         let index = self.items.len();
-        self.items.push((
-            Item::Message {
-                text: String::new(),
-            },
-            true,
-        ));
+        self.items.push((Item::Message { text: String::new() }, true));
         let id = message_id(&self.meta);
         self.event(
             out,
@@ -622,35 +474,17 @@ impl ResponsesSse {
     /// Open a function call item. An open message closes first; other open
     /// calls stay open so backends may interleave argument fragments.
     fn open_call(&mut self, out: &mut Vec<u8>, call_id: &str, name: &str) -> usize {
-        if let Some(index) = self
-            .items
-            .iter()
-            .position(|(item, open)| *open && matches!(item, Item::Message { .. }))
-        {
+        if let Some(index) = self.items.iter().position(|(item, open)| *open && matches!(item, Item::Message { .. })) {
             self.close_item(out, index, false);
         }
         let index = self.items.len();
         self.items.push((
-            Item::Call {
-                call_id: call_id.to_string(),
-                name: name.to_string(),
-                arguments: String::new(),
-            },
+            Item::Call { call_id: call_id.to_string(), name: name.to_string(), arguments: String::new() },
             true,
         ));
         self.calls.push(index);
-        let item = call_item(
-            &call_item_id(&self.meta, index),
-            call_id,
-            name,
-            "",
-            "in_progress",
-        );
-        self.event(
-            out,
-            "response.output_item.added",
-            json!({"output_index": index, "item": item}),
-        );
+        let item = call_item(&call_item_id(&self.meta, index), call_id, name, "", "in_progress");
+        self.event(out, "response.output_item.added", json!({"output_index": index, "item": item}));
         index
     }
 
@@ -680,50 +514,28 @@ impl ResponsesSse {
                     json!({"item_id": id, "output_index": index, "content_index": 0, "part": output_text(&text)}),
                 );
             }
-            Item::Call {
-                name, arguments, ..
-            } => {
+            Item::Call { name, arguments, .. } => {
                 let body = json!({"item_id": call_item_id(&self.meta, index), "output_index": index,
                                   "name": name, "arguments": arguments});
                 self.event(out, "response.function_call_arguments.done", body);
             }
         }
-        self.event(
-            out,
-            "response.output_item.done",
-            json!({"output_index": index, "item": item}),
-        );
+        self.event(out, "response.output_item.done", json!({"output_index": index, "item": item}));
     }
 
     fn item_json(&self, index: usize, incomplete: bool) -> Value {
         match &self.items[index].0 {
-            Item::Message { text } => message_item(
-                &message_id(&self.meta),
-                text,
-                if incomplete {
-                    "incomplete"
-                } else {
-                    "completed"
-                },
-            ),
-            Item::Call {
-                call_id,
-                name,
-                arguments,
-            } => call_item(
-                &call_item_id(&self.meta, index),
-                call_id,
-                name,
-                arguments,
-                "completed",
-            ),
+            Item::Message { text } => {
+                message_item(&message_id(&self.meta), text, if incomplete { "incomplete" } else { "completed" })
+            }
+            Item::Call { call_id, name, arguments } => {
+                call_item(&call_item_id(&self.meta, index), call_id, name, arguments, "completed")
+            }
         }
     }
 
     fn output(&self, incomplete: bool) -> Vec<Value> {
-        (0..self.items.len())
-            .map(|i| self.item_json(i, incomplete))
-            .collect()
+        (0..self.items.len()).map(|i| self.item_json(i, incomplete)).collect()
     }
 
     fn event(&mut self, out: &mut Vec<u8>, name: &str, mut body: Value) {
@@ -739,11 +551,7 @@ mod tests {
     use super::*;
 
     fn meta() -> Meta {
-        Meta {
-            id: "resp_1".into(),
-            model: "local-model".into(),
-            created_unix: 7,
-        }
+        Meta { id: "resp_1".into(), model: "local-model".into(), created_unix: 7 }
     }
 
     fn events(sse: &[u8]) -> Vec<(String, Value)> {
@@ -753,8 +561,7 @@ mod tests {
             .map(|e| {
                 let (name, data) = e.split_once('\n').unwrap();
                 let name = name.strip_prefix("event: ").unwrap().to_string();
-                let data: Value =
-                    serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+                let data: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
                 assert_eq!(data["type"], name.as_str());
                 (name, data)
             })
@@ -781,13 +588,7 @@ mod tests {
                 parts: vec![Part::Text("Are semicolons optional in JavaScript?".into())]
             }]
         );
-        assert_eq!(
-            req.text_segments(),
-            vec![
-                "Talk like a pirate.",
-                "Are semicolons optional in JavaScript?"
-            ]
-        );
+        assert_eq!(req.text_segments(), vec!["Talk like a pirate.", "Are semicolons optional in JavaScript?"]);
     }
 
     #[test]
@@ -824,18 +625,8 @@ mod tests {
         assert_eq!(req.system, vec!["Answer in French.".to_string()]);
         assert_eq!(req.messages.len(), 4);
         assert_eq!(req.messages[0].role, Role::User);
-        assert_eq!(
-            req.messages[0].parts[1],
-            Part::Attachment {
-                kind: "input_image".into()
-            }
-        );
-        assert_eq!(
-            req.messages[0].parts[2],
-            Part::Attachment {
-                kind: "input_file".into()
-            }
-        );
+        assert_eq!(req.messages[0].parts[1], Part::Attachment { kind: "input_image".into() });
+        assert_eq!(req.messages[0].parts[2], Part::Attachment { kind: "input_file".into() });
         // Reasoning, text and the call form one assistant turn.
         assert_eq!(
             req.messages[1],
@@ -856,30 +647,19 @@ mod tests {
             req.messages[2],
             Message {
                 role: Role::Tool,
-                parts: vec![Part::ToolResult {
-                    call_id: "call_1".into(),
-                    content: "{\"temp_c\":18}".into()
-                }]
+                parts: vec![Part::ToolResult { call_id: "call_1".into(), content: "{\"temp_c\":18}".into() }]
             }
         );
         assert_eq!(
             req.messages[3].parts,
             vec![
-                Part::ToolResult {
-                    call_id: "call_2".into(),
-                    content: "page one".into()
-                },
-                Part::Attachment {
-                    kind: "input_image".into()
-                },
+                Part::ToolResult { call_id: "call_2".into(), content: "page one".into() },
+                Part::Attachment { kind: "input_image".into() },
             ]
         );
         assert_eq!(req.tools.len(), 2);
         assert_eq!(req.tools[0].name, "get_weather");
-        assert_eq!(
-            req.tools[0].parameters["properties"]["city"]["type"],
-            "string"
-        );
+        assert_eq!(req.tools[0].parameters["properties"]["city"]["type"], "string");
         assert_eq!(req.tools[1].name, "apply_patch");
         assert_eq!(req.tool_choice, ToolChoice::Named("get_weather".into()));
         assert_eq!(
@@ -912,35 +692,15 @@ mod tests {
         let req = parse_responses(body).unwrap();
         let segments = req.text_segments();
         assert_eq!(segments.len(), 4);
-        assert_eq!(
-            [segments[0], segments[1], segments[3]],
-            ["*** Begin Patch", "Done!", "AWS_SECRET=abc"]
-        );
-        let Part::ToolCall {
-            id,
-            name,
-            arguments,
-        } = &req.messages[2].parts[0]
-        else {
-            panic!("not a call")
-        };
+        assert_eq!([segments[0], segments[1], segments[3]], ["*** Begin Patch", "Done!", "AWS_SECRET=abc"]);
+        let Part::ToolCall { id, name, arguments } = &req.messages[2].parts[0] else { panic!("not a call") };
         assert_eq!((id.as_str(), name.as_str()), ("c2", "local_shell_call"));
         assert_eq!(segments[2], arguments);
         // Key order depends on serde_json features, so compare as JSON.
         let action: Value = serde_json::from_str(arguments).unwrap();
         assert_eq!(action, json!({"type": "exec", "command": ["cat", ".env"]}));
-        assert_eq!(
-            req.messages[4].parts[1],
-            Part::Attachment {
-                kind: "computer_screenshot".into()
-            }
-        );
-        assert_eq!(
-            req.messages[5].parts,
-            vec![Part::Attachment {
-                kind: "image_generation_call".into()
-            }]
-        );
+        assert_eq!(req.messages[4].parts[1], Part::Attachment { kind: "computer_screenshot".into() });
+        assert_eq!(req.messages[5].parts, vec![Part::Attachment { kind: "image_generation_call".into() }]);
     }
 
     #[test]
@@ -948,83 +708,41 @@ mod tests {
         let body = br#"{"model": "gpt-4.1", "previous_response_id": "resp_abc"}"#;
         let req = parse_responses(body).unwrap();
         assert!(req.messages.is_empty());
-        let body =
-            br#"{"model": "gpt-4.1", "previous_response_id": "resp_abc", "input": "and then?"}"#;
-        assert_eq!(
-            parse_responses(body).unwrap().text_segments(),
-            vec!["and then?"]
-        );
+        let body = br#"{"model": "gpt-4.1", "previous_response_id": "resp_abc", "input": "and then?"}"#;
+        assert_eq!(parse_responses(body).unwrap().text_segments(), vec!["and then?"]);
     }
 
     #[test]
     fn tool_choice_forms() {
-        let choice = |c: &str| {
-            parse_responses(format!(r#"{{"model":"m","input":"x","tool_choice":{c}}}"#).as_bytes())
-        };
+        let choice = |c: &str| parse_responses(format!(r#"{{"model":"m","input":"x","tool_choice":{c}}}"#).as_bytes());
         assert_eq!(choice("\"auto\"").unwrap().tool_choice, ToolChoice::Auto);
         assert_eq!(choice("\"none\"").unwrap().tool_choice, ToolChoice::None);
+        assert_eq!(choice("\"required\"").unwrap().tool_choice, ToolChoice::Required);
+        assert_eq!(choice(r#"{"type":"web_search_preview"}"#).unwrap().tool_choice, ToolChoice::Required);
         assert_eq!(
-            choice("\"required\"").unwrap().tool_choice,
-            ToolChoice::Required
-        );
-        assert_eq!(
-            choice(r#"{"type":"web_search_preview"}"#)
-                .unwrap()
-                .tool_choice,
-            ToolChoice::Required
-        );
-        assert_eq!(
-            choice(r#"{"type":"allowed_tools","mode":"auto","tools":[]}"#)
-                .unwrap()
-                .tool_choice,
+            choice(r#"{"type":"allowed_tools","mode":"auto","tools":[]}"#).unwrap().tool_choice,
             ToolChoice::Auto
         );
-        assert!(choice("\"always\"")
-            .unwrap_err()
-            .to_string()
-            .contains("tool_choice"));
-        assert!(choice(r#"{"type":"function"}"#)
-            .unwrap_err()
-            .to_string()
-            .contains("tool_choice.name"));
+        assert!(choice("\"always\"").unwrap_err().to_string().contains("tool_choice"));
+        assert!(choice(r#"{"type":"function"}"#).unwrap_err().to_string().contains("tool_choice.name"));
     }
 
     #[test]
     fn errors_name_the_field() {
-        assert_eq!(
-            parse_responses(br#"{"input": "x"}"#),
-            Err(ParseError::Missing("model"))
-        );
-        assert_eq!(
-            parse_responses(br#"{"model": "m"}"#),
-            Err(ParseError::Missing("input"))
-        );
+        assert_eq!(parse_responses(br#"{"input": "x"}"#), Err(ParseError::Missing("model")));
+        assert_eq!(parse_responses(br#"{"model": "m"}"#), Err(ParseError::Missing("input")));
         assert_eq!(parse_responses(b"[]"), Err(ParseError::NotAnObject));
         let err = |b: &[u8]| parse_responses(b).unwrap_err().to_string();
         assert!(err(br#"{"model":"m","input":5}"#).contains("`input`"));
         assert!(err(br#"{"model":"m","input":[{"content":"x"}]}"#).contains("input[0].type"));
-        assert!(
-            err(br#"{"model":"m","input":[{"role":"wizard","content":"x"}]}"#)
-                .contains("input[0].role")
-        );
-        assert!(
-            err(br#"{"model":"m","input":[{"role":"user","content":7}]}"#)
-                .contains("input[0].content")
-        );
-        assert!(
-            err(br#"{"model":"m","input":[{"role":"user","content":[{"text":"x"}]}]}"#)
-                .contains("input[0].content[0].type")
-        );
-        assert!(
-            err(br#"{"model":"m","input":[{"type":"function_call","name":5}]}"#)
-                .contains("input[0].name")
-        );
+        assert!(err(br#"{"model":"m","input":[{"role":"wizard","content":"x"}]}"#).contains("input[0].role"));
+        assert!(err(br#"{"model":"m","input":[{"role":"user","content":7}]}"#).contains("input[0].content"));
+        assert!(err(br#"{"model":"m","input":[{"role":"user","content":[{"text":"x"}]}]}"#)
+            .contains("input[0].content[0].type"));
+        assert!(err(br#"{"model":"m","input":[{"type":"function_call","name":5}]}"#).contains("input[0].name"));
         assert!(err(br#"{"model":"m","input":"x","instructions":["a"]}"#).contains("instructions"));
-        assert!(err(br#"{"model":"m","input":"x","max_output_tokens":-1}"#)
-            .contains("max_output_tokens"));
-        assert!(
-            err(br#"{"model":"m","input":"x","tools":[{"name":"f"}]}"#).contains("tools[0].type")
-        );
+        assert!(err(br#"{"model":"m","input":"x","max_output_tokens":-1}"#).contains("max_output_tokens"));
+        assert!(err(br#"{"model":"m","input":"x","tools":[{"name":"f"}]}"#).contains("tools[0].type"));
         assert!(err(br#"{"model":"m","previous_response_id":3}"#).contains("previous_response_id"));
     }
 
@@ -1032,25 +750,10 @@ mod tests {
     fn whole_response_object() {
         let mut a = Assembled::default();
         a.push(Delta::Text("Checking.".into()));
-        a.push(Delta::ToolCall {
-            index: 0,
-            id: "call_9".into(),
-            name: "lookup".into(),
-            arguments: "{\"q\":".into(),
-        });
-        a.push(Delta::ToolCall {
-            index: 0,
-            id: String::new(),
-            name: String::new(),
-            arguments: "1}".into(),
-        });
-        let finish = Finish {
-            reason: FinishReason::ToolCalls,
-            usage: Usage {
-                prompt_tokens: 12,
-                completion_tokens: 5,
-            },
-        };
+        a.push(Delta::ToolCall { index: 0, id: "call_9".into(), name: "lookup".into(), arguments: "{\"q\":".into() });
+        a.push(Delta::ToolCall { index: 0, id: String::new(), name: String::new(), arguments: "1}".into() });
+        let finish =
+            Finish { reason: FinishReason::ToolCalls, usage: Usage { prompt_tokens: 12, completion_tokens: 5 } };
         let v: Value = serde_json::from_slice(&render_whole(&meta(), &a, finish)).unwrap();
         assert_eq!(v["id"], "resp_1");
         assert_eq!(v["object"], "response");
@@ -1072,14 +775,8 @@ mod tests {
         assert_eq!(v["usage"]["output_tokens"], 5);
         assert_eq!(v["usage"]["total_tokens"], 17);
 
-        let text = Assembled {
-            text: "cut".into(),
-            tool_calls: Vec::new(),
-        };
-        let finish = Finish {
-            reason: FinishReason::Length,
-            usage: Usage::default(),
-        };
+        let text = Assembled { text: "cut".into(), tool_calls: Vec::new() };
+        let finish = Finish { reason: FinishReason::Length, usage: Usage::default() };
         let v: Value = serde_json::from_slice(&render_whole(&meta(), &text, finish)).unwrap();
         assert_eq!(v["status"], "incomplete");
         assert_eq!(v["incomplete_details"]["reason"], "max_output_tokens");
@@ -1107,10 +804,7 @@ mod tests {
         }));
         out.extend_from_slice(&enc.finish(Finish {
             reason: FinishReason::ToolCalls,
-            usage: Usage {
-                prompt_tokens: 4,
-                completion_tokens: 3,
-            },
+            usage: Usage { prompt_tokens: 4, completion_tokens: 3 },
         }));
         let evs = events(&out);
         let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
@@ -1163,11 +857,7 @@ mod tests {
         let call = |index: usize, id: &str, args: &str| Delta::ToolCall {
             index,
             id: id.into(),
-            name: if id.is_empty() {
-                String::new()
-            } else {
-                format!("f{index}")
-            },
+            name: if id.is_empty() { String::new() } else { format!("f{index}") },
             arguments: args.into(),
         };
         let mut enc = ResponsesSse::new(meta());
@@ -1176,15 +866,10 @@ mod tests {
         out.extend_from_slice(&enc.delta(&call(1, "c1", "{}")));
         out.extend_from_slice(&enc.delta(&call(0, "", "2}")));
         out.extend_from_slice(&enc.delta(&Delta::Text("done".into())));
-        out.extend_from_slice(&enc.finish(Finish {
-            reason: FinishReason::Stop,
-            usage: Usage::default(),
-        }));
+        out.extend_from_slice(&enc.finish(Finish { reason: FinishReason::Stop, usage: Usage::default() }));
         let evs = events(&out);
-        let summary: Vec<(&str, Value)> = evs[2..]
-            .iter()
-            .map(|(n, d)| (n.as_str(), d["output_index"].clone()))
-            .collect();
+        let summary: Vec<(&str, Value)> =
+            evs[2..].iter().map(|(n, d)| (n.as_str(), d["output_index"].clone())).collect();
         assert_eq!(
             summary,
             [
@@ -1218,13 +903,12 @@ mod tests {
     fn stream_cut_off_ends_incomplete_and_empty_stream_has_a_message() {
         let mut enc = ResponsesSse::new(meta());
         let mut out = enc.start(1).to_vec();
-        out.extend_from_slice(&enc.finish(Finish {
-            reason: FinishReason::Length,
-            usage: Usage {
-                prompt_tokens: 1,
-                completion_tokens: 0,
-            },
-        }));
+        out.extend_from_slice(
+            &enc.finish(Finish {
+                reason: FinishReason::Length,
+                usage: Usage { prompt_tokens: 1, completion_tokens: 0 },
+            }),
+        );
         let evs = events(&out);
         let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
@@ -1241,10 +925,7 @@ mod tests {
             ]
         );
         assert_eq!(evs[6].1["item"]["status"], "incomplete");
-        assert_eq!(
-            evs[7].1["response"]["incomplete_details"]["reason"],
-            "max_output_tokens"
-        );
+        assert_eq!(evs[7].1["response"]["incomplete_details"]["reason"], "max_output_tokens");
     }
 
     #[test]

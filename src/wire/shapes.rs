@@ -249,11 +249,7 @@ fn looks_like_json(body: &[u8]) -> bool {
 /// fields these APIs use (`prompt`, `input`, `message`, `messages`,
 /// `contents`, `texts`, `query`, batch `requests`).
 fn summary_request(api: Api, obj: &Map<String, Value>, inventory: &Inventory) -> CanonicalRequest {
-    let model = ["model", "modelId"]
-        .iter()
-        .find_map(|k| obj.get(*k).and_then(Value::as_str))
-        .unwrap_or("")
-        .to_string();
+    let model = ["model", "modelId"].iter().find_map(|k| obj.get(*k).and_then(Value::as_str)).unwrap_or("").to_string();
     let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let mut text = user_text(obj);
     if text.is_empty() && obj.is_empty() {
@@ -285,9 +281,11 @@ fn user_text(obj: &Map<String, Value>) -> String {
     }
     for key in ["messages", "contents"] {
         if let Some(Value::Array(items)) = obj.get(key) {
-            if let Some(last) = items.iter().rev().find(|m| {
-                m.get("role").and_then(Value::as_str).is_none_or(|r| r.eq_ignore_ascii_case("user"))
-            }) {
+            if let Some(last) = items
+                .iter()
+                .rev()
+                .find(|m| m.get("role").and_then(Value::as_str).is_none_or(|r| r.eq_ignore_ascii_case("user")))
+            {
                 return strings_in(last.get("content").or_else(|| last.get("parts")).unwrap_or(last));
             }
         }
@@ -383,7 +381,10 @@ mod tests {
     #[test]
     fn gemini_model_in_any_spelling() {
         assert_eq!(gemini_model("/v1beta/models/gemini-pro:generateContent"), Some(("gemini-pro".into(), false)));
-        assert_eq!(gemini_model("/V1beta//models/gemini-pro:StreamGenerateContent?alt=sse"), Some(("gemini-pro".into(), true)));
+        assert_eq!(
+            gemini_model("/V1beta//models/gemini-pro:StreamGenerateContent?alt=sse"),
+            Some(("gemini-pro".into(), true))
+        );
         assert_eq!(gemini_model("/v1beta/models/gemini-pro%3AgenerateContent"), Some(("gemini-pro".into(), false)));
         assert_eq!(gemini_model("/v1beta/models/gemini-pro:countTokens"), None);
     }
@@ -395,7 +396,10 @@ mod tests {
             (r#"{"model":"m","input":["a","b"]}"#, "a\nb"),
             (r#"{"messages":[{"role":"user","content":[{"text":"bedrock text"}]}]}"#, "bedrock text"),
             (r#"{"model":"c","message":"cohere v1"}"#, "cohere v1"),
-            (r#"{"requests":[{"custom_id":"1","params":{"model":"m","messages":[{"role":"user","content":"in batch"}]}}]}"#, "in batch"),
+            (
+                r#"{"requests":[{"custom_id":"1","params":{"model":"m","messages":[{"role":"user","content":"in batch"}]}}]}"#,
+                "in batch",
+            ),
             (r#"{"content":{"parts":[{"text":"embed me"}]}}"#, "embed me"),
         ];
         for (body, want) in cases {
@@ -409,7 +413,12 @@ mod tests {
         assert!(!e.parsed);
         assert_eq!(e.inventory.strings, ["some text"]);
         assert!(matches!(
-            extract(shape_of(&Method::POST, "/v1/embeddings", Api::OpenAiChat), "/", br#"{"input":"a","input":"b"}"#, "application/json"),
+            extract(
+                shape_of(&Method::POST, "/v1/embeddings", Api::OpenAiChat),
+                "/",
+                br#"{"input":"a","input":"b"}"#,
+                "application/json"
+            ),
             Err(ParseError::DuplicateKey { .. })
         ));
     }
@@ -462,7 +471,12 @@ mod tests {
             ("anthropic", Shape::chat(Api::AnthropicMessages), "/v1/messages", anthropic),
             ("responses", Shape::chat(Api::OpenAiResponses), "/v1/responses", responses),
             ("gemini", Shape::chat(Api::GeminiGenerate), "/v1beta/models/g:generateContent", gemini),
-            ("bedrock converse", shape_of(&Method::POST, "/model/m/converse", Api::OpenAiChat), "/model/m/converse", bedrock),
+            (
+                "bedrock converse",
+                shape_of(&Method::POST, "/model/m/converse", Api::OpenAiChat),
+                "/model/m/converse",
+                bedrock,
+            ),
             ("cohere chat", shape_of(&Method::POST, "/v2/chat", Api::OpenAiChat), "/v2/chat", cohere),
         ];
         for (name, shape, path, template) in cases {
@@ -486,7 +500,8 @@ mod tests {
             if template.contains("QEA=") {
                 want.push(attached);
             }
-            let e = extract(shape, path, body.as_bytes(), "application/json").unwrap_or_else(|err| panic!("{name}: {err}"));
+            let e =
+                extract(shape, path, body.as_bytes(), "application/json").unwrap_or_else(|err| panic!("{name}: {err}"));
             assert!(e.parsed, "{name}");
             let segments: Vec<&str> = e.inventory.texts().collect();
             let found: Vec<&str> = detectors

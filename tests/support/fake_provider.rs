@@ -35,8 +35,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
 };
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
@@ -104,12 +104,9 @@ impl FakeProvider {
     /// and a test without its upstream cannot run.
     pub async fn start_on(addr: SocketAddr) -> FakeProvider {
         let (ca_pem, tls) = make_tls();
-        let listener = TcpListener::bind(addr)
-            .await
-            .unwrap_or_else(|e| panic!("fake provider: cannot bind {addr}: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("fake provider: no local address: {e}"));
+        let listener =
+            TcpListener::bind(addr).await.unwrap_or_else(|e| panic!("fake provider: cannot bind {addr}: {e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("fake provider: no local address: {e}"));
         let shared = Arc::new(Shared {
             requests: Mutex::new(Vec::new()),
             recording: AtomicBool::new(true),
@@ -117,17 +114,8 @@ impl FakeProvider {
             release_epoch: watch::channel(0).0,
             next_id: AtomicU64::new(1),
         });
-        let server = tokio::spawn(accept_loop(
-            listener,
-            TlsAcceptor::from(Arc::new(tls)),
-            shared.clone(),
-        ));
-        FakeProvider {
-            addr,
-            ca_pem,
-            shared,
-            server,
-        }
+        let server = tokio::spawn(accept_loop(listener, TlsAcceptor::from(Arc::new(tls)), shared.clone()));
+        FakeProvider { addr, ca_pem, shared, server }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -183,14 +171,9 @@ fn make_tls() -> (String, rustls::ServerConfig) {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.distinguished_name = DistinguishedName::new();
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "sluice fake provider CA");
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    ca_params.distinguished_name.push(DnType::CommonName, "sluice fake provider CA");
+    ca_params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let ca_cert = ca_params.self_signed(&ca_key).expect("self-sign CA");
 
     let leaf_key = KeyPair::generate().expect("generate leaf key");
@@ -204,15 +187,11 @@ fn make_tls() -> (String, rustls::ServerConfig) {
     ])
     .expect("leaf params");
     leaf_params.distinguished_name = DistinguishedName::new();
-    leaf_params
-        .distinguished_name
-        .push(DnType::CommonName, "sluice fake provider");
+    leaf_params.distinguished_name.push(DnType::CommonName, "sluice fake provider");
     leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf_params.use_authority_key_identifier_extension = true;
-    let leaf_cert = leaf_params
-        .signed_by(&leaf_key, &ca_cert, &ca_key)
-        .expect("sign leaf");
+    let leaf_cert = leaf_params.signed_by(&leaf_key, &ca_cert, &ca_key).expect("sign leaf");
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -255,9 +234,7 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
     builder.http1().keep_alive(true);
     // Connection errors (client gone, protocol violations) end just this
     // connection; there is nobody to report them to.
-    let _ = builder
-        .serve_connection_with_upgrades(TokioIo::new(tls), service)
-        .await;
+    let _ = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await;
 }
 
 type ResponseBody = BoxBody<Bytes, Infallible>;
@@ -268,10 +245,7 @@ enum Api {
     Anthropic,
 }
 
-async fn handle(
-    shared: Arc<Shared>,
-    mut req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
+async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
     if req.uri().path() == "/v1/realtime" && req.headers().contains_key(hyper::header::UPGRADE) {
         return Ok(websocket_echo(&shared, &mut req));
     }
@@ -288,32 +262,18 @@ async fn handle(
         (&Method::POST, "/v1/chat/completions") => generate(&shared, Api::OpenAi, &body).await,
         (&Method::POST, "/v1/messages") => generate(&shared, Api::Anthropic, &body).await,
         (&Method::GET, "/v1/models") => json_response(StatusCode::OK, &models_list()),
-        _ => error_response(
-            Api::OpenAi,
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            "Unknown request URL.",
-        ),
+        _ => error_response(Api::OpenAi, StatusCode::NOT_FOUND, "invalid_request_error", "Unknown request URL."),
     };
     Ok(response)
 }
 
 /// Appends the request to the record, as received.
 fn record(shared: &Shared, parts: &hyper::http::request::Parts, body: &Bytes) {
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|pq| pq.as_str().to_string())
-        .unwrap_or_else(|| "/".to_string());
+    let path = parts.uri.path_and_query().map(|pq| pq.as_str().to_string()).unwrap_or_else(|| "/".to_string());
     let mut headers: Vec<(String, String)> = parts
         .headers
         .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_string(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
+        .map(|(name, value)| (name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
         .collect();
     if !parts.headers.contains_key(hyper::header::HOST) {
         if let Some(authority) = parts.uri.authority() {
@@ -395,11 +355,7 @@ async fn generate(shared: &Shared, api: Api, body: &[u8]) -> Response<ResponseBo
             return error_response(
                 api,
                 StatusCode::INTERNAL_SERVER_ERROR,
-                if api == Api::OpenAi {
-                    "server_error"
-                } else {
-                    "api_error"
-                },
+                if api == Api::OpenAi { "server_error" } else { "api_error" },
                 "The fake provider failed on purpose.",
             )
         }
@@ -431,10 +387,7 @@ async fn generate(shared: &Shared, api: Api, body: &[u8]) -> Response<ResponseBo
 
     let events = match api {
         Api::OpenAi => {
-            let include_usage = request
-                .pointer("/stream_options/include_usage")
-                .and_then(Value::as_bool)
-                == Some(true);
+            let include_usage = request.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
             openai_stream(serial, created, &model, prompt_tokens, include_usage, &pieces)
         }
         Api::Anthropic => anthropic_stream(serial, &model, prompt_tokens, &pieces),
@@ -459,11 +412,9 @@ fn last_user_text(request: &Value) -> String {
     };
     match &last["content"] {
         Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
+        Value::Array(parts) => {
+            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
+        }
         _ => String::new(),
     }
 }
@@ -513,10 +464,7 @@ fn openai_stream(
             }]
         })
     };
-    let mut chunks = vec![chunk(
-        json!({ "role": "assistant", "content": "" }),
-        Value::Null,
-    )];
+    let mut chunks = vec![chunk(json!({ "role": "assistant", "content": "" }), Value::Null)];
     for piece in pieces {
         chunks.push(chunk(json!({ "content": piece }), Value::Null));
     }
@@ -536,10 +484,7 @@ fn openai_stream(
             }
         }));
     }
-    let mut events: Vec<Bytes> = chunks
-        .iter()
-        .map(|c| Bytes::from(format!("data: {c}\n\n")))
-        .collect();
+    let mut events: Vec<Bytes> = chunks.iter().map(|c| Bytes::from(format!("data: {c}\n\n"))).collect();
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
     events
 }
@@ -595,10 +540,7 @@ fn anthropic_stream(serial: u64, model: &str, prompt_tokens: u64, pieces: &[Stri
             }),
         ));
     }
-    events.push((
-        "content_block_stop",
-        json!({ "type": "content_block_stop", "index": 0 }),
-    ));
+    events.push(("content_block_stop", json!({ "type": "content_block_stop", "index": 0 })));
     events.push((
         "message_delta",
         json!({
@@ -608,10 +550,7 @@ fn anthropic_stream(serial: u64, model: &str, prompt_tokens: u64, pieces: &[Stri
         }),
     ));
     events.push(("message_stop", json!({ "type": "message_stop" })));
-    events
-        .into_iter()
-        .map(|(name, data)| Bytes::from(format!("event: {name}\ndata: {data}\n\n")))
-        .collect()
+    events.into_iter().map(|(name, data)| Bytes::from(format!("event: {name}\ndata: {data}\n\n"))).collect()
 }
 
 fn models_list() -> Value {
@@ -634,36 +573,22 @@ fn estimate_prompt_tokens(request: &Value) -> u64 {
             _ => 0,
         }
     }
-    let total: usize = ["messages", "system", "tools"]
-        .iter()
-        .filter_map(|field| request.get(field))
-        .map(chars)
-        .sum();
+    let total: usize = ["messages", "system", "tools"].iter().filter_map(|field| request.get(field)).map(chars).sum();
     (total as u64).div_ceil(4).max(1)
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<ResponseBody> {
     let mut response = Response::new(Full::new(Bytes::from(value.to_string())).boxed());
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
-fn error_response(
-    api: Api,
-    status: StatusCode,
-    kind: &str,
-    message: &str,
-) -> Response<ResponseBody> {
+fn error_response(api: Api, status: StatusCode, kind: &str, message: &str) -> Response<ResponseBody> {
     let body = match api {
         Api::OpenAi => json!({
             "error": { "message": message, "type": kind, "param": null, "code": null }
@@ -678,10 +603,7 @@ fn error_response(
 
 /// Streams `events` as SSE, one body frame each. With a gate, only the first
 /// event goes out until the release epoch moves past the one recorded.
-fn sse_response(
-    events: Vec<Bytes>,
-    gate: Option<(watch::Receiver<u64>, u64)>,
-) -> Response<ResponseBody> {
+fn sse_response(events: Vec<Bytes>, gate: Option<(watch::Receiver<u64>, u64)>) -> Response<ResponseBody> {
     // Capacity 1 keeps the producer in step with the connection, so events
     // leave one by one instead of piling up in the channel.
     let (tx, rx) = mpsc::channel(1);
@@ -689,18 +611,11 @@ fn sse_response(
     let mut response = Response::new(ChannelBody(rx).boxed());
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    headers.insert(
-        hyper::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache"),
-    );
+    headers.insert(hyper::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 
-async fn produce_events(
-    events: Vec<Bytes>,
-    tx: mpsc::Sender<Bytes>,
-    gate: Option<(watch::Receiver<u64>, u64)>,
-) {
+async fn produce_events(events: Vec<Bytes>, tx: mpsc::Sender<Bytes>, gate: Option<(watch::Receiver<u64>, u64)>) {
     let mut events = events.into_iter();
     if let Some(first) = events.next() {
         if tx.send(first).await.is_err() {
@@ -731,12 +646,7 @@ impl Body for ChannelBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|event| event.map(|data| Ok(Frame::data(data))))
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|event| event.map(|data| Ok(Frame::data(data))))
     }
 }

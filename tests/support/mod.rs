@@ -276,11 +276,7 @@ impl SluiceProc {
         }
         let out = cli(&["audit", "query", "--json", "--dir"], Some(&self.audit_dir()));
         assert!(out.status.success(), "audit query failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 }
 
@@ -298,11 +294,7 @@ impl Drop for SluiceProc {
 
 /// Whether this process may mount filesystems (root).
 pub fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }
 
 /// Run the sluice CLI with `args` (plus an optional trailing path).

@@ -14,8 +14,8 @@ use mistralrs::core::{
     MistralRsBuilder, ModelDType, SchedulerConfig,
 };
 use mistralrs::{
-    CalledFunction, Constraint, Device, Model, RequestBuilder, Response, SamplingParams, StopTokens,
-    TextMessageRole, TextModelBuilder, TokenSource, ToolCallResponse, ToolCallType,
+    CalledFunction, Constraint, Device, Model, RequestBuilder, Response, SamplingParams, StopTokens, TextMessageRole,
+    TextModelBuilder, TokenSource, ToolCallResponse, ToolCallType,
 };
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -100,7 +100,8 @@ impl Engine {
     pub async fn load(cfg: &LocalConfig) -> Result<Engine, String> {
         let seqs = cfg.max_concurrent.max(1);
         let (model, counter) = if cfg.model.ends_with(".gguf") {
-            let (model, counter) = load_gguf(cfg, seqs).await.map_err(|e| format!("cannot load {}: {e:#}", cfg.model))?;
+            let (model, counter) =
+                load_gguf(cfg, seqs).await.map_err(|e| format!("cannot load {}: {e:#}", cfg.model))?;
             (model, Some(counter))
         } else {
             let mut builder = TextModelBuilder::new(&cfg.model).with_max_num_seqs(seqs);
@@ -111,12 +112,7 @@ impl Engine {
             (model, None)
         };
         let context_length = model.max_sequence_length().ok().flatten().map(|n| n as u64);
-        Ok(Engine {
-            model: Arc::new(model),
-            context_length,
-            counter,
-            counted: CountCache::new(),
-        })
+        Ok(Engine { model: Arc::new(model), context_length, counter, counted: CountCache::new() })
     }
 
     pub fn context_length(&self) -> Option<u64> {
@@ -283,15 +279,11 @@ async fn load_gguf(cfg: &LocalConfig, seqs: usize) -> anyhow::Result<(Model, Tok
         )
     })
     .await??;
-    let tokenizer = pipeline
-        .lock()
-        .await
-        .tokenizer()
-        .ok_or_else(|| anyhow::anyhow!("the GGUF carries no tokenizer"))?;
-    let counter: TokenCounter = Arc::new(move |text: &str| tokenizer.encode(text, false).ok().map(|e| e.get_ids().len()));
-    let scheduler = SchedulerConfig::DefaultScheduler {
-        method: DefaultSchedulerMethod::Fixed(seqs.try_into()?),
-    };
+    let tokenizer =
+        pipeline.lock().await.tokenizer().ok_or_else(|| anyhow::anyhow!("the GGUF carries no tokenizer"))?;
+    let counter: TokenCounter =
+        Arc::new(move |text: &str| tokenizer.encode(text, false).ok().map(|e| e.get_ids().len()));
+    let scheduler = SchedulerConfig::DefaultScheduler { method: DefaultSchedulerMethod::Fixed(seqs.try_into()?) };
     let runner = MistralRsBuilder::new(pipeline, scheduler, false, None).build().await;
     Ok((Model::new(runner), counter))
 }
@@ -331,11 +323,8 @@ fn tools(req: &CanonicalRequest) -> Option<Vec<mistralrs::Tool>> {
     if req.tools.is_empty() || req.tool_choice == ToolChoice::None {
         return None;
     }
-    let tools: Vec<mistralrs::Tool> = req
-        .tools
-        .iter()
-        .filter_map(|t| serde_json::from_value(crate::wire::openai::tool_json(t)).ok())
-        .collect();
+    let tools: Vec<mistralrs::Tool> =
+        req.tools.iter().filter_map(|t| serde_json::from_value(crate::wire::openai::tool_json(t)).ok()).collect();
     Some(tools)
 }
 
@@ -358,7 +347,8 @@ fn forced_tool_call(req: &CanonicalRequest) -> Option<(String, Value)> {
     }
     note.push_str("Reply only with JSON of the form {\"name\": <tool name>, \"arguments\": {...}}.");
     let schema = if let [only] = candidates.as_slice() {
-        let mut arguments = if only.parameters.is_object() { only.parameters.clone() } else { json!({"type": "object"}) };
+        let mut arguments =
+            if only.parameters.is_object() { only.parameters.clone() } else { json!({"type": "object"}) };
         // Without this a small model keeps inventing keys until max_tokens.
         if arguments.get("additionalProperties").is_none() && arguments.get("properties").is_some() {
             arguments["additionalProperties"] = json!(false);

@@ -46,14 +46,9 @@ impl Server {
                 .map_err(|_| LocalError::Backend("external API key is not a valid header value".into()))?;
             builder = builder.header("authorization", value);
         }
-        let request = builder
-            .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|e| LocalError::Backend(e.to_string()))?;
-        let resp = self
-            .client
-            .send(request)
-            .await
-            .map_err(|e| LocalError::Backend(format!("local server: {e}")))?;
+        let request =
+            builder.body(Full::new(Bytes::from(body.to_string()))).map_err(|e| LocalError::Backend(e.to_string()))?;
+        let resp = self.client.send(request).await.map_err(|e| LocalError::Backend(format!("local server: {e}")))?;
         let status = resp.status();
         let mut body = resp.into_body();
         if !status.is_success() {

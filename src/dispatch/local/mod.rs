@@ -136,7 +136,8 @@ impl LocalTier {
         match cfg.backend {
             LocalBackendKind::None => tier.set(State::Disabled),
             LocalBackendKind::External => {
-                let server = external::Server::new(&cfg.external, upstream).map_err(|e| LocalError::Failed(e.to_string()))?;
+                let server =
+                    external::Server::new(&cfg.external, upstream).map_err(|e| LocalError::Failed(e.to_string()))?;
                 tier.set(State::Ready(Arc::new(Backend::External(Box::new(server)))));
             }
             LocalBackendKind::Embedded => {
@@ -248,22 +249,20 @@ impl LocalTier {
                 },
             },
         };
-        Ok(Admitted {
-            permit,
-            inflight: InflightGuard::new(self.inflight.clone(), self.max_concurrent),
-        })
+        Ok(Admitted { permit, inflight: InflightGuard::new(self.inflight.clone(), self.max_concurrent) })
     }
 
     /// Start generating. The returned generation holds the queue place.
-    pub async fn generate(&self, req: &CanonicalRequest, admitted: Admitted, prompt_tokens: u64) -> Result<Generation, LocalError> {
+    pub async fn generate(
+        &self,
+        req: &CanonicalRequest,
+        admitted: Admitted,
+        prompt_tokens: u64,
+    ) -> Result<Generation, LocalError> {
         let backend = self.backend()?;
         // Waiting here is waiting in the queue; the queue is bounded by admission.
-        let slot = self
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| LocalError::Failed("local tier shut down".into()))?;
+        let slot =
+            self.slots.clone().acquire_owned().await.map_err(|_| LocalError::Failed("local tier shut down".into()))?;
         // Never ask for more than the context has room for.
         let room = self.context_length().map(|c| c.saturating_sub(prompt_tokens).max(1));
         let max_tokens = self.capped_max_tokens(req.max_tokens).min(room.unwrap_or(u64::MAX));
@@ -281,12 +280,6 @@ impl LocalTier {
                 return Err(e);
             }
         };
-        Ok(Generation {
-            prompt_tokens,
-            events,
-            _admission: admitted.permit,
-            _slot: slot,
-            _inflight: admitted.inflight,
-        })
+        Ok(Generation { prompt_tokens, events, _admission: admitted.permit, _slot: slot, _inflight: admitted.inflight })
     }
 }

@@ -279,7 +279,9 @@ fn host_name(raw: &[u8]) -> Option<String> {
         return None;
     }
     let valid_label = |label: &[u8]| {
-        !label.is_empty() && label.len() <= 63 && label.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        !label.is_empty()
+            && label.len() <= 63
+            && label.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
     };
     if !raw.split(|b| *b == b'.').all(valid_label) {
         return None;
@@ -467,14 +469,25 @@ mod tests {
         let mut list = u16be(entries.len()).to_vec();
         list.extend_from_slice(&entries);
         let ext = extension(EXT_SERVER_NAME, &list);
-        assert_eq!(parse(&records(&hello_message(Some(&ext)), 512)), Err(SniError::Malformed("more than one server name")));
+        assert_eq!(
+            parse(&records(&hello_message(Some(&ext)), 512)),
+            Err(SniError::Malformed("more than one server name"))
+        );
 
         let odd_type = extension(EXT_SERVER_NAME, &[0, 4, 1, 0, 1, b'x']);
-        assert_eq!(parse(&records(&hello_message(Some(&odd_type)), 512)), Err(SniError::Malformed("server name is not a host name")));
+        assert_eq!(
+            parse(&records(&hello_message(Some(&odd_type)), 512)),
+            Err(SniError::Malformed("server name is not a host name"))
+        );
         let empty = extension(EXT_SERVER_NAME, &[]);
-        assert_eq!(parse(&records(&hello_message(Some(&empty)), 512)), Err(SniError::Malformed("truncated server name list")));
+        assert_eq!(
+            parse(&records(&hello_message(Some(&empty)), 512)),
+            Err(SniError::Malformed("truncated server name list"))
+        );
 
-        for name in [&b""[..], b"api.openai.com\0.evil", b"a..b", b"bad name", b"\xc3\xa9.example", b"[::1]", &[b'a'; 300]] {
+        for name in
+            [&b""[..], b"api.openai.com\0.evil", b"a..b", b"bad name", b"\xc3\xa9.example", b"[::1]", &[b'a'; 300]]
+        {
             let ext = sni_extension(name);
             assert_eq!(parse(&records(&hello_message(Some(&ext)), 512)), Err(SniError::InvalidName), "{name:?}");
         }
