@@ -1,4 +1,5 @@
-//! Identify: who is asking. Maps sluice tokens to (team, user).
+//! Identify: who is asking. Maps sluice tokens to (team, user), whether
+//! they come as an API key (gateway) or as proxy credentials (forward proxy).
 //!
 //! Tokens are kept only as SHA-256 digests, in config and in memory, so a
 //! leaked config or core dump does not leak usable tokens.
@@ -14,6 +15,15 @@ use crate::wire::Identity;
 pub struct IdentityTable {
     by_digest: HashMap<[u8; 32], Identity>,
     anonymous_team: Option<String>,
+}
+
+/// Why the forward proxy cannot tell who is asking (answered 407).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyAuthError {
+    #[error("invalid sluice proxy credentials")]
+    Invalid,
+    #[error("sluice proxy requires authentication: Proxy-Authorization: Basic user:token")]
+    Missing,
 }
 
 /// The outcome of identifying a request.
@@ -55,6 +65,24 @@ impl IdentityTable {
         Caller::Unknown { key }
     }
 
+    /// The caller at the forward proxy: the token in `Proxy-Authorization:
+    /// Basic` (as password, or as user name with an empty password), or the
+    /// anonymous team when there is one.
+    pub fn identify_proxy(&self, headers: &HeaderMap) -> Result<Identity, ProxyAuthError> {
+        let given = headers.get(http::header::PROXY_AUTHORIZATION);
+        if let Some(value) = given {
+            let token = value.to_str().ok().and_then(basic_token);
+            if let Some(identity) = token.as_deref().and_then(|t| self.lookup(t)) {
+                return Ok(identity.clone());
+            }
+        }
+        match self.anonymous() {
+            Some(identity) => Ok(identity),
+            None if given.is_some() => Err(ProxyAuthError::Invalid),
+            None => Err(ProxyAuthError::Missing),
+        }
+    }
+
     pub fn lookup(&self, token: &str) -> Option<&Identity> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         self.by_digest.get(&digest)
@@ -90,10 +118,35 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// The token in a `Basic` credential: the password, or the user name when
+/// the password is empty (some clients put the token there).
+fn basic_token(value: &str) -> Option<String> {
+    use base64::Engine;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, password) = decoded.split_once(':').unwrap_or((decoded.as_str(), ""));
+    let token = if password.is_empty() { user } else { password };
+    (!token.is_empty()).then(|| token.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::TokenEntry;
+
+    #[test]
+    fn basic_credentials() {
+        // "alice:slk-1" and "slk-2:" (token as user name, as some clients send it)
+        assert_eq!(basic_token("Basic YWxpY2U6c2xrLTE="), Some("slk-1".into()));
+        assert_eq!(basic_token("basic c2xrLTI6"), Some("slk-2".into()));
+        assert_eq!(basic_token("Bearer abc"), None);
+        assert_eq!(basic_token("Basic !!!"), None);
+        assert_eq!(basic_token("Basic Og=="), None); // ":"
+    }
 
     fn table(anon: Option<&str>) -> IdentityTable {
         IdentityTable::new(&IdentityConfig {

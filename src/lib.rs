@@ -41,6 +41,7 @@
 //! - [`blocking`]: a bounded pool that inspects large bodies off the async workers.
 //! - [`private_dir`]: owner-only directories for the audit store and the CA.
 //! - [`body`]: body and error types shared by every layer (a leaf).
+//! - [`headers`]: the one list of hop-by-hop and credential headers (a leaf).
 //! - [`net`]: CIDR blocks and resolve pins, shared by config, upstream and proxy (a leaf).
 
 pub mod audit;
@@ -50,6 +51,7 @@ pub mod ca;
 pub mod classify;
 pub mod config;
 pub mod dispatch;
+pub mod headers;
 pub mod identity;
 pub mod ingress;
 pub mod inspect;

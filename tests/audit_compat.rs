@@ -154,29 +154,7 @@ fn log_of_build_d781508_reads_back() {
 fn edited_record_in_log_of_build_d781508_is_caught() {
     let (_tmp, dir) = fixture_copy();
     // Record 3 was a block; someone rewrites it as a cloud decision.
-    {
-        let db = sled::open(&dir).unwrap();
-        let (key, old) = db
-            .iter()
-            .map(Result::unwrap)
-            .find(|(_, v)| String::from_utf8_lossy(v).lines().any(|l| l.starts_with("{\"seq\":3,")))
-            .expect("record 3 stored");
-        let edited: Vec<String> = String::from_utf8(old.to_vec())
-            .unwrap()
-            .lines()
-            .map(|l| {
-                if l.starts_with("{\"seq\":3,") {
-                    l.replace("\"decision\":\"block\"", "\"decision\":\"cloud\"")
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect();
-        let edited = edited.join("\n");
-        assert_ne!(edited.as_bytes(), &old[..]);
-        db.insert(key, edited.as_bytes()).unwrap();
-        db.flush().unwrap();
-    }
+    edit_audit_record(&dir, 3, r#""decision":"block""#, r#""decision":"cloud""#);
     let out = cli(&["audit", "verify", "--dir"], Some(&dir));
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");

@@ -433,29 +433,7 @@ async fn audit_verify_catches_an_edited_record() {
 
     // Someone edits record 2 to hide which team sent it. Records are stored
     // in blocks (one per writer batch), one compact JSON record per line.
-    {
-        let db = sled::open(&dir).unwrap();
-        let (key, old) = db
-            .iter()
-            .map(Result::unwrap)
-            .find(|(_, v)| String::from_utf8_lossy(v).lines().any(|l| l.starts_with("{\"seq\":2,")))
-            .expect("record 2 stored");
-        let edited: Vec<String> = String::from_utf8(old.to_vec())
-            .unwrap()
-            .lines()
-            .map(|l| {
-                if l.starts_with("{\"seq\":2,") {
-                    l.replace("\"team\":\"default\"", "\"team\":\"nobody\"")
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect();
-        let edited = edited.join("\n");
-        assert_ne!(edited.as_bytes(), &old[..]);
-        db.insert(key, edited.as_bytes()).unwrap();
-        db.flush().unwrap();
-    }
+    edit_audit_record(&dir, 2, r#""team":"default""#, r#""team":"nobody""#);
     let bad = cli(&["audit", "verify", "--dir"], Some(&dir));
     assert_eq!(bad.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&bad.stdout);

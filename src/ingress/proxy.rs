@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -174,9 +174,10 @@ impl Proxy {
         peer: SocketAddr,
         permit: Arc<OwnedSemaphorePermit>,
     ) -> Response<RespBody> {
-        let identity = match self.authenticate(req.headers()) {
+        let identity = match self.sluice.identities().identify_proxy(req.headers()) {
             Ok(identity) => identity,
-            Err(reason) => {
+            Err(e) => {
+                let reason = e.to_string();
                 let host = req.uri().host().unwrap_or("").to_ascii_lowercase();
                 self.sluice.record_proxy_refusal(peer, None, &host, StatusCode::PROXY_AUTHENTICATION_REQUIRED, &reason);
                 metrics::counter!(telemetry::PROXY_CONNECTS, "outcome" => "auth_required").increment(1);
@@ -196,24 +197,6 @@ impl Proxy {
             StatusCode::BAD_REQUEST,
             "this is sluice's proxy port: send CONNECT or absolute-form http:// requests (apps that set a base URL use the gateway port)",
         )
-    }
-
-    /// `Proxy-Authorization: Basic base64(user:token)`; the token (or, if the
-    /// password is empty, the user name) is looked up in the token table.
-    fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, String> {
-        let ids = self.sluice.identities();
-        let given = headers.get(http::header::PROXY_AUTHORIZATION);
-        if let Some(value) = given {
-            let token = value.to_str().ok().and_then(basic_token);
-            if let Some(identity) = token.as_deref().and_then(|t| ids.lookup(t)) {
-                return Ok(identity.clone());
-            }
-        }
-        match ids.anonymous() {
-            Some(identity) => Ok(identity),
-            None if given.is_some() => Err("invalid sluice proxy credentials".into()),
-            None => Err("sluice proxy requires authentication: Proxy-Authorization: Basic user:token".into()),
-        }
     }
 
     /// `CONNECT host:port`: check the destination and answer 200; what the
@@ -626,21 +609,6 @@ fn request_host(req: &Request<Incoming>) -> Option<String> {
     Some(raw.trim_matches(|c| c == '[' || c == ']').to_ascii_lowercase())
 }
 
-/// The token from a `Basic` credential: the password, or the user name when
-/// the password is empty.
-fn basic_token(value: &str) -> Option<String> {
-    use base64::Engine;
-    let (scheme, encoded) = value.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
-    let decoded = String::from_utf8(decoded).ok()?;
-    let (user, password) = decoded.split_once(':').unwrap_or((decoded.as_str(), ""));
-    let token = if password.is_empty() { user } else { password };
-    (!token.is_empty()).then(|| token.to_string())
-}
-
 fn text(status: StatusCode, message: &str) -> Response<RespBody> {
     let mut resp = Response::new(full(Bytes::from(format!("{message}\n"))));
     *resp.status_mut() = status;
@@ -652,19 +620,4 @@ fn empty(status: StatusCode) -> Response<RespBody> {
     let mut resp = Response::new(full(Bytes::new()));
     *resp.status_mut() = status;
     resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn basic_credentials() {
-        // "alice:slk-1" and "slk-2:" (token as user name, as some clients send it)
-        assert_eq!(basic_token("Basic YWxpY2U6c2xrLTE="), Some("slk-1".into()));
-        assert_eq!(basic_token("basic c2xrLTI6"), Some("slk-2".into()));
-        assert_eq!(basic_token("Bearer abc"), None);
-        assert_eq!(basic_token("Basic !!!"), None);
-        assert_eq!(basic_token("Basic Og=="), None); // ":"
-    }
 }

@@ -64,6 +64,7 @@ use crate::wire::{self, Api, ErrorKind, Format, Identity};
 
 use crate::body::full_request;
 pub use crate::body::{full, BoxError, RespBody};
+use crate::headers::{forwardable, strip_for_origin, strip_hop_by_hop};
 
 /// Where a request came in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -660,51 +661,9 @@ fn format_of(headers: &HeaderMap) -> Format {
     }
 }
 
-/// Headers that describe one hop, or carry credentials meant for sluice.
-fn forwardable(name: &HeaderName) -> bool {
-    !matches!(
-        name.as_str(),
-        "host"
-            | "authorization"
-            | "x-api-key"
-            | "x-goog-api-key"
-            | "x-sluice-token"
-            | "content-length"
-            | "connection"
-            | "keep-alive"
-            | "proxy-authorization"
-            | "proxy-authenticate"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
-}
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    for name in ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer"] {
-        headers.remove(name);
-    }
-}
-
 fn set_route_headers(headers: &mut HeaderMap, route: &'static str, rule: &str) {
     headers.insert("x-sluice-route", HeaderValue::from_static(route));
     if let Ok(v) = HeaderValue::from_str(rule) {
         headers.insert("x-sluice-rule", v);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_and_hop_headers_are_not_forwarded() {
-        for h in ["authorization", "x-api-key", "x-sluice-token", "host", "connection", "transfer-encoding"] {
-            assert!(!forwardable(&HeaderName::from_static(h)), "{h}");
-        }
-        assert!(forwardable(&HeaderName::from_static("anthropic-version")));
-        assert!(forwardable(&HeaderName::from_static("openai-organization")));
     }
 }

@@ -59,10 +59,7 @@ impl Sluice {
             Err(refused) => return refused,
         };
         let (mut parts, body) = req.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        for name in ["proxy-authorization", "proxy-authenticate"] {
-            parts.headers.remove(name);
-        }
+        strip_for_origin(&mut parts.headers);
         let upstream = Request::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed_unsync());
         let started = Instant::now();
         let sent = origin.send(upstream).await;
@@ -92,17 +89,13 @@ impl Sluice {
         let (mut parts, _) = req.into_parts();
         // Compressed messages (permessage-deflate) could not be inspected:
         // without the offer the origin never turns compression on.
-        for name in [
-            "proxy-authorization",
-            "proxy-authenticate",
-            "proxy-connection",
-            "keep-alive",
-            "te",
-            "trailer",
-            "transfer-encoding",
-            "sec-websocket-extensions",
-        ] {
-            parts.headers.remove(name);
+        // `connection` and `upgrade` stay: they are the upgrade itself.
+        for name in crate::headers::PROXY_CREDENTIALS
+            .iter()
+            .chain(crate::headers::HOP_BY_HOP.iter().filter(|h| !matches!(**h, "connection" | "upgrade")))
+            .chain(&["sec-websocket-extensions"])
+        {
+            parts.headers.remove(*name);
         }
         let upstream = Request::from_parts(parts, full_request(Bytes::new()));
         let started = Instant::now();

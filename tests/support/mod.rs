@@ -343,3 +343,25 @@ pub async fn releasing<F: std::future::Future>(fake: &FakeProvider, fut: F) -> F
         }
     }
 }
+
+/// Rewrite one stored audit record in place, as someone with write access
+/// to the files could: replace `from` with `to` in record `seq`'s line
+/// (records are stored in blocks, one compact JSON record per line).
+pub fn edit_audit_record(dir: &Path, seq: u64, from: &str, to: &str) {
+    let db = sled::open(dir).unwrap();
+    let prefix = format!("{{\"seq\":{seq},");
+    let (key, old) = db
+        .iter()
+        .map(Result::unwrap)
+        .find(|(_, v)| String::from_utf8_lossy(v).lines().any(|l| l.starts_with(&prefix)))
+        .unwrap_or_else(|| panic!("record {seq} stored"));
+    let edited: Vec<String> = String::from_utf8(old.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| if l.starts_with(&prefix) { l.replace(from, to) } else { l.to_string() })
+        .collect();
+    let edited = edited.join("\n");
+    assert_ne!(edited.as_bytes(), &old[..], "`{from}` is not in record {seq}");
+    db.insert(key, edited.as_bytes()).unwrap();
+    db.flush().unwrap();
+}
