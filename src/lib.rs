@@ -26,6 +26,7 @@
 //!   - `pdf`: text extracted from PDF attachments, for scanning.
 //!   - `answer`: what a generation backend produces, in any dialect.
 //!   - `render`: sluice's own answers in the client's dialect, whole or streamed.
+//!   - `sse`: the one server-sent-events framer (event ends, `data`).
 //!   - `providers`: the provider catalog: hosts, API families, policy names.
 //! - [`inspect`]: detectors for PII, secrets and team terms, giving findings.
 //! - [`classify`]: the task classifier (code, summarization, math, ...).

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use super::table::{may_hold_placeholder, Mode, Table};
+use crate::wire::sse::{parse_event, EventSplitter};
 
 /// The streaming dialect of an upstream answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,9 +41,7 @@ pub struct SseRestorer {
     format: StreamFormat,
     /// Bytes of an event whose end has not arrived yet.
     buf: Vec<u8>,
-    /// Next byte of `buf` to look at for a line end, and where that line starts.
-    scan_from: usize,
-    line_start: usize,
+    split: EventSplitter,
     /// Streams with text held back, in the order they were last held.
     held: Vec<Held>,
 }
@@ -87,14 +86,9 @@ enum Outcome {
     Whole,
 }
 
-struct ParsedEvent<'a> {
-    has_event_line: bool,
-    data: std::borrow::Cow<'a, str>,
-}
-
 impl SseRestorer {
     pub(super) fn new(table: Arc<Table>, format: StreamFormat) -> SseRestorer {
-        SseRestorer { table, format, buf: Vec::new(), scan_from: 0, line_start: 0, held: Vec::new() }
+        SseRestorer { table, format, buf: Vec::new(), split: EventSplitter::default(), held: Vec::new() }
     }
 
     /// Feed raw bytes as they arrive; returns the bytes ready to send now
@@ -107,19 +101,17 @@ impl SseRestorer {
         let mut buf = std::mem::take(&mut self.buf);
         buf.extend_from_slice(chunk);
         let mut start = 0;
-        while let Some((body_end, end)) = self.next_event_end(&buf) {
+        while let Some((body_end, end)) = self.split.next_event_end(&buf) {
             self.process_event(&buf[start..body_end], &buf[body_end..end], &mut out);
             start = end;
         }
         buf.drain(..start);
-        self.scan_from -= start;
-        self.line_start -= start;
+        self.split.consumed(start);
         if buf.len() > MAX_PENDING_EVENT {
             tracing::warn!(bytes = buf.len(), "SSE event too long to restore; passing it on unchanged");
             out.extend_from_slice(&buf);
             buf.clear();
-            self.scan_from = 0;
-            self.line_start = 0;
+            self.split.reset();
         }
         self.buf = buf;
         out
@@ -129,8 +121,7 @@ impl SseRestorer {
     pub fn finish(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
         let rest = std::mem::take(&mut self.buf);
-        self.scan_from = 0;
-        self.line_start = 0;
+        self.split.reset();
         if !rest.is_empty() {
             self.process_event(&rest, &[], &mut out);
         }
@@ -142,24 +133,6 @@ impl SseRestorer {
             self.flush(|_| true, &mut out);
         }
         out
-    }
-
-    /// `(body_end, end)` of the next complete event in `buf`: the event is
-    /// `buf[..end]`, of which `buf[body_end..end]` is the blank line.
-    fn next_event_end(&mut self, buf: &[u8]) -> Option<(usize, usize)> {
-        while let Some(offset) = buf[self.scan_from..].iter().position(|&b| b == b'\n') {
-            let newline = self.scan_from + offset;
-            let line = &buf[self.line_start..newline];
-            let blank = line.is_empty() || line == b"\r";
-            let body_end = self.line_start;
-            self.scan_from = newline + 1;
-            self.line_start = newline + 1;
-            if blank {
-                return Some((body_end, newline + 1));
-            }
-        }
-        self.scan_from = buf.len();
-        None
     }
 
     fn process_event(&mut self, body: &[u8], tail: &[u8], out: &mut Vec<u8>) {
@@ -425,26 +398,6 @@ fn responses_key(base: &str, v: &Map<String, Value>) -> String {
         field("content_index"),
         field("summary_index")
     )
-}
-
-/// The `data` of an event (multi-line data joined with `\n`), if it has any.
-fn parse_event(body: &[u8]) -> Option<ParsedEvent<'_>> {
-    let text = std::str::from_utf8(body).ok()?;
-    let mut has_event_line = false;
-    let mut data: Option<std::borrow::Cow<'_, str>> = None;
-    for line in text.split('\n') {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if let Some(value) = line.strip_prefix("data:") {
-            let value = value.strip_prefix(' ').unwrap_or(value);
-            data = Some(match data {
-                None => std::borrow::Cow::Borrowed(value),
-                Some(prev) => std::borrow::Cow::Owned(format!("{prev}\n{value}")),
-            });
-        } else if line.starts_with("event:") {
-            has_event_line = true;
-        }
-    }
-    Some(ParsedEvent { has_event_line, data: data? })
 }
 
 /// Write `body` with its data replaced by `data` (on the first data line;

@@ -16,6 +16,7 @@ pub mod providers;
 pub mod render;
 pub mod responses;
 pub mod shapes;
+pub mod sse;
 
 use bytes::Bytes;
 

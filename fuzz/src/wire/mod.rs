@@ -9,3 +9,6 @@ pub mod document;
 
 #[path = "../../../src/wire/pdf.rs"]
 pub mod pdf;
+
+#[path = "../../../src/wire/sse.rs"]
+pub mod sse;

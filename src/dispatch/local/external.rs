@@ -15,6 +15,7 @@ use super::{GenEvent, LocalError};
 use crate::config::{ExternalConfig, UpstreamConfig};
 use crate::dispatch::upstream::{UpstreamClient, UpstreamError};
 use crate::wire::answer::{Delta, Finish, FinishReason, Usage};
+use crate::wire::sse::{parse_event, EventSplitter};
 use crate::wire::CanonicalRequest;
 
 pub struct Server {
@@ -96,6 +97,7 @@ impl Server {
 #[derive(Default)]
 struct ChunkParser {
     buf: Vec<u8>,
+    split: EventSplitter,
     reason: Option<FinishReason>,
     usage: Option<Usage>,
     deltas: u64,
@@ -106,20 +108,22 @@ impl ChunkParser {
     fn feed(&mut self, data: &[u8]) -> Vec<Result<GenEvent, LocalError>> {
         self.buf.extend_from_slice(data);
         let mut out = Vec::new();
-        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=pos).collect();
-            let line = String::from_utf8_lossy(&line);
-            let Some(payload) = line.trim().strip_prefix("data:") else { continue };
-            let payload = payload.trim();
+        let mut start = 0;
+        while let Some((body_end, end)) = self.split.next_event_end(&self.buf) {
+            let event = parse_event(&self.buf[start..body_end]).map(|e| e.data.trim().to_string());
+            start = end;
+            let Some(payload) = event else { continue };
             if payload == "[DONE]" {
                 self.done = true;
                 break;
             }
-            match serde_json::from_str::<Value>(payload) {
+            match serde_json::from_str::<Value>(&payload) {
                 Ok(chunk) => self.chunk(&chunk, &mut out),
                 Err(e) => out.push(Err(LocalError::Backend(format!("local server sent bad JSON: {e}")))),
             }
         }
+        self.buf.drain(..start);
+        self.split.consumed(start);
         out
     }
 
