@@ -302,8 +302,10 @@ impl Sluice {
 
     /// Route a request that arrived inside an intercepted proxy connection
     /// (or as a plain-HTTP absolute-form request) for `origin`'s host.
-    /// LLM API calls go through the full pipeline; anything else (file
-    /// uploads, model lists, WebSockets) is forwarded unchanged and audited.
+    /// Every request with a body goes through the pipeline, whatever its
+    /// shape; bodiless ones (model lists, downloads) are forwarded unchanged
+    /// and audited; WebSockets are relayed with each client message
+    /// inspected.
     pub async fn handle_proxied(
         self: Arc<Self>,
         req: Request<Incoming>,
