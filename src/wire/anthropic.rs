@@ -1,6 +1,10 @@
 //! Anthropic messages (`POST /v1/messages`) request parsing.
 
-use serde_json::{Map, Value};
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+use super::answer::{Delta, Finish, Meta};
+use super::sse::named_event;
 
 use super::json::{array, join, model, object, opt_bool, opt_f64, opt_str, opt_u64, string_list, text_of};
 use super::{parse_json, Api, CanonicalRequest, Identity, Message, ParseError, Part, Role, Sampling, Tool, ToolChoice};
@@ -144,6 +148,116 @@ fn block(b: &Value, path: &str) -> Result<Vec<Part>, ParseError> {
         Some(kind) => vec![Part::Attachment { kind: kind.to_string() }],
         None => return Err(ParseError::invalid(join(path, "type"), "is required")),
     })
+}
+
+/// A local answer streamed as Anthropic message events.
+pub struct AnthropicSse {
+    meta: Meta,
+    /// The open content block (index, is_tool) if any.
+    open_block: Option<(usize, bool)>,
+    next_block: usize,
+    /// Tool-call index → content block index.
+    tool_blocks: Vec<usize>,
+}
+
+impl AnthropicSse {
+    pub fn new(meta: Meta) -> AnthropicSse {
+        AnthropicSse { meta, open_block: None, next_block: 0, tool_blocks: Vec::new() }
+    }
+
+    pub fn start(&mut self, prompt_tokens: u64) -> Bytes {
+        let mut out = named_event(
+            "message_start",
+            &json!({"type": "message_start", "message": {
+                "id": self.meta.id, "type": "message", "role": "assistant", "model": self.meta.model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": prompt_tokens, "output_tokens": 0},
+            }}),
+        );
+        out.extend_from_slice(&named_event("ping", &json!({"type": "ping"})));
+        Bytes::from(out)
+    }
+
+    pub fn delta(&mut self, delta: &Delta) -> Bytes {
+        let mut out = Vec::new();
+        match delta {
+            Delta::Text(t) => {
+                let index = self.ensure_block(&mut out, None);
+                out.extend_from_slice(&named_event(
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": t}}),
+                ));
+            }
+            Delta::ToolCall { index: call, id, name, arguments } => {
+                let index = match self.tool_blocks.get(*call) {
+                    Some(&block) => block,
+                    None => {
+                        let block = self.ensure_block(&mut out, Some((id, name)));
+                        self.tool_blocks.push(block);
+                        block
+                    }
+                };
+                if !arguments.is_empty() {
+                    out.extend_from_slice(&named_event(
+                        "content_block_delta",
+                        &json!({"type": "content_block_delta", "index": index,
+                                "delta": {"type": "input_json_delta", "partial_json": arguments}}),
+                    ));
+                }
+            }
+        }
+        Bytes::from(out)
+    }
+
+    pub fn finish(&mut self, finish: Finish) -> Bytes {
+        let mut out = Vec::new();
+        if self.next_block == 0 {
+            // Anthropic clients expect at least one content block.
+            self.ensure_block(&mut out, None);
+        }
+        self.close_block(&mut out);
+        out.extend_from_slice(&named_event(
+            "message_delta",
+            &json!({"type": "message_delta",
+                    "delta": {"stop_reason": finish.reason.anthropic(), "stop_sequence": null},
+                    "usage": {"input_tokens": finish.usage.prompt_tokens, "output_tokens": finish.usage.completion_tokens}}),
+        ));
+        out.extend_from_slice(&named_event("message_stop", &json!({"type": "message_stop"})));
+        Bytes::from(out)
+    }
+
+    pub fn error(&mut self, message: &str) -> Bytes {
+        Bytes::from(named_event("error", &json!({"type": "error", "error": {"type": "api_error", "message": message}})))
+    }
+
+    /// Make sure the right kind of block is open; returns its index.
+    fn ensure_block(&mut self, out: &mut Vec<u8>, tool: Option<(&String, &String)>) -> usize {
+        match (self.open_block, tool) {
+            (Some((index, false)), None) => return index,
+            _ => self.close_block(out),
+        }
+        let index = self.next_block;
+        self.next_block += 1;
+        let block = match tool {
+            None => json!({"type": "text", "text": ""}),
+            Some((id, name)) => json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
+        };
+        out.extend_from_slice(&named_event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": index, "content_block": block}),
+        ));
+        self.open_block = Some((index, tool.is_some()));
+        index
+    }
+
+    fn close_block(&mut self, out: &mut Vec<u8>) {
+        if let Some((index, _)) = self.open_block.take() {
+            out.extend_from_slice(&named_event(
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": index}),
+            ));
+        }
+    }
 }
 
 #[cfg(test)]

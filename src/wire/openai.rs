@@ -1,6 +1,10 @@
 //! OpenAI chat completions (`POST /v1/chat/completions`) request parsing.
 
+use bytes::Bytes;
 use serde_json::{json, Map, Value};
+
+use super::answer::{Delta, Finish, FinishReason, Meta, Usage};
+use super::sse::data_event;
 
 use super::json::{array, join, model, object, opt_bool, opt_f64, opt_str, opt_u64, string_list, text_of};
 use super::{parse_json, Api, CanonicalRequest, Identity, Message, ParseError, Part, Role, Sampling, Tool, ToolChoice};
@@ -221,6 +225,73 @@ pub fn to_chat_body(req: &CanonicalRequest, model: &str, max_tokens: Option<u64>
         };
     }
     body
+}
+
+/// A local answer streamed as OpenAI chat-completion chunks.
+pub struct OpenAiSse {
+    meta: Meta,
+    include_usage: bool,
+}
+
+impl OpenAiSse {
+    pub fn new(meta: Meta, include_usage: bool) -> OpenAiSse {
+        OpenAiSse { meta, include_usage }
+    }
+
+    pub fn start(&mut self, _prompt_tokens: u64) -> Bytes {
+        self.chunk(json!({"role": "assistant", "content": ""}), None)
+    }
+
+    pub fn delta(&mut self, delta: &Delta) -> Bytes {
+        match delta {
+            Delta::Text(t) => self.chunk(json!({"content": t}), None),
+            Delta::ToolCall { index, id, name, arguments } => {
+                let mut call = json!({"index": index, "function": {"arguments": arguments}});
+                if !id.is_empty() {
+                    call["id"] = Value::from(id.clone());
+                    call["type"] = Value::from("function");
+                    call["function"]["name"] = Value::from(name.clone());
+                }
+                self.chunk(json!({"tool_calls": [call]}), None)
+            }
+        }
+    }
+
+    pub fn finish(&mut self, finish: Finish) -> Bytes {
+        let mut out = self.chunk(json!({}), Some(finish.reason)).to_vec();
+        if self.include_usage {
+            let mut chunk = self.base();
+            chunk["choices"] = json!([]);
+            chunk["usage"] = usage_json(finish.usage);
+            out.extend_from_slice(&data_event(&chunk));
+        }
+        out.extend_from_slice(b"data: [DONE]\n\n");
+        Bytes::from(out)
+    }
+
+    pub fn error(&mut self, message: &str) -> Bytes {
+        data_event(&json!({"error": {"message": message, "type": "api_error", "code": "local_generation_failed"}}))
+    }
+
+    fn base(&self) -> Value {
+        json!({"id": self.meta.id, "object": "chat.completion.chunk", "created": self.meta.created_unix, "model": self.meta.model})
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<FinishReason>) -> Bytes {
+        let mut chunk = self.base();
+        chunk["choices"] =
+            json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish.map(FinishReason::openai)}]);
+        data_event(&chunk)
+    }
+}
+
+/// OpenAI's `usage` object.
+pub(crate) fn usage_json(u: Usage) -> Value {
+    json!({
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+    })
 }
 
 #[cfg(test)]

@@ -9,8 +9,10 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::answer::{Assembled, Delta, Finish, FinishReason, Meta, Usage};
+use super::answer::{Assembled, Delta, Finish, Meta};
+use super::anthropic::AnthropicSse;
 use super::gemini::GeminiSse;
+use super::openai::OpenAiSse;
 use super::responses::ResponsesSse;
 use super::Format;
 
@@ -36,7 +38,7 @@ pub fn render_whole(format: Format, meta: &Meta, answer: &Assembled, finish: Fin
                 "created": meta.created_unix,
                 "model": meta.model,
                 "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish.reason.openai()}],
-                "usage": openai_usage(finish.usage),
+                "usage": super::openai::usage_json(finish.usage),
             })
         }
         Format::Anthropic => {
@@ -65,227 +67,63 @@ pub fn render_whole(format: Format, meta: &Meta, answer: &Assembled, finish: Fin
     Bytes::from(value.to_string())
 }
 
-fn openai_usage(u: Usage) -> Value {
-    json!({
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.prompt_tokens + u.completion_tokens,
-    })
-}
-
-/// Turns deltas into one format's SSE event sequence.
-pub struct SseEncoder {
-    format: Format,
-    meta: Meta,
-    include_usage: bool,
-    /// Anthropic: the open content block (index, is_tool) if any.
-    open_block: Option<(usize, bool)>,
-    next_block: usize,
-    /// Anthropic: tool-call index → content block index.
-    tool_blocks: Vec<usize>,
-    /// The encoder for formats that keep theirs in their own module.
-    other: Other,
-}
-
-enum Other {
-    None,
+/// A stream encoder for the client's dialect; each dialect keeps its own
+/// in its module, and this only picks one.
+pub enum SseEncoder {
+    OpenAi(OpenAiSse),
+    Anthropic(AnthropicSse),
     Responses(ResponsesSse),
     Gemini(GeminiSse),
 }
 
 impl SseEncoder {
     pub fn new(format: Format, meta: Meta, include_usage: bool) -> SseEncoder {
-        SseEncoder {
-            format,
-            include_usage,
-            open_block: None,
-            next_block: 0,
-            tool_blocks: Vec::new(),
-            other: match format {
-                Format::OpenAiResponses => Other::Responses(ResponsesSse::new(meta.clone())),
-                Format::Gemini => Other::Gemini(GeminiSse::new(meta.clone())),
-                Format::OpenAi | Format::Anthropic => Other::None,
-            },
-            meta,
+        match format {
+            Format::OpenAi => SseEncoder::OpenAi(OpenAiSse::new(meta, include_usage)),
+            Format::Anthropic => SseEncoder::Anthropic(AnthropicSse::new(meta)),
+            Format::OpenAiResponses => SseEncoder::Responses(ResponsesSse::new(meta)),
+            Format::Gemini => SseEncoder::Gemini(GeminiSse::new(meta)),
         }
     }
 
     /// The events that open a stream.
     pub fn start(&mut self, prompt_tokens: u64) -> Bytes {
-        match self.format {
-            Format::OpenAi => self.openai_chunk(json!({"role": "assistant", "content": ""}), None, None),
-            Format::Anthropic => {
-                let mut out = event(
-                    "message_start",
-                    &json!({"type": "message_start", "message": {
-                        "id": self.meta.id, "type": "message", "role": "assistant", "model": self.meta.model,
-                        "content": [], "stop_reason": null, "stop_sequence": null,
-                        "usage": {"input_tokens": prompt_tokens, "output_tokens": 0},
-                    }}),
-                );
-                out.extend_from_slice(&event("ping", &json!({"type": "ping"})));
-                Bytes::from(out)
-            }
-            Format::OpenAiResponses | Format::Gemini => match &mut self.other {
-                Other::Responses(e) => e.start(prompt_tokens),
-                Other::Gemini(e) => e.start(prompt_tokens),
-                Other::None => Bytes::new(),
-            },
+        match self {
+            SseEncoder::OpenAi(e) => e.start(prompt_tokens),
+            SseEncoder::Anthropic(e) => e.start(prompt_tokens),
+            SseEncoder::Responses(e) => e.start(prompt_tokens),
+            SseEncoder::Gemini(e) => e.start(prompt_tokens),
         }
     }
 
     pub fn delta(&mut self, delta: &Delta) -> Bytes {
-        match self.format {
-            Format::OpenAi => match delta {
-                Delta::Text(t) => self.openai_chunk(json!({"content": t}), None, None),
-                Delta::ToolCall { index, id, name, arguments } => {
-                    let mut call = json!({"index": index, "function": {"arguments": arguments}});
-                    if !id.is_empty() {
-                        call["id"] = Value::from(id.clone());
-                        call["type"] = Value::from("function");
-                        call["function"]["name"] = Value::from(name.clone());
-                    }
-                    self.openai_chunk(json!({"tool_calls": [call]}), None, None)
-                }
-            },
-            Format::Anthropic => {
-                let mut out = Vec::new();
-                match delta {
-                    Delta::Text(t) => {
-                        let index = self.ensure_block(&mut out, None);
-                        out.extend_from_slice(&event(
-                            "content_block_delta",
-                            &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": t}}),
-                        ));
-                    }
-                    Delta::ToolCall { index: call, id, name, arguments } => {
-                        let index = match self.tool_blocks.get(*call) {
-                            Some(&block) => block,
-                            None => {
-                                let block = self.ensure_block(&mut out, Some((id, name)));
-                                self.tool_blocks.push(block);
-                                block
-                            }
-                        };
-                        if !arguments.is_empty() {
-                            out.extend_from_slice(&event(
-                                "content_block_delta",
-                                &json!({"type": "content_block_delta", "index": index,
-                                        "delta": {"type": "input_json_delta", "partial_json": arguments}}),
-                            ));
-                        }
-                    }
-                }
-                Bytes::from(out)
-            }
-            Format::OpenAiResponses | Format::Gemini => match &mut self.other {
-                Other::Responses(e) => e.delta(delta),
-                Other::Gemini(e) => e.delta(delta),
-                Other::None => Bytes::new(),
-            },
+        match self {
+            SseEncoder::OpenAi(e) => e.delta(delta),
+            SseEncoder::Anthropic(e) => e.delta(delta),
+            SseEncoder::Responses(e) => e.delta(delta),
+            SseEncoder::Gemini(e) => e.delta(delta),
         }
     }
 
     /// The events that close a stream.
     pub fn finish(&mut self, finish: Finish) -> Bytes {
-        match self.format {
-            Format::OpenAi => {
-                let mut out = self.openai_chunk(json!({}), Some(finish.reason), None).to_vec();
-                if self.include_usage {
-                    let mut chunk = self.openai_base();
-                    chunk["choices"] = json!([]);
-                    chunk["usage"] = openai_usage(finish.usage);
-                    out.extend_from_slice(&data(&chunk));
-                }
-                out.extend_from_slice(b"data: [DONE]\n\n");
-                Bytes::from(out)
-            }
-            Format::Anthropic => {
-                let mut out = Vec::new();
-                if self.next_block == 0 {
-                    // Anthropic clients expect at least one content block.
-                    self.ensure_block(&mut out, None);
-                }
-                self.close_block(&mut out);
-                out.extend_from_slice(&event(
-                    "message_delta",
-                    &json!({"type": "message_delta",
-                            "delta": {"stop_reason": finish.reason.anthropic(), "stop_sequence": null},
-                            "usage": {"input_tokens": finish.usage.prompt_tokens, "output_tokens": finish.usage.completion_tokens}}),
-                ));
-                out.extend_from_slice(&event("message_stop", &json!({"type": "message_stop"})));
-                Bytes::from(out)
-            }
-            Format::OpenAiResponses | Format::Gemini => match &mut self.other {
-                Other::Responses(e) => e.finish(finish),
-                Other::Gemini(e) => e.finish(finish),
-                Other::None => Bytes::new(),
-            },
+        match self {
+            SseEncoder::OpenAi(e) => e.finish(finish),
+            SseEncoder::Anthropic(e) => e.finish(finish),
+            SseEncoder::Responses(e) => e.finish(finish),
+            SseEncoder::Gemini(e) => e.finish(finish),
         }
     }
 
     /// An error after the stream has started (headers already sent).
     pub fn error(&mut self, message: &str) -> Bytes {
-        match self.format {
-            Format::OpenAi => {
-                data(&json!({"error": {"message": message, "type": "api_error", "code": "local_generation_failed"}}))
-            }
-            Format::Anthropic => Bytes::from(event(
-                "error",
-                &json!({"type": "error", "error": {"type": "api_error", "message": message}}),
-            )),
-            Format::OpenAiResponses | Format::Gemini => match &mut self.other {
-                Other::Responses(e) => e.error(message),
-                Other::Gemini(e) => e.error(message),
-                Other::None => Bytes::new(),
-            },
+        match self {
+            SseEncoder::OpenAi(e) => e.error(message),
+            SseEncoder::Anthropic(e) => e.error(message),
+            SseEncoder::Responses(e) => e.error(message),
+            SseEncoder::Gemini(e) => e.error(message),
         }
     }
-
-    fn openai_base(&self) -> Value {
-        json!({"id": self.meta.id, "object": "chat.completion.chunk", "created": self.meta.created_unix, "model": self.meta.model})
-    }
-
-    fn openai_chunk(&self, delta: Value, finish: Option<FinishReason>, _usage: Option<Usage>) -> Bytes {
-        let mut chunk = self.openai_base();
-        chunk["choices"] =
-            json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish.map(FinishReason::openai)}]);
-        data(&chunk)
-    }
-
-    /// Anthropic: make sure the right kind of block is open; returns its index.
-    fn ensure_block(&mut self, out: &mut Vec<u8>, tool: Option<(&String, &String)>) -> usize {
-        match (self.open_block, tool) {
-            (Some((index, false)), None) => return index,
-            _ => self.close_block(out),
-        }
-        let index = self.next_block;
-        self.next_block += 1;
-        let block = match tool {
-            None => json!({"type": "text", "text": ""}),
-            Some((id, name)) => json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
-        };
-        out.extend_from_slice(&event(
-            "content_block_start",
-            &json!({"type": "content_block_start", "index": index, "content_block": block}),
-        ));
-        self.open_block = Some((index, tool.is_some()));
-        index
-    }
-
-    fn close_block(&mut self, out: &mut Vec<u8>) {
-        if let Some((index, _)) = self.open_block.take() {
-            out.extend_from_slice(&event("content_block_stop", &json!({"type": "content_block_stop", "index": index})));
-        }
-    }
-}
-
-fn data(v: &Value) -> Bytes {
-    Bytes::from(format!("data: {v}\n\n"))
-}
-
-fn event(name: &str, v: &Value) -> Vec<u8> {
-    format!("event: {name}\ndata: {v}\n\n").into_bytes()
 }
 
 /// Test helper: an SSE body as (event name, data) pairs, data parsed as JSON
@@ -312,6 +150,7 @@ pub(crate) fn sse_events(sse: &str) -> Vec<(Option<String>, Value)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::answer::{FinishReason, Usage};
 
     fn meta() -> Meta {
         Meta { id: "id-1".into(), model: "local-model".into(), created_unix: 1 }

@@ -1,5 +1,5 @@
 //! The crate's one server-sent-events framer: where events end in a byte
-//! stream, and what an event's `data` is. Redaction restores placeholders
+//! stream, what an event's `data` is, and how sluice writes one. Redaction restores placeholders
 //! event by event with it; the external local backend reads its answers
 //! with it.
 
@@ -76,6 +76,16 @@ pub fn parse_event(body: &[u8]) -> Option<Event<'_>> {
         }
     }
     Some(Event { has_event_line, data: data? })
+}
+
+/// One `data:` event.
+pub fn data_event(v: &serde_json::Value) -> bytes::Bytes {
+    bytes::Bytes::from(format!("data: {v}\n\n"))
+}
+
+/// One named event (`event:` then `data:`).
+pub fn named_event(name: &str, v: &serde_json::Value) -> Vec<u8> {
+    format!("event: {name}\ndata: {v}\n\n").into_bytes()
 }
 
 #[cfg(test)]
