@@ -161,17 +161,27 @@ pub fn scan_body(
     content_type: &str,
 ) -> Result<Scanned, wire::ParseError> {
     let extracted = wire::shapes::extract(shape, path, body, content_type)?;
-    let segments: Vec<&str> = extracted.inventory.texts().collect();
-    let mut scanned = detectors.scan(dictionary, &segments);
-    scanned.extend(attachment_findings(&extracted.inventory, segments.len()));
-    let digest = prompt_digest(&segments);
+    let (scanned, digest) = scan_inventory(detectors, dictionary, &extracted.inventory);
     Ok((extracted, scanned, digest))
+}
+
+/// Every finding in an inventory (its texts, then one per attachment) and
+/// the digest of what was scanned.
+pub(super) fn scan_inventory(
+    detectors: &Detectors,
+    dictionary: Option<&Dictionary>,
+    inventory: &Inventory,
+) -> (Vec<Finding>, String) {
+    let segments: Vec<&str> = inventory.texts().collect();
+    let mut scanned = detectors.scan(dictionary, &segments);
+    scanned.extend(attachment_findings(inventory, segments.len()));
+    (scanned, prompt_digest(&segments))
 }
 
 /// An `attachment` finding per attachment of the body, so `attachments:`
 /// conditions fire. They point past the scanned segments: there is no
 /// text of theirs to redact.
-pub(super) fn attachment_findings(inventory: &Inventory, first_segment: usize) -> impl Iterator<Item = Finding> + '_ {
+fn attachment_findings(inventory: &Inventory, first_segment: usize) -> impl Iterator<Item = Finding> + '_ {
     inventory.attachments.iter().enumerate().map(move |(i, a)| Finding {
         category: Category::Attachment,
         kind: ATTACHMENT_KIND,

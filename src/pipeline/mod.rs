@@ -14,7 +14,7 @@ mod respond;
 mod trail;
 
 use extract::{check_body_headers, read_body};
-use inspect::{attachment_findings, Inspected};
+use inspect::{scan_inventory, Inspected};
 use passthrough::is_websocket_upgrade;
 use refusal::Refusal;
 use trail::{micros, Completion, Trail};

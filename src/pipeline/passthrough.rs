@@ -178,9 +178,7 @@ impl Sluice {
                 ..Inventory::default()
             },
         };
-        let segments: Vec<&str> = inventory.texts().collect();
-        let mut scanned = self.detectors.scan(self.dictionaries.get(&identity.team), &segments);
-        scanned.extend(attachment_findings(&inventory, segments.len()));
+        let (scanned, _) = scan_inventory(&self.detectors, self.dictionaries.get(&identity.team), &inventory);
         let findings = policy.relevant_findings(&scanned);
         for (kind, n) in count_by_kind(&findings) {
             *seen.findings.entry(kind.to_string()).or_insert(0) += n;

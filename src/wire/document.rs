@@ -264,14 +264,7 @@ fn attachment_part<'v>(
     inv: &mut Inventory,
     keys: &mut BTreeSet<&'v str>,
 ) {
-    let mut part = Part {
-        media_type: None,
-        bytes: 0,
-        how: "reference",
-        payloads: Vec::new(),
-        extracted: Vec::new(),
-        found: false,
-    };
+    let mut part = Part { media_type: None, bytes: 0, how: "reference", payloads: Vec::new(), extracted: Vec::new() };
     part.scan(map, inv, keys);
     let class = map.get("type").and_then(Value::as_str).or(key).unwrap_or("file");
     let media_type = part.media_type.clone().unwrap_or_else(|| default_media_type(class).to_string());
@@ -293,7 +286,6 @@ struct Part {
     payloads: Vec<Vec<u8>>,
     /// Text already extracted from a PDF data URL.
     extracted: Vec<String>,
-    found: bool,
 }
 
 impl Part {
@@ -345,7 +337,6 @@ impl Part {
                         // reference itself is text the provider reads.
                         inv.strings.push(s.clone());
                     }
-                    self.found = true;
                 }
                 Value::Object(inner) => self.scan(inner, inv, keys),
                 Value::Array(items) => {
