@@ -196,7 +196,7 @@ fn bench_scan(c: &mut Criterion) {
 /// body on a path sluice does not know (inspected string by string).
 fn bench_extract(c: &mut Criterion) {
     use sluice::wire::shapes::{extract, shape_of, Shape};
-    use sluice::wire::Api;
+    use sluice::wire::Dialect;
     let detectors = Detectors::new();
     let dict = small_dictionary();
     let segments = prompt(false);
@@ -212,8 +212,8 @@ fn bench_extract(c: &mut Criterion) {
         "temperature": 0.2,
     })
     .to_string();
-    let chat = Shape::chat(Api::OpenAiChat);
-    let unknown = shape_of(&http::Method::POST, "/v1/some/new/feature", Api::OpenAiChat);
+    let chat = Shape::chat(Dialect::OpenAiChat);
+    let unknown = shape_of(&http::Method::POST, "/v1/some/new/feature", Dialect::OpenAiChat);
     let mut group = c.benchmark_group("extract");
     group.throughput(Throughput::Bytes(body.len() as u64));
     for (name, shape) in [("chat", chat), ("unknown_shape", unknown)] {

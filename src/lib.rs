@@ -19,14 +19,18 @@
 //!   - `passthrough`: what the proxy relays besides LLM requests.
 //! - [`identity`]: who is asking: sluice tokens mapped to team and user.
 //! - [`wire`]: provider wire formats, parsed into one canonical request:
-//!   - `openai`, `anthropic`, `responses`, `gemini`: one file per dialect.
+//!   - `openai`, `anthropic`, `responses`, `gemini`: one file per dialect:
+//!     parsing, whole and streamed answers, error and model-list bodies, and
+//!     where the text sits in its streamed answers.
+//!   - `dialect`: `Dialect`'s methods and the stream encoder, which only
+//!     pick the dialect's module.
 //!   - `shapes`: which request shape a method and path name.
 //!   - `document`: everything a body carries (strings, keys, attachments).
 //!   - `error`: why a body could not be read, for the client and the record.
 //!   - `pdf`: text extracted from PDF attachments, for scanning.
 //!   - `answer`: what a generation backend produces, in any dialect.
-//!   - `render`: sluice's own answers in the client's dialect, whole or streamed.
-//!   - `sse`: the one server-sent-events framer (event ends, `data`).
+//!   - `sse`: the one server-sent-events framer (event ends, `data`), and
+//!     the vocabulary a dialect uses to say where its streamed text sits.
 //!   - `providers`: the provider catalog: hosts, API families, policy names.
 //! - [`inspect`]: detectors for PII, secrets and team terms, giving findings.
 //! - [`classify`]: the task classifier (code, summarization, math, ...).

@@ -384,7 +384,7 @@ fn policy_test(
     // The prompt goes through the server's own inspection, as the user
     // message of an OpenAI chat request.
     let body = serde_json::json!({"model": model, "messages": [{"role": "user", "content": prompt}]}).to_string();
-    let shape = sluice::wire::shapes::Shape::chat(sluice::wire::Api::OpenAiChat);
+    let shape = sluice::wire::shapes::Shape::chat(sluice::wire::Dialect::OpenAiChat);
     let (extracted, scanned, _) = sluice::pipeline::scan_body(
         &Detectors::new(),
         dictionary.as_ref(),

@@ -120,12 +120,12 @@ impl StickySessions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{Api, Message};
+    use crate::wire::{Dialect, Message};
 
     fn request(turns: &[(Role, &str)]) -> CanonicalRequest {
         let mut r =
             crate::wire::openai::parse_chat(br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#).unwrap();
-        assert_eq!(r.api, Api::OpenAiChat);
+        assert_eq!(r.api, Dialect::OpenAiChat);
         r.messages =
             turns.iter().map(|(role, t)| Message { role: *role, parts: vec![Part::Text(t.to_string())] }).collect();
         r

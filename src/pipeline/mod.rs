@@ -52,15 +52,15 @@ use crate::identity::{Caller, IdentityTable};
 use crate::inspect::{count_by_kind, Detectors, Dictionary, DictionaryError};
 use crate::inspect::{Category, Finding, ATTACHMENT_KIND};
 use crate::policy::{Action, Decision, LocalOptions, Overflow, PolicyErrors, PolicySet, Signals, TeamPolicy, TooLong};
-use crate::redact::{Redaction, SseRestorer, StreamFormat};
+use crate::redact::{Redaction, SseRestorer};
 use crate::relay::websocket::{self, Verdict, WsMessage};
 use crate::sticky::{Conversation, StickySessions};
 use crate::telemetry;
 use crate::wire::answer::{Assembled, Meta};
+use crate::wire::dialect::SseEncoder;
 use crate::wire::document::Inventory;
-use crate::wire::render::{self, SseEncoder};
 use crate::wire::shapes::{Extracted, Shape, ShapeKind};
-use crate::wire::{self, Api, ErrorKind, Format, Identity};
+use crate::wire::{self, Dialect, ErrorKind, Identity};
 
 use crate::body::full_request;
 pub use crate::body::{full, BoxError, RespBody};
@@ -105,7 +105,7 @@ impl Via {
 
     /// The provider name policies see: the API's provider at the gateway,
     /// the catalog name of the origin host at the proxy.
-    fn provider(&self, api: Api) -> String {
+    fn provider(&self, api: Dialect) -> String {
         match self {
             Via::Gateway => api.provider().to_string(),
             Via::Proxy { origin, .. } => provider_of_host(&origin.target().host).to_string(),
@@ -269,7 +269,7 @@ impl Sluice {
         let span = info_span!("request", id, method = %req.method(), path = %req.uri().path(),
             team = tracing::field::Empty, decision = tracing::field::Empty, status = tracing::field::Empty);
         let path = wire::shapes::normalize_path(req.uri().path());
-        let shape = wire::shapes::shape_of(req.method(), &path, Api::OpenAiChat);
+        let shape = wire::shapes::shape_of(req.method(), &path, Dialect::OpenAiChat);
         // The gateway calls the three configured providers; their other
         // endpoints (completions, embeddings, token counting, batches) go
         // to the same provider, inspected like chat.
@@ -403,7 +403,7 @@ impl Sluice {
                 None => self.to_cloud(shape.api, via, parts, body, auth, None, decision.rule),
             },
             Action::Redact => {
-                let redaction = self.plan_redaction(shape, &inspected, &decision, trail)?;
+                let redaction = self.plan_redaction(&inspected, &decision, trail)?;
                 let body = match &redaction {
                     Some(r) => redacted_body(r, &body, &decision.rule)?,
                     None => body,
@@ -418,7 +418,6 @@ impl Sluice {
     /// findings to redact are none), recorded by kind.
     fn plan_redaction(
         &self,
-        shape: Shape,
         inspected: &Inspected,
         decision: &Decision,
         trail: &mut Trail,
@@ -426,17 +425,6 @@ impl Sluice {
         let segments = inspected.segments();
         let planned =
             Redaction::from_findings(&segments, &inspected.policy.findings_to_redact(decision, &inspected.findings));
-        if shape.is_chat() && shape.api == Api::GeminiGenerate && inspected.request.stream && !planned.is_empty() {
-            // No stream restorer speaks Gemini yet: refuse rather than show
-            // the user placeholders.
-            return Err(Refusal::new(
-                ErrorKind::PolicyBlock,
-                format!(
-                    "Policy rule `{}` redacts this prompt, and sluice cannot restore redacted values in streamed Gemini answers; send it without streaming",
-                    decision.rule
-                ),
-            ));
-        }
         trail.record.redacted = planned.counts_by_kind().into_iter().map(|(k, n)| (k.to_string(), n)).collect();
         Ok((!planned.is_empty()).then(|| Arc::new(planned)))
     }
@@ -444,7 +432,7 @@ impl Sluice {
     #[allow(clippy::too_many_arguments)]
     fn to_cloud(
         &self,
-        api: Api,
+        api: Dialect,
         via: &Via,
         parts: &http::request::Parts,
         body: Bytes,
@@ -492,7 +480,7 @@ impl Sluice {
         match self.local_route(request, options, sensitive, prompt_tokens, &decision.rule).await? {
             Route::Local(generation) => {
                 // Gemini streams as SSE only with `alt=sse`; otherwise as one JSON array.
-                let json_array = shape.api == Api::GeminiGenerate
+                let json_array = shape.api == Dialect::GeminiGenerate
                     && request.stream
                     && !wire::gemini::is_sse(parts.uri.path_and_query().map_or("", |p| p.as_str()));
                 Ok(Some(Plan::Local { request: request.clone(), generation, json_array, rule: decision.rule.clone() }))
@@ -512,14 +500,19 @@ impl Sluice {
     /// The caller: named by the API key at the gateway, by proxy
     /// authentication at the proxy (where the client's own provider
     /// credentials travel on unchanged).
-    fn identify_caller(&self, api: Api, headers: &HeaderMap, via: &Via) -> Result<(Identity, UpstreamAuth), Refusal> {
+    fn identify_caller(
+        &self,
+        api: Dialect,
+        headers: &HeaderMap,
+        via: &Via,
+    ) -> Result<(Identity, UpstreamAuth), Refusal> {
         match via {
             Via::Gateway => self.identify(api, headers),
             Via::Proxy { identity, .. } => Ok((identity.clone(), UpstreamAuth::Client)),
         }
     }
 
-    fn identify(&self, api: Api, headers: &HeaderMap) -> Result<(Identity, UpstreamAuth), Refusal> {
+    fn identify(&self, api: Dialect, headers: &HeaderMap) -> Result<(Identity, UpstreamAuth), Refusal> {
         let pass_client_key = self.provider(api).config.pass_client_key;
         let auth = |own_key: Option<&str>| {
             if own_key.is_some() && pass_client_key {
@@ -544,18 +537,18 @@ impl Sluice {
         }
     }
 
-    fn provider(&self, api: Api) -> &Provider {
+    fn provider(&self, api: Dialect) -> &Provider {
         match api {
-            Api::OpenAiChat | Api::OpenAiResponses => &self.openai,
-            Api::AnthropicMessages => &self.anthropic,
-            Api::GeminiGenerate => &self.gemini,
+            Dialect::OpenAiChat | Dialect::OpenAiResponses => &self.openai,
+            Dialect::AnthropicMessages => &self.anthropic,
+            Dialect::GeminiGenerate => &self.gemini,
         }
     }
 
     /// The original request, re-addressed to the provider with the right key.
     fn upstream_request(
         &self,
-        api: Api,
+        api: Dialect,
         via: &Via,
         parts: &http::request::Parts,
         body: Bytes,
@@ -601,11 +594,11 @@ impl Sluice {
                         .map_err(|_| upstream_error("provider API key is not a valid header value".into()))
                 };
                 match api {
-                    Api::OpenAiChat | Api::OpenAiResponses => {
+                    Dialect::OpenAiChat | Dialect::OpenAiResponses => {
                         headers.insert(http::header::AUTHORIZATION, value(format!("Bearer {key}"))?)
                     }
-                    Api::AnthropicMessages => headers.insert("x-api-key", value(key.to_string())?),
-                    Api::GeminiGenerate => headers.insert("x-goog-api-key", value(key.to_string())?),
+                    Dialect::AnthropicMessages => headers.insert("x-api-key", value(key.to_string())?),
+                    Dialect::GeminiGenerate => headers.insert("x-goog-api-key", value(key.to_string())?),
                 };
             }
         }
@@ -613,9 +606,9 @@ impl Sluice {
     }
 
     fn handle_models(&self, req: Request<Incoming>, client: SocketAddr, ingress: Ingress) -> Response<RespBody> {
-        let format = format_of(req.headers());
-        let mut trail = Trail::new("models", format, client, ingress);
-        let identity = match self.identify(Api::OpenAiChat, req.headers()) {
+        let dialect = dialect_of(req.headers());
+        let mut trail = Trail::new("models", dialect, client, ingress);
+        let identity = match self.identify(Dialect::OpenAiChat, req.headers()) {
             Ok((identity, _)) => identity,
             Err(refusal) => return self.refuse(trail, refusal),
         };
@@ -629,12 +622,12 @@ impl Sluice {
         if self.local.backend().is_ok() {
             models.push((self.local.model_name(), "sluice-local"));
         }
-        self.answer(trail, StatusCode::OK, wire::models_body(format, &models))
+        self.answer(trail, StatusCode::OK, dialect.models_body(&models))
     }
 
     fn handle_unknown(&self, req: Request<Incoming>, client: SocketAddr, ingress: Ingress) -> Response<RespBody> {
-        let format = format_of(req.headers());
-        let trail = Trail::new("unknown", format, client, ingress);
+        let dialect = dialect_of(req.headers());
+        let trail = Trail::new("unknown", dialect, client, ingress);
         let message = format!("sluice does not serve {} {}", req.method(), req.uri().path());
         self.refuse(trail, Refusal::quoting(ErrorKind::NotFound, message.to_string(), "no such endpoint"))
     }
@@ -655,11 +648,11 @@ fn redacted_body(redaction: &Redaction, body: &[u8], rule: &str) -> Result<Bytes
 }
 
 /// Anthropic clients send `anthropic-version`; everyone else gets OpenAI's shape.
-fn format_of(headers: &HeaderMap) -> Format {
+fn dialect_of(headers: &HeaderMap) -> Dialect {
     if headers.contains_key("anthropic-version") {
-        Format::Anthropic
+        Dialect::AnthropicMessages
     } else {
-        Format::OpenAi
+        Dialect::OpenAiChat
     }
 }
 

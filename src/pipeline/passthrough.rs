@@ -16,7 +16,7 @@ impl Sluice {
         kind: ErrorKind,
         message: &str,
     ) -> Response<RespBody> {
-        let trail = Trail::proxied("proxy", format_of(req.headers()), client, Some(identity), host, "block");
+        let trail = Trail::proxied("proxy", dialect_of(req.headers()), client, Some(identity), host, "block");
         // A misdirected request's message quotes the client's Host header.
         match kind {
             ErrorKind::Misdirected => {
@@ -36,7 +36,7 @@ impl Sluice {
         status: StatusCode,
         reason: &str,
     ) {
-        let mut trail = Trail::proxied("proxy.connect", Format::OpenAi, client, identity, host, "block");
+        let mut trail = Trail::proxied("proxy.connect", Dialect::OpenAiChat, client, identity, host, "block");
         trail.record.reason = reason.to_string();
         trail.record.status = status.as_u16();
         self.record(trail, None);
@@ -224,8 +224,14 @@ impl Sluice {
     /// exactly one `proxy.connect` record.
     pub fn record_tunnel(&self, client: SocketAddr, identity: &Identity, tunnel: &crate::relay::tunnel::TunnelReport) {
         let decision = tunnel.outcome.decision();
-        let mut trail =
-            Trail::proxied("proxy.connect", Format::OpenAi, client, Some(identity), &tunnel.connect_host, decision);
+        let mut trail = Trail::proxied(
+            "proxy.connect",
+            Dialect::OpenAiChat,
+            client,
+            Some(identity),
+            &tunnel.connect_host,
+            decision,
+        );
         trail.record.provider = provider_of_host(tunnel.target_host()).to_string();
         trail.record.status = StatusCode::OK.as_u16();
         trail.record.reason = tunnel.reason();

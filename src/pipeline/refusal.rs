@@ -61,7 +61,7 @@ impl Sluice {
             format!("{}; {}: {}", trail.record.reason, kind.code(), recorded)
         };
         let rule = trail.record.rule.clone();
-        let body = wire::error_body(trail.format, kind, &message);
+        let body = trail.dialect.error_body(kind, &message);
         let mut resp = self.answer(trail, kind.status(), body);
         if !rule.is_empty() {
             let route = if kind == ErrorKind::PolicyBlock {

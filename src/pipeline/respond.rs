@@ -86,7 +86,7 @@ impl Sluice {
         let generation_started = Instant::now();
         if request.stream && !json_array {
             trail.record.status = 200;
-            let mut encoder = SseEncoder::new(trail.format, meta, request.stream_usage);
+            let mut encoder = trail.dialect.encoder(meta, request.stream_usage);
             let opening = encoder.start(generation.prompt_tokens);
             let body = LocalBody {
                 generation,
@@ -130,7 +130,7 @@ impl Sluice {
         let body = if json_array {
             wire::gemini::render_stream_array(&meta, &answer, finish)
         } else {
-            render::render_whole(trail.format, &meta, &answer, finish)
+            trail.dialect.render_whole(&meta, &answer, finish)
         };
         let mut resp = self.answer(trail, StatusCode::OK, body);
         set_route_headers(resp.headers_mut(), "local", rule);
@@ -154,9 +154,9 @@ impl Sluice {
         let restore = redaction.map(|redaction| {
             // A compressed answer could not be searched for placeholders.
             upstream.headers_mut().insert(http::header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-            // Only the chat dialects have a stream restorer; other answers
-            // are restored whole.
-            (redaction, if shape.is_chat() { stream_format(shape.api) } else { None })
+            // Only chat answers stream in their dialect's events; other
+            // answers are restored whole.
+            (redaction, shape.is_chat().then_some(shape.api))
         });
         let upstream_started = Instant::now();
         let sent = match via {
@@ -221,7 +221,7 @@ impl Sluice {
         upstream_started: Instant,
         route: &'static str,
         rule: &str,
-        restore: Option<(Arc<Redaction>, Option<StreamFormat>)>,
+        restore: Option<(Arc<Redaction>, Option<Dialect>)>,
     ) -> Response<RespBody> {
         let (mut parts, body) = resp.into_parts();
         trail.record.status = parts.status.as_u16();
@@ -233,15 +233,15 @@ impl Sluice {
         strip_hop_by_hop(&mut parts.headers);
         set_route_headers(&mut parts.headers, route, rule);
         let idle_timeout = Duration::from_millis(self.config.upstream.idle_timeout_ms);
-        let restore = restore.map(|(redaction, format)| {
+        let restore = restore.map(|(redaction, dialect)| {
             parts.headers.remove(http::header::CONTENT_LENGTH);
             let is_sse = parts
                 .headers
                 .get(http::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.starts_with("text/event-stream"));
-            match format {
-                Some(format) if is_sse => Restore::Stream(redaction.sse_restorer(format)),
+            match dialect {
+                Some(dialect) if is_sse => Restore::Stream(redaction.sse_restorer(dialect)),
                 _ => Restore::Whole { redaction, buffered: Vec::new() },
             }
         });
@@ -370,16 +370,6 @@ impl Drop for RelayBody {
 pub(super) enum Restore {
     Stream(SseRestorer),
     Whole { redaction: Arc<Redaction>, buffered: Vec<u8> },
-}
-
-/// The SSE dialect of an API's streamed answers, for restoring placeholders.
-pub(super) fn stream_format(api: Api) -> Option<StreamFormat> {
-    match api {
-        Api::OpenAiChat => Some(StreamFormat::OpenAiChat),
-        Api::AnthropicMessages => Some(StreamFormat::AnthropicMessages),
-        Api::OpenAiResponses => Some(StreamFormat::OpenAiResponses),
-        Api::GeminiGenerate => None,
-    }
 }
 
 /// Local decode statistics, reported as metrics when a generation ends.

@@ -9,13 +9,13 @@ use super::*;
 pub(super) struct Trail {
     pub(super) record: AuditRecord,
     pub(super) started: Instant,
-    pub(super) format: Format,
+    pub(super) dialect: Dialect,
 }
 
 impl Trail {
     /// An LLM request, before the caller is known.
     pub(super) fn for_llm(shape: Shape, client: SocketAddr, via: &Via) -> Trail {
-        let mut trail = Trail::new(shape.name, shape.api.format(), client, via.ingress());
+        let mut trail = Trail::new(shape.name, shape.api, client, via.ingress());
         trail.record.provider = via.provider(shape.api);
         if let Via::Proxy { origin, .. } = via {
             trail.record.host = origin.target().host.clone();
@@ -46,19 +46,19 @@ impl Trail {
         identity: &Identity,
         origin: &Origin,
     ) -> Trail {
-        Trail::proxied(api, format_of(headers), client, Some(identity), &origin.target().host, "forward")
+        Trail::proxied(api, dialect_of(headers), client, Some(identity), &origin.target().host, "forward")
     }
 
     /// A request at the forward proxy, for `host`, already decided.
     pub(super) fn proxied(
         api: &str,
-        format: Format,
+        dialect: Dialect,
         client: SocketAddr,
         identity: Option<&Identity>,
         host: &str,
         decision: &str,
     ) -> Trail {
-        let mut trail = Trail::new(api, format, client, Ingress::Proxy);
+        let mut trail = Trail::new(api, dialect, client, Ingress::Proxy);
         if let Some(identity) = identity {
             trail.record.team = identity.team.clone();
             trail.record.user = identity.user.clone();
@@ -69,7 +69,7 @@ impl Trail {
         trail
     }
 
-    pub(super) fn new(api: &str, format: Format, client: SocketAddr, ingress: Ingress) -> Trail {
+    pub(super) fn new(api: &str, dialect: Dialect, client: SocketAddr, ingress: Ingress) -> Trail {
         Trail {
             record: AuditRecord {
                 time_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
@@ -80,7 +80,7 @@ impl Trail {
                 ..AuditRecord::default()
             },
             started: Instant::now(),
-            format,
+            dialect,
         }
     }
 }

@@ -20,7 +20,7 @@ use aho_corasick::{AhoCorasick, MatchKind};
 
 use crate::inspect::Finding;
 
-pub use sse::{SseRestorer, StreamFormat};
+pub use sse::SseRestorer;
 use table::{Mode, Table};
 
 /// Why a body could not be redacted or restored.
@@ -216,9 +216,9 @@ impl Redaction {
         Ok(rewritten.map_or_else(|| body.to_vec(), String::into_bytes))
     }
 
-    /// A restorer for one streamed (SSE) response in `format`.
-    pub fn sse_restorer(&self, format: StreamFormat) -> SseRestorer {
-        SseRestorer::new(Arc::clone(&self.table), format)
+    /// A restorer for one streamed (SSE) response in `dialect`.
+    pub fn sse_restorer(&self, dialect: crate::wire::Dialect) -> SseRestorer {
+        SseRestorer::new(Arc::clone(&self.table), dialect)
     }
 }
 

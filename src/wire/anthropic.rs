@@ -1,13 +1,18 @@
-//! Anthropic messages (`POST /v1/messages`) request parsing.
+//! Anthropic messages (`POST /v1/messages`): request parsing, sluice's own
+//! answers (whole, streamed, errors, model lists), and where the text sits
+//! in a streamed answer.
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use super::answer::{Delta, Finish, Meta};
-use super::sse::named_event;
+use super::answer::{Assembled, Delta, Finish, Meta};
+use super::sse::{named_event, HeldEvent, StreamEnd, StreamEvent, StreamTexts};
+use super::ErrorKind;
 
 use super::json::{array, join, model, object, opt_bool, opt_f64, opt_str, opt_u64, string_list, text_of};
-use super::{parse_json, Api, CanonicalRequest, Identity, Message, ParseError, Part, Role, Sampling, Tool, ToolChoice};
+use super::{
+    parse_json, CanonicalRequest, Dialect, Identity, Message, ParseError, Part, Role, Sampling, Tool, ToolChoice,
+};
 
 pub fn parse_messages(body: &[u8]) -> Result<CanonicalRequest, ParseError> {
     messages_from(parse_json(body)?)
@@ -96,7 +101,7 @@ pub fn messages_from(obj: Map<String, Value>) -> Result<CanonicalRequest, ParseE
         Some(_) => return Err(ParseError::invalid("tool_choice", "must be an object")),
     };
     Ok(CanonicalRequest {
-        api: Api::AnthropicMessages,
+        api: Dialect::AnthropicMessages,
         model,
         system,
         messages,
@@ -257,6 +262,121 @@ impl AnthropicSse {
                 &json!({"type": "content_block_stop", "index": index}),
             ));
         }
+    }
+}
+
+/// The complete non-streaming answer.
+pub fn render_whole(meta: &Meta, answer: &Assembled, finish: Finish) -> Bytes {
+    let mut content = Vec::new();
+    if !answer.text.is_empty() || answer.tool_calls.is_empty() {
+        content.push(json!({"type": "text", "text": answer.text}));
+    }
+    for (id, name, args) in &answer.tool_calls {
+        let input: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
+        content.push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
+    }
+    let value = json!({
+        "id": meta.id,
+        "type": "message",
+        "role": "assistant",
+        "model": meta.model,
+        "content": content,
+        "stop_reason": finish.reason.anthropic(),
+        "stop_sequence": null,
+        "usage": {"input_tokens": finish.usage.prompt_tokens, "output_tokens": finish.usage.completion_tokens},
+    });
+    Bytes::from(value.to_string())
+}
+
+/// Anthropic's error `type` for each kind of refusal.
+fn error_type(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidRequest
+        | ErrorKind::UnsupportedMediaType
+        | ErrorKind::RequestTimeout
+        | ErrorKind::Misdirected => "invalid_request_error",
+        ErrorKind::Authentication => "authentication_error",
+        ErrorKind::PolicyBlock => "permission_error",
+        ErrorKind::NotFound => "not_found_error",
+        ErrorKind::TooLarge => "request_too_large",
+        ErrorKind::LocalUnavailable => "overloaded_error",
+        ErrorKind::RateLimited => "rate_limit_error",
+        ErrorKind::Upstream | ErrorKind::UpstreamTimeout | ErrorKind::Internal => "api_error",
+    }
+}
+
+/// An error body in Anthropic's shape.
+pub fn error_body(kind: ErrorKind, message: &str) -> Bytes {
+    let value = json!({"type": "error", "error": { "type": error_type(kind), "message": message }});
+    Bytes::from(value.to_string())
+}
+
+/// `GET /v1/models`: (id, owner) pairs as an Anthropic model page.
+pub fn models_body(models: &[(&str, &str)]) -> Bytes {
+    let data: Vec<Value> = models
+        .iter()
+        .map(|(id, _)| json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"}))
+        .collect();
+    let value = json!({
+        "data": data,
+        "has_more": false,
+        "first_id": models.first().map(|m| m.0),
+        "last_id": models.last().map(|m| m.0),
+    });
+    Bytes::from(value.to_string())
+}
+
+/// Where text sits in a message stream: `content_block_delta` events, one
+/// stream per content block, ending with its `content_block_stop`; the
+/// message's end or an error ends them all.
+pub fn stream_texts(v: &mut Map<String, Value>, texts: &mut dyn StreamTexts) -> StreamEvent {
+    let index = v.get("index").cloned().unwrap_or(Value::Null);
+    match v.get("type").and_then(Value::as_str) {
+        Some("content_block_delta") => {
+            let Some(Value::Object(delta)) = v.get_mut("delta") else {
+                return StreamEvent::Other;
+            };
+            let delta_type = delta.get("type").and_then(Value::as_str).unwrap_or("").to_string();
+            let (field, json) = match delta_type.as_str() {
+                "text_delta" => ("text", false),
+                "input_json_delta" => ("partial_json", true),
+                "thinking_delta" => ("thinking", false),
+                _ => return StreamEvent::Other,
+            };
+            let Some(Value::String(text)) = delta.get_mut(field) else {
+                return StreamEvent::Other;
+            };
+            let changed = texts.text(format!("a{index}"), text, json, false, &|| {
+                Box::new(HeldBlockDelta { index: index.clone(), delta_type: delta_type.clone(), field })
+            });
+            StreamEvent::Delta { changed }
+        }
+        Some("content_block_stop") => {
+            texts.end(StreamEnd::Key(&format!("a{index}")));
+            StreamEvent::Other
+        }
+        Some("message_delta" | "message_stop" | "error") => {
+            texts.end(StreamEnd::All);
+            StreamEvent::Other
+        }
+        _ => StreamEvent::Other,
+    }
+}
+
+/// A `content_block_delta` carrying held text.
+struct HeldBlockDelta {
+    index: Value,
+    delta_type: String,
+    field: &'static str,
+}
+
+impl HeldEvent for HeldBlockDelta {
+    fn write(self: Box<Self>, text: String, out: &mut Vec<u8>) {
+        let mut delta = Map::new();
+        delta.insert("type".to_string(), Value::String(self.delta_type));
+        delta.insert(self.field.to_string(), Value::String(text));
+        let event = json!({"type": "content_block_delta", "index": self.index, "delta": delta});
+        out.extend_from_slice(&named_event("content_block_delta", &event));
     }
 }
 

@@ -1,6 +1,7 @@
 //! Google Gemini (`POST /v1beta/models/{model}:generateContent` and
-//! `:streamGenerateContent`): request parsing, and sluice's own answers as a
-//! GenerateContentResponse, whole or as `alt=sse` events.
+//! `:streamGenerateContent`): request parsing, sluice's own answers as a
+//! GenerateContentResponse (whole or as `alt=sse` events), errors and model
+//! lists, and where the text sits in a streamed answer.
 //!
 //! Gemini's JSON accepts both the proto's camelCase field names and their
 //! snake_case forms (`systemInstruction` / `system_instruction`), and the
@@ -14,7 +15,11 @@ use serde_json::{json, Map, Value};
 
 use super::answer::{Assembled, Delta, Finish, FinishReason, Meta, Usage};
 use super::json::{join, object, text_of};
-use super::{parse_json, Api, CanonicalRequest, Identity, Message, ParseError, Part, Role, Sampling, Tool, ToolChoice};
+use super::sse::{HeldEvent, StreamEnd, StreamEvent, StreamTexts};
+use super::ErrorKind;
+use super::{
+    parse_json, CanonicalRequest, Dialect, Identity, Message, ParseError, Part, Role, Sampling, Tool, ToolChoice,
+};
 
 /// The model and whether the answer streams, from a request path such as
 /// `/v1beta/models/gemini-1.5-flash:streamGenerateContent?alt=sse`. Tuned
@@ -42,6 +47,35 @@ pub fn model_from_path(path: &str) -> Option<(String, bool)> {
         "tunedModels" => Some((format!("tunedModels/{model}"), stream)),
         _ => None,
     }
+}
+
+/// The model and stream flag of a Gemini path, whatever its spelling.
+pub fn model_of_request_path(path: &str) -> Option<(String, bool)> {
+    let path = path.split('?').next().unwrap_or(path);
+    let decoded = super::document::percent_decode(path);
+    let decoded = String::from_utf8_lossy(&decoded);
+    let (resource, verb) = decoded.rsplit_once(':')?;
+    let verb = match verb.trim_end_matches('/').to_ascii_lowercase().as_str() {
+        "generatecontent" => "generateContent",
+        "streamgeneratecontent" => "streamGenerateContent",
+        _ => return None,
+    };
+    let resource: Vec<&str> = resource.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+    let mut canonical = String::new();
+    for (i, s) in resource.iter().enumerate() {
+        canonical.push('/');
+        // Collection names are case-insensitive here; model ids are not.
+        if i + 1 < resource.len() && s.eq_ignore_ascii_case("tunedmodels") {
+            canonical.push_str("tunedModels");
+        } else if i + 1 < resource.len() && s.eq_ignore_ascii_case("models") {
+            canonical.push_str("models");
+        } else if i == 0 {
+            canonical.push_str(&s.to_ascii_lowercase());
+        } else {
+            canonical.push_str(s);
+        }
+    }
+    model_from_path(&format!("{canonical}:{verb}"))
 }
 
 /// Whether a streaming request asked for server-sent events (`alt=sse`);
@@ -140,7 +174,7 @@ pub fn generate_from(
     };
 
     Ok(CanonicalRequest {
-        api: Api::GeminiGenerate,
+        api: Dialect::GeminiGenerate,
         model: model_from_path.to_string(),
         system,
         messages,
@@ -441,8 +475,8 @@ fn error_json(status: StatusCode, message: &str) -> Value {
 }
 
 /// An error body in Google's shape: `{"error": {"code", "message", "status"}}`.
-pub fn error_body(status: StatusCode, message: &str) -> Bytes {
-    Bytes::from(error_json(status, message).to_string())
+pub fn error_body(kind: ErrorKind, message: &str) -> Bytes {
+    Bytes::from(error_json(kind.status(), message).to_string())
 }
 
 /// `GET /v1beta/models`: (id, owner) pairs as Gemini Model resources.
@@ -460,9 +494,86 @@ pub fn models_body(models: &[(&str, &str)]) -> Bytes {
     Bytes::from(json!({"models": models}).to_string())
 }
 
+/// Where text sits in a `streamGenerateContent` chunk: the text parts of
+/// each candidate's content, one stream per candidate, ending with the
+/// candidate's `finishReason`. Function calls arrive whole (their `args`
+/// are JSON objects, restored as a whole event). An error ends every stream.
+pub fn stream_texts(v: &mut Map<String, Value>, texts: &mut dyn StreamTexts) -> StreamEvent {
+    let Some(Value::Array(mut candidates)) = v.remove("candidates") else {
+        if v.contains_key("error") {
+            texts.end(StreamEnd::All);
+        }
+        return StreamEvent::Other;
+    };
+    let text_only = |c: &Value| {
+        let parts = c.get("content").and_then(|c| c.get("parts")).and_then(Value::as_array);
+        parts.into_iter().flatten().all(|p| {
+            p.as_object()
+                .is_some_and(|p| p.keys().all(|k| matches!(k.as_str(), "text" | "thought" | "thoughtSignature")))
+        })
+    };
+    if !candidates.iter().all(text_only) {
+        // Function calls and other parts may quote placeholders too: the
+        // event is restored whole, after any held text.
+        texts.end(StreamEnd::All);
+        v.insert("candidates".to_string(), Value::Array(candidates));
+        return StreamEvent::Other;
+    }
+    let mut changed = false;
+    for (position, candidate) in candidates.iter_mut().enumerate() {
+        let Some(candidate) = candidate.as_object_mut() else {
+            continue;
+        };
+        let index = candidate.get("index").cloned().unwrap_or(json!(position));
+        let ends = candidate.get("finishReason").is_some_and(|f| !f.is_null());
+        let key = format!("g{index}");
+        let parts = candidate.get_mut("content").and_then(|c| c.get_mut("parts")).and_then(Value::as_array_mut);
+        for part in parts.into_iter().flatten() {
+            if let Some(Value::String(text)) = part.get_mut("text") {
+                changed |= texts.text(key.clone(), text, false, ends, &|| {
+                    Box::new(HeldChunk { base: v.clone(), candidate: index.clone() })
+                });
+            }
+        }
+        if ends {
+            texts.end(StreamEnd::Key(&key));
+        }
+    }
+    v.insert("candidates".to_string(), Value::Array(candidates));
+    StreamEvent::Delta { changed }
+}
+
+/// A chunk of one candidate carrying held text.
+struct HeldChunk {
+    /// The chunk the text was held from, without `candidates`.
+    base: Map<String, Value>,
+    candidate: Value,
+}
+
+impl HeldEvent for HeldChunk {
+    fn write(self: Box<Self>, text: String, out: &mut Vec<u8>) {
+        let mut base = self.base;
+        base.remove("usageMetadata");
+        base.insert(
+            "candidates".to_string(),
+            json!([{"content": {"parts": [{"text": text}], "role": "model"}, "index": self.candidate}]),
+        );
+        out.extend_from_slice(&data(&Value::Object(base)));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_of_request_path_in_any_spelling() {
+        let of = model_of_request_path;
+        assert_eq!(of("/v1beta/models/gemini-pro:generateContent"), Some(("gemini-pro".into(), false)));
+        assert_eq!(of("/V1beta//models/gemini-pro:StreamGenerateContent?alt=sse"), Some(("gemini-pro".into(), true)));
+        assert_eq!(of("/v1beta/models/gemini-pro%3AgenerateContent"), Some(("gemini-pro".into(), false)));
+        assert_eq!(of("/v1beta/models/gemini-pro:countTokens"), None);
+    }
 
     fn meta() -> Meta {
         Meta { id: "r-1".into(), model: "local-model".into(), created_unix: 1 }
@@ -527,7 +638,7 @@ mod tests {
             "generationConfig": {"temperature": 0.5, "topP": 0.8, "maxOutputTokens": 256, "stopSequences": ["END"]}
         }"#;
         let req = parse_generate("gemini-1.5-flash", true, body).unwrap();
-        assert_eq!(req.api, Api::GeminiGenerate);
+        assert_eq!(req.api, Dialect::GeminiGenerate);
         assert_eq!(req.model, "gemini-1.5-flash");
         assert!(req.stream);
         assert_eq!(req.system, vec!["You are a weather bot.".to_string()]);
@@ -732,12 +843,12 @@ mod tests {
 
         let err = events(&enc.error("engine crashed"));
         assert_eq!(err, vec![json!({"error": {"code": 500, "message": "engine crashed", "status": "INTERNAL"}})]);
-        let body: Value = serde_json::from_slice(&error_body(StatusCode::FORBIDDEN, "blocked by policy")).unwrap();
+        let body: Value = serde_json::from_slice(&error_body(ErrorKind::PolicyBlock, "blocked by policy")).unwrap();
         assert_eq!(
             body,
             json!({"error": {"code": 403, "message": "blocked by policy", "status": "PERMISSION_DENIED"}})
         );
-        let body: Value = serde_json::from_slice(&error_body(StatusCode::TOO_MANY_REQUESTS, "busy")).unwrap();
+        let body: Value = serde_json::from_slice(&error_body(ErrorKind::RateLimited, "busy")).unwrap();
         assert_eq!(body["error"]["status"], "RESOURCE_EXHAUSTED");
         let models: Value = serde_json::from_slice(&models_body(&[("local-model", "sluice")])).unwrap();
         assert_eq!(models["models"][0]["name"], "models/local-model");

@@ -1,5 +1,11 @@
 //! Provider wire formats: parse requests into one canonical request, and
-//! render sluice's own answers (errors, model lists) the way the client spoke.
+//! render sluice's own answers (whole, streamed, errors, model lists) the
+//! way the client spoke.
+//!
+//! One module per client dialect (`openai`, `anthropic`, `responses`,
+//! `gemini`), picked by [`Dialect`]'s methods in `dialect`; `shapes` maps
+//! paths to request shapes, `document` reads any body's strings, `sse` is
+//! the one SSE framer, `providers` the catalog of provider hosts.
 //!
 //! Only the fields that matter for inspection and routing are lifted into
 //! [`CanonicalRequest`]; the original body is kept by the caller and
@@ -7,57 +13,46 @@
 
 pub mod answer;
 pub mod anthropic;
+pub mod dialect;
 pub mod document;
 mod error;
 pub mod gemini;
 pub mod openai;
 pub mod pdf;
 pub mod providers;
-pub mod render;
 pub mod responses;
 pub mod shapes;
 pub mod sse;
 
-use bytes::Bytes;
-
 pub use error::ParseError;
 use http::StatusCode;
 
-/// Which client API a request arrived on.
+/// The client dialect a request arrived in: how its body is read and how
+/// sluice answers it (see `dialect` for the methods).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Api {
+pub enum Dialect {
     OpenAiChat,
     AnthropicMessages,
     OpenAiResponses,
     GeminiGenerate,
 }
 
-impl Api {
-    pub fn as_str(self) -> &'static str {
+impl Dialect {
+    pub const fn as_str(self) -> &'static str {
         match self {
-            Api::OpenAiChat => "openai.chat_completions",
-            Api::AnthropicMessages => "anthropic.messages",
-            Api::OpenAiResponses => "openai.responses",
-            Api::GeminiGenerate => "gemini.generate_content",
+            Dialect::OpenAiChat => "openai.chat_completions",
+            Dialect::AnthropicMessages => "anthropic.messages",
+            Dialect::OpenAiResponses => "openai.responses",
+            Dialect::GeminiGenerate => "gemini.generate_content",
         }
     }
 
-    /// The provider a request on this API is dispatched to.
+    /// The provider a request in this dialect is dispatched to.
     pub fn provider(self) -> &'static str {
         match self {
-            Api::OpenAiChat | Api::OpenAiResponses => "openai",
-            Api::AnthropicMessages => "anthropic",
-            Api::GeminiGenerate => "gemini",
-        }
-    }
-
-    /// The wire format used for sluice's own answers on this API.
-    pub fn format(self) -> Format {
-        match self {
-            Api::OpenAiChat => Format::OpenAi,
-            Api::AnthropicMessages => Format::Anthropic,
-            Api::OpenAiResponses => Format::OpenAiResponses,
-            Api::GeminiGenerate => Format::Gemini,
+            Dialect::OpenAiChat | Dialect::OpenAiResponses => "openai",
+            Dialect::AnthropicMessages => "anthropic",
+            Dialect::GeminiGenerate => "gemini",
         }
     }
 }
@@ -131,7 +126,7 @@ pub struct Tool {
 /// One request, whatever format it came in.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CanonicalRequest {
-    pub api: Api,
+    pub api: Dialect,
     pub model: String,
     pub system: Vec<String>,
     pub messages: Vec<Message>,
@@ -247,17 +242,7 @@ pub(crate) fn parse_json(body: &[u8]) -> Result<serde_json::Map<String, serde_js
     document::parse_object(body)
 }
 
-/// The answer formats sluice renders itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    OpenAi,
-    Anthropic,
-    /// OpenAI Responses: errors and model lists as OpenAI, answers as Response objects.
-    OpenAiResponses,
-    Gemini,
-}
-
-/// What went wrong, in terms both formats can express.
+/// What went wrong, in terms every dialect can express.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
     InvalidRequest,
@@ -296,38 +281,6 @@ impl ErrorKind {
         }
     }
 
-    fn openai_type(self) -> &'static str {
-        match self {
-            ErrorKind::InvalidRequest
-            | ErrorKind::TooLarge
-            | ErrorKind::UnsupportedMediaType
-            | ErrorKind::RequestTimeout => "invalid_request_error",
-            ErrorKind::Authentication => "authentication_error",
-            ErrorKind::PolicyBlock => "policy_violation",
-            ErrorKind::NotFound => "not_found_error",
-            ErrorKind::LocalUnavailable => "service_unavailable",
-            ErrorKind::RateLimited => "rate_limit_error",
-            ErrorKind::Misdirected => "invalid_request_error",
-            ErrorKind::Upstream | ErrorKind::UpstreamTimeout | ErrorKind::Internal => "api_error",
-        }
-    }
-
-    fn anthropic_type(self) -> &'static str {
-        match self {
-            ErrorKind::InvalidRequest | ErrorKind::UnsupportedMediaType | ErrorKind::RequestTimeout => {
-                "invalid_request_error"
-            }
-            ErrorKind::Authentication => "authentication_error",
-            ErrorKind::PolicyBlock => "permission_error",
-            ErrorKind::NotFound => "not_found_error",
-            ErrorKind::TooLarge => "request_too_large",
-            ErrorKind::LocalUnavailable => "overloaded_error",
-            ErrorKind::RateLimited => "rate_limit_error",
-            ErrorKind::Misdirected => "invalid_request_error",
-            ErrorKind::Upstream | ErrorKind::UpstreamTimeout | ErrorKind::Internal => "api_error",
-        }
-    }
-
     /// Stable machine-readable code, also used as the audit reason prefix.
     pub fn code(self) -> &'static str {
         match self {
@@ -346,57 +299,6 @@ impl ErrorKind {
             ErrorKind::Internal => "internal_error",
         }
     }
-}
-
-/// Render an error body in the client's format.
-pub fn error_body(format: Format, kind: ErrorKind, message: &str) -> Bytes {
-    let value = match format {
-        Format::OpenAi | Format::OpenAiResponses => serde_json::json!({
-            "error": {
-                "message": message,
-                "type": kind.openai_type(),
-                "param": null,
-                "code": kind.code(),
-            }
-        }),
-        Format::Anthropic => serde_json::json!({
-            "type": "error",
-            "error": { "type": kind.anthropic_type(), "message": message }
-        }),
-        Format::Gemini => return gemini::error_body(kind.status(), message),
-    };
-    Bytes::from(value.to_string())
-}
-
-/// `GET /v1/models` in the client's format.
-pub fn models_body(format: Format, models: &[(&str, &str)]) -> Bytes {
-    let value = match format {
-        Format::OpenAi | Format::OpenAiResponses => serde_json::json!({
-            "object": "list",
-            "data": models.iter().map(|(id, owner)| serde_json::json!({
-                "id": id, "object": "model", "created": 0, "owned_by": owner,
-            })).collect::<Vec<_>>(),
-        }),
-        Format::Anthropic => {
-            let data: Vec<_> = models
-                .iter()
-                .map(|(id, _)| {
-                    serde_json::json!({
-                        "type": "model", "id": id, "display_name": id,
-                        "created_at": "1970-01-01T00:00:00Z",
-                    })
-                })
-                .collect();
-            serde_json::json!({
-                "data": data,
-                "has_more": false,
-                "first_id": models.first().map(|m| m.0),
-                "last_id": models.last().map(|m| m.0),
-            })
-        }
-        Format::Gemini => return gemini::models_body(models),
-    };
-    Bytes::from(value.to_string())
 }
 
 /// Shared helpers for walking loosely typed JSON with precise error paths.
@@ -496,13 +398,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn error_and_model_bodies_per_format() {
-        let body =
-            |f| serde_json::from_slice::<serde_json::Value>(&error_body(f, ErrorKind::PolicyBlock, "no")).unwrap();
-        assert_eq!(body(Format::OpenAiResponses), body(Format::OpenAi));
-        assert_eq!(body(Format::Gemini)["error"]["status"], "PERMISSION_DENIED");
-        assert_eq!(body(Format::Gemini)["error"]["code"], 403);
-        let models = serde_json::from_slice::<serde_json::Value>(&models_body(Format::Gemini, &[("m", "o")])).unwrap();
-        assert_eq!(models["models"][0]["name"], "models/m");
+    fn error_and_model_bodies_per_dialect() {
+        let body = |d: Dialect| {
+            serde_json::from_slice::<serde_json::Value>(&d.error_body(ErrorKind::PolicyBlock, "no")).unwrap()
+        };
+        assert_eq!(body(Dialect::OpenAiResponses), body(Dialect::OpenAiChat));
+        assert_eq!(body(Dialect::OpenAiChat)["error"]["type"], "policy_violation");
+        assert_eq!(body(Dialect::AnthropicMessages)["error"]["type"], "permission_error");
+        assert_eq!(body(Dialect::GeminiGenerate)["error"]["status"], "PERMISSION_DENIED");
+        assert_eq!(body(Dialect::GeminiGenerate)["error"]["code"], 403);
+        let models = |d: Dialect| serde_json::from_slice::<serde_json::Value>(&d.models_body(&[("m", "o")])).unwrap();
+        assert_eq!(models(Dialect::GeminiGenerate)["models"][0]["name"], "models/m");
+        assert_eq!(models(Dialect::OpenAiChat)["data"][0]["owned_by"], "o");
+        assert_eq!(models(Dialect::AnthropicMessages)["first_id"], "m");
     }
 }

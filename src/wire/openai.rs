@@ -1,13 +1,18 @@
-//! OpenAI chat completions (`POST /v1/chat/completions`) request parsing.
+//! OpenAI chat completions (`POST /v1/chat/completions`): request parsing,
+//! sluice's own answers (whole, streamed, errors, model lists), and where
+//! the text sits in a streamed answer.
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use super::answer::{Delta, Finish, FinishReason, Meta, Usage};
-use super::sse::data_event;
+use super::answer::{Assembled, Delta, Finish, FinishReason, Meta, Usage};
+use super::sse::{data_event, HeldEvent, StreamEnd, StreamEvent, StreamTexts};
+use super::ErrorKind;
 
 use super::json::{array, join, model, object, opt_bool, opt_f64, opt_str, opt_u64, string_list, text_of};
-use super::{parse_json, Api, CanonicalRequest, Identity, Message, ParseError, Part, Role, Sampling, Tool, ToolChoice};
+use super::{
+    parse_json, CanonicalRequest, Dialect, Identity, Message, ParseError, Part, Role, Sampling, Tool, ToolChoice,
+};
 
 pub fn parse_chat(body: &[u8]) -> Result<CanonicalRequest, ParseError> {
     chat_from(parse_json(body)?)
@@ -115,7 +120,7 @@ pub fn chat_from(obj: Map<String, Value>) -> Result<CanonicalRequest, ParseError
     let stream_usage =
         obj.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
     Ok(CanonicalRequest {
-        api: Api::OpenAiChat,
+        api: Dialect::OpenAiChat,
         model,
         system,
         messages,
@@ -282,6 +287,159 @@ impl OpenAiSse {
         chunk["choices"] =
             json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish.map(FinishReason::openai)}]);
         data_event(&chunk)
+    }
+}
+
+/// The complete non-streaming answer.
+pub fn render_whole(meta: &Meta, answer: &Assembled, finish: Finish) -> Bytes {
+    let tool_calls: Vec<Value> = answer
+        .tool_calls
+        .iter()
+        .map(|(id, name, args)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}}))
+        .collect();
+    let mut message = json!({
+        "role": "assistant",
+        "content": if answer.text.is_empty() && !tool_calls.is_empty() { Value::Null } else { Value::from(answer.text.clone()) },
+    });
+    if !tool_calls.is_empty() {
+        message["tool_calls"] = Value::from(tool_calls);
+    }
+    let value = json!({
+        "id": meta.id,
+        "object": "chat.completion",
+        "created": meta.created_unix,
+        "model": meta.model,
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish.reason.openai()}],
+        "usage": usage_json(finish.usage),
+    });
+    Bytes::from(value.to_string())
+}
+
+/// OpenAI's error `type` for each kind of refusal.
+fn error_type(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidRequest
+        | ErrorKind::TooLarge
+        | ErrorKind::UnsupportedMediaType
+        | ErrorKind::RequestTimeout
+        | ErrorKind::Misdirected => "invalid_request_error",
+        ErrorKind::Authentication => "authentication_error",
+        ErrorKind::PolicyBlock => "policy_violation",
+        ErrorKind::NotFound => "not_found_error",
+        ErrorKind::LocalUnavailable => "service_unavailable",
+        ErrorKind::RateLimited => "rate_limit_error",
+        ErrorKind::Upstream | ErrorKind::UpstreamTimeout | ErrorKind::Internal => "api_error",
+    }
+}
+
+/// An error body in OpenAI's shape (also the Responses API's).
+pub fn error_body(kind: ErrorKind, message: &str) -> Bytes {
+    let value = json!({
+        "error": { "message": message, "type": error_type(kind), "param": null, "code": kind.code() }
+    });
+    Bytes::from(value.to_string())
+}
+
+/// `GET /v1/models`: (id, owner) pairs as an OpenAI model list.
+pub fn models_body(models: &[(&str, &str)]) -> Bytes {
+    let data: Vec<Value> = models
+        .iter()
+        .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
+        .collect();
+    Bytes::from(json!({"object": "list", "data": data}).to_string())
+}
+
+/// Delta fields that carry text (beyond `content`, OpenAI-compatible
+/// servers' reasoning fields).
+const STREAM_TEXT_FIELDS: &[&str] = &["content", "refusal", "reasoning_content", "reasoning"];
+
+/// Where text sits in a chat-completion chunk: each choice's delta text
+/// fields and tool-call arguments, one stream per choice and field (or
+/// call), ending with the choice's `finish_reason`. A chunk without
+/// `choices` is not a delta; one with an `error` ends every stream.
+pub fn stream_texts(v: &mut Map<String, Value>, texts: &mut dyn StreamTexts) -> StreamEvent {
+    if !matches!(v.get("choices"), Some(Value::Array(_))) {
+        if v.contains_key("error") {
+            texts.end(StreamEnd::All);
+        }
+        return StreamEvent::Other;
+    }
+    let Some(Value::Array(mut choices)) = v.remove("choices") else {
+        return StreamEvent::Other;
+    };
+    let mut changed = false;
+    for choice in choices.iter_mut() {
+        let Some(choice) = choice.as_object_mut() else {
+            continue;
+        };
+        let index = choice.get("index").cloned().unwrap_or(json!(0));
+        let ends = choice.get("finish_reason").is_some_and(|f| !f.is_null());
+        if let Some(Value::Object(delta)) = choice.get_mut("delta") {
+            for &field in STREAM_TEXT_FIELDS {
+                if let Some(Value::String(text)) = delta.get_mut(field) {
+                    changed |= texts.text(format!("c{index}/{field}"), text, false, ends, &|| {
+                        Box::new(HeldChunk { base: v.clone(), choice: index.clone(), field: HeldField::Text(field) })
+                    });
+                }
+            }
+            if let Some(Value::Array(calls)) = delta.get_mut("tool_calls") {
+                for (position, call) in calls.iter_mut().enumerate() {
+                    let Some(call) = call.as_object_mut() else {
+                        continue;
+                    };
+                    let call_index = call.get("index").cloned().unwrap_or(json!(position));
+                    let Some(Value::String(arguments)) = call.get_mut("function").and_then(|f| f.get_mut("arguments"))
+                    else {
+                        continue;
+                    };
+                    let key = format!("c{index}/t{call_index}");
+                    changed |= texts.text(key, arguments, true, ends, &|| {
+                        Box::new(HeldChunk {
+                            base: v.clone(),
+                            choice: index.clone(),
+                            field: HeldField::ToolArguments(call_index.clone()),
+                        })
+                    });
+                }
+            }
+        }
+        if ends {
+            texts.end(StreamEnd::Prefix(&format!("c{index}/")));
+        }
+    }
+    v.insert("choices".to_string(), Value::Array(choices));
+    StreamEvent::Delta { changed }
+}
+
+/// A chunk of one choice carrying held text.
+struct HeldChunk {
+    /// The chunk the text was held from, without `choices`.
+    base: Map<String, Value>,
+    choice: Value,
+    field: HeldField,
+}
+
+enum HeldField {
+    Text(&'static str),
+    ToolArguments(Value),
+}
+
+impl HeldEvent for HeldChunk {
+    fn write(self: Box<Self>, text: String, out: &mut Vec<u8>) {
+        let HeldChunk { mut base, choice, field } = *self;
+        base.remove("usage");
+        let delta = match field {
+            HeldField::Text(name) => {
+                let mut delta = Map::new();
+                delta.insert(name.to_string(), Value::String(text));
+                Value::Object(delta)
+            }
+            HeldField::ToolArguments(index) => {
+                json!({"tool_calls": [{"index": index, "function": {"arguments": text}}]})
+            }
+        };
+        base.insert("choices".to_string(), json!([{"index": choice, "delta": delta, "finish_reason": null}]));
+        out.extend_from_slice(&data_event(&Value::Object(base)));
     }
 }
 

@@ -9,7 +9,7 @@
 //! it. Everything now derives from [`CATALOG`], so adding a provider is one
 //! entry here.
 
-use super::Api;
+use super::Dialect;
 
 /// One cloud provider sluice knows by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +22,7 @@ pub struct Provider {
     pub hosts: &'static [&'static str],
     /// The API family whose error format sluice answers in for shapes it
     /// does not parse on this provider's hosts.
-    pub api: Api,
+    pub api: Dialect,
 }
 
 /// Every provider, in a fixed order: policy `provider:` masks are bit
@@ -30,22 +30,22 @@ pub struct Provider {
 /// anthropic keep bits 0 and 1, as before the catalog existed). The
 /// flattened host lists are the proxy's default intercept list, in order.
 pub const CATALOG: &[Provider] = &[
-    Provider { name: "openai", hosts: &["api.openai.com"], api: Api::OpenAiChat },
-    Provider { name: "anthropic", hosts: &["api.anthropic.com"], api: Api::AnthropicMessages },
-    Provider { name: "gemini", hosts: &["generativelanguage.googleapis.com"], api: Api::GeminiGenerate },
-    Provider { name: "mistral", hosts: &["api.mistral.ai"], api: Api::OpenAiChat },
-    Provider { name: "groq", hosts: &["api.groq.com"], api: Api::OpenAiChat },
-    Provider { name: "together", hosts: &["api.together.xyz", "api.together.ai"], api: Api::OpenAiChat },
-    Provider { name: "deepseek", hosts: &["api.deepseek.com"], api: Api::OpenAiChat },
-    Provider { name: "openrouter", hosts: &["openrouter.ai"], api: Api::OpenAiChat },
-    Provider { name: "cohere", hosts: &["api.cohere.com", "api.cohere.ai"], api: Api::OpenAiChat },
-    Provider { name: "xai", hosts: &["api.x.ai"], api: Api::OpenAiChat },
-    Provider { name: "perplexity", hosts: &["api.perplexity.ai"], api: Api::OpenAiChat },
-    Provider { name: "fireworks", hosts: &["api.fireworks.ai"], api: Api::OpenAiChat },
-    Provider { name: "azure_openai", hosts: &["*.openai.azure.com"], api: Api::OpenAiChat },
+    Provider { name: "openai", hosts: &["api.openai.com"], api: Dialect::OpenAiChat },
+    Provider { name: "anthropic", hosts: &["api.anthropic.com"], api: Dialect::AnthropicMessages },
+    Provider { name: "gemini", hosts: &["generativelanguage.googleapis.com"], api: Dialect::GeminiGenerate },
+    Provider { name: "mistral", hosts: &["api.mistral.ai"], api: Dialect::OpenAiChat },
+    Provider { name: "groq", hosts: &["api.groq.com"], api: Dialect::OpenAiChat },
+    Provider { name: "together", hosts: &["api.together.xyz", "api.together.ai"], api: Dialect::OpenAiChat },
+    Provider { name: "deepseek", hosts: &["api.deepseek.com"], api: Dialect::OpenAiChat },
+    Provider { name: "openrouter", hosts: &["openrouter.ai"], api: Dialect::OpenAiChat },
+    Provider { name: "cohere", hosts: &["api.cohere.com", "api.cohere.ai"], api: Dialect::OpenAiChat },
+    Provider { name: "xai", hosts: &["api.x.ai"], api: Dialect::OpenAiChat },
+    Provider { name: "perplexity", hosts: &["api.perplexity.ai"], api: Dialect::OpenAiChat },
+    Provider { name: "fireworks", hosts: &["api.fireworks.ai"], api: Dialect::OpenAiChat },
+    Provider { name: "azure_openai", hosts: &["*.openai.azure.com"], api: Dialect::OpenAiChat },
     // Bedrock's runtime hosts Anthropic models first of all; its errors
     // are closest to the Messages API's.
-    Provider { name: "bedrock", hosts: &["bedrock-runtime.*.amazonaws.com"], api: Api::AnthropicMessages },
+    Provider { name: "bedrock", hosts: &["bedrock-runtime.*.amazonaws.com"], api: Dialect::AnthropicMessages },
 ];
 
 /// Provider names in catalog order, for places that need a plain slice
@@ -90,13 +90,13 @@ pub fn provider_of_host(host: &str) -> &str {
 
 /// The API family a provider's errors follow; providers outside the
 /// catalog are assumed OpenAI-compatible, as most LLM APIs are.
-pub fn api_family(provider: &str) -> Api {
-    by_name(provider).map_or(Api::OpenAiChat, |p| p.api)
+pub fn api_family(provider: &str) -> Dialect {
+    by_name(provider).map_or(Dialect::OpenAiChat, |p| p.api)
 }
 
 /// The API family of an API host (see [`api_family`]).
-pub fn api_family_of_host(host: &str) -> Api {
-    by_host(host).map_or(Api::OpenAiChat, |p| p.api)
+pub fn api_family_of_host(host: &str) -> Dialect {
+    by_host(host).map_or(Dialect::OpenAiChat, |p| p.api)
 }
 
 /// Every host pattern of every provider, in catalog order.
@@ -191,14 +191,14 @@ mod tests {
 
     #[test]
     fn api_families_follow_the_error_format_each_provider_speaks() {
-        assert_eq!(api_family("openai"), Api::OpenAiChat);
-        assert_eq!(api_family("anthropic"), Api::AnthropicMessages);
-        assert_eq!(api_family("bedrock"), Api::AnthropicMessages);
-        assert_eq!(api_family("gemini"), Api::GeminiGenerate);
-        assert_eq!(api_family("mistral"), Api::OpenAiChat);
-        assert_eq!(api_family("example.com"), Api::OpenAiChat);
-        assert_eq!(api_family_of_host("generativelanguage.googleapis.com"), Api::GeminiGenerate);
-        assert_eq!(api_family_of_host("bedrock-runtime.eu-west-1.amazonaws.com"), Api::AnthropicMessages);
-        assert_eq!(api_family_of_host("example.com"), Api::OpenAiChat);
+        assert_eq!(api_family("openai"), Dialect::OpenAiChat);
+        assert_eq!(api_family("anthropic"), Dialect::AnthropicMessages);
+        assert_eq!(api_family("bedrock"), Dialect::AnthropicMessages);
+        assert_eq!(api_family("gemini"), Dialect::GeminiGenerate);
+        assert_eq!(api_family("mistral"), Dialect::OpenAiChat);
+        assert_eq!(api_family("example.com"), Dialect::OpenAiChat);
+        assert_eq!(api_family_of_host("generativelanguage.googleapis.com"), Dialect::GeminiGenerate);
+        assert_eq!(api_family_of_host("bedrock-runtime.eu-west-1.amazonaws.com"), Dialect::AnthropicMessages);
+        assert_eq!(api_family_of_host("example.com"), Dialect::OpenAiChat);
     }
 }

@@ -1,6 +1,7 @@
-//! OpenAI Responses API (`POST /v1/responses`): request parsing, and
-//! sluice's own answers as a Response object or as the API's semantic
-//! server-sent events.
+//! OpenAI Responses API (`POST /v1/responses`): request parsing, sluice's
+//! own answers as a Response object or as the API's semantic server-sent
+//! events, and where the text sits in a streamed answer. Errors and model
+//! lists are OpenAI's (`openai.rs`).
 //!
 //! Requests that continue server-side state (`previous_response_id`,
 //! `conversation`, a stored `prompt`, `item_reference` items) parse fine, but
@@ -12,7 +13,10 @@ use serde_json::{json, Map, Value};
 
 use super::answer::{Assembled, Delta, Finish, FinishReason, Meta, Usage};
 use super::json::{join, model, object, opt_bool, opt_f64, opt_str, opt_u64, text_of};
-use super::{parse_json, Api, CanonicalRequest, Identity, Message, ParseError, Part, Role, Sampling, Tool, ToolChoice};
+use super::sse::{HeldEvent, StreamEnd, StreamEvent, StreamTexts};
+use super::{
+    parse_json, CanonicalRequest, Dialect, Identity, Message, ParseError, Part, Role, Sampling, Tool, ToolChoice,
+};
 
 /// Fields that make the provider supply earlier context the body lacks.
 const SERVER_STATE: [&str; 3] = ["previous_response_id", "conversation", "prompt"];
@@ -68,7 +72,7 @@ pub fn responses_from(obj: Map<String, Value>) -> Result<CanonicalRequest, Parse
     }
 
     Ok(CanonicalRequest {
-        api: Api::OpenAiResponses,
+        api: Dialect::OpenAiResponses,
         model,
         system,
         messages,
@@ -546,6 +550,67 @@ impl ResponsesSse {
     }
 }
 
+/// Where text sits in a Responses stream: every `*.delta` event's `delta`,
+/// one stream per item, content part and summary part, ending with the
+/// matching `*.done`; the response's end or an error ends them all.
+/// Function and MCP call arguments are JSON text; all other deltas (output
+/// text, refusals, reasoning) are prose.
+pub fn stream_texts(v: &mut Map<String, Value>, has_event_line: bool, texts: &mut dyn StreamTexts) -> StreamEvent {
+    let kind = v.get("type").and_then(Value::as_str).unwrap_or("").to_string();
+    if let Some(base) = kind.strip_suffix(".delta") {
+        let Some(Value::String(mut text)) = v.remove("delta") else {
+            return StreamEvent::Other;
+        };
+        let key = stream_key(base, v);
+        let changed = texts.text(key, &mut text, base.ends_with("arguments"), false, &|| {
+            Box::new(HeldDeltaEvent { event_line: has_event_line, template: v.clone() })
+        });
+        v.insert("delta".to_string(), Value::String(text));
+        return StreamEvent::Delta { changed };
+    }
+    if let Some(base) = kind.strip_suffix(".done") {
+        texts.end(StreamEnd::Key(&stream_key(base, v)));
+    } else if matches!(kind.as_str(), "response.completed" | "response.incomplete" | "response.failed" | "error") {
+        texts.end(StreamEnd::All);
+    }
+    StreamEvent::Other
+}
+
+/// Streams are told apart by item, content part and summary part; `.delta`
+/// and `.done` events of one stream carry the same fields.
+fn stream_key(base: &str, v: &Map<String, Value>) -> String {
+    let field = |name: &str| v.get(name).map(Value::to_string).unwrap_or_default();
+    format!(
+        "r/{base}/{}/{}/{}/{}",
+        field("item_id"),
+        field("output_index"),
+        field("content_index"),
+        field("summary_index")
+    )
+}
+
+/// A `*.delta` event carrying held text.
+struct HeldDeltaEvent {
+    event_line: bool,
+    /// The delta event the text was held from, without `delta`.
+    template: Map<String, Value>,
+}
+
+impl HeldEvent for HeldDeltaEvent {
+    fn write(self: Box<Self>, text: String, out: &mut Vec<u8>) {
+        let mut template = self.template;
+        template.insert("delta".to_string(), Value::String(text));
+        if template.contains_key("logprobs") {
+            template.insert("logprobs".to_string(), json!([]));
+        }
+        if self.event_line {
+            let kind = template.get("type").and_then(Value::as_str).unwrap_or("");
+            out.extend_from_slice(format!("event: {kind}\n").as_bytes());
+        }
+        out.extend_from_slice(format!("data: {}\n\n", Value::Object(template)).as_bytes());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,7 +639,7 @@ mod tests {
                         "input": "Are semicolons optional in JavaScript?",
                         "stream": true, "max_output_tokens": 300, "temperature": 0.2, "top_p": 0.9}"#;
         let req = parse_responses(body).unwrap();
-        assert_eq!(req.api, Api::OpenAiResponses);
+        assert_eq!(req.api, Dialect::OpenAiResponses);
         assert_eq!(req.model, "gpt-4.1");
         assert!(req.stream);
         assert_eq!(req.max_tokens, Some(300));

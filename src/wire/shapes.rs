@@ -10,7 +10,7 @@
 use serde_json::{Map, Value};
 
 use super::document::{self, Inventory};
-use super::{Api, CanonicalRequest, Identity, Message, ParseError, Part, Role, Sampling, ToolChoice};
+use super::{CanonicalRequest, Dialect, Identity, Message, ParseError, Part, Role, Sampling, ToolChoice};
 
 /// How well sluice knows a request's shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,16 +31,16 @@ pub struct Shape {
     /// The audit record's `api`: "openai.chat_completions", "bedrock.converse", ...
     pub name: &'static str,
     /// The API family whose error format and credentials the request uses.
-    pub api: Api,
+    pub api: Dialect,
     pub kind: ShapeKind,
 }
 
 impl Shape {
-    pub const fn chat(api: Api) -> Shape {
+    pub const fn chat(api: Dialect) -> Shape {
         Shape { name: api_name(api), api, kind: ShapeKind::Chat }
     }
 
-    const fn endpoint(name: &'static str, api: Api) -> Shape {
+    const fn endpoint(name: &'static str, api: Dialect) -> Shape {
         Shape { name, api, kind: ShapeKind::Endpoint }
     }
 
@@ -49,12 +49,12 @@ impl Shape {
     }
 }
 
-const fn api_name(api: Api) -> &'static str {
+const fn api_name(api: Dialect) -> &'static str {
     match api {
-        Api::OpenAiChat => "openai.chat_completions",
-        Api::AnthropicMessages => "anthropic.messages",
-        Api::OpenAiResponses => "openai.responses",
-        Api::GeminiGenerate => "gemini.generate_content",
+        Dialect::OpenAiChat => "openai.chat_completions",
+        Dialect::AnthropicMessages => "anthropic.messages",
+        Dialect::OpenAiResponses => "openai.responses",
+        Dialect::GeminiGenerate => "gemini.generate_content",
     }
 }
 
@@ -91,7 +91,7 @@ pub fn normalize_path(raw: &str) -> String {
 /// Only POST reaches a parser; any other method with a body is inspected
 /// as an unknown shape. `fallback` is the API family of the host (for the
 /// error format of unknown shapes).
-pub fn shape_of(method: &http::Method, path: &str, fallback: Api) -> Shape {
+pub fn shape_of(method: &http::Method, path: &str, fallback: Dialect) -> Shape {
     let unknown = Shape { name: "unknown", api: fallback, kind: ShapeKind::Unknown };
     if method != http::Method::POST {
         return unknown;
@@ -101,62 +101,66 @@ pub fn shape_of(method: &http::Method, path: &str, fallback: Api) -> Shape {
     if let Some((resource, verb)) = p.rsplit_once(':') {
         if resource.contains("/models/") || resource.contains("/tunedmodels/") {
             return match verb {
-                "generatecontent" | "streamgeneratecontent" => Shape::chat(Api::GeminiGenerate),
-                "counttokens" => Shape::endpoint("gemini.count_tokens", Api::GeminiGenerate),
-                "embedcontent" | "batchembedcontents" => Shape::endpoint("gemini.embed_content", Api::GeminiGenerate),
-                "batchgeneratecontent" | "asyncbatchembedcontent" => {
-                    Shape::endpoint("gemini.batch", Api::GeminiGenerate)
+                "generatecontent" | "streamgeneratecontent" => Shape::chat(Dialect::GeminiGenerate),
+                "counttokens" => Shape::endpoint("gemini.count_tokens", Dialect::GeminiGenerate),
+                "embedcontent" | "batchembedcontents" => {
+                    Shape::endpoint("gemini.embed_content", Dialect::GeminiGenerate)
                 }
-                _ => Shape { name: "unknown", api: Api::GeminiGenerate, kind: ShapeKind::Unknown },
+                "batchgeneratecontent" | "asyncbatchembedcontent" => {
+                    Shape::endpoint("gemini.batch", Dialect::GeminiGenerate)
+                }
+                _ => Shape { name: "unknown", api: Dialect::GeminiGenerate, kind: ShapeKind::Unknown },
             };
         }
     }
     if p.ends_with("/cachedcontents") {
-        return Shape::endpoint("gemini.cached_contents", Api::GeminiGenerate);
+        return Shape::endpoint("gemini.cached_contents", Dialect::GeminiGenerate);
     }
     // Bedrock runtime: /model/{id}/{action}.
     if p.starts_with("/model/") {
         let action = p.rsplit('/').next().unwrap_or("");
         return match action {
-            "converse" | "converse-stream" => Shape::endpoint("bedrock.converse", Api::AnthropicMessages),
-            "invoke" | "invoke-with-response-stream" => Shape::endpoint("bedrock.invoke", Api::AnthropicMessages),
+            "converse" | "converse-stream" => Shape::endpoint("bedrock.converse", Dialect::AnthropicMessages),
+            "invoke" | "invoke-with-response-stream" => Shape::endpoint("bedrock.invoke", Dialect::AnthropicMessages),
             _ => unknown,
         };
     }
     match p {
-        "/v1/messages" => return Shape::chat(Api::AnthropicMessages),
-        "/v1/messages/count_tokens" => return Shape::endpoint("anthropic.count_tokens", Api::AnthropicMessages),
-        "/v1/messages/batches" => return Shape::endpoint("anthropic.batches", Api::AnthropicMessages),
-        "/v1/complete" => return Shape::endpoint("anthropic.complete", Api::AnthropicMessages),
-        "/v1/responses" => return Shape::chat(Api::OpenAiResponses),
-        "/v1/responses/input_tokens" => return Shape::endpoint("openai.responses_input_tokens", Api::OpenAiResponses),
-        "/v1/batches" => return Shape::endpoint("openai.batches", Api::OpenAiChat),
-        "/v1/chat" | "/v2/chat" => return Shape::endpoint("cohere.chat", Api::OpenAiChat),
-        "/v1/embed" | "/v2/embed" => return Shape::endpoint("cohere.embed", Api::OpenAiChat),
-        "/v1/generate" => return Shape::endpoint("cohere.generate", Api::OpenAiChat),
-        "/v1/rerank" | "/v2/rerank" => return Shape::endpoint("cohere.rerank", Api::OpenAiChat),
+        "/v1/messages" => return Shape::chat(Dialect::AnthropicMessages),
+        "/v1/messages/count_tokens" => return Shape::endpoint("anthropic.count_tokens", Dialect::AnthropicMessages),
+        "/v1/messages/batches" => return Shape::endpoint("anthropic.batches", Dialect::AnthropicMessages),
+        "/v1/complete" => return Shape::endpoint("anthropic.complete", Dialect::AnthropicMessages),
+        "/v1/responses" => return Shape::chat(Dialect::OpenAiResponses),
+        "/v1/responses/input_tokens" => {
+            return Shape::endpoint("openai.responses_input_tokens", Dialect::OpenAiResponses)
+        }
+        "/v1/batches" => return Shape::endpoint("openai.batches", Dialect::OpenAiChat),
+        "/v1/chat" | "/v2/chat" => return Shape::endpoint("cohere.chat", Dialect::OpenAiChat),
+        "/v1/embed" | "/v2/embed" => return Shape::endpoint("cohere.embed", Dialect::OpenAiChat),
+        "/v1/generate" => return Shape::endpoint("cohere.generate", Dialect::OpenAiChat),
+        "/v1/rerank" | "/v2/rerank" => return Shape::endpoint("cohere.rerank", Dialect::OpenAiChat),
         _ => {}
     }
     if p.ends_with("/anthropic/v1/messages") {
-        return Shape::chat(Api::AnthropicMessages);
+        return Shape::chat(Dialect::AnthropicMessages);
     }
     if p.ends_with("/openai/v1/responses") {
-        return Shape::chat(Api::OpenAiResponses);
+        return Shape::chat(Dialect::OpenAiResponses);
     }
     // OpenAI-compatible providers (Azure, Mistral, Groq, Together, Cohere's
     // compatibility API) all end their chat path the same way.
     if p.ends_with("/chat/completions") {
-        return Shape::chat(Api::OpenAiChat);
+        return Shape::chat(Dialect::OpenAiChat);
     }
     // Legacy completions, Mistral FIM and agents completions.
     if p.ends_with("/completions") {
-        return Shape::endpoint("openai.completions", Api::OpenAiChat);
+        return Shape::endpoint("openai.completions", Dialect::OpenAiChat);
     }
     if p.ends_with("/embeddings") {
-        return Shape::endpoint("openai.embeddings", Api::OpenAiChat);
+        return Shape::endpoint("openai.embeddings", Dialect::OpenAiChat);
     }
     if p.ends_with("/moderations") {
-        return Shape::endpoint("openai.moderations", Api::OpenAiChat);
+        return Shape::endpoint("openai.moderations", Dialect::OpenAiChat);
     }
     unknown
 }
@@ -193,46 +197,11 @@ pub fn extract(shape: Shape, path: &str, body: &[u8], content_type: &str) -> Res
         return Err(ParseError::NotAnObject);
     };
     // The parsers take the document already read: one JSON pass per body.
-    let request = match (shape.kind, shape.api) {
-        (ShapeKind::Chat, Api::OpenAiChat) => super::openai::chat_from(obj)?,
-        (ShapeKind::Chat, Api::AnthropicMessages) => super::anthropic::messages_from(obj)?,
-        (ShapeKind::Chat, Api::OpenAiResponses) => super::responses::responses_from(obj)?,
-        (ShapeKind::Chat, Api::GeminiGenerate) => {
-            let (model, stream) = gemini_model(path).ok_or(ParseError::Missing("model (in the request path)"))?;
-            super::gemini::generate_from(&model, stream, obj)?
-        }
+    let request = match shape.kind {
+        ShapeKind::Chat => shape.api.parse(obj, path)?,
         _ => summary_request(shape.api, &obj, &inventory),
     };
     Ok(Extracted { request, inventory, parsed: shape.kind != ShapeKind::Unknown })
-}
-
-/// The model and stream flag of a Gemini path, whatever its spelling.
-pub fn gemini_model(path: &str) -> Option<(String, bool)> {
-    let path = path.split('?').next().unwrap_or(path);
-    let decoded = document::percent_decode(path);
-    let decoded = String::from_utf8_lossy(&decoded);
-    let (resource, verb) = decoded.rsplit_once(':')?;
-    let verb = match verb.trim_end_matches('/').to_ascii_lowercase().as_str() {
-        "generatecontent" => "generateContent",
-        "streamgeneratecontent" => "streamGenerateContent",
-        _ => return None,
-    };
-    let resource: Vec<&str> = resource.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
-    let mut canonical = String::new();
-    for (i, s) in resource.iter().enumerate() {
-        canonical.push('/');
-        // Collection names are case-insensitive here; model ids are not.
-        if i + 1 < resource.len() && s.eq_ignore_ascii_case("tunedmodels") {
-            canonical.push_str("tunedModels");
-        } else if i + 1 < resource.len() && s.eq_ignore_ascii_case("models") {
-            canonical.push_str("models");
-        } else if i == 0 {
-            canonical.push_str(&s.to_ascii_lowercase());
-        } else {
-            canonical.push_str(s);
-        }
-    }
-    super::gemini::model_from_path(&format!("{canonical}:{verb}"))
 }
 
 fn is_json(content_type: &str) -> bool {
@@ -248,7 +217,7 @@ fn looks_like_json(body: &[u8]) -> bool {
 /// the model, the stream flag and the text a user wrote last, found in the
 /// fields these APIs use (`prompt`, `input`, `message`, `messages`,
 /// `contents`, `texts`, `query`, batch `requests`).
-fn summary_request(api: Api, obj: &Map<String, Value>, inventory: &Inventory) -> CanonicalRequest {
+fn summary_request(api: Dialect, obj: &Map<String, Value>, inventory: &Inventory) -> CanonicalRequest {
     let model = ["model", "modelId"].iter().find_map(|k| obj.get(*k).and_then(Value::as_str)).unwrap_or("").to_string();
     let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let mut text = user_text(obj);
@@ -358,10 +327,10 @@ mod tests {
 
     #[test]
     fn shapes_by_path() {
-        let shape = |p: &str| shape_of(&Method::POST, &normalize_path(p), Api::OpenAiChat);
+        let shape = |p: &str| shape_of(&Method::POST, &normalize_path(p), Dialect::OpenAiChat);
         assert_eq!(shape("/v1/chat/completions/").kind, ShapeKind::Chat);
-        assert_eq!(shape("/openai/deployments/d/chat/completions?api-version=1").api, Api::OpenAiChat);
-        assert_eq!(shape("/V1/Messages").api, Api::AnthropicMessages);
+        assert_eq!(shape("/openai/deployments/d/chat/completions?api-version=1").api, Dialect::OpenAiChat);
+        assert_eq!(shape("/V1/Messages").api, Dialect::AnthropicMessages);
         assert_eq!(shape("/v1/messages/count_tokens").name, "anthropic.count_tokens");
         assert_eq!(shape("/v1/messages/batches").name, "anthropic.batches");
         assert_eq!(shape("/v1/completions").name, "openai.completions");
@@ -370,23 +339,12 @@ mod tests {
         assert_eq!(shape("/v2/chat").name, "cohere.chat");
         assert_eq!(shape("/model/anthropic.claude-3-haiku/invoke").name, "bedrock.invoke");
         assert_eq!(shape("/model/m/converse-stream").name, "bedrock.converse");
-        assert_eq!(shape("/v1beta/models/gemini-pro:streamGenerateContent").api, Api::GeminiGenerate);
+        assert_eq!(shape("/v1beta/models/gemini-pro:streamGenerateContent").api, Dialect::GeminiGenerate);
         assert_eq!(shape("/v1beta/models/gemini-pro:countTokens").name, "gemini.count_tokens");
         assert_eq!(shape("/v1beta/models/e:batchEmbedContents").name, "gemini.embed_content");
         assert_eq!(shape("/v1beta/cachedContents").name, "gemini.cached_contents");
         assert_eq!(shape("/v1/files").kind, ShapeKind::Unknown);
-        assert_eq!(shape_of(&Method::PUT, "/v1/chat/completions", Api::OpenAiChat).kind, ShapeKind::Unknown);
-    }
-
-    #[test]
-    fn gemini_model_in_any_spelling() {
-        assert_eq!(gemini_model("/v1beta/models/gemini-pro:generateContent"), Some(("gemini-pro".into(), false)));
-        assert_eq!(
-            gemini_model("/V1beta//models/gemini-pro:StreamGenerateContent?alt=sse"),
-            Some(("gemini-pro".into(), true))
-        );
-        assert_eq!(gemini_model("/v1beta/models/gemini-pro%3AgenerateContent"), Some(("gemini-pro".into(), false)));
-        assert_eq!(gemini_model("/v1beta/models/gemini-pro:countTokens"), None);
+        assert_eq!(shape_of(&Method::PUT, "/v1/chat/completions", Dialect::OpenAiChat).kind, ShapeKind::Unknown);
     }
 
     #[test]
@@ -403,18 +361,18 @@ mod tests {
             (r#"{"content":{"parts":[{"text":"embed me"}]}}"#, "embed me"),
         ];
         for (body, want) in cases {
-            let shape = Shape::endpoint("x", Api::OpenAiChat);
+            let shape = Shape::endpoint("x", Dialect::OpenAiChat);
             let e = extract(shape, "/", body.as_bytes(), "application/json").unwrap();
             assert_eq!(e.request.last_user_text(), want, "{body}");
             assert!(e.parsed);
         }
-        let unknown = Shape { name: "unknown", api: Api::OpenAiChat, kind: ShapeKind::Unknown };
+        let unknown = Shape { name: "unknown", api: Dialect::OpenAiChat, kind: ShapeKind::Unknown };
         let e = extract(unknown, "/", b"some text", "text/plain").unwrap();
         assert!(!e.parsed);
         assert_eq!(e.inventory.strings, ["some text"]);
         assert!(matches!(
             extract(
-                shape_of(&Method::POST, "/v1/embeddings", Api::OpenAiChat),
+                shape_of(&Method::POST, "/v1/embeddings", Dialect::OpenAiChat),
                 "/",
                 br#"{"input":"a","input":"b"}"#,
                 "application/json"
@@ -467,17 +425,17 @@ mod tests {
         let cohere = r#"{"model":"command-r","messages":[{"role":"system","content":"@"},{"role":"user","content":[{"type":"text","text":"@"}]}],
             "documents":[{"id":"d","data":{"text":"@","title":"@"}}],"tools":[{"type":"function","function":{"name":"f","description":"@"}}]}"#;
         let cases = [
-            ("openai chat", Shape::chat(Api::OpenAiChat), "/v1/chat/completions", openai_chat),
-            ("anthropic", Shape::chat(Api::AnthropicMessages), "/v1/messages", anthropic),
-            ("responses", Shape::chat(Api::OpenAiResponses), "/v1/responses", responses),
-            ("gemini", Shape::chat(Api::GeminiGenerate), "/v1beta/models/g:generateContent", gemini),
+            ("openai chat", Shape::chat(Dialect::OpenAiChat), "/v1/chat/completions", openai_chat),
+            ("anthropic", Shape::chat(Dialect::AnthropicMessages), "/v1/messages", anthropic),
+            ("responses", Shape::chat(Dialect::OpenAiResponses), "/v1/responses", responses),
+            ("gemini", Shape::chat(Dialect::GeminiGenerate), "/v1beta/models/g:generateContent", gemini),
             (
                 "bedrock converse",
-                shape_of(&Method::POST, "/model/m/converse", Api::OpenAiChat),
+                shape_of(&Method::POST, "/model/m/converse", Dialect::OpenAiChat),
                 "/model/m/converse",
                 bedrock,
             ),
-            ("cohere chat", shape_of(&Method::POST, "/v2/chat", Api::OpenAiChat), "/v2/chat", cohere),
+            ("cohere chat", shape_of(&Method::POST, "/v2/chat", Dialect::OpenAiChat), "/v2/chat", cohere),
         ];
         for (name, shape, path, template) in cases {
             // Each `@` becomes its own address; `QEA=` (base64 of "@@")

@@ -1,7 +1,11 @@
 //! The crate's one server-sent-events framer: where events end in a byte
-//! stream, what an event's `data` is, and how sluice writes one. Redaction restores placeholders
-//! event by event with it; the external local backend reads its answers
-//! with it.
+//! stream, what an event's `data` is, and how sluice writes one. Redaction
+//! restores placeholders event by event with it; the external local backend
+//! reads its answers with it.
+//!
+//! It also holds the vocabulary ([`StreamTexts`], [`HeldEvent`]) by which
+//! each dialect module says where the text sits in its streamed answers,
+//! so the restorer knows no dialect and no dialect knows the restorer.
 
 use std::borrow::Cow;
 
@@ -86,6 +90,52 @@ pub fn data_event(v: &serde_json::Value) -> bytes::Bytes {
 /// One named event (`event:` then `data:`).
 pub fn named_event(name: &str, v: &serde_json::Value) -> Vec<u8> {
     format!("event: {name}\ndata: {v}\n\n").into_bytes()
+}
+
+/// What a dialect found in one parsed event of a streamed answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// A delta event: its text went through [`StreamTexts::text`];
+    /// `changed` says whether any of it was rewritten.
+    Delta { changed: bool },
+    /// Anything else (start, stop, usage, errors, whole items).
+    Other,
+}
+
+/// Which streams end with an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamEnd<'a> {
+    All,
+    Key(&'a str),
+    /// Every stream whose key starts with this.
+    Prefix(&'a str),
+}
+
+/// Told, event by event, about the pieces of text in a streamed answer.
+/// A dialect keys each stream of text (a choice's content, a content
+/// block, an output item) so pieces of one stream can be joined.
+pub trait StreamTexts {
+    /// A piece of stream `key`'s text, which may be rewritten in place.
+    /// `json`: the text is JSON source (tool arguments). `ends`: the
+    /// stream ends with this piece. `held` makes the event that carries a
+    /// piece of this stream on its own. Returns whether `text` changed.
+    fn text(
+        &mut self,
+        key: String,
+        text: &mut String,
+        json: bool,
+        ends: bool,
+        held: &dyn Fn() -> Box<dyn HeldEvent>,
+    ) -> bool;
+
+    /// Streams that end with this event, after its pieces.
+    fn end(&mut self, which: StreamEnd<'_>);
+}
+
+/// A dialect's delta event with its text left out, to be written later
+/// with text that was held back.
+pub trait HeldEvent: Send {
+    fn write(self: Box<Self>, text: String, out: &mut Vec<u8>);
 }
 
 #[cfg(test)]

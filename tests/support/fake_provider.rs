@@ -240,7 +240,7 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
 type ResponseBody = BoxBody<Bytes, Infallible>;
 
 #[derive(Clone, Copy, PartialEq)]
-enum Api {
+enum Dialect {
     OpenAi,
     Anthropic,
 }
@@ -259,10 +259,10 @@ async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>) -> Result<Respo
     }
 
     let response = match (&parts.method, parts.uri.path()) {
-        (&Method::POST, "/v1/chat/completions") => generate(&shared, Api::OpenAi, &body).await,
-        (&Method::POST, "/v1/messages") => generate(&shared, Api::Anthropic, &body).await,
+        (&Method::POST, "/v1/chat/completions") => generate(&shared, Dialect::OpenAi, &body).await,
+        (&Method::POST, "/v1/messages") => generate(&shared, Dialect::Anthropic, &body).await,
         (&Method::GET, "/v1/models") => json_response(StatusCode::OK, &models_list()),
-        _ => error_response(Api::OpenAi, StatusCode::NOT_FOUND, "invalid_request_error", "Unknown request URL."),
+        _ => error_response(Dialect::OpenAi, StatusCode::NOT_FOUND, "invalid_request_error", "Unknown request URL."),
     };
     Ok(response)
 }
@@ -330,7 +330,7 @@ fn websocket_echo(shared: &Shared, req: &mut Request<Incoming>) -> Response<Resp
 }
 
 /// Answers a chat completion (OpenAI) or a message (Anthropic).
-async fn generate(shared: &Shared, api: Api, body: &[u8]) -> Response<ResponseBody> {
+async fn generate(shared: &Shared, api: Dialect, body: &[u8]) -> Response<ResponseBody> {
     let Ok(request) = serde_json::from_slice::<Value>(body) else {
         return error_response(
             api,
@@ -355,7 +355,7 @@ async fn generate(shared: &Shared, api: Api, body: &[u8]) -> Response<ResponseBo
             return error_response(
                 api,
                 StatusCode::INTERNAL_SERVER_ERROR,
-                if api == Api::OpenAi { "server_error" } else { "api_error" },
+                if api == Dialect::OpenAi { "server_error" } else { "api_error" },
                 "The fake provider failed on purpose.",
             )
         }
@@ -379,18 +379,18 @@ async fn generate(shared: &Shared, api: Api, body: &[u8]) -> Response<ResponseBo
     let created = unix_now();
     if !stream {
         let value = match api {
-            Api::OpenAi => openai_completion(serial, created, &model, prompt_tokens, &text),
-            Api::Anthropic => anthropic_message(serial, &model, prompt_tokens, &text),
+            Dialect::OpenAi => openai_completion(serial, created, &model, prompt_tokens, &text),
+            Dialect::Anthropic => anthropic_message(serial, &model, prompt_tokens, &text),
         };
         return json_response(StatusCode::OK, &value);
     }
 
     let events = match api {
-        Api::OpenAi => {
+        Dialect::OpenAi => {
             let include_usage = request.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
             openai_stream(serial, created, &model, prompt_tokens, include_usage, &pieces)
         }
-        Api::Anthropic => anthropic_stream(serial, &model, prompt_tokens, &pieces),
+        Dialect::Anthropic => anthropic_stream(serial, &model, prompt_tokens, &pieces),
     };
     let gate = if model == "fake-stream-held" || shared.hold.load(Ordering::SeqCst) {
         let epoch_rx = shared.release_epoch.subscribe();
@@ -588,12 +588,12 @@ fn json_response(status: StatusCode, value: &Value) -> Response<ResponseBody> {
     response
 }
 
-fn error_response(api: Api, status: StatusCode, kind: &str, message: &str) -> Response<ResponseBody> {
+fn error_response(api: Dialect, status: StatusCode, kind: &str, message: &str) -> Response<ResponseBody> {
     let body = match api {
-        Api::OpenAi => json!({
+        Dialect::OpenAi => json!({
             "error": { "message": message, "type": kind, "param": null, "code": null }
         }),
-        Api::Anthropic => json!({
+        Dialect::Anthropic => json!({
             "type": "error",
             "error": { "type": kind, "message": message }
         }),

@@ -1,70 +1,89 @@
-//! Answers sluice produces itself (local generation), rendered the way the
-//! client spoke: OpenAI chat completions or Anthropic messages, whole or as
-//! server-sent events.
-//!
-//! Generation backends emit [`Delta`]s and one [`Finish`]; the encoders here
-//! turn them into each format's exact event sequence, so every backend gets
-//! every format for free.
+//! The four client dialects, each a module of its own (`openai`,
+//! `anthropic`, `responses`, `gemini`) holding its request parsing, whole
+//! and streamed answers, error and model-list bodies, and where the text
+//! sits in its streamed answers. [`Dialect`]'s methods and [`SseEncoder`]
+//! only pick the module; nothing dialect-specific lives here.
 
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde_json::{Map, Value};
 
 use super::answer::{Assembled, Delta, Finish, Meta};
-use super::anthropic::AnthropicSse;
-use super::gemini::GeminiSse;
-use super::openai::OpenAiSse;
-use super::responses::ResponsesSse;
-use super::Format;
+use super::anthropic::{self, AnthropicSse};
+use super::gemini::{self, GeminiSse};
+use super::openai::{self, OpenAiSse};
+use super::responses::{self, ResponsesSse};
+use super::sse::{StreamEvent, StreamTexts};
+use super::{CanonicalRequest, Dialect, ErrorKind, ParseError};
 
-/// The complete non-streaming body.
-pub fn render_whole(format: Format, meta: &Meta, answer: &Assembled, finish: Finish) -> Bytes {
-    let value = match format {
-        Format::OpenAi => {
-            let tool_calls: Vec<Value> = answer
-                .tool_calls
-                .iter()
-                .map(|(id, name, args)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}}))
-                .collect();
-            let mut message = json!({
-                "role": "assistant",
-                "content": if answer.text.is_empty() && !tool_calls.is_empty() { Value::Null } else { Value::from(answer.text.clone()) },
-            });
-            if !tool_calls.is_empty() {
-                message["tool_calls"] = Value::from(tool_calls);
+impl Dialect {
+    /// A chat request of this dialect, from its body already read as JSON;
+    /// `path` is the request path (Gemini names the model there).
+    pub fn parse(self, obj: Map<String, Value>, path: &str) -> Result<CanonicalRequest, ParseError> {
+        match self {
+            Dialect::OpenAiChat => openai::chat_from(obj),
+            Dialect::AnthropicMessages => anthropic::messages_from(obj),
+            Dialect::OpenAiResponses => responses::responses_from(obj),
+            Dialect::GeminiGenerate => {
+                let (model, stream) =
+                    gemini::model_of_request_path(path).ok_or(ParseError::Missing("model (in the request path)"))?;
+                gemini::generate_from(&model, stream, obj)
             }
-            json!({
-                "id": meta.id,
-                "object": "chat.completion",
-                "created": meta.created_unix,
-                "model": meta.model,
-                "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish.reason.openai()}],
-                "usage": super::openai::usage_json(finish.usage),
-            })
         }
-        Format::Anthropic => {
-            let mut content = Vec::new();
-            if !answer.text.is_empty() || answer.tool_calls.is_empty() {
-                content.push(json!({"type": "text", "text": answer.text}));
-            }
-            for (id, name, args) in &answer.tool_calls {
-                let input: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
-                content.push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
-            }
-            json!({
-                "id": meta.id,
-                "type": "message",
-                "role": "assistant",
-                "model": meta.model,
-                "content": content,
-                "stop_reason": finish.reason.anthropic(),
-                "stop_sequence": null,
-                "usage": {"input_tokens": finish.usage.prompt_tokens, "output_tokens": finish.usage.completion_tokens},
-            })
+    }
+
+    /// sluice's own complete (non-streaming) answer.
+    pub fn render_whole(self, meta: &Meta, answer: &Assembled, finish: Finish) -> Bytes {
+        match self {
+            Dialect::OpenAiChat => openai::render_whole(meta, answer, finish),
+            Dialect::AnthropicMessages => anthropic::render_whole(meta, answer, finish),
+            Dialect::OpenAiResponses => responses::render_whole(meta, answer, finish),
+            Dialect::GeminiGenerate => gemini::render_whole(meta, answer, finish),
         }
-        Format::OpenAiResponses => return super::responses::render_whole(meta, answer, finish),
-        Format::Gemini => return super::gemini::render_whole(meta, answer, finish),
-    };
-    Bytes::from(value.to_string())
+    }
+
+    /// The encoder for sluice's own streamed answer.
+    pub fn encoder(self, meta: Meta, include_usage: bool) -> SseEncoder {
+        match self {
+            Dialect::OpenAiChat => SseEncoder::OpenAi(OpenAiSse::new(meta, include_usage)),
+            Dialect::AnthropicMessages => SseEncoder::Anthropic(AnthropicSse::new(meta)),
+            Dialect::OpenAiResponses => SseEncoder::Responses(ResponsesSse::new(meta)),
+            Dialect::GeminiGenerate => SseEncoder::Gemini(GeminiSse::new(meta)),
+        }
+    }
+
+    /// A refusal's body.
+    pub fn error_body(self, kind: ErrorKind, message: &str) -> Bytes {
+        match self {
+            Dialect::OpenAiChat | Dialect::OpenAiResponses => openai::error_body(kind, message),
+            Dialect::AnthropicMessages => anthropic::error_body(kind, message),
+            Dialect::GeminiGenerate => gemini::error_body(kind, message),
+        }
+    }
+
+    /// `GET /v1/models` from (id, owner) pairs.
+    pub fn models_body(self, models: &[(&str, &str)]) -> Bytes {
+        match self {
+            Dialect::OpenAiChat | Dialect::OpenAiResponses => openai::models_body(models),
+            Dialect::AnthropicMessages => anthropic::models_body(models),
+            Dialect::GeminiGenerate => gemini::models_body(models),
+        }
+    }
+
+    /// Tell `texts` where the text sits in one parsed event of a streamed
+    /// answer in this dialect; `has_event_line` is whether the event was named.
+    pub fn stream_texts(
+        self,
+        event: &mut Map<String, Value>,
+        has_event_line: bool,
+        texts: &mut dyn StreamTexts,
+    ) -> StreamEvent {
+        match self {
+            Dialect::OpenAiChat => openai::stream_texts(event, texts),
+            Dialect::AnthropicMessages => anthropic::stream_texts(event, texts),
+            Dialect::OpenAiResponses => responses::stream_texts(event, has_event_line, texts),
+            Dialect::GeminiGenerate => gemini::stream_texts(event, texts),
+        }
+    }
 }
 
 /// A stream encoder for the client's dialect; each dialect keeps its own
@@ -77,15 +96,6 @@ pub enum SseEncoder {
 }
 
 impl SseEncoder {
-    pub fn new(format: Format, meta: Meta, include_usage: bool) -> SseEncoder {
-        match format {
-            Format::OpenAi => SseEncoder::OpenAi(OpenAiSse::new(meta, include_usage)),
-            Format::Anthropic => SseEncoder::Anthropic(AnthropicSse::new(meta)),
-            Format::OpenAiResponses => SseEncoder::Responses(ResponsesSse::new(meta)),
-            Format::Gemini => SseEncoder::Gemini(GeminiSse::new(meta)),
-        }
-    }
-
     /// The events that open a stream.
     pub fn start(&mut self, prompt_tokens: u64) -> Bytes {
         match self {
@@ -130,7 +140,8 @@ impl SseEncoder {
 /// where it is JSON.
 #[cfg(test)]
 pub(crate) fn sse_events(sse: &str) -> Vec<(Option<String>, Value)> {
-    sse.split("\n\n")
+    sse.replace("\r\n", "\n")
+        .split("\n\n")
         .filter(|e| !e.trim().is_empty())
         .map(|e| {
             let mut name = None;
@@ -160,7 +171,7 @@ mod tests {
 
     #[test]
     fn anthropic_stream_has_the_full_event_sequence() {
-        let mut enc = SseEncoder::new(Format::Anthropic, meta(), false);
+        let mut enc = Dialect::AnthropicMessages.encoder(meta(), false);
         let mut out = String::new();
         out += std::str::from_utf8(&enc.start(5)).unwrap();
         out += std::str::from_utf8(&enc.delta(&Delta::Text("Hel".into()))).unwrap();
@@ -211,7 +222,7 @@ mod tests {
 
     #[test]
     fn openai_stream_ends_with_finish_usage_and_done() {
-        let mut enc = SseEncoder::new(Format::OpenAi, meta(), true);
+        let mut enc = Dialect::OpenAiChat.encoder(meta(), true);
         let mut out = String::new();
         out += std::str::from_utf8(&enc.start(3)).unwrap();
         out += std::str::from_utf8(&enc.delta(&Delta::Text("Hi".into()))).unwrap();
@@ -233,7 +244,7 @@ mod tests {
     #[test]
     fn responses_and_gemini_go_through_their_encoders() {
         let finish = Finish { reason: FinishReason::Stop, usage: Usage { prompt_tokens: 2, completion_tokens: 1 } };
-        let mut enc = SseEncoder::new(Format::OpenAiResponses, meta(), false);
+        let mut enc = Dialect::OpenAiResponses.encoder(meta(), false);
         let mut out = String::new();
         out += std::str::from_utf8(&enc.start(2)).unwrap();
         out += std::str::from_utf8(&enc.delta(&Delta::Text("Hi".into()))).unwrap();
@@ -241,12 +252,13 @@ mod tests {
         let names: Vec<String> = events(&out).into_iter().map(|(n, _)| n.unwrap()).collect();
         assert_eq!(names.first().map(String::as_str), Some("response.created"));
         assert_eq!(names.last().map(String::as_str), Some("response.completed"));
-        let mut enc = SseEncoder::new(Format::Gemini, meta(), false);
+        let mut enc = Dialect::GeminiGenerate.encoder(meta(), false);
         assert!(enc.start(2).is_empty());
         let chunk = enc.delta(&Delta::Text("Hi".into()));
         assert!(chunk.starts_with(b"data: {") && chunk.ends_with(b"\r\n\r\n"));
         let whole: Value =
-            serde_json::from_slice(&render_whole(Format::Gemini, &meta(), &Assembled::default(), finish)).unwrap();
+            serde_json::from_slice(&Dialect::GeminiGenerate.render_whole(&meta(), &Assembled::default(), finish))
+                .unwrap();
         assert_eq!(whole["candidates"][0]["finishReason"], "STOP");
     }
 
@@ -258,12 +270,12 @@ mod tests {
         a.push(Delta::ToolCall { index: 0, id: String::new(), name: String::new(), arguments: "\"x\"}".into() });
         let finish =
             Finish { reason: FinishReason::ToolCalls, usage: Usage { prompt_tokens: 10, completion_tokens: 6 } };
-        let o: Value = serde_json::from_slice(&render_whole(Format::OpenAi, &meta(), &a, finish)).unwrap();
+        let o: Value = serde_json::from_slice(&Dialect::OpenAiChat.render_whole(&meta(), &a, finish)).unwrap();
         assert_eq!(o["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], "{\"q\":\"x\"}");
         assert_eq!(o["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(o["usage"]["total_tokens"], 16);
         assert_eq!(o["model"], "local-model");
-        let an: Value = serde_json::from_slice(&render_whole(Format::Anthropic, &meta(), &a, finish)).unwrap();
+        let an: Value = serde_json::from_slice(&Dialect::AnthropicMessages.render_whole(&meta(), &a, finish)).unwrap();
         assert_eq!(an["content"][1]["input"]["q"], "x");
         assert_eq!(an["stop_reason"], "tool_use");
         assert_eq!(an["usage"]["input_tokens"], 10);
