@@ -6,8 +6,9 @@
 //!
 //! # Layout
 //!
-//! - [`ingress`]: the listeners (gateway, admin, forward proxy), their accept
-//!   loop, limits and shutdown.
+//! - [`ingress`]: the listeners (gateway, admin, forward proxy), their one
+//!   accept loop and HTTP server builder, limits and shutdown; the proxy's
+//!   tunnels, interception and passthrough relaying (`proxy::passthrough`).
 //! - [`relay`]: byte relays below ingress and pipeline: CONNECT tunnels and
 //!   WebSockets whose client messages are inspected.
 //! - [`pipeline`]: the request path, one file per phase:
@@ -16,7 +17,8 @@
 //!   - `refusal`: every way a request is turned away, rendered for the client.
 //!   - `respond`: local and relayed answers, streamed, redactions restored.
 //!   - `trail`: the request's audit record, and the one place it is written.
-//!   - `passthrough`: what the proxy relays besides LLM requests.
+//!   - `proxied`: records of what the proxy relays besides LLM requests
+//!     (and of tunnels and door refusals), and the WebSocket message verdict.
 //! - [`identity`]: who is asking: sluice tokens mapped to team and user.
 //! - [`wire`]: provider wire formats, parsed into one canonical request:
 //!   - `openai`, `anthropic`, `responses`, `gemini`: one file per dialect:

@@ -84,7 +84,7 @@ pub fn install() -> Result<PrometheusHandle, TelemetryError> {
     metrics::describe_counter!(PROXY_LEAF_CERTS, "Leaf certificates for intercepted hosts: minted or cache_hit");
     metrics::describe_counter!(
         LISTENER_CONNECTIONS,
-        "Gateway and admin connections refused over the limit or closed by a timeout, by listener and outcome"
+        "Gateway, admin and proxy connections refused over the limit or closed by a timeout, by listener and outcome"
     );
     Ok(handle)
 }

@@ -1,7 +1,8 @@
 //! Ingress: the listeners. `gateway` takes OpenAI/Anthropic API calls
-//! addressed to sluice; `admin` serves health and metrics. Both share the
-//! accept loop, connection limits, timeouts and graceful shutdown in
-//! [`serve`].
+//! addressed to sluice; `admin` serves health and metrics; `proxy` is the
+//! forward proxy. All three share one accept loop with connection slots
+//! and graceful shutdown ([`accept_loop`]) and one HTTP server builder
+//! ([`http_server`]), which also serves intercepted TLS connections.
 //!
 //! No client may hold a connection slot for free: a connection must send
 //! its first byte (and, for HTTP/2, its whole preface) in time, an HTTP/1
@@ -83,32 +84,54 @@ impl ConnLimits {
     }
 
     fn http(&self) -> auto::Builder<TokioExecutor> {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(self.header_read_timeout).keep_alive(true);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .keep_alive_interval(self.h2_keepalive_interval)
-            .keep_alive_timeout(self.h2_keepalive_timeout);
-        builder
+        http_server(self.header_read_timeout, Some((self.h2_keepalive_interval, self.h2_keepalive_timeout)))
     }
 }
 
-/// Accept connections until `shutdown` flips, then stop accepting and give
-/// in-flight requests up to `grace` to finish.
-pub async fn serve<H, F>(
+/// The HTTP/1.1 and HTTP/2 server for every listener and intercepted
+/// connection: keep-alive, a request-head timeout against slow loris, and
+/// HTTP/2 pings (`interval`, `timeout`) where given.
+pub(crate) fn http_server(
+    header_read_timeout: Duration,
+    h2_keepalive: Option<(Duration, Duration)>,
+) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout).keep_alive(true);
+    let mut h2 = builder.http2();
+    h2.timer(TokioTimer::new());
+    if let Some((interval, timeout)) = h2_keepalive {
+        h2.keep_alive_interval(interval).keep_alive_timeout(timeout);
+    }
+    builder
+}
+
+/// A listener's connection slots: a connection holds one until it closes,
+/// and a client over the limit is answered 503 without being read.
+pub(crate) struct Slots {
+    /// Metrics label: `gateway`, `admin` or `proxy`.
+    pub listener: &'static str,
+    pub max: usize,
+    pub semaphore: Arc<Semaphore>,
+    /// What an over-limit client reads before the connection closes.
+    pub over_limit_body: &'static str,
+}
+
+impl Slots {
+    pub fn new(listener: &'static str, max: usize, over_limit_body: &'static str) -> Slots {
+        Slots { listener, max, semaphore: Arc::new(Semaphore::new(max)), over_limit_body }
+    }
+}
+
+/// The one accept loop: hand every connection that gets a slot to `serve`
+/// until `shutdown` flips, then stop accepting and give connections up to
+/// `grace` to finish (all slots back means all work is finished).
+pub(crate) async fn accept_loop(
     listener: TcpListener,
-    handler: H,
-    limits: ConnLimits,
+    slots: &Slots,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
-) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<RespBody>> + Send + 'static,
-{
-    let builder = Arc::new(limits.http());
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let limits = Arc::new(limits);
+    mut serve: impl FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit),
+) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -116,47 +139,66 @@ pub async fn serve<H, F>(
                     Ok(accepted) => accepted,
                     Err(e) => {
                         // Usually EMFILE; back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
+                        tracing::warn!(error = %e, listener = slots.listener, "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    count(&limits, "over_limit");
-                    tokio::spawn(refuse_over_limit(stream, OVER_LIMIT_BODY));
+                let Ok(permit) = slots.semaphore.clone().try_acquire_owned() else {
+                    count(slots.listener, "over_limit");
+                    tokio::spawn(refuse_over_limit(stream, slots.over_limit_body));
                     continue;
                 };
-                let conn = Conn {
-                    peer,
-                    builder: builder.clone(),
-                    limits: limits.clone(),
-                    shutdown: shutdown.clone(),
-                    _slot: permit,
-                };
-                tokio::spawn(conn.run(stream, handler.clone()));
+                serve(stream, peer, permit);
             }
             _ = shutdown.changed() => break,
         }
     }
     drop(listener);
-    // Every connection holds a slot until it is closed; all slots back
-    // means all work is finished.
-    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    if tokio::time::timeout(grace, slots.acquire_many(all)).await.is_err() {
-        tracing::warn!(?grace, listener = limits.listener, "grace period over; dropping connections still open");
+    let all = u32::try_from(slots.max).unwrap_or(u32::MAX);
+    if tokio::time::timeout(grace, slots.semaphore.acquire_many(all)).await.is_err() {
+        tracing::warn!(?grace, listener = slots.listener, "grace period over; dropping connections still open");
     }
 }
 
-fn count(limits: &ConnLimits, outcome: &'static str) {
-    metrics::counter!(telemetry::LISTENER_CONNECTIONS, "listener" => limits.listener, "outcome" => outcome)
-        .increment(1);
+/// Serve HTTP on a gateway or admin listener until `shutdown` flips, then
+/// give in-flight requests up to `grace` to finish.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    handler: H,
+    limits: ConnLimits,
+    shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<RespBody>> + Send + 'static,
+{
+    let builder = Arc::new(limits.http());
+    let slots = Slots::new(limits.listener, limits.max_connections, OVER_LIMIT_BODY);
+    let limits = Arc::new(limits);
+    let conn_shutdown = shutdown.clone();
+    accept_loop(listener, &slots, shutdown, grace, |stream, peer, permit| {
+        let conn = Conn {
+            peer,
+            builder: builder.clone(),
+            limits: limits.clone(),
+            shutdown: conn_shutdown.clone(),
+            _slot: permit,
+        };
+        tokio::spawn(conn.run(stream, handler.clone()));
+    })
+    .await;
+}
+
+fn count(listener: &'static str, outcome: &'static str) {
+    metrics::counter!(telemetry::LISTENER_CONNECTIONS, "listener" => listener, "outcome" => outcome).increment(1);
 }
 
 /// Answer a connection over the limit with a plain HTTP/1.1 503 and close
 /// it, without reading its request: reading would cost the very resources
 /// the limit protects. Bounded to one second so refusals cannot pile up.
-pub(crate) async fn refuse_over_limit(mut stream: TcpStream, body: &'static str) {
+async fn refuse_over_limit(mut stream: TcpStream, body: &'static str) {
     let head = format!(
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n",
         body.len()
@@ -190,7 +232,7 @@ impl Conn {
                 Ok(stream) => stream,
                 Err(e) => {
                     if let Some(outcome) = e.outcome() {
-                        count(&self.limits, outcome);
+                        count(self.limits.listener, outcome);
                     }
                     tracing::debug!(error = %e, %peer, "connection dropped before its first request");
                     return;
@@ -226,7 +268,7 @@ impl Conn {
                 }
                 _ = activity.idle(self.limits.idle_timeout), if !draining => {
                     draining = true;
-                    count(&self.limits, "idle_closed");
+                    count(self.limits.listener, "idle_closed");
                     conn.as_mut().graceful_shutdown();
                     hard_stop = Some(Instant::now() + IDLE_CLOSE_GRACE);
                 }

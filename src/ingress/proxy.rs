@@ -15,14 +15,16 @@
 //!    SNI, whatever address the CONNECT line named: connect to that host
 //!    offering the client's ALPN, then finish the client's handshake with a
 //!    leaf from sluice's CA and the protocol the origin chose;
-//! 5. **requests** — each request must name the host the connection is for,
-//!    then goes to [`Sluice::handle_proxied`], the same pipeline as the
-//!    gateway.
+//! 5. **requests** — each request must name the host the connection is for;
+//!    one with a body goes to [`Sluice::handle_proxied`], the same pipeline
+//!    as the gateway; bodiless requests and WebSockets are relayed by
+//!    [`passthrough`].
 //!
 //! Every CONNECT leaves one `proxy.connect` audit record: a refusal at the
 //! door, or, when the tunnel ends, its host, SNI, bytes, duration and
 //! outcome ([`Sluice::record_tunnel`]).
 
+mod passthrough;
 pub mod sni;
 
 use std::convert::Infallible;
@@ -32,15 +34,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio_rustls::LazyConfigAcceptor;
+use tracing::Instrument;
 
 use super::netpolicy::{NetPolicy, Refusal};
+use super::{accept_loop, http_server, Slots};
 use crate::body::{full, RespBody};
 use crate::ca::{host_matches, LeafCache};
 use crate::dispatch::origin::{Origin, OriginTarget, ALPN_H1, ALPN_H2};
@@ -59,8 +63,7 @@ pub struct Proxy {
     leaves: LeafCache,
     intercept: Vec<String>,
     net: NetPolicy,
-    slots: Arc<Semaphore>,
-    max_connections: usize,
+    slots: Slots,
     handshake_timeout: Duration,
     idle_timeout: Duration,
     connect_timeout: Duration,
@@ -76,8 +79,7 @@ impl Proxy {
             leaves,
             intercept: cfg.intercept.iter().map(|h| h.to_ascii_lowercase()).collect(),
             net: NetPolicy::new(cfg, sluice.upstream().resolve_map()),
-            slots: Arc::new(Semaphore::new(cfg.max_connections)),
-            max_connections: cfg.max_connections,
+            slots: Slots::new("proxy", cfg.max_connections, "sluice proxy: too many connections, try again shortly\n"),
             handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms),
             idle_timeout: Duration::from_millis(cfg.idle_timeout_ms),
             connect_timeout: Duration::from_millis(upstream.connect_timeout_ms),
@@ -105,46 +107,21 @@ impl Proxy {
 }
 
 /// Accept proxy connections until shutdown, then let connections in flight
-/// finish for the gateway's grace period.
+/// finish for the gateway's grace period. A connection's slot is held
+/// until its last tunnel or intercepted request is done.
 pub async fn run(proxy: Arc<Proxy>, listener: TcpListener) {
     let grace = Duration::from_millis(proxy.sluice.config().gateway.shutdown_grace_ms);
-    let mut shutdown = proxy.shutdown.clone();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "proxy accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let Ok(permit) = proxy.slots.clone().try_acquire_owned() else {
-                    metrics::counter!(telemetry::PROXY_CONNECTS, "outcome" => "over_limit").increment(1);
-                    tokio::spawn(super::refuse_over_limit(stream, "sluice proxy: too many connections, try again shortly\n"));
-                    continue;
-                };
-                tokio::spawn(serve_client(proxy.clone(), stream, peer, Arc::new(permit)));
-            }
-            _ = shutdown.changed() => break,
-        }
-    }
-    drop(listener);
-    // Every connection holds a slot until its last tunnel or intercepted
-    // request is done; all slots back means all work is finished.
-    let all = u32::try_from(proxy.max_connections).unwrap_or(u32::MAX);
-    if tokio::time::timeout(grace, proxy.slots.acquire_many(all)).await.is_err() {
-        tracing::warn!(?grace, "grace period over; dropping proxy connections still open");
-    }
+    let shutdown = proxy.shutdown.clone();
+    accept_loop(listener, &proxy.slots, shutdown, grace, |stream, peer, permit| {
+        tokio::spawn(serve_client(proxy.clone(), stream, peer, Arc::new(permit)));
+    })
+    .await;
 }
 
 /// One client connection to the proxy port.
 async fn serve_client(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr, permit: Arc<OwnedSemaphorePermit>) {
     let _open = telemetry::GaugeGuard::new(telemetry::PROXY_OPEN_CONNECTIONS);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
+    let builder = http_server(HEADER_READ_TIMEOUT, None);
     let svc_proxy = proxy.clone();
     let service = service_fn(move |req| {
         let proxy = svc_proxy.clone();
@@ -471,16 +448,14 @@ impl Proxy {
                         let kind = if misdirected { ErrorKind::Misdirected } else { ErrorKind::Upstream };
                         this.sluice.refuse_proxied(&req, peer, &identity, &cert_host, kind, message)
                     }
-                    (Ok(origin), _) => this.sluice.clone().handle_proxied(req, peer, identity, origin.clone()).await,
+                    (Ok(origin), _) => route(this.sluice.clone(), req, peer, identity, origin.clone()).await,
                 };
                 Ok::<_, Infallible>(resp)
             }
         });
         // The protocol was fixed by ALPN; the auto builder recognises the
         // HTTP/2 preface, and serves HTTP/1.1 (with upgrades) otherwise.
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
-        builder.http2().timer(TokioTimer::new());
+        let builder = http_server(HEADER_READ_TIMEOUT, None);
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
         let outcome = if misdirected {
             Outcome::Refused {
@@ -537,7 +512,7 @@ impl Proxy {
         };
         let target = self.target(&host, port, addr, false);
         match Origin::connect(target, Vec::new()).await {
-            Ok(origin) => self.sluice.clone().handle_proxied(req, peer, identity, Arc::new(origin)).await,
+            Ok(origin) => route(self.sluice.clone(), req, peer, identity, Arc::new(origin)).await,
             Err(e) => self.bad_gateway(peer, &identity, &host, &format!("cannot connect to {host}:{port}: {e}")),
         }
     }
@@ -571,6 +546,35 @@ impl Proxy {
         metrics::counter!(telemetry::PROXY_CONNECTS, "outcome" => "connect_failed").increment(1);
         text(StatusCode::BAD_GATEWAY, &format!("sluice proxy: {reason}"))
     }
+}
+
+/// Phase 5: a request on an intercepted connection (or a plain-HTTP
+/// absolute-form request) for `origin`'s host, in its own request span.
+/// Every request with a body goes through the pipeline, whatever its shape;
+/// bodiless ones (model lists, downloads) are forwarded unchanged and
+/// audited; WebSockets are relayed with each client message judged.
+async fn route(
+    sluice: Arc<Sluice>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    identity: Identity,
+    origin: Arc<Origin>,
+) -> Response<RespBody> {
+    let span = sluice.proxied_span(&req, &identity, &origin);
+    async move {
+        let resp = if passthrough::is_websocket_upgrade(req.headers()) {
+            passthrough::relay_websocket(sluice, req, peer, identity, origin).await
+        } else if req.body().is_end_stream() {
+            passthrough::forward_unchanged(sluice, req, peer, identity, origin).await
+        } else {
+            sluice.handle_proxied(req, peer, identity, origin).await
+        };
+        tracing::Span::current().record("status", resp.status().as_u16());
+        tracing::debug!("done");
+        resp
+    }
+    .instrument(span)
+    .await
 }
 
 /// One CONNECT answered 200, as far as it is known.

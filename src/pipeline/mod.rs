@@ -8,18 +8,18 @@
 
 mod extract;
 mod inspect;
-mod passthrough;
+mod proxied;
 mod refusal;
 mod respond;
 mod trail;
 
 use extract::{check_body_headers, read_body};
 use inspect::{scan_inventory, Inspected};
-use passthrough::is_websocket_upgrade;
 use refusal::Refusal;
 use trail::{micros, Completion, Trail};
 
 pub use inspect::{scan_body, signal_summary, Scanned};
+pub use proxied::{MessageVerdicts, Relayed};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -36,7 +36,6 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
 use tracing::{info_span, Instrument};
 
@@ -53,7 +52,7 @@ use crate::inspect::{count_by_kind, Detectors, Dictionary, DictionaryError};
 use crate::inspect::{Category, Finding, ATTACHMENT_KIND};
 use crate::policy::{Action, Decision, LocalOptions, Overflow, PolicyErrors, PolicySet, Signals, TeamPolicy, TooLong};
 use crate::redact::{Redaction, SseRestorer};
-use crate::relay::websocket::{self, Verdict, WsMessage};
+use crate::relay::websocket::{Verdict, WsMessage, WsRelayed};
 use crate::sticky::{Conversation, StickySessions};
 use crate::telemetry;
 use crate::wire::answer::{Assembled, Meta};
@@ -62,9 +61,8 @@ use crate::wire::document::Inventory;
 use crate::wire::shapes::{Extracted, Shape, ShapeKind};
 use crate::wire::{self, Dialect, ErrorKind, Identity};
 
-use crate::body::full_request;
 pub use crate::body::{full, BoxError, RespBody};
-use crate::headers::{forwardable, strip_for_origin, strip_hop_by_hop};
+use crate::headers::{forwardable, strip_hop_by_hop};
 
 /// Where a request came in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -300,12 +298,10 @@ impl Sluice {
         .await
     }
 
-    /// Route a request that arrived inside an intercepted proxy connection
-    /// (or as a plain-HTTP absolute-form request) for `origin`'s host.
-    /// Every request with a body goes through the pipeline, whatever its
-    /// shape; bodiless ones (model lists, downloads) are forwarded unchanged
-    /// and audited; WebSockets are relayed with each client message
-    /// inspected.
+    /// An LLM request (it has a body) on an intercepted connection, in
+    /// the request span the proxy opened for it ([`Self::proxied_span`]):
+    /// known shapes go through their parsers, the rest is inspected string
+    /// by string.
     pub async fn handle_proxied(
         self: Arc<Self>,
         req: Request<Incoming>,
@@ -313,30 +309,17 @@ impl Sluice {
         identity: Identity,
         origin: Arc<Origin>,
     ) -> Response<RespBody> {
+        let fallback = crate::wire::providers::api_family_of_host(&origin.target().host);
+        let shape = wire::shapes::shape_of(req.method(), &wire::shapes::normalize_path(req.uri().path()), fallback);
+        self.handle_llm(shape, req, client, Via::Proxy { identity, origin }).await
+    }
+
+    /// The span of one request on an intercepted connection, whatever
+    /// happens to it; `decision` and `status` are filled in on the way.
+    pub fn proxied_span(&self, req: &Request<Incoming>, identity: &Identity, origin: &Origin) -> tracing::Span {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let span = info_span!("request", id, ingress = "proxy", host = %origin.target().host, method = %req.method(),
-            path = %req.uri().path(), team = %identity.team, decision = tracing::field::Empty, status = tracing::field::Empty);
-        let this = self.clone();
-        async move {
-            let resp = if is_websocket_upgrade(req.headers()) {
-                this.relay_websocket(req, client, identity, origin).await
-            } else if req.body().is_end_stream() {
-                // No body, no prompt: model lists, file downloads, deletes.
-                this.forward_unchanged(req, client, identity, origin).await
-            } else {
-                // Everything with a body is inspected: known shapes through
-                // their parsers, the rest string by string.
-                let fallback = crate::wire::providers::api_family_of_host(&origin.target().host);
-                let shape =
-                    wire::shapes::shape_of(req.method(), &wire::shapes::normalize_path(req.uri().path()), fallback);
-                this.handle_llm(shape, req, client, Via::Proxy { identity, origin }).await
-            };
-            tracing::Span::current().record("status", resp.status().as_u16());
-            tracing::debug!("done");
-            resp
-        }
-        .instrument(span)
-        .await
+        info_span!("request", id, ingress = "proxy", host = %origin.target().host, method = %req.method(),
+            path = %req.uri().path(), team = %identity.team, decision = tracing::field::Empty, status = tracing::field::Empty)
     }
 
     pub fn identities(&self) -> &IdentityTable {
