@@ -82,7 +82,7 @@ impl Sluice {
     }
 
     /// Record a WebSocket once it has closed (or its upgrade failed).
-    pub fn finish_websocket(&self, relayed: Relayed, seen: MessageVerdicts, ended: Result<WsRelayed, String>) {
+    pub fn finish_websocket(&self, relayed: Relayed, seen: MessageVerdicts, ended: Result<WsRelayed, hyper::Error>) {
         let Relayed { mut trail, started } = relayed;
         trail.record.status = 101;
         match ended {

@@ -93,7 +93,7 @@ pub(super) async fn relay_websocket(
                 })
                 .await)
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
         };
         this.finish_websocket(relayed, seen, ended);
     });
