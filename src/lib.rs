@@ -35,6 +35,7 @@
 //!     the vocabulary a dialect uses to say where its streamed text sits.
 //!   - `providers`: the provider catalog: hosts, API families, policy names.
 //! - [`inspect`]: detectors for PII, secrets and team terms, giving findings.
+//! - [`shadow`]: the shadow-AI monitor: the shipped catalog of AI services.
 //! - [`classify`]: the task classifier (code, summarization, math, ...).
 //! - [`sticky`]: sticky conversations: once kept local, later turns stay local.
 //! - [`policy`]: per-team policy files, and the decision for each request.
@@ -68,6 +69,7 @@ pub mod policy;
 pub mod private_dir;
 pub mod redact;
 pub mod relay;
+pub mod shadow;
 pub mod sticky;
 pub mod telemetry;
 pub mod wire;
