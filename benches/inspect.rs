@@ -79,7 +79,7 @@ const TOOL: &str = r#"{"tool":"kubectl_describe","status":"ok","elapsed_ms":1842
 
 /// Placeholder, clean value (near misses where natural), sensitive value.
 const FILLS: &[(&str, &str, &str)] = &[
-    ("{CONTACT}", "the #platform-oncall channel", "jane.doe@example.com"),
+    ("{CONTACT}", "the #platform-oncall channel", "jane.doe@northwind-mail.com"),
     ("{CUSTOMER}", "ticket INC-20241102-0042", "Project Crimson Falcon"),
     ("{CARD}", "4111 1111 1111 1112", "4111 1111 1111 1111"),
     ("{IBAN}", "DE89 3704 0044 0532 0130 01", "DE89 3704 0044 0532 0130 00"),
@@ -96,8 +96,8 @@ const FILLS: &[(&str, &str, &str)] = &[
     ),
     ("{PHONE}", "extension 4471", "(415) 555-0132"),
     ("{SSN}", "000-12-3456", "SSN 219-09-9999"),
-    ("{OWNER}", "team-billing", "ann.lee@example.org"),
-    ("{HOST}", "billing-export.svc", "203.0.113.77"),
+    ("{OWNER}", "team-billing", "ann.lee@northwind-mail.com"),
+    ("{HOST}", "billing-export.svc", "93.184.215.14"),
 ];
 
 fn prompt(sensitive: bool) -> Vec<String> {
@@ -175,8 +175,17 @@ fn bench_scan(c: &mut Criterion) {
             // is noticed.
             let found = detectors.scan(Some(dict), &segments);
             if sensitive {
-                // One finding per sensitive fill.
-                assert_eq!(found.len(), FILLS.len(), "seeded prompt produced {found:?}");
+                // Every sensitive fill is found (the codename may also read
+                // as a name to the people tagger, so count covered fills,
+                // not findings).
+                for (_, _, hot) in FILLS {
+                    let covered = segments.iter().enumerate().any(|(i, text)| {
+                        text.match_indices(hot).any(|(at, _)| {
+                            found.iter().any(|f| f.segment == i && f.span.start < at + hot.len() && at < f.span.end)
+                        })
+                    });
+                    assert!(covered, "seeded {hot:?} not found in {found:?}");
+                }
             } else {
                 assert!(found.is_empty(), "clean prompt produced {found:?}");
             }

@@ -11,12 +11,18 @@
 //! - gitleaks rule fixtures (jsonl with `rule_id`, `label`, `text`): a
 //!   true-positive fixture is found if any secret is reported, a
 //!   false-positive fixture is a false alarm if any secret is reported;
-//! - vsr e2e cases (JSON with `question`, `expected_blocked`).
+//! - vsr e2e cases (JSON with `question`, `expected_blocked`);
+//! - the multilingual people-and-places set written by
+//!   `scripts/prepare-people-data` (jsonl with `text`, `spans` as
+//!   `[start, end, "PER" | "ADDR"]` in bytes, `lang`): scored as PERSON
+//!   and STREET_ADDRESS, overall and per language.
 //!
 //! Span matching is by overlap with a gold span of the same entity type.
-//! Entity types sluice has no detector for (PERSON, GPE, ORGANIZATION,
-//! STREET_ADDRESS, ... which need NER) are listed separately as out of
-//! scope with recall 0.
+//! Pattern entities and the tagger's PERSON and STREET_ADDRESS are
+//! reported apart, then the micro average over every entity sluice
+//! attempts, and over those plus the ones Presidio attempts too (GPE, NRP,
+//! ORGANIZATION), which sluice scores 0 on. Other entity types are listed
+//! as out of scope with recall 0.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -39,7 +45,31 @@ const KIND_TO_ENTITY: &[(&str, &str)] = &[
     ("drivers_license", "US_DRIVER_LICENSE"),
     ("us_bank_routing", "ABA_ROUTING_NUMBER"),
     ("crypto_wallet", "CRYPTO"),
+    ("person", "PERSON"),
+    ("street_address", "STREET_ADDRESS"),
+    ("de_tax_id", "DE_TAX_ID"),
+    ("fr_nir", "FR_NIR"),
+    ("es_dni", "ES_NIF"),
+    ("es_nie", "ES_NIE"),
+    ("it_fiscal_code", "IT_FISCAL_CODE"),
+    ("nl_bsn", "NL_BSN"),
+    ("uk_nhs", "UK_NHS"),
+    ("in_aadhaar", "IN_AADHAAR"),
+    ("in_pan", "IN_PAN"),
+    ("ca_sin", "CA_SIN"),
+    ("au_tfn", "AU_TFN"),
+    ("au_medicare", "AU_MEDICARE"),
+    ("br_cpf", "BR_CPF"),
+    ("br_cnpj", "BR_CNPJ"),
 ];
+
+/// Entities scored by the people-and-places tagger rather than by a
+/// validated pattern; reported apart from the pattern entities.
+const TAGGER_ENTITIES: &[&str] = &["PERSON", "STREET_ADDRESS"];
+
+/// Entities Presidio's NER attempts that sluice does not (locations,
+/// nationalities and groups, organisations).
+const PRESIDIO_ONLY: &[&str] = &["GPE", "NRP", "ORGANIZATION"];
 
 /// Presidio recognizer test file -> the entity it tests.
 const TEST_FILE_ENTITY: &[(&str, &str)] = &[
@@ -56,6 +86,16 @@ const TEST_FILE_ENTITY: &[(&str, &str)] = &[
     ("test_us_driver_license_recognizer.py", "US_DRIVER_LICENSE"),
     ("test_aba_routing_recognizer.py", "ABA_ROUTING_NUMBER"),
     ("test_crypto_recognizer.py", "CRYPTO"),
+    ("test_de_tax_id_recognizer.py", "DE_TAX_ID"),
+    ("test_es_nif_recognizer.py", "ES_NIF"),
+    ("test_es_nie_recognizer.py", "ES_NIE"),
+    ("test_it_fiscal_code_recognizer.py", "IT_FISCAL_CODE"),
+    ("test_uk_nhs_recognizer.py", "UK_NHS"),
+    ("test_in_aadhaar_recognizer.py", "IN_AADHAAR"),
+    ("test_in_pan_recognizer.py", "IN_PAN"),
+    ("test_ca_sin_recognizer.py", "CA_SIN"),
+    ("test_au_tfn_recognizer.py", "AU_TFN"),
+    ("test_au_medicare_recognizer.py", "AU_MEDICARE"),
 ];
 
 fn entity_of(kind: &str) -> Option<&'static str> {
@@ -133,9 +173,23 @@ struct Scorer {
     scanned_bytes: usize,
     scan_secs: f64,
     samples: usize,
+    /// `EVAL_DUMP=1`: print each tagger miss and false alarm (for tuning).
+    dump: bool,
 }
 
 impl Scorer {
+    fn new(min_confidence: f32) -> Scorer {
+        Scorer {
+            detectors: Detectors::new(),
+            min_confidence,
+            per_entity: BTreeMap::new(),
+            scanned_bytes: 0,
+            scan_secs: 0.0,
+            samples: 0,
+            dump: std::env::var_os("EVAL_DUMP").is_some(),
+        }
+    }
+
     fn scan(&mut self, text: &str) -> Vec<Finding> {
         let start = Instant::now();
         let found = self.detectors.scan(None, &[text]);
@@ -160,6 +214,9 @@ impl Scorer {
             .filter(|(e, _, _)| only.is_none_or(|o| o == *e))
             .collect();
         let overlaps = |a: (usize, usize), b: (usize, usize)| a.0 < b.1 && b.0 < a.1;
+        if self.dump {
+            dump_misses(text, gold, &predicted);
+        }
         for g in gold {
             if only.is_some_and(|o| o != g.entity) {
                 continue;
@@ -183,12 +240,24 @@ impl Scorer {
         println!("\n### {title}\n");
         println!("| entity | gold | found | predicted | correct | precision | recall | F1 |");
         println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-        let mut total = Counts::default();
-        for (entity, c) in self.per_entity.iter().filter(|(e, _)| in_scope(e)) {
-            total.add(c);
+        let mut pattern = Counts::default();
+        for (entity, c) in self.per_entity.iter().filter(|(e, _)| in_scope(e) && !TAGGER_ENTITIES.contains(&e.as_str()))
+        {
+            pattern.add(c);
             row(entity, c);
         }
-        row("**pattern entities, micro**", &total);
+        row("**pattern entities, micro**", &pattern);
+        let mut attempted = pattern;
+        for (entity, c) in self.per_entity.iter().filter(|(e, _)| TAGGER_ENTITIES.contains(&e.as_str())) {
+            attempted.add(c);
+            row(entity, c);
+        }
+        row("**all entities sluice attempts, micro**", &attempted);
+        let mut union = attempted;
+        for (_, c) in self.per_entity.iter().filter(|(e, _)| PRESIDIO_ONLY.contains(&e.as_str())) {
+            union.add(c);
+        }
+        row("**plus GPE, NRP, ORGANIZATION (Presidio attempts them), micro**", &union);
         let out: Vec<_> = self.per_entity.iter().filter(|(e, _)| !in_scope(e)).collect();
         if !out.is_empty() {
             println!("\nOut of scope (need NER or a detector sluice lacks), recall 0:\n");
@@ -207,6 +276,23 @@ impl Scorer {
             mb / self.scan_secs.max(1e-9),
             self.scan_secs * 1e6 / self.samples.max(1) as f64
         );
+    }
+}
+
+/// Print PERSON / STREET_ADDRESS misses ("-") and false alarms ("+").
+fn dump_misses(text: &str, gold: &[Gold], predicted: &[(&'static str, usize, usize)]) {
+    let chars: Vec<char> = text.chars().collect();
+    let slice = |s: usize, e: usize| chars[s.min(chars.len())..e.min(chars.len())].iter().collect::<String>();
+    let overlaps = |a: (usize, usize), b: (usize, usize)| a.0 < b.1 && b.0 < a.1;
+    for g in gold.iter().filter(|g| TAGGER_ENTITIES.contains(&g.entity.as_str())) {
+        if !predicted.iter().any(|p| p.0 == g.entity && overlaps((p.1, p.2), (g.start, g.end))) {
+            println!("- {} {:?} in {:?}", g.entity, slice(g.start, g.end), text);
+        }
+    }
+    for p in predicted.iter().filter(|p| TAGGER_ENTITIES.contains(&p.0)) {
+        if !gold.iter().any(|g| g.entity == p.0 && overlaps((p.1, p.2), (g.start, g.end))) {
+            println!("+ {} {:?} in {:?}", p.0, slice(p.1, p.2), text);
+        }
     }
 }
 
@@ -329,6 +415,56 @@ fn vsr_cases(scorer: &mut Scorer, items: &[Value]) {
     }
 }
 
+/// The multilingual people-and-places set from `scripts/prepare-people-data`:
+/// byte spans labelled PER or ADDR, scored overall and per language.
+fn people_set(min_confidence: f32, lines: &[Value]) {
+    let mut by_lang: BTreeMap<String, Scorer> = BTreeMap::new();
+    let mut all = Scorer::new(min_confidence);
+    for line in lines {
+        let text = line["text"].as_str().unwrap_or("");
+        let offsets = char_offsets(text);
+        let gold: Vec<Gold> = line["spans"]
+            .as_array()
+            .map(|spans| {
+                spans
+                    .iter()
+                    .filter_map(|s| {
+                        let entity = match s[2].as_str()? {
+                            "PER" => "PERSON",
+                            "ADDR" => "STREET_ADDRESS",
+                            _ => return None,
+                        };
+                        let (start, end) = (s[0].as_u64()? as usize, s[1].as_u64()? as usize);
+                        Some(Gold { entity: entity.to_string(), start: offsets[start], end: offsets[end] })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        all.score(text, &gold, None);
+        let lang = line["lang"].as_str().unwrap_or("?").to_string();
+        by_lang.entry(lang).or_insert_with(|| Scorer::new(min_confidence)).score(text, &gold, None);
+    }
+    all.report("multilingual people-and-places set (templates and names unseen in training)");
+    println!("\nPer language (xx: sentences with no person or address):\n");
+    println!("| lang | entity | gold | found | predicted | correct | precision | recall | F1 |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (lang, scorer) in &by_lang {
+        for entity in TAGGER_ENTITIES {
+            let c = scorer.per_entity.get(*entity).copied().unwrap_or_default();
+            println!(
+                "| {lang} | {entity} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} |",
+                c.gold,
+                c.gold_found,
+                c.predicted,
+                c.predicted_correct,
+                c.precision(),
+                c.recall(),
+                c.f1()
+            );
+        }
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut min_confidence = 0.0;
@@ -341,14 +477,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     for path in args {
         let content = std::fs::read_to_string(&path)?;
-        let mut scorer = Scorer {
-            detectors: Detectors::new(),
-            min_confidence,
-            per_entity: BTreeMap::new(),
-            scanned_bytes: 0,
-            scan_secs: 0.0,
-            samples: 0,
-        };
+        let mut scorer = Scorer::new(min_confidence);
         println!("\n## {path}");
         if content.trim_start().starts_with('[') {
             let items: Vec<Value> = serde_json::from_str(&content)?;
@@ -363,6 +492,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 content.lines().filter(|l| !l.trim().is_empty()).map(serde_json::from_str).collect::<Result<_, _>>()?;
             if lines.first().is_some_and(|l| l.get("rule_id").is_some()) {
                 gitleaks_fixtures(&mut scorer, &lines);
+            } else if lines.first().is_some_and(|l| l.get("spans").is_some() && l.get("lang").is_some()) {
+                people_set(min_confidence, &lines);
             } else {
                 recognizer_cases(&mut scorer, &lines);
                 scorer.report("Presidio recognizer test cases (each scored for its own entity)");

@@ -38,6 +38,66 @@ pub struct Config {
     /// route on the estimated cost of a call.
     pub prices: BTreeMap<String, ModelPrice>,
     pub sessions: SessionsConfig,
+    pub inspect: InspectConfig,
+    pub shadow: ShadowConfig,
+}
+
+/// The shadow-AI monitor: which AI services proxied traffic reaches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShadowConfig {
+    /// Attribute proxied traffic to AI apps. Off, every tunnel is recorded
+    /// as before the monitor and no usage events are written.
+    pub enabled: bool,
+    /// Catalog files with the organisation's own entries (or overrides,
+    /// marked `override: true`), added to the shipped catalog.
+    pub catalog_files: Vec<PathBuf>,
+    /// The company's accounts at each provider (`openai: [org-...]`,
+    /// `anthropic: [<organization id>]`); an intercepted call on any other
+    /// account is flagged as a personal account.
+    pub company_accounts: BTreeMap<String, Vec<String>>,
+    /// Record tunnels to hosts outside the catalog one by one as well
+    /// (they are always counted in metrics).
+    pub record_other_tunnels: bool,
+    /// The per-deployment secret that keys API-key fingerprints; created
+    /// (0600) on first start.
+    pub fingerprint_key: PathBuf,
+}
+
+impl Default for ShadowConfig {
+    fn default() -> Self {
+        ShadowConfig {
+            enabled: true,
+            catalog_files: Vec::new(),
+            company_accounts: BTreeMap::new(),
+            record_other_tunnels: false,
+            fingerprint_key: PathBuf::from("data/shadow/fingerprint.key"),
+        }
+    }
+}
+
+/// Settings of the detectors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InspectConfig {
+    /// ISO 3166 regions whose numbering plans read phone numbers written
+    /// without a country code ("0151 1234567" is German only if DE is
+    /// listed); numbers with a '+' are read in their own country's plan.
+    pub phone_regions: Vec<String>,
+}
+
+impl Default for InspectConfig {
+    fn default() -> Self {
+        InspectConfig { phone_regions: crate::inspect::DEFAULT_PHONE_REGIONS.iter().map(|r| r.to_string()).collect() }
+    }
+}
+
+impl InspectConfig {
+    /// The phone region hint for `Detectors::with_phone_regions`; the
+    /// codes were checked when the file was loaded.
+    pub fn phone_regions(&self) -> crate::inspect::PhoneRegions {
+        crate::inspect::PhoneRegions::new(&self.phone_regions).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -322,8 +382,9 @@ impl Default for ProxyConfig {
         ProxyConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 3128)),
-            // Every API host in the provider catalog.
-            intercept: crate::wire::providers::default_intercept(),
+            // Every API host of the shadow-AI catalog that sluice can read
+            // as an LLM request.
+            intercept: crate::shadow::catalog::builtin_shared().intercept_hosts(),
             allowed_ports: vec![443],
             allow_private: Vec::new(),
             max_connections: 4096,
@@ -356,6 +417,8 @@ impl Default for Config {
             ca: CaConfig::default(),
             prices: default_prices(),
             sessions: SessionsConfig::default(),
+            inspect: InspectConfig::default(),
+            shadow: ShadowConfig::default(),
         }
     }
 }
@@ -487,6 +550,9 @@ impl Config {
                 return Err(invalid("local.external.base_url must be http(s)".into()));
             }
         }
+        if let Err(reason) = crate::inspect::PhoneRegions::new(&self.inspect.phone_regions) {
+            return Err(invalid(format!("inspect.phone_regions: {reason} (use ISO 3166 codes such as US, DE)")));
+        }
         if self.local.max_tokens_cap == 0 {
             return Err(invalid("local.max_tokens_cap must be at least 1".into()));
         }
@@ -554,6 +620,10 @@ impl Config {
         rebase(&mut self.policies_dir);
         rebase(&mut self.audit.dir);
         rebase(&mut self.ca.dir);
+        rebase(&mut self.shadow.fingerprint_key);
+        for file in &mut self.shadow.catalog_files {
+            rebase(file);
+        }
         if let Some(ca) = self.upstream.extra_ca_file.as_mut() {
             rebase(ca);
         }

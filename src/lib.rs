@@ -43,6 +43,8 @@
 //! - [`dispatch`]: where a decided request goes: the upstream client, an
 //!   intercepted connection's origin, or the local tier.
 //! - [`audit`]: the tamper-evident, hash-chained audit log and its writer.
+//! - [`export`]: audit records as Splunk HEC events with CIM Web fields,
+//!   JSON lines or CSV (`sluice audit export`).
 //! - [`telemetry`]: metric names, units and the Prometheus recorder.
 //! - [`config`]: `sluice.yaml`, with a default for every field.
 //! - [`ca`]: the name-constrained CA and per-host leaf certificates.
@@ -59,6 +61,7 @@ pub mod ca;
 pub mod classify;
 pub mod config;
 pub mod dispatch;
+pub mod export;
 pub mod headers;
 pub mod identity;
 pub mod ingress;

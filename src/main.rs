@@ -1,4 +1,4 @@
-//! The `sluice` command line: serve, policy, audit, token, ca.
+//! The `sluice` command line: serve, policy, audit, shadow, token, ca.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -41,6 +41,9 @@ enum Command {
     /// Read and verify the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Report the AI services people use, from the audit log.
+    #[command(subcommand)]
+    Shadow(ShadowCommand),
     /// Make and hash sluice tokens for `identity.tokens`.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -136,6 +139,75 @@ enum AuditCommand {
         #[command(flatten)]
         dir: AuditDir,
     },
+    /// Write records, oldest first, for a SIEM: JSON lines, CSV, or HEC
+    /// events (`curl --data-binary @FILE` to Splunk's /services/collector).
+    Export {
+        /// RFC 3339 time, or a duration back from now (`15m`, `2h`, `7d`).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        team: Option<String>,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+        /// HEC `host` (default: this machine's host name).
+        #[arg(long)]
+        host: Option<String>,
+        /// HEC `index` (default: none, the token's default index).
+        #[arg(long, default_value = "")]
+        index: String,
+        /// HEC `source`.
+        #[arg(long, default_value = sluice::export::SOURCE)]
+        source: String,
+        /// Write here (created owner-only) instead of to stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        dir: AuditDir,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    /// One JSON object per record: the event's CIM and sluice fields.
+    Jsonl,
+    /// RFC 4180 with a header row; cells never start a formula.
+    Csv,
+    /// One Splunk HEC event per line (`time`, `host`, `source`, `sourcetype`, `index`, `event`).
+    Hec,
+}
+
+#[derive(Subcommand)]
+enum ShadowCommand {
+    /// Per AI app: users, teams, requests, bytes up and down, first and last
+    /// seen, sanctioned, risk notes, personal accounts, model downloads.
+    /// Sorted by bytes sent out, most first.
+    Report {
+        /// RFC 3339 time, or a duration back from now (`30m`, `24h`, `7d`).
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// End of the period, in the same forms (default: now).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this team's usage.
+        #[arg(long)]
+        team: Option<String>,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+        #[command(flatten)]
+        dir: AuditDir,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    /// Aligned columns for a person.
+    Table,
+    /// An array of objects, one per app, raw numbers.
+    Json,
+    /// RFC 4180, one row per app, lists joined with `;`.
+    Csv,
 }
 
 #[derive(Subcommand)]
@@ -176,7 +248,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve => serve(config),
-        Command::Policy(PolicyCommand::Check { dir }) => policy_check(dir.as_deref().unwrap_or(&config.policies_dir)),
+        Command::Policy(PolicyCommand::Check { dir }) => {
+            policy_check(dir.as_deref().unwrap_or(&config.policies_dir), &config.shadow)
+        }
         Command::Policy(PolicyCommand::Test {
             team,
             prompt,
@@ -206,6 +280,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Audit(AuditCommand::Verify { dir }) => {
             audit_verify(&audit_open(dir.dir.as_deref().unwrap_or(&config.audit.dir))?)
+        }
+        Command::Audit(AuditCommand::Export { since, until, team, format, host, index, source, output, dir }) => {
+            let filter = AuditFilter {
+                since_ms: since.as_deref().map(parse_time).transpose()?,
+                until_ms: until.as_deref().map(parse_time).transpose()?,
+                team,
+                ..AuditFilter::default()
+            };
+            let meta = sluice::export::HecMeta { host: host.unwrap_or_else(host_name), source, index };
+            let log = audit_open(dir.dir.as_deref().unwrap_or(&config.audit.dir))?;
+            audit_export(&log, &filter, format, &meta, output.as_deref())
+        }
+        Command::Shadow(ShadowCommand::Report { since, until, team, format, dir }) => {
+            let filter = AuditFilter {
+                since_ms: Some(parse_time(&since)?),
+                until_ms: until.as_deref().map(parse_time).transpose()?,
+                team,
+                ..AuditFilter::default()
+            };
+            let log = audit_open(dir.dir.as_deref().unwrap_or(&config.audit.dir))?;
+            shadow_report(&log, &config.shadow, &filter, format)
         }
         Command::Token(TokenCommand::Hash { token }) => {
             println!("{}", sluice::identity::hash_token(&token));
@@ -337,8 +432,11 @@ async fn wait_for_signal() {
     let _ = ctrl_c.await;
 }
 
-fn policy_check(dir: &Path) -> Result<ExitCode> {
-    match PolicySet::load_dir(dir) {
+/// The same validation `serve` applies, against the same catalog of AI
+/// apps (the shipped one plus `shadow.catalog_files`).
+fn policy_check(dir: &Path, shadow: &sluice::config::ShadowConfig) -> Result<ExitCode> {
+    let catalog = sluice::shadow::monitor::load_catalog(shadow)?;
+    match PolicySet::load_dir_with_apps(dir, &catalog) {
         Ok(set) => {
             let teams: Vec<&str> = set.teams().collect();
             println!("{}: {} team policies OK ({})", dir.display(), set.len(), teams.join(", "));
@@ -374,8 +472,10 @@ fn policy_test(
     context: &TestContext,
     json: bool,
 ) -> Result<ExitCode> {
-    let set =
-        PolicySet::load_dir(dir).map_err(|e| anyhow::anyhow!("policies in {} are invalid:\n{e}", dir.display()))?;
+    // The same catalog of AI apps as `serve`, so the same files load.
+    let catalog = sluice::shadow::monitor::load_catalog(&config.shadow)?;
+    let set = PolicySet::load_dir_with_apps(dir, &catalog)
+        .map_err(|e| anyhow::anyhow!("policies in {} are invalid:\n{e}", dir.display()))?;
     let Some(policy) = set.team(team) else {
         bail!("no policy for team `{team}` in {}", dir.display());
     };
@@ -386,7 +486,7 @@ fn policy_test(
     let body = serde_json::json!({"model": model, "messages": [{"role": "user", "content": prompt}]}).to_string();
     let shape = sluice::wire::shapes::Shape::chat(sluice::wire::Dialect::OpenAiChat);
     let (extracted, scanned, _) = sluice::pipeline::scan_body(
-        &Detectors::new(),
+        &Detectors::with_phone_regions(config.inspect.phone_regions()),
         dictionary.as_ref(),
         shape,
         "/v1/chat/completions",
@@ -517,6 +617,94 @@ fn audit_verify(log: &AuditLog) -> Result<ExitCode> {
     }
 }
 
+fn audit_export(
+    log: &AuditLog,
+    filter: &AuditFilter,
+    format: ExportFormat,
+    meta: &sluice::export::HecMeta,
+    output: Option<&Path>,
+) -> Result<ExitCode> {
+    use sluice::export::Format;
+    use std::io::{IsTerminal, Write};
+    let format = match format {
+        ExportFormat::Jsonl => Format::JsonLines,
+        ExportFormat::Csv => Format::Csv,
+        ExportFormat::Hec => Format::Hec,
+    };
+    // `AuditLog` reads a range only as a whole (`query`), so the range is
+    // held in memory while it is written; the output itself streams.
+    let records = log.query(filter)?;
+    let mut out: Box<dyn Write> = match output {
+        Some(path) => Box::new(std::io::BufWriter::new(export_file(path)?)),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let terminal = std::io::stderr().is_terminal();
+    let mut progress = |n: u64| {
+        if terminal && n.is_multiple_of(1000) {
+            eprint!("\rexported {n} records");
+        }
+    };
+    let written = sluice::export::write(&records, format, meta, &mut out, &mut progress)
+        .with_context(|| output.map(|p| format!("export to {}", p.display())).unwrap_or_else(|| "export".into()))?;
+    if terminal {
+        eprintln!("\rexported {written} records");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The export file, owner-only from the start: it holds who asked what of
+/// which model, as the audit log does.
+fn export_file(path: &Path) -> Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).with_context(|| format!("cannot create {}", path.display()))
+}
+
+/// This machine's name, for HEC's `host`; `sluice` when it cannot be read.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "sluice".to_string())
+}
+
+fn shadow_report(
+    log: &AuditLog,
+    shadow: &sluice::config::ShadowConfig,
+    filter: &AuditFilter,
+    format: ReportFormat,
+) -> Result<ExitCode> {
+    use sluice::shadow::report;
+    let records = log.query(filter)?;
+    // The catalog `serve` attributes with, so the organisation's own apps
+    // get their names; an app no longer in it still gets a row, by id.
+    let catalog = sluice::shadow::monitor::load_catalog(shadow)?;
+    let rows = report::aggregate(&records, &catalog, filter.team.as_deref());
+    let format = match format {
+        ReportFormat::Table => report::Format::Table,
+        ReportFormat::Json => report::Format::Json,
+        ReportFormat::Csv => report::Format::Csv,
+    };
+    if format == report::Format::Table {
+        let since = filter.since_ms.map(report::iso_time).unwrap_or_default();
+        let until = filter.until_ms.map(report::iso_time).unwrap_or_else(|| "now".to_string());
+        let team = filter.team.as_deref().map(|t| format!(", team {t}")).unwrap_or_default();
+        println!("AI apps seen {since} .. {until}{team}\n");
+    }
+    if format == report::Format::Table && rows.is_empty() {
+        println!("no AI usage in the audit log for this period");
+    } else {
+        print!("{}", report::render(&rows, format)?);
+    }
+    let events: u64 = rows.iter().map(|r| r.requests).sum();
+    eprintln!("{} app(s), {events} event(s)", rows.len());
+    Ok(ExitCode::SUCCESS)
+}
+
 fn token_new(team: &str, user: &str) -> Result<ExitCode> {
     use std::io::Read;
     let mut bytes = [0u8; 24];
@@ -541,4 +729,30 @@ fn parse_time(s: &str) -> Result<u64> {
         }
     };
     Ok(t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now_ms() -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    }
+
+    #[test]
+    fn parse_time_takes_durations_back_from_now() {
+        for (text, back_ms) in [("30m", 30 * 60_000), ("24h", 24 * 3_600_000), ("7d", 7 * 86_400_000u64)] {
+            let before = now_ms();
+            let t = parse_time(text).unwrap();
+            let after = now_ms();
+            assert!(t + back_ms >= before && t + back_ms <= after, "{text}: {t}");
+        }
+    }
+
+    #[test]
+    fn parse_time_takes_rfc3339() {
+        assert_eq!(parse_time("2024-05-01T12:00:00Z").unwrap(), 1_714_564_800_000);
+        assert_eq!(parse_time("2024-05-01 12:00:00").unwrap(), 1_714_564_800_000);
+        assert!(parse_time("last tuesday").is_err());
+    }
 }

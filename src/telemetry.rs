@@ -21,6 +21,9 @@ pub const PROXY_OPEN_CONNECTIONS: &str = "sluice_proxy_open_connections";
 pub const PROXY_OPEN_TUNNELS: &str = "sluice_proxy_open_tunnels";
 pub const PROXY_LEAF_CERTS: &str = "sluice_proxy_leaf_certs_total";
 pub const LISTENER_CONNECTIONS: &str = "sluice_listener_connections_total";
+pub const PROXY_TRAFFIC_CONNECTIONS: &str = "sluice_proxy_traffic_connections_total";
+pub const PROXY_TRAFFIC_BYTES: &str = "sluice_proxy_traffic_bytes_total";
+pub const AI_REQUESTS: &str = "sluice_ai_requests_total";
 
 /// Holds a gauge one higher for as long as it lives.
 pub struct GaugeGuard(&'static str);
@@ -85,6 +88,19 @@ pub fn install() -> Result<PrometheusHandle, TelemetryError> {
     metrics::describe_counter!(
         LISTENER_CONNECTIONS,
         "Gateway, admin and proxy connections refused over the limit or closed by a timeout, by listener and outcome"
+    );
+    metrics::describe_counter!(
+        PROXY_TRAFFIC_CONNECTIONS,
+        "Proxy tunnels by AI app (a catalog id, or other) and category, counted when they end"
+    );
+    metrics::describe_counter!(
+        PROXY_TRAFFIC_BYTES,
+        metrics::Unit::Bytes,
+        "Bytes through proxy tunnels by AI app (a catalog id, or other), category and direction"
+    );
+    metrics::describe_counter!(
+        AI_REQUESTS,
+        "Records of AI use by app (a catalog id, unknown-llm-endpoint, or other), whether sanctioned and inspected"
     );
     Ok(handle)
 }

@@ -5,38 +5,20 @@
 mod support;
 
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use support::fake_provider::FakeProvider;
+use support::tls::{connect, echo_tls_server, tls_client};
 use support::*;
 
 const CARD_PROMPT: &str = "Refund card 4111 1111 1111 1111 for the customer";
 const SECRET_PROMPT: &str = "Why does AKIAIOSFODNN7EXAMPLE fail to authenticate?";
-
-fn proxied_client(proc: &SluiceProc, http1_only: bool, token: Option<&str>) -> reqwest::Client {
-    let mut proxy = reqwest::Proxy::all(format!("http://{}", proc.proxy)).unwrap();
-    if let Some(token) = token {
-        proxy = proxy.basic_auth("alice", token);
-    }
-    let ca = reqwest::Certificate::from_pem(proc.ca_pem().as_bytes()).unwrap();
-    let mut builder = reqwest::Client::builder()
-        .proxy(proxy)
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(ca)
-        .timeout(Duration::from_secs(30));
-    if http1_only {
-        builder = builder.http1_only();
-    }
-    builder.build().unwrap()
-}
 
 fn bodies(fake: &FakeProvider) -> Vec<String> {
     fake.requests().iter().map(|r| String::from_utf8_lossy(&r.body).into_owned()).collect()
@@ -51,44 +33,6 @@ fn tunnel_records(records: &[serde_json::Value]) -> Vec<&serde_json::Value> {
 /// The records of requests (and refusals at the door), without the tunnels'.
 fn request_records(records: &[serde_json::Value]) -> Vec<&serde_json::Value> {
     records.iter().filter(|r| !(r["api"] == "proxy.connect" && r["status"] == 200)).collect()
-}
-
-/// Send a raw CONNECT and return the status code and the stream after the
-/// response head.
-async fn connect(proxy: std::net::SocketAddr, target: &str, auth: Option<&str>) -> (u16, String, TcpStream) {
-    let mut tcp = TcpStream::connect(proxy).await.unwrap();
-    let mut head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
-    if let Some(auth) = auth {
-        let encoded = base64::engine::general_purpose::STANDARD.encode(auth);
-        head.push_str(&format!("Proxy-Authorization: Basic {encoded}\r\n"));
-    }
-    head.push_str("\r\n");
-    tcp.write_all(head.as_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    let mut byte = [0u8; 1];
-    while !got.ends_with(b"\r\n\r\n") {
-        let n = tcp.read(&mut byte).await.unwrap();
-        assert!(n > 0, "proxy closed before answering CONNECT: {}", String::from_utf8_lossy(&got));
-        got.push(byte[0]);
-    }
-    let head = String::from_utf8(got).unwrap();
-    let status = head[9..12].parse().unwrap();
-    (status, head, tcp)
-}
-
-fn tls_client(ca_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
 /// One HTTP/1.1 request over an established (TLS) stream.
@@ -305,52 +249,10 @@ async fn official_python_sdks_through_https_proxy() {
     assert_eq!(request_records(&records).iter().filter(|r| r["ingress"] == "proxy").count(), 4);
 }
 
-/// A TLS echo server with its own CA, standing for any non-LLM site.
-async fn echo_tls_server() -> (std::net::SocketAddr, String, Vec<u8>) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["echo.internal.test".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from(leaf.der().to_vec())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
-                let mut buf = vec![0u8; 16 * 1024];
-                while let Ok(n) = tls.read(&mut buf).await {
-                    if n == 0 || tls.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-                let _ = tls.shutdown().await;
-            });
-        }
-    });
-    (addr, ca.pem(), leaf.der().to_vec())
-}
-
 #[tokio::test]
 async fn other_hosts_are_tunneled_byte_for_byte_with_their_own_certificate() {
     let fake = FakeProvider::start().await;
-    let (echo, echo_ca, echo_leaf) = echo_tls_server().await;
+    let (echo, echo_ca, echo_leaf) = echo_tls_server("echo.internal.test").await;
     let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let plain_addr = plain.local_addr().unwrap();
     let setup = Setup {
@@ -697,9 +599,11 @@ async fn a_connect_to_an_address_with_an_intercepted_sni_is_intercepted_and_insp
 #[tokio::test]
 async fn a_plain_tunnel_leaves_a_record_with_bytes_and_duration() {
     let fake = FakeProvider::start().await;
-    let (echo, echo_ca, _) = echo_tls_server().await;
+    let (echo, echo_ca, _) = echo_tls_server("echo.internal.test").await;
     let setup = Setup {
         proxy: format!("allowed_ports: [{}], allow_private: [\"127.0.0.0/8\"]", echo.port()),
+        // Tunnels outside the AI catalog are only counted unless asked for.
+        extra_config: "shadow: { record_other_tunnels: true }\n".into(),
         ..Setup::default()
     };
     let mut proc = SluiceProc::start(&fake, setup).await;
@@ -778,7 +682,7 @@ async fn closed_by_proxy<S: tokio::io::AsyncRead + Unpin>(io: &mut S) -> Vec<u8>
 #[tokio::test]
 async fn tunnels_sluice_cannot_judge_are_closed_and_audited() {
     let fake = FakeProvider::start().await;
-    let (echo, _, _) = echo_tls_server().await;
+    let (echo, _, _) = echo_tls_server("echo.internal.test").await;
     let setup = Setup {
         proxy: format!(
             "allowed_ports: [443, {}], allow_private: [\"127.0.0.0/8\"], handshake_timeout_ms: 300",

@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 use support::fake_provider::FakeProvider;
 use support::*;
 
-const EMAIL: &str = "jane.doe@example.com";
+// Not a reserved example domain: those are documentation, not findings.
+const EMAIL: &str = "jane.doe@northwind-mail.com";
 const PHONE: &str = "+1 415 555 0134";
 
 fn redacting_policy() -> Vec<(&'static str, String)> {

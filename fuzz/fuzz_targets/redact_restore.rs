@@ -16,20 +16,20 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
-use sluice_fuzz::redact::{placeholder_label, RedactError, Redaction, StreamFormat};
+use sluice_fuzz::redact::{placeholder_label, RedactError, Redaction};
+use sluice_fuzz::wire::Dialect as StreamFormat;
 
-const FORMATS: [StreamFormat; 3] = [
+const FORMATS: [StreamFormat; 4] = [
     StreamFormat::OpenAiChat,
     StreamFormat::AnthropicMessages,
     StreamFormat::OpenAiResponses,
+    StreamFormat::GeminiGenerate,
 ];
 
 /// Characters that build and break placeholders; no NUL (the leak check
 /// uses it as a stand-in for placeholders).
-const ALPHABET: &[&str] = &[
-    "<", ">", "E", "M", "A", "I", "L", "T", "R", "_", "1", "2", "a", " ", "\"", "\\", "é", "\n",
-    "u003c", "🦀",
-];
+const ALPHABET: &[&str] =
+    &["<", ">", "E", "M", "A", "I", "L", "T", "R", "_", "1", "2", "a", " ", "\"", "\\", "é", "\n", "u003c", "🦀"];
 
 const KINDS: [&str; 3] = ["email", "term", "phone"];
 
@@ -45,12 +45,7 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn fixed_redaction() -> Redaction {
-    Redaction::plan([
-        ("email", "jo@x.org"),
-        ("term", "Say \"Hi\" \\ ok"),
-        ("phone", "5<>5"),
-        ("email", "é@ü.io"),
-    ])
+    Redaction::plan([("email", "jo@x.org"), ("term", "Say \"Hi\" \\ ok"), ("phone", "5<>5"), ("email", "é@ü.io")])
 }
 
 fn run(r: &Redaction, format: StreamFormat, chunks: &[&[u8]]) -> Vec<u8> {
@@ -82,11 +77,7 @@ fn raw_stream(data: &[u8]) {
         return;
     }
     let format = FORMATS[data[0] as usize % 3];
-    let sizes = [
-        1 + data[1] as usize % 32,
-        1 + data[2] as usize % 7,
-        1 + data[3] as usize % 64,
-    ];
+    let sizes = [1 + data[1] as usize % 32, 1 + data[2] as usize % 7, 1 + data[3] as usize % 64];
     let stream = &data[4..];
     let r = fixed_redaction();
     let whole = run(&r, format, &[stream]);
@@ -96,14 +87,9 @@ fn raw_stream(data: &[u8]) {
     // in JSON text); anything else must not be touched.
     let may_open = stream.contains(&b'<')
         || stream.windows(2).any(|w| w == b"\\\\")
-        || stream
-            .windows(5)
-            .any(|w| w.eq_ignore_ascii_case(b"u003c") || w.eq_ignore_ascii_case(b"u005c"));
+        || stream.windows(5).any(|w| w.eq_ignore_ascii_case(b"u003c") || w.eq_ignore_ascii_case(b"u005c"));
     if !may_open {
-        assert_eq!(
-            whole, stream,
-            "a stream without placeholders must pass unchanged"
-        );
+        assert_eq!(whole, stream, "a stream without placeholders must pass unchanged");
     }
 }
 
@@ -155,9 +141,7 @@ fn reference_restore(text: &str, table: &[(String, String)], json_escape: bool) 
 /// Split `text` into `n` pieces at random char boundaries.
 fn pieces<'a>(text: &'a str, rng: &mut Rng, n: usize) -> Vec<&'a str> {
     let bounds: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
-    let mut cuts: Vec<usize> = (0..n)
-        .map(|_| bounds.get(rng.below(bounds.len())).copied().unwrap_or(0))
-        .collect();
+    let mut cuts: Vec<usize> = (0..n).map(|_| bounds.get(rng.below(bounds.len())).copied().unwrap_or(0)).collect();
     cuts.extend([0, text.len()]);
     cuts.sort_unstable();
     cuts.dedup();
@@ -193,11 +177,7 @@ fn stream(format: StreamFormat, deltas: &[&str], arguments: bool) -> String {
             s += "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         }
         (StreamFormat::OpenAiResponses, _) => {
-            let kind = if arguments {
-                "response.function_call_arguments"
-            } else {
-                "response.output_text"
-            };
+            let kind = if arguments { "response.function_call_arguments" } else { "response.output_text" };
             for d in deltas {
                 let ev = json!({"type": format!("{kind}.delta"), "item_id": "i", "output_index": 0, "content_index": 0, "delta": d});
                 s += &format!("event: {kind}.delta\ndata: {ev}\n\n");
@@ -205,6 +185,14 @@ fn stream(format: StreamFormat, deltas: &[&str], arguments: bool) -> String {
             let field = if arguments { "arguments" } else { "text" };
             let done = json!({"type": format!("{kind}.done"), "item_id": "i", "output_index": 0, "content_index": 0, field: deltas.concat()});
             s += &format!("event: {kind}.done\ndata: {done}\n\n");
+        }
+        // Gemini sends function calls whole; its streamed text is prose.
+        (StreamFormat::GeminiGenerate, _) => {
+            for d in deltas {
+                let chunk = json!({"candidates": [{"content": {"parts": [{"text": d}], "role": "model"}, "index": 0}]});
+                s += &format!("data: {chunk}\r\n\r\n");
+            }
+            s += "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"\"}]},\"finishReason\":\"STOP\",\"index\":0}]}\r\n\r\n";
         }
     }
     s
@@ -214,6 +202,7 @@ fn stream(format: StreamFormat, deltas: &[&str], arguments: bool) -> String {
 fn collect(format: StreamFormat, out: &str, arguments: bool) -> (String, Option<String>) {
     let mut text = String::new();
     let mut done = None;
+    let out = out.replace("\r\n", "\n");
     for event in out.split("\n\n").filter(|e| !e.is_empty()) {
         let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
             continue;
@@ -234,6 +223,7 @@ fn collect(format: StreamFormat, out: &str, arguments: bool) -> (String, Option<
                 }
                 &v["delta"]
             }
+            StreamFormat::GeminiGenerate => &v["candidates"][0]["content"]["parts"][0]["text"],
         };
         if let Some(p) = piece.as_str() {
             text += p;
@@ -272,12 +262,7 @@ fn round_trip(data: &[u8]) {
         }
     }
     let mut rng = Rng(seed | 1);
-    let r = Redaction::plan(
-        values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (KINDS[i % KINDS.len()], v.as_str())),
-    );
+    let r = Redaction::plan(values.iter().enumerate().map(|(i, v)| (KINDS[i % KINDS.len()], v.as_str())));
 
     // Redact a request body.
     let body = json!({"model": "m", "messages": [{"role": "user", "content": text}]});
@@ -285,21 +270,14 @@ fn round_trip(data: &[u8]) {
     let redacted_body = match r.redact_json_body(&raw) {
         Ok(b) => b,
         Err(RedactError::Unplaced { .. }) => {
-            assert!(
-                values.iter().any(|v| !text.contains(v.as_str())),
-                "every value is in the text"
-            );
+            assert!(values.iter().any(|v| !text.contains(v.as_str())), "every value is in the text");
             return;
         }
         Err(e) => panic!("unexpected error {e}"),
     };
-    let redacted_value: Value =
-        serde_json::from_slice(&redacted_body).expect("redacted body is JSON");
+    let redacted_value: Value = serde_json::from_slice(&redacted_body).expect("redacted body is JSON");
     assert_eq!(redacted_value["model"], "m");
-    let redacted = redacted_value["messages"][0]["content"]
-        .as_str()
-        .expect("content stays a string")
-        .to_string();
+    let redacted = redacted_value["messages"][0]["content"].as_str().expect("content stays a string").to_string();
 
     // The table the spec implies: numbered per label, first appearance
     // first, one placeholder per distinct value.
@@ -322,10 +300,7 @@ fn round_trip(data: &[u8]) {
         };
         table.push((format!("<{label}_{n}>"), v.clone()));
     }
-    assert_eq!(
-        r.counts_by_kind().values().sum::<u32>() as usize,
-        table.len()
-    );
+    assert_eq!(r.counts_by_kind().values().sum::<u32>() as usize, table.len());
 
     // No value is left outside the placeholders.
     let mut masked = redacted.clone();
@@ -345,20 +320,14 @@ fn round_trip(data: &[u8]) {
     let response = json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": redacted,
         "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": json!({"k": redacted}).to_string()}}]}}]});
     let restored: Value = serde_json::from_slice(
-        &r.restore_json_body(
-            &serde_json::to_vec(&response).expect("serialising a Value cannot fail"),
-        )
-        .expect("restoring a valid body"),
+        &r.restore_json_body(&serde_json::to_vec(&response).expect("serialising a Value cannot fail"))
+            .expect("restoring a valid body"),
     )
     .expect("restored body is JSON");
     let message = &restored["choices"][0]["message"];
     assert_eq!(message["content"].as_str(), Some(expected.as_str()));
-    let args: Value = serde_json::from_str(
-        message["tool_calls"][0]["function"]["arguments"]
-            .as_str()
-            .unwrap_or(""),
-    )
-    .expect("restored arguments are JSON");
+    let args: Value = serde_json::from_str(message["tool_calls"][0]["function"]["arguments"].as_str().unwrap_or(""))
+        .expect("restored arguments are JSON");
     assert_eq!(args["k"].as_str(), Some(expected.as_str()));
 
     // Streamed restore, as text deltas and as JSON-argument deltas.
@@ -367,33 +336,27 @@ fn round_trip(data: &[u8]) {
     let deltas = pieces(&redacted, &mut rng, n);
     let wire = stream(format, &deltas, false);
     let sizes: Vec<usize> = (0..3).map(|_| 1 + rng.below(40)).collect();
-    let out = String::from_utf8(run(&r, format, &chunks(wire.as_bytes(), &sizes)))
-        .expect("UTF-8 in, UTF-8 out");
+    let out = String::from_utf8(run(&r, format, &chunks(wire.as_bytes(), &sizes))).expect("UTF-8 in, UTF-8 out");
     let (got, done) = collect(format, &out, false);
     assert_eq!(got, expected, "streamed text {format:?} {deltas:?}\n{out}");
     if let Some(done) = done {
         assert_eq!(done, expected, "done text");
     }
 
+    if format == StreamFormat::GeminiGenerate {
+        // Gemini streams no JSON text (function calls arrive whole).
+        return;
+    }
     let args_text = json!({"k": redacted}).to_string();
     let n = rng.below(6);
     let deltas = pieces(&args_text, &mut rng, n);
     let wire = stream(format, &deltas, true);
-    let out = String::from_utf8(run(&r, format, &chunks(wire.as_bytes(), &sizes)))
-        .expect("UTF-8 in, UTF-8 out");
+    let out = String::from_utf8(run(&r, format, &chunks(wire.as_bytes(), &sizes))).expect("UTF-8 in, UTF-8 out");
     let (got, done) = collect(format, &out, true);
     let parsed: Value = serde_json::from_str(&got).expect("streamed arguments are JSON");
-    assert_eq!(
-        parsed["k"].as_str(),
-        Some(expected.as_str()),
-        "streamed arguments {format:?} {deltas:?}\n{out}"
-    );
+    assert_eq!(parsed["k"].as_str(), Some(expected.as_str()), "streamed arguments {format:?} {deltas:?}\n{out}");
     if let Some(done) = done {
         let parsed: Value = serde_json::from_str(&done).expect("done arguments are JSON");
-        assert_eq!(
-            parsed["k"].as_str(),
-            Some(expected.as_str()),
-            "done arguments"
-        );
+        assert_eq!(parsed["k"].as_str(), Some(expected.as_str()), "done arguments");
     }
 }

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use sluice_fuzz::inspect::{
-    Category, Detectors, Dictionary, ATTACHMENT_KIND, PII_KINDS, SECRET_KINDS, TERM_KIND,
+    Category, Detectors, Dictionary, ATTACHMENT_KIND, PII_KINDS, SECRET_KINDS, SPECIAL_KINDS, TERM_KIND,
 };
 
 fn engine() -> &'static (Detectors, Dictionary) {
@@ -30,16 +30,14 @@ fuzz_target!(|data: &[u8]| {
         let seg = segments[f.segment];
         assert!(f.span.start < f.span.end, "{f:?}");
         assert!(f.span.end <= seg.len(), "{f:?}");
-        assert!(
-            seg.is_char_boundary(f.span.start) && seg.is_char_boundary(f.span.end),
-            "{f:?}"
-        );
+        assert!(seg.is_char_boundary(f.span.start) && seg.is_char_boundary(f.span.end), "{f:?}");
         assert!((0.0..=1.0).contains(&f.confidence), "{f:?}");
         let declared = match f.category {
             Category::Pii => PII_KINDS.contains(&f.kind),
             Category::Secret => SECRET_KINDS.contains(&f.kind),
             Category::Term => f.kind == TERM_KIND,
             Category::Attachment => f.kind == ATTACHMENT_KIND,
+            Category::Special => SPECIAL_KINDS.contains(&f.kind),
         };
         assert!(declared, "{f:?}");
         assert!((f.segment, f.span.start) >= last, "unsorted at {f:?}");

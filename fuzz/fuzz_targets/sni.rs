@@ -14,7 +14,11 @@ fuzz_target!(|data: &[u8]| {
         if let Some(name) = &hello.server_name {
             assert!(!name.is_empty() && !name.ends_with('.'), "{name:?}");
             assert!(
-                name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.'),
+                name.bytes().all(|b| b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || b == b'-'
+                    || b == b'_'
+                    || b == b'.'),
                 "{name:?}"
             );
         }

@@ -7,7 +7,9 @@ pub mod inspect;
 #[path = "../../src/redact/mod.rs"]
 pub mod redact;
 
-/// The body inventory (duplicate keys, strings, attachments) and its error type.
+/// The wire formats: the body inventory (duplicate keys, strings,
+/// attachments), and the dialects the redaction restorer reads streams of.
+#[path = "../../src/wire/mod.rs"]
 pub mod wire;
 
 /// The proxy's ClientHello reader (SNI), which sees every CONNECT's first bytes.

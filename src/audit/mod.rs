@@ -115,6 +115,72 @@ pub struct AuditRecord {
     /// The request's attachments (images, files, documents, audio).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<AttachmentNote>,
+    /// The AI service this traffic reached, for the shadow-AI monitor:
+    /// set on tunnels, intercepted requests and plain-HTTP requests whose
+    /// host is in the catalog or whose shape is an LLM API's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai: Option<AiUsage>,
+}
+
+/// One use of an AI service, as the shadow-AI monitor records it. Never
+/// content: which app, how much, and on whose account.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AiUsage {
+    /// Catalog id (`chatgpt`, `openai-api`, ...), or `unknown-llm-endpoint`
+    /// for an unlisted host whose traffic has an LLM API's shape.
+    pub app: String,
+    /// Catalog category (`chat_assistant`, `llm_api`, `model_hub`, ...).
+    pub category: String,
+    /// Whether the caller's team policy sanctions this app.
+    pub sanctioned: bool,
+    /// `monitor`, `block` or `coach`: what the policy did about an
+    /// unsanctioned app (empty when sanctioned).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub enforced: String,
+    /// Whether sluice saw the requests (intercepted, plain HTTP) or only
+    /// relayed encrypted bytes (a tunnel).
+    pub inspected: bool,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub duration_ms: u64,
+    /// A self-hosted server's kind, from its `/v1/models` answer
+    /// (`vllm`, `llamacpp`, `ollama`, `lmstudio`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub server: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download: Option<ModelDownload>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<AccountNote>,
+}
+
+/// Model weights fetched from a hub or registry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelDownload {
+    /// `huggingface`, `ollama`, or the catalog id of another hub.
+    pub hub: String,
+    /// `org/model` (Hugging Face) or `library/llama3` (Ollama).
+    pub repo: String,
+    /// File name (`model.safetensors`) or blob digest; empty when only
+    /// the host was seen (tunnels).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub file: String,
+    pub bytes: u64,
+}
+
+/// Whose account an intercepted API call ran on.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AccountNote {
+    /// Keyed hash (HMAC-SHA-256 with the deployment's secret, first 16 hex
+    /// digits) of the API key; the key itself is never stored.
+    pub key_fingerprint: String,
+    /// The organisation the provider reports (`openai-organization`,
+    /// `anthropic-organization-id`); OpenAI personal accounts read `user-...`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub organization: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub project: String,
+    /// The organisation is not one of the company's configured ones.
+    pub personal: bool,
 }
 
 /// One attachment in the record: what kind and how big, never content.

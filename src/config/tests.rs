@@ -22,6 +22,27 @@ fn documented_example_parses_to_the_defaults() {
     assert_eq!(example.identity.anonymous_team, default.identity.anonymous_team);
     assert_eq!(example.providers.openai.models, default.providers.openai.models);
     assert_eq!(example.upstream.response_timeout_ms, default.upstream.response_timeout_ms);
+    assert_eq!(example.proxy.intercept, default.proxy.intercept);
+    let (e, d) = (&example.shadow, &default.shadow);
+    assert_eq!(
+        (e.enabled, e.record_other_tunnels, &e.fingerprint_key),
+        (d.enabled, d.record_other_tunnels, &d.fingerprint_key)
+    );
+    assert!(e.catalog_files.is_empty() && e.company_accounts.is_empty());
+}
+
+#[test]
+fn the_default_intercept_list_is_the_catalogs_readable_api_hosts() {
+    let intercept = Config::default().proxy.intercept;
+    for host in ["api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com", "*.openai.azure.com"] {
+        assert!(intercept.iter().any(|h| h == host), "{host} in {intercept:?}");
+    }
+    // Every provider the pipeline knows stays intercepted.
+    for host in crate::wire::providers::default_intercept() {
+        assert!(intercept.contains(&host), "{host} in {intercept:?}");
+    }
+    // Chat apps' own sites are tunneled, not intercepted.
+    assert!(!intercept.iter().any(|h| h == "chatgpt.com" || h == "claude.ai"));
 }
 
 #[test]
@@ -49,4 +70,14 @@ fn empty_file_means_defaults_and_relative_paths_follow_the_file() {
         .unwrap()
         .rebased(Path::new("/etc/sluice"));
     assert_eq!(c.policies_dir, PathBuf::from("/etc/sluice/pol"));
+}
+
+#[test]
+fn phone_regions_are_region_codes() {
+    let c = Config::parse("inspect: { phone_regions: [de, AT, CH] }", Path::new("s.yaml")).unwrap();
+    assert_eq!(c.inspect.phone_regions().codes().collect::<Vec<_>>(), ["DE", "AT", "CH"]);
+    let err = Config::parse("inspect: { phone_regions: [US, EU] }", Path::new("s.yaml")).unwrap_err();
+    assert!(err.to_string().contains("inspect.phone_regions: unknown phone region `EU`"), "{err}");
+    let example = Config::parse(include_str!("../../sluice.example.yaml"), Path::new("sluice.example.yaml")).unwrap();
+    assert_eq!(example.inspect.phone_regions, Config::default().inspect.phone_regions);
 }

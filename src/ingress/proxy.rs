@@ -195,6 +195,14 @@ impl Proxy {
         let Some(port) = authority.port_u16().filter(|&p| p != 0) else {
             return self.bad_connect(peer, &identity, &host, "CONNECT port missing or outside 1..65535");
         };
+        // An AI app the caller's team refuses is answered here, where the
+        // client can still read why (and before its name is resolved). On
+        // intercepted hosts each request is refused in its own wire format.
+        let refused = (!self.intercepts(&host)).then(|| self.sluice.refuse_app_at_door(peer, &identity, &host));
+        if let Some(message) = refused.flatten() {
+            metrics::counter!(telemetry::PROXY_CONNECTS, "outcome" => "app_refused").increment(1);
+            return text(StatusCode::FORBIDDEN, &message);
+        }
         let addr = match self.net.destination(&host, port).await {
             Ok(addr) => addr,
             Err(refusal) => return self.refuse_destination(peer, &identity, &host, &refusal),
@@ -258,6 +266,14 @@ impl Proxy {
         // What a closed tunnel took from the client: the hello and what came
         // with it.
         let taken = (first.len() as u64, 0);
+        if let Some(sni) = tunnel.sni.as_deref().filter(|sni| *sni != tunnel.host && !self.intercepts(sni)) {
+            // A CONNECT to an address (or another name) for a refused app:
+            // too late for an HTTP answer, so the tunnel closes.
+            if let Some(message) = self.sluice.app_refusal(&tunnel.identity, sni) {
+                let outcome = Outcome::Refused { kind: "app_refused", reason: message };
+                return self.finish(&tunnel, taken, outcome, None);
+            }
+        }
         let client = Rewound::new(client, first);
         let sni = tunnel.sni.clone();
         if self.intercepts(&tunnel.host) {

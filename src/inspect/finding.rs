@@ -16,6 +16,11 @@ pub enum Category {
     /// Opaque content (a `data:` URL, a long base64 run) whose text is not
     /// inspected; kind is always [`ATTACHMENT_KIND`].
     Attachment,
+    /// A special category of personal data the prompt discloses (health,
+    /// religion, ...); kind is one of [`SPECIAL_KINDS`]. Serialized as
+    /// `special_category`.
+    #[serde(rename = "special_category")]
+    Special,
 }
 
 /// One detected item in one text segment of a request.
@@ -23,7 +28,7 @@ pub enum Category {
 pub struct Finding {
     pub category: Category,
     /// Stable type name, one of [`PII_KINDS`], [`SECRET_KINDS`],
-    /// [`TERM_KIND`] or [`ATTACHMENT_KIND`].
+    /// [`SPECIAL_KINDS`], [`TERM_KIND`] or [`ATTACHMENT_KIND`].
     pub kind: &'static str,
     /// Index of the scanned segment (see `Detectors::scan`).
     pub segment: usize,
@@ -52,6 +57,26 @@ pub const PII_KINDS: &[&str] = &[
     "drivers_license",
     "us_bank_routing",
     "crypto_wallet",
+    // People and places (`people` detector) and health identifiers (`special`).
+    "person",
+    "street_address",
+    "medical_record_number",
+    "health_plan_id",
+    // National identifiers beyond the US (`national` detector).
+    "de_tax_id",
+    "fr_nir",
+    "es_dni",
+    "es_nie",
+    "it_fiscal_code",
+    "nl_bsn",
+    "uk_nhs",
+    "in_aadhaar",
+    "in_pan",
+    "ca_sin",
+    "au_tfn",
+    "au_medicare",
+    "br_cpf",
+    "br_cnpj",
 ];
 
 /// Secret type names that policies may name under `when.secrets`.
@@ -105,6 +130,11 @@ pub const SECRET_KINDS: &[&str] = &[
     "planetscale_token",
     "onepassword_token",
 ];
+
+/// Special-category sub-types that policies may name under
+/// `when.special_category`; the kind of a [`Category::Special`] finding.
+pub const SPECIAL_KINDS: &[&str] =
+    &["health", "hr", "religion", "ethnicity", "sexual_orientation", "politics", "trade_union", "biometric", "minor"];
 
 /// The kind of every dictionary hit; the term itself is never recorded.
 pub const TERM_KIND: &str = "term";

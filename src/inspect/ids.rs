@@ -190,10 +190,25 @@ impl ContextId {
     fn passport() -> Self {
         ContextId {
             kind: "passport_number",
-            keywords: &["passport", "reisepass", "passeport", "pasaporte"],
-            context: compile_builtin(
-                r"(?i)(?-u:\b)(?:passport|reisepass|passeport|pasaporte)(?:\s*(?:number|num|no\.?|#|id))?(?-u:\b)",
-            ),
+            // English, German ("Reisepass", "Pass-Nr."), French, Spanish,
+            // Portuguese, Italian and Dutch names for the document; the
+            // token rule below fits the common formats (US/UK nine digits,
+            // "C01X00T47", "09AB12345", "A1234567", "AB123456", "AAA123456").
+            keywords: &[
+                "passport",
+                "reisepass",
+                "pass-nr",
+                "passnummer",
+                "passeport",
+                "pasaporte",
+                "passaporte",
+                "passaporto",
+                "paspoort",
+            ],
+            context: compile_builtin(concat!(
+                r"(?i)(?-u:\b)(?:passport|reisepass(?:nummer)?|pass-?nr\.?|passnummer|passeport|pasaporte|passaporte",
+                r"|passaporto|paspoort(?:nummer)?)(?:\s*(?:number|num|no\.?|nr\.?|n[°o]\.?|#|id))?(?-u:\b)",
+            )),
             token: compile_builtin(ID_TOKEN),
             len: (6, 10),
             min_digits: 5,
@@ -398,6 +413,9 @@ mod tests {
         assert_eq!(spans(&p, "passport C01X00T47 issued"), vec![9..18]);
         assert!(spans(&p, "number: 912803456").is_empty());
         assert!(spans(&p, "passport photo is due 2024").is_empty());
+        assert_eq!(spans(&p, "Pass-Nr.: F12345671"), vec![10..19]);
+        assert_eq!(spans(&p, "numero di passaporto YA1234567"), vec![21..30]);
+        assert_eq!(spans(&p, "paspoortnummer NW12345K8"), vec![15..24]);
         let dl = ContextId::drivers_license();
         assert_eq!(spans(&dl, "driver's license: D1234567"), vec![18..26]);
         assert_eq!(spans(&dl, "DL# 123-456-789"), vec![4..15]);

@@ -1,8 +1,8 @@
 //! Inspection: find PII, secrets and per-team sensitive terms in the text
 //! segments of a request, as [`Finding`]s (where and what, never the text).
 //!
-//! Each built-in type has its own detector (see `pii`, `network`, `ids`,
-//! `crypto`, `secrets`, `rules` and `attachment`); a detector is a compiled
+//! Each built-in type has its own detector (see `pii`, `phone`, `national`,
+//! `network`, `ids`, `crypto`, `secrets`, `rules` and `attachment`); a detector is a compiled
 //! pattern plus the checks that decide whether a pattern hit is real.
 //! Everything is compiled once in [`Detectors::new`] because `scan` runs on
 //! every prompt.
@@ -19,13 +19,19 @@ mod dictionary;
 mod finding;
 mod ids;
 mod keywords;
+mod national;
 mod network;
+mod people;
+mod phone;
+mod phone_tables;
 mod pii;
 mod rules;
 mod secrets;
+mod special;
 
 pub use dictionary::{Dictionary, DictionaryError};
 pub use finding::*;
+pub use phone::{phone_region_known, PhoneRegions, DEFAULT_PHONE_REGIONS};
 
 use std::cmp::Reverse;
 use std::ops::Range;
@@ -34,8 +40,9 @@ use regex::Regex;
 
 use keywords::KeywordGate;
 
-/// Numeric PII (cards, SSNs, phones) needs at least this many digits.
-const MIN_RUN_DIGITS: usize = 8;
+/// Numeric PII (cards, SSNs, phones) needs at least this many digits
+/// (a local phone number such as "467 3395" has seven).
+const MIN_RUN_DIGITS: usize = 7;
 
 /// Facts about one segment gathered in a single byte pass, so detectors
 /// run their regexes only where a match is possible. Prompts are full of
@@ -53,6 +60,10 @@ pub(crate) struct Prescan {
     /// Offsets of two uppercase letters (then an optional space) followed
     /// by six digits: the shape of a UK National Insurance number.
     nino_starts: Vec<usize>,
+    /// Offsets of tokens that start a word with one to eight uppercase
+    /// letters followed by a digit ("X1234567L", "RSSMRA85T10A562S",
+    /// "ABCPD1234Z"): where letter-and-digit national ids can begin.
+    alnum_starts: Vec<usize>,
     /// Every detector keyword occurrence (keyword, end offset), filled by
     /// `Detectors::scan`; `None` when the segment was not keyword-scanned
     /// (detectors then search for what they need themselves).
@@ -74,6 +85,7 @@ impl Prescan {
             iban_starts: Vec::new(),
             dotted_runs: Vec::new(),
             nino_starts: Vec::new(),
+            alnum_starts: Vec::new(),
             keyword_hits: None,
         };
         let mut i = 0;
@@ -88,6 +100,9 @@ impl Prescan {
             }
             if let Some(s) = nino_shaped_at(bytes, first) {
                 pre.nino_starts.push(s);
+            }
+            if let Some(s) = letters_before(bytes, first) {
+                pre.alnum_starts.push(s);
             }
             let (mut end, mut digits, mut dots) = (first, 0, 0);
             let mut j = first;
@@ -163,6 +178,16 @@ fn nino_shaped_at(bytes: &[u8], first: usize) -> Option<usize> {
     (word_start && upper && six).then_some(letters)
 }
 
+/// Start of the one to eight uppercase letters that begin a word and end
+/// at the digit `first`.
+fn letters_before(bytes: &[u8], first: usize) -> Option<usize> {
+    let mut start = first;
+    while start > 0 && first - start < 8 && bytes[start - 1].is_ascii_uppercase() {
+        start -= 1;
+    }
+    (start < first && (start == 0 || !is_word_byte(bytes[start - 1]))).then_some(start)
+}
+
 /// Matches of `re` within `range` of `text`, as spans of `text`. The
 /// searched slice keeps one neighbouring ASCII byte on each side so `\b`
 /// sees the real neighbours (a non-ASCII neighbour is a non-word byte for
@@ -208,13 +233,24 @@ pub struct Detectors {
 
 impl Detectors {
     pub fn new() -> Self {
+        Self::with_phone_regions(PhoneRegions::default())
+    }
+
+    /// All detectors, with phone numbers written without a country code
+    /// read in the numbering plans of `phone_regions`.
+    pub fn with_phone_regions(phone_regions: PhoneRegions) -> Self {
         let mut detectors = pii::detectors();
+        detectors.push(Box::new(phone::Phone::new(phone_regions)));
+        detectors.extend(national::detectors());
         detectors.extend(network::detectors());
         detectors.extend(ids::detectors());
         detectors.extend(crypto::detectors());
         detectors.extend(secrets::detectors());
         detectors.extend(rules::detectors());
         detectors.extend(attachment::detectors());
+        // Last: the special-category judgement reads the findings before it.
+        detectors.extend(people::detectors());
+        detectors.extend(special::detectors());
         let mut words: Vec<&'static str> = Vec::new();
         let mut keyword_owners: Vec<Vec<usize>> = Vec::new();
         let mut ungated = Vec::new();
@@ -338,7 +374,7 @@ fn drop_nested_pii(findings: &mut Vec<Finding>, first: usize) {
         let droppable = match f.category {
             Category::Pii | Category::Attachment => true,
             Category::Secret => f.kind == "generic_secret",
-            Category::Term => false,
+            Category::Term | Category::Special => false,
         };
         !(nested && droppable)
     });

@@ -5,7 +5,9 @@
 //! section numbers), so an IPv4 candidate must be four in-range octets, not
 //! glued to a longer dotted number, and not introduced as a version
 //! ("v1.2.3.4", "version 10.0.0.1"). IPv6 candidates are checked by the
-//! standard library's parser.
+//! standard library's parser. The documentation ranges (192.0.2.0/24,
+//! 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32) are examples by
+//! definition and never reported.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
@@ -53,7 +55,7 @@ impl Detector for Ipv4 {
                 // Leading zeros ("01.02.03.04") are dates and IDs, and the
                 // std parser rejects them too; a letter or '.' glued on the
                 // left ("v1.2.3.4", "x.1.2.3.4") is a version or path.
-                if ipv4_glued(bytes, &span) || version_before(text, span.start) {
+                if ipv4_glued(bytes, &span) || version_before(text, span.start) || ipv4_documentation(addr) {
                     continue;
                 }
                 let octets = addr.octets();
@@ -74,6 +76,17 @@ impl Detector for Ipv4 {
             }
         }
     }
+}
+
+/// RFC 5737's documentation ranges (TEST-NET-1, -2, -3): addresses that
+/// only ever appear in examples, so they identify no one.
+fn ipv4_documentation(addr: Ipv4Addr) -> bool {
+    matches!(addr.octets(), [192, 0, 2, _] | [198, 51, 100, _] | [203, 0, 113, _])
+}
+
+/// RFC 3849's documentation prefix, 2001:db8::/32.
+fn ipv6_documentation(addr: Ipv6Addr) -> bool {
+    addr.segments()[..2] == [0x2001, 0x0db8]
 }
 
 /// True when the dotted quad at `span` is part of something longer: a
@@ -174,6 +187,9 @@ fn ipv6_span(text: &str, run: Range<usize>) -> Option<Range<usize>> {
     // Full form has 7 colons; a compressed one needs at least two groups
     // (so "::" and "a::b" in code stay out) unless it is loopback "::1".
     let shaped = colons == 7 || (compressed && groups >= 2) || addr == Ipv6Addr::LOCALHOST;
+    if ipv6_documentation(addr) {
+        return None;
+    }
     // Six two-digit groups with no "::" would be a MAC, which needs 7 here.
     (shaped && has_digit).then_some(run)
 }
@@ -324,7 +340,7 @@ mod tests {
     fn ipv4_positives() {
         let d = Ipv4::new();
         assert_eq!(spans(&d, "connect to 8.8.4.4 now"), vec![11..18]);
-        assert_eq!(hits(&d, "server ip: 203.0.113.77")[0].1, 0.95);
+        assert_eq!(hits(&d, "server ip: 93.184.215.14")[0].1, 0.95);
         assert_eq!(hits(&d, "from 192.168.1.20 today")[0].1, 0.7);
         assert_eq!(spans(&d, "http://10.42.17.201:8080/healthz"), vec![7..19]);
         assert_eq!(hits(&d, "bind 0.0.0.0")[0].1, 0.4);
@@ -351,11 +367,23 @@ mod tests {
     }
 
     #[test]
+    fn documentation_addresses_are_not_findings() {
+        for text in ["server ip: 203.0.113.77", "from 192.0.2.1", "to 198.51.100.255:8080"] {
+            assert!(spans(&Ipv4::new(), text).is_empty(), "{text}");
+        }
+        assert_eq!(spans(&Ipv4::new(), "from 192.0.3.1 and 203.0.114.1"), vec![5..14, 19..30]);
+        for text in ["addr 2001:db8:85a3::8a2e:370:7334 ok", "2001:0db8:0:0:0:0:0:1", "[2001:db8::1]:8080"] {
+            assert!(spans(&Ipv6, text).is_empty(), "{text}");
+        }
+        assert_eq!(spans(&Ipv6, "2001:db9::1"), vec![0..11]);
+    }
+
+    #[test]
     fn ipv6_positives_and_negatives() {
         let d = Ipv6;
         for (text, want) in [
-            ("addr 2001:db8:85a3::8a2e:370:7334 ok", 5..33),
-            ("2001:0db8:85a3:0000:0000:8a2e:0370:7334", 0..39),
+            ("addr 2001:470:85a3::8a2e:370:7334 ok", 5..33),
+            ("2001:0470:85a3:0000:0000:8a2e:0370:7334", 0..39),
             ("ping fe80::1ff:fe23:4567:890a.", 5..29),
             ("loopback ::1", 9..12),
         ] {

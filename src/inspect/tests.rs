@@ -6,12 +6,12 @@ fn kinds(findings: &[Finding]) -> Vec<(&'static str, usize, Range<usize>)> {
 
 /// One sample per declared kind; `scan` must report that kind on it.
 const SAMPLES: &[(&str, &str)] = &[
-    ("email", "mail a@example.com"),
+    ("email", "mail a@acme-mail.com"),
     ("credit_card", "card 4111 1111 1111 1111"),
     ("us_ssn", "ssn 219-09-9999"),
     ("phone", "call (415) 555-0132"),
     ("iban", "iban DE89 3704 0044 0532 0130 00"),
-    ("ip_address", "server 203.0.113.77"),
+    ("ip_address", "server 93.184.215.14"),
     ("mac_address", "mac 0c:80:33:28:5d:47"),
     ("uk_nino", "NINO AB123456C"),
     ("date_of_birth", "DOB: 1985-03-14"),
@@ -19,6 +19,24 @@ const SAMPLES: &[(&str, &str)] = &[
     ("drivers_license", "driver's license D1234567"),
     ("us_bank_routing", "routing number 121000358"),
     ("crypto_wallet", "btc 1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa"),
+    ("de_tax_id", "Steuer-ID 86095742719"),
+    ("fr_nir", "NIR 1 85 05 78 006 084 91"),
+    ("es_dni", "DNI 12345678Z"),
+    ("es_nie", "NIE X9613851N"),
+    ("it_fiscal_code", "codice fiscale RSSMRA85T10A562S"),
+    ("nl_bsn", "BSN 111222333"),
+    ("uk_nhs", "NHS number 401 023 2137"),
+    ("in_aadhaar", "Aadhaar 4001 2345 6787"),
+    ("in_pan", "PAN ABBPM4567S"),
+    ("ca_sin", "SIN 130 692 544"),
+    ("au_tfn", "TFN 876 543 210"),
+    ("au_medicare", "Medicare 2123 45670 1"),
+    ("br_cpf", "CPF 529.982.247-25"),
+    ("br_cnpj", "CNPJ 11.222.333/0001-81"),
+    ("person", "Dear Laura Chen, thanks"),
+    ("street_address", "ship to 918 Birch Lane, Madison, WI 53703"),
+    ("medical_record_number", "MRN 5512087"),
+    ("health_plan_id", "member id XJH482913007"),
     ("aws_access_key", "AKIAQ3EGRTYU6WNOP4XZ"),
     ("github_token", "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ3bC5"),
     ("openai_key", "sk-proj-Ab3De5Fg7Hj9Kl1Mn3Pq5Rs7Tv9Wx1Yz3"),
@@ -89,6 +107,7 @@ fn every_kind_is_a_declared_type_name() {
                 Category::Secret => SECRET_KINDS.contains(&f.kind),
                 Category::Attachment => f.kind == ATTACHMENT_KIND,
                 Category::Term => f.kind == TERM_KIND,
+                Category::Special => SPECIAL_KINDS.contains(&f.kind),
             };
             assert!(declared, "{f:?}");
         }
@@ -100,18 +119,18 @@ fn every_kind_is_a_declared_type_name() {
 #[test]
 fn segments_are_indexed_and_spans_are_local() {
     let d = Detectors::new();
-    let segments = ["nothing here", "write to bob@example.com now", "", "key AKIAQ3EGRTYU6WNOP4XZ and ann@example.org"];
+    let segments = ["nothing here", "write to bob@acmemail.io now", "", "key AKIAQ3EGRTYU6WNOP4XZ and ann@acmemail.io"];
     let found = d.scan(None, &segments);
     assert_eq!(kinds(&found), vec![("email", 1, 9..24), ("aws_access_key", 3, 4..24), ("email", 3, 29..44),]);
-    assert_eq!(&segments[1][9..24], "bob@example.com");
-    assert_eq!(&segments[3][29..44], "ann@example.org");
+    assert_eq!(&segments[1][9..24], "bob@acmemail.io");
+    assert_eq!(&segments[3][29..44], "ann@acmemail.io");
 }
 
 #[test]
 fn results_are_sorted_and_include_dictionary_terms() {
     let d = Detectors::new();
     let dict = Dictionary::new(["Project Falcon"]).unwrap();
-    let segments = ["ann@example.org wrote about project falcon", "PROJECT FALCON ssn 219-09-9999"];
+    let segments = ["ann@acmemail.io wrote about project falcon", "PROJECT FALCON ssn 219-09-9999"];
     let found = d.scan(Some(&dict), &segments);
     assert_eq!(
         kinds(&found),

@@ -53,6 +53,7 @@ use crate::inspect::{Category, Finding, ATTACHMENT_KIND};
 use crate::policy::{Action, Decision, LocalOptions, Overflow, PolicyErrors, PolicySet, Signals, TeamPolicy, TooLong};
 use crate::redact::{Redaction, SseRestorer};
 use crate::relay::websocket::{Verdict, WsMessage, WsRelayed};
+use crate::shadow::monitor::{looks_like_llm_api, Monitor, MonitorError};
 use crate::sticky::{Conversation, StickySessions};
 use crate::telemetry;
 use crate::wire::answer::{Assembled, Meta};
@@ -127,6 +128,8 @@ pub enum StartError {
     Upstream(#[from] UpstreamError),
     #[error("{0}")]
     Local(#[from] LocalError),
+    #[error("shadow-AI monitor: {0}")]
+    Shadow(#[from] MonitorError),
 }
 
 /// A provider as sluice calls it: config plus the key read at start-up.
@@ -153,6 +156,7 @@ pub struct Sluice {
     sticky: StickySessions,
     /// Where large bodies are read and scanned.
     pool: InspectPool,
+    monitor: Monitor,
     next_id: AtomicU64,
 }
 
@@ -179,7 +183,8 @@ enum UpstreamAuth {
 
 impl Sluice {
     pub fn build(config: Config) -> Result<Arc<Sluice>, StartError> {
-        let policies = PolicySet::load_dir(&config.policies_dir)
+        let monitor = Monitor::load(&config.shadow)?;
+        let policies = PolicySet::load_dir_with_apps(&config.policies_dir, monitor.catalog())
             .map_err(|errors| StartError::Policies { dir: config.policies_dir.display().to_string(), errors })?;
         let mut dictionaries = HashMap::new();
         for team in policies.teams() {
@@ -218,14 +223,19 @@ impl Sluice {
             identities,
             policies,
             dictionaries,
-            detectors: Detectors::new(),
+            detectors: Detectors::with_phone_regions(config.inspect.phone_regions()),
             pool: InspectPool::default(),
+            monitor,
             audit,
             upstream,
             local,
             config,
             next_id: AtomicU64::new(1),
         }))
+    }
+
+    pub fn monitor(&self) -> &Monitor {
+        &self.monitor
     }
 
     pub fn audit(&self) -> &AuditWriter {
@@ -369,6 +379,7 @@ impl Sluice {
         // extract
         check_body_headers(&parts.headers, shape.kind != ShapeKind::Unknown)?;
         let body = read_body(body, &parts.headers, &self.config.gateway).await?;
+        self.attribute(parts, &body, via, trail)?;
         // inspect
         let inspected = self.clone().inspect(shape, parts, body.clone(), identity, via, trail).await?;
         // decide
@@ -395,6 +406,31 @@ impl Sluice {
             }
             Action::Cloud => self.to_cloud(shape.api, via, parts, body, auth, None, decision.rule),
         }
+    }
+
+    /// For the shadow-AI monitor: the app a proxied request uses (a
+    /// catalogued host, or an unlisted one speaking an LLM API) and the key
+    /// it uses; the account behind the key comes with the answer.
+    fn attribute(
+        &self,
+        parts: &http::request::Parts,
+        body: &Bytes,
+        via: &Via,
+        trail: &mut Trail,
+    ) -> Result<(), Refusal> {
+        let Via::Proxy { origin, .. } = via else {
+            return Ok(());
+        };
+        let entry = self.monitor.app_of_host(&origin.target().host);
+        if !self.monitor.enabled() || entry.is_none() && !looks_like_llm_api(&parts.method, parts.uri.path(), body) {
+            return Ok(());
+        }
+        let mut ai = self.monitor.usage(entry, true);
+        ai.bytes_up = body.len() as u64;
+        ai.account = self.monitor.account_of_request(&parts.headers);
+        let refused = self.judge_app(&trail.record.team, &mut ai);
+        trail.record.ai = Some(ai);
+        refused.map_or(Ok(()), Err)
     }
 
     /// A `redact` decision: the placeholders for this prompt (none when the

@@ -5,6 +5,14 @@
 //! upgrade, the bytes) is the proxy's (`ingress::proxy::passthrough`).
 
 use super::*;
+use crate::audit::{AiUsage, ModelDownload};
+use crate::policy::{AiApps, Enforcement, PersonalAccounts};
+use crate::relay::tunnel::{Outcome as TunnelOutcome, TunnelReport};
+use crate::shadow::monitor::model_download;
+use crate::shadow::{Category, Entry};
+
+/// The app of model weights fetched from a host the catalog does not know.
+const UNLISTED_MODEL_HOST: &str = "unlisted-model-host";
 
 impl Sluice {
     /// Refuse a proxied request before it reaches the pipeline (wrong host
@@ -48,15 +56,19 @@ impl Sluice {
     /// path (`api` is `passthrough` or `websocket`). It is answered here
     /// instead when the audit log cannot take its record, or when a
     /// WebSocket's team has no policy to judge its messages by.
+    #[allow(clippy::result_large_err)]
     pub fn begin_relayed(
         &self,
         api: &'static str,
-        headers: &HeaderMap,
+        req: &Request<Incoming>,
         client: SocketAddr,
         identity: &Identity,
         origin: &Origin,
     ) -> Result<Relayed, Response<RespBody>> {
-        let mut trail = Trail::forwarded(api, headers, client, identity, origin);
+        let mut trail = Trail::forwarded(api, req.headers(), client, identity, origin);
+        if let Err(refusal) = self.attribute_relayed(req, identity, origin, &mut trail) {
+            return Err(self.refuse(trail, refusal));
+        }
         if api == "websocket" {
             trail.record.decision = "cloud".into();
             if self.policies.team(&identity.team).is_none() {
@@ -69,6 +81,127 @@ impl Sluice {
         }
         let trail = self.gate_on_audit(trail)?;
         Ok(Relayed { trail, started: Instant::now() })
+    }
+
+    /// For the shadow-AI monitor: a catalogued app's relayed requests, the
+    /// model weights a download fetches (its size comes with the answer),
+    /// and model lists from unlisted hosts (a self-hosted server may name
+    /// itself in the answer).
+    fn attribute_relayed(
+        &self,
+        req: &Request<Incoming>,
+        identity: &Identity,
+        origin: &Origin,
+        trail: &mut Trail,
+    ) -> Result<(), Refusal> {
+        let host = &origin.target().host;
+        let path = req.uri().path();
+        let entry = self.monitor.app_of_host(host);
+        let hub = entry.map_or(host.as_str(), |e| e.id.as_str());
+        let download = (self.monitor.enabled() && req.method() == http::Method::GET)
+            .then(|| model_download(hub, path, 0))
+            .flatten();
+        if entry.is_some() || download.is_some() {
+            let mut ai = self.monitor.usage(entry, true);
+            if entry.is_none() {
+                // Weights from a host the catalog does not know.
+                ai.app = UNLISTED_MODEL_HOST.to_string();
+                ai.category = "model_hub".to_string();
+            }
+            ai.download = download;
+            ai.account = self.monitor.account_of_request(req.headers());
+            let refused = self.judge_app(&identity.team, &mut ai);
+            trail.record.ai = Some(ai);
+            if let Some(refusal) = refused {
+                return Err(refusal);
+            }
+        } else {
+            let path = path.trim_end_matches('/');
+            trail.sniff_models =
+                self.monitor.enabled() && (path.ends_with("/v1/models") || path.ends_with("/api/tags"));
+        }
+        Ok(())
+    }
+
+    /// The team's verdict on an AI app, written into `ai`: sanctioned, or
+    /// what the policy does about it; a refusal for `block` and `coach`,
+    /// and for a key already seen on a personal account where the team
+    /// blocks those.
+    pub(super) fn judge_app(&self, team: &str, ai: &mut AiUsage) -> Option<Refusal> {
+        let Some(policy) = self.policies.team(team) else {
+            // A team without a policy is refused later, by the pipeline.
+            return None;
+        };
+        let apps = policy.ai_apps();
+        let verdict = apps.verdict(&ai.app);
+        ai.sanctioned = verdict.is_none();
+        ai.enforced = verdict.map(|v| v.as_str().to_string()).unwrap_or_default();
+        if let Some(message) = verdict.and_then(|v| self.app_refusal_message(apps, &ai.app, v)) {
+            return Some(Refusal::new(ErrorKind::PolicyBlock, message));
+        }
+        let personal = ai.account.as_ref().is_some_and(|a| self.monitor.is_personal_key(&a.key_fingerprint));
+        (personal && apps.personal_accounts == PersonalAccounts::Block).then(|| {
+            Refusal::new(
+                ErrorKind::PolicyBlock,
+                "sluice policy: this API key belongs to an account outside the company; use a company key",
+            )
+        })
+    }
+
+    /// What a refused app's user reads: `block` says no, `coach` names the
+    /// sanctioned alternatives (of the same kind where there are some).
+    fn app_refusal_message(&self, apps: &AiApps, app: &str, verdict: Enforcement) -> Option<String> {
+        let catalog = self.monitor.catalog();
+        let entry = catalog.get(app);
+        let name = entry.map_or(app, |e| e.name.as_str());
+        match verdict {
+            Enforcement::Monitor => None,
+            Enforcement::Block => Some(format!("sluice policy: {name} is not sanctioned for your team")),
+            Enforcement::Coach => {
+                let sanctioned: Vec<_> = apps.sanctioned.iter().filter_map(|id| catalog.get(id)).collect();
+                let same_kind: Vec<&str> = sanctioned
+                    .iter()
+                    .filter(|e| entry.is_some_and(|app| app.category == e.category))
+                    .map(|e| e.name.as_str())
+                    .collect();
+                let alternatives = if same_kind.is_empty() {
+                    sanctioned.iter().map(|e| e.name.as_str()).collect::<Vec<_>>()
+                } else {
+                    same_kind
+                };
+                Some(if alternatives.is_empty() {
+                    format!("sluice policy: {name} is not sanctioned for your team; ask your security team which AI services are")
+                } else {
+                    format!(
+                        "sluice policy: {name} is not sanctioned for your team; please use {} instead",
+                        alternatives.join(" or ")
+                    )
+                })
+            }
+        }
+    }
+
+    /// Whether the caller's team refuses the AI app at `host`: the message
+    /// saying why. The tunnel's own record notes the refusal.
+    pub fn app_refusal(&self, identity: &Identity, host: &str) -> Option<String> {
+        let entry = self.monitor.app_of_host(host)?;
+        let mut ai = self.monitor.usage(Some(entry), false);
+        self.judge_app(&identity.team, &mut ai).map(|refusal| refusal.message)
+    }
+
+    /// A CONNECT to an AI app the caller's team refuses: the message to
+    /// answer with, and the refusal recorded with its usage event. `None`
+    /// lets it through.
+    pub fn refuse_app_at_door(&self, client: SocketAddr, identity: &Identity, host: &str) -> Option<String> {
+        let entry = self.monitor.app_of_host(host)?;
+        let mut ai = self.monitor.usage(Some(entry), false);
+        let refusal = self.judge_app(&identity.team, &mut ai)?;
+        let mut trail = Trail::proxied("proxy.connect", Dialect::OpenAiChat, client, Some(identity), host, "block");
+        trail.record.reason = format!("{} is not sanctioned for team {} ({})", entry.id, identity.team, ai.enforced);
+        trail.record.status = StatusCode::FORBIDDEN.as_u16();
+        trail.record.ai = Some(ai);
+        self.record(trail, None);
+        Some(refusal.message)
     }
 
     /// Relay the origin's answer to a relayed request, or refuse with its
@@ -183,7 +316,14 @@ impl Sluice {
     /// duration, outcome) in `signals`. Refusals at the door are recorded
     /// by [`Sluice::record_proxy_refusal`] instead, so every CONNECT has
     /// exactly one `proxy.connect` record.
-    pub fn record_tunnel(&self, client: SocketAddr, identity: &Identity, tunnel: &crate::relay::tunnel::TunnelReport) {
+    pub fn record_tunnel(&self, client: SocketAddr, identity: &Identity, tunnel: &TunnelReport) {
+        let entry = self.monitor.app_of_host(tunnel.target_host());
+        let plain = matches!(tunnel.outcome, TunnelOutcome::Tunneled);
+        count_traffic(entry, tunnel);
+        if entry.is_none() && plain && !self.monitor.records_other_tunnels() {
+            // Traffic outside the catalog is counted, not recorded one by one.
+            return;
+        }
         let decision = tunnel.outcome.decision();
         let mut trail = Trail::proxied(
             "proxy.connect",
@@ -197,9 +337,35 @@ impl Sluice {
         trail.record.status = StatusCode::OK.as_u16();
         trail.record.reason = tunnel.reason();
         trail.record.signals = Some(tunnel.signals());
+        if let Some(entry) = entry {
+            let mut ai = self.monitor.usage(Some(entry), matches!(tunnel.outcome, TunnelOutcome::Intercepted { .. }));
+            // Refusals happened at the door; this notes the verdict.
+            let _ = self.judge_app(&identity.team, &mut ai);
+            ai.bytes_up = tunnel.up;
+            ai.bytes_down = tunnel.down;
+            ai.duration_ms = u64::try_from(tunnel.duration.as_millis()).unwrap_or(u64::MAX);
+            if entry.category == Category::ModelHub && plain {
+                // Only the host and the size are visible in a tunnel.
+                ai.download =
+                    Some(ModelDownload { hub: entry.id.clone(), bytes: tunnel.down, ..ModelDownload::default() });
+            }
+            trail.record.ai = Some(ai);
+        }
         // The trail is made at the end of the tunnel; its total is the
         // tunnel's life from the CONNECT on.
         trail.started = Instant::now().checked_sub(tunnel.duration).unwrap_or(trail.started);
         self.record(trail, None);
     }
+}
+
+/// Proxied traffic by kind (an AI app from the catalog, or other), in
+/// connections and bytes: bounded labels, the app only from the catalog.
+fn count_traffic(entry: Option<&Entry>, tunnel: &TunnelReport) {
+    let app = entry.map_or("other".to_string(), |e| e.id.clone());
+    let category = entry.map_or("none", |e| e.category.as_str());
+    metrics::counter!(telemetry::PROXY_TRAFFIC_CONNECTIONS, "app" => app.clone(), "category" => category).increment(1);
+    metrics::counter!(telemetry::PROXY_TRAFFIC_BYTES, "app" => app.clone(), "category" => category, "direction" => "up")
+        .increment(tunnel.up);
+    metrics::counter!(telemetry::PROXY_TRAFFIC_BYTES, "app" => app, "category" => category, "direction" => "down")
+        .increment(tunnel.down);
 }

@@ -230,6 +230,16 @@ impl Sluice {
             metrics::counter!(telemetry::UPSTREAM_ERRORS, "provider" => trail.record.provider.clone(), "kind" => "status")
                 .increment(1);
         }
+        if let Some(ai) = trail.record.ai.as_mut() {
+            if let Some(account) = ai.account.as_mut() {
+                self.monitor.note_answer(account, &parts.headers);
+            }
+            if let Some(download) = ai.download.as_mut() {
+                // Hugging Face answers a resolve with a redirect to its CDN
+                // and says there how big the file is.
+                download.bytes = linked_size(&parts.headers).unwrap_or(0);
+            }
+        }
         strip_hop_by_hop(&mut parts.headers);
         set_route_headers(&mut parts.headers, route, rule);
         let idle_timeout = Duration::from_millis(self.config.upstream.idle_timeout_ms);
@@ -249,6 +259,8 @@ impl Sluice {
             inner: body,
             restore,
             finished: false,
+            bytes: 0,
+            sniffed: trail.sniff_models.then(Vec::new),
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             idle_timeout,
             completion: Some(Completion { sluice: self.clone(), trail, upstream_started }),
@@ -257,6 +269,14 @@ impl Sluice {
     }
 }
 
+/// `x-linked-size`: the size of the file a Hugging Face redirect points at.
+fn linked_size(headers: &HeaderMap) -> Option<u64> {
+    headers.get("x-linked-size")?.to_str().ok()?.trim().parse().ok()
+}
+
+/// A model list longer than this is not read for the server's kind.
+const MAX_SNIFFED: usize = 1 << 20;
+
 /// The provider's body, relayed frame by frame with an idle timeout.
 pub(super) struct RelayBody {
     inner: Incoming,
@@ -264,6 +284,10 @@ pub(super) struct RelayBody {
     restore: Option<Restore>,
     /// The last frame (restored text) has gone out.
     finished: bool,
+    /// Body bytes received from upstream.
+    bytes: u64,
+    /// The first bytes of a model list, kept to tell which server sent it.
+    sniffed: Option<Vec<u8>>,
     idle: Pin<Box<tokio::time::Sleep>>,
     idle_timeout: Duration,
     completion: Option<Completion>,
@@ -271,7 +295,8 @@ pub(super) struct RelayBody {
 
 impl RelayBody {
     fn complete(&mut self, problem: Option<&str>) {
-        if let Some(c) = self.completion.take() {
+        if let Some(mut c) = self.completion.take() {
+            c.received(self.bytes, self.sniffed.take());
             c.finish(problem);
         }
     }
@@ -289,6 +314,12 @@ impl Body for RelayBody {
         loop {
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        this.bytes += data.len() as u64;
+                        if let Some(sniffed) = this.sniffed.as_mut().filter(|s| s.len() < MAX_SNIFFED) {
+                            sniffed.extend_from_slice(data);
+                        }
+                    }
                     let deadline = tokio::time::Instant::now() + this.idle_timeout;
                     this.idle.as_mut().reset(deadline);
                     let Some(restore) = this.restore.as_mut() else {

@@ -10,6 +10,9 @@ pub(super) struct Trail {
     pub(super) record: AuditRecord,
     pub(super) started: Instant,
     pub(super) dialect: Dialect,
+    /// The answer is a model list from a host the catalog does not know:
+    /// read its first bytes for the self-hosted server that sent it.
+    pub(super) sniff_models: bool,
 }
 
 impl Trail {
@@ -81,6 +84,7 @@ impl Trail {
             },
             started: Instant::now(),
             dialect,
+            sniff_models: false,
         }
     }
 }
@@ -93,6 +97,24 @@ pub(super) struct Completion {
 }
 
 impl Completion {
+    /// What the answer's body carried, for the shadow-AI monitor: its size,
+    /// and (for a model list) the self-hosted server that sent it.
+    pub(super) fn received(&mut self, bytes: u64, sniffed: Option<Vec<u8>>) {
+        let record = &mut self.trail.record;
+        if let Some(server) = sniffed.as_deref().and_then(crate::shadow::monitor::server_of_models) {
+            let mut ai = self.sluice.monitor.usage(None, true);
+            ai.server = server.to_string();
+            record.ai = Some(ai);
+        }
+        if let Some(ai) = record.ai.as_mut() {
+            ai.bytes_down = bytes;
+            ai.duration_ms = u64::try_from(self.trail.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            if let Some(download) = ai.download.as_mut().filter(|d| d.bytes == 0) {
+                download.bytes = bytes;
+            }
+        }
+    }
+
     pub(super) fn finish(mut self, problem: Option<&str>) {
         if let Some(problem) = problem {
             self.trail.record.reason = format!("{}; {problem}", self.trail.record.reason);
@@ -140,6 +162,14 @@ impl Sluice {
             .record(total.as_secs_f64());
         for (kind, n) in &r.findings {
             metrics::counter!(telemetry::FINDINGS, "type" => kind.clone()).increment(u64::from(*n));
+        }
+        if let Some(ai) = &r.ai {
+            // `app` is a catalog id or one of the monitor's fixed names,
+            // never a host name a client chose.
+            let yes_no = |b: bool| if b { "true" } else { "false" };
+            metrics::counter!(telemetry::AI_REQUESTS, "app" => ai.app.clone(), "sanctioned" => yes_no(ai.sanctioned),
+                "inspected" => yes_no(ai.inspected))
+            .increment(1);
         }
         if let Err(e) = self.audit.submit(trail.record) {
             metrics::counter!(telemetry::AUDIT_WRITE_ERRORS).increment(1);

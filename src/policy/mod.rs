@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::classify::Task;
-use crate::inspect::{Category, Finding, PII_KINDS, SECRET_KINDS};
-use schema::{number, KindSet, MinConfidence, NumRange, PolicyFile, Rule, Selector, PROVIDERS};
+use crate::inspect::{Category, Finding, PII_KINDS, SECRET_KINDS, SPECIAL_KINDS};
+use schema::{number, KindSet, MinConfidence, NumRange, PolicyFile, Rule, Selector, PEOPLE_KINDS, PROVIDERS};
 
 /// Where a request goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -189,6 +189,65 @@ pub struct TeamPolicy {
     sticky_local: bool,
     local: LocalOptions,
     unparsed: Unparsed,
+    ai_apps: AiApps,
+}
+
+/// What a team allows of AI apps (`ai_apps:`), for the shadow-AI monitor.
+/// Apps are catalog ids (`sluice policy check` checks them).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AiApps {
+    /// The apps the team may use.
+    #[serde(default)]
+    pub sanctioned: Vec<String>,
+    /// What happens when the team uses any other app.
+    #[serde(default)]
+    pub unsanctioned: Enforcement,
+    /// What happens to an API call on an account that is not one of the
+    /// company's (`shadow.company_accounts`).
+    #[serde(default)]
+    pub personal_accounts: PersonalAccounts,
+}
+
+/// What sluice does about an unsanctioned app.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Enforcement {
+    /// Let it through and record it.
+    #[default]
+    Monitor,
+    /// Refuse it.
+    Block,
+    /// Refuse it with a message naming the sanctioned alternatives.
+    Coach,
+}
+
+impl Enforcement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Enforcement::Monitor => "monitor",
+            Enforcement::Block => "block",
+            Enforcement::Coach => "coach",
+        }
+    }
+}
+
+/// What sluice does about calls on a personal account.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PersonalAccounts {
+    /// Record them, flagged.
+    #[default]
+    Monitor,
+    /// Refuse calls with a key already seen on a personal account.
+    Block,
+}
+
+impl AiApps {
+    /// `None` when `app` is sanctioned, else what to do about it.
+    pub fn verdict(&self, app: &str) -> Option<Enforcement> {
+        (!self.sanctioned.iter().any(|s| s == app)).then_some(self.unsanctioned)
+    }
 }
 
 /// What a policy does with requests whose shape sluice does not parse
@@ -268,6 +327,10 @@ struct Present {
     pii_any: bool,
     secrets: u64,
     secrets_any: bool,
+    /// Bits over `PEOPLE_KINDS` (a subset of the PII findings).
+    people: u64,
+    special: u64,
+    special_any: bool,
     terms: bool,
     attachments: bool,
 }
@@ -281,6 +344,7 @@ impl Present {
                 Category::Pii => {
                     present.pii_any = true;
                     present.pii |= kind_bit(PII_KINDS, f.kind);
+                    present.people |= kind_bit(PEOPLE_KINDS, f.kind);
                 }
                 Category::Secret => {
                     present.secrets_any = true;
@@ -288,6 +352,10 @@ impl Present {
                 }
                 Category::Term => present.terms = true,
                 Category::Attachment => present.attachments = true,
+                Category::Special => {
+                    present.special_any = true;
+                    present.special |= kind_bit(SPECIAL_KINDS, f.kind);
+                }
             }
         }
         present
@@ -335,6 +403,19 @@ impl Rule {
         }
         if let Some(set) = w.secrets {
             if kinds_hit(set, present.secrets_any, present.secrets).is_none() {
+                return false;
+            }
+        }
+        // `people` and `special_category` are separate conditions, so a
+        // rule naming both ("a person together with a health fact") needs
+        // both, like every other pair of conditions.
+        if let Some(set) = w.people {
+            if kinds_hit(set, present.people != 0, present.people).is_none() {
+                return false;
+            }
+        }
+        if let Some(set) = w.special {
+            if kinds_hit(set, present.special_any, present.special).is_none() {
                 return false;
             }
         }
@@ -386,6 +467,14 @@ impl Rule {
         if let Some(set) = w.secrets {
             let hit = kinds_hit(set, present.secrets_any, present.secrets).unwrap_or(0);
             out.push(format!("secrets: {}", kind_names(SECRET_KINDS, hit)));
+        }
+        if let Some(set) = w.people {
+            let hit = kinds_hit(set, present.people != 0, present.people).unwrap_or(0);
+            out.push(format!("people: {}", kind_names(PEOPLE_KINDS, hit)));
+        }
+        if let Some(set) = w.special {
+            let hit = kinds_hit(set, present.special_any, present.special).unwrap_or(0);
+            out.push(format!("special_category: {}", kind_names(SPECIAL_KINDS, hit)));
         }
         if w.terms {
             out.push("terms: dictionary match".to_string());
@@ -485,6 +574,11 @@ impl TeamPolicy {
         })
     }
 
+    /// What the team allows of AI apps.
+    pub fn ai_apps(&self) -> &AiApps {
+        &self.ai_apps
+    }
+
     /// How local decisions behave under load and for long prompts.
     pub fn local_options(&self) -> LocalOptions {
         self.local
@@ -567,7 +661,7 @@ impl TeamPolicy {
         if !signals.unparsed {
             return None;
         }
-        let any = present.pii_any || present.secrets_any || present.terms || present.attachments;
+        let any = present.pii_any || present.secrets_any || present.special_any || present.terms || present.attachments;
         let reason = match self.unparsed {
             Unparsed::Rules => return None,
             Unparsed::BlockFindings if !any => return None,
@@ -606,7 +700,15 @@ impl PolicySet {
     /// Load and validate every `*.yaml` file in `dir`. Other files are
     /// ignored (dictionary files live beside the policies). All problems in
     /// all files are reported together.
+    /// Load every team's file, checking `ai_apps` ids against the shipped
+    /// catalog of AI apps.
     pub fn load_dir(dir: &Path) -> Result<PolicySet, PolicyErrors> {
+        PolicySet::load_dir_with_apps(dir, crate::shadow::catalog::builtin_shared())
+    }
+
+    /// [`PolicySet::load_dir`] against a catalog with the organisation's
+    /// own entries.
+    pub fn load_dir_with_apps(dir: &Path, apps: &crate::shadow::Catalog) -> Result<PolicySet, PolicyErrors> {
         let mut errors = Vec::new();
         let entries = match std::fs::read_dir(dir) {
             Ok(entries) => entries,
@@ -635,7 +737,7 @@ impl PolicySet {
 
         let mut teams = BTreeMap::new();
         for path in &files {
-            match load_file(dir, path) {
+            match load_file(dir, path, apps) {
                 Ok(policy) => {
                     teams.insert(policy.team.clone(), Arc::new(policy));
                 }
@@ -684,7 +786,7 @@ fn is_team_name(name: &str) -> bool {
 
 /// Parse, validate and compile one policy file, collecting every problem
 /// that can be found without the file parsing.
-fn load_file(dir: &Path, path: &Path) -> Result<TeamPolicy, Vec<PolicyError>> {
+fn load_file(dir: &Path, path: &Path, apps: &crate::shadow::Catalog) -> Result<TeamPolicy, Vec<PolicyError>> {
     let mut errors = Vec::new();
     let team = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
     if !is_team_name(&team) {
@@ -748,6 +850,18 @@ fn load_file(dir: &Path, path: &Path) -> Result<TeamPolicy, Vec<PolicyError>> {
     let mut unique = std::collections::HashSet::new();
     terms.retain(|t| unique.insert(t.clone()));
 
+    for app in &file.ai_apps.sanctioned {
+        if apps.get(app).is_none() {
+            // Ids are plain words: the first line naming one is where it is.
+            let at = source.lines().position(|l| l.contains(app.as_str()) && !l.trim_start().starts_with('#'));
+            errors.push(PolicyError::at(
+                path,
+                at.map(|i| (i + 1, 1)),
+                format!("ai_apps.sanctioned: `{app}` is not an app in the catalog (see catalog/ai-services.yaml)"),
+            ));
+        }
+    }
+
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -760,6 +874,7 @@ fn load_file(dir: &Path, path: &Path) -> Result<TeamPolicy, Vec<PolicyError>> {
         sticky_local: file.sticky_local,
         local: file.local,
         unparsed: file.unparsed_requests,
+        ai_apps: file.ai_apps,
     })
 }
 

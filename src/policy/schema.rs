@@ -15,15 +15,23 @@ use serde::Deserialize;
 use super::glob::Glob;
 use super::{Action, RedactScope};
 use crate::classify::Task;
-use crate::inspect::{Category, Finding, ATTACHMENT_KIND, PII_KINDS, SECRET_KINDS, TERM_KIND};
+use crate::inspect::{Category, Finding, ATTACHMENT_KIND, PII_KINDS, SECRET_KINDS, SPECIAL_KINDS, TERM_KIND};
 
 /// Provider names `when.provider` may name: every provider in the
 /// catalog, so a policy can name any provider the proxy intercepts.
 pub(super) const PROVIDERS: &[&str] = &crate::wire::providers::NAMES;
 
+/// The PII kinds `when.people` may name: who someone is and where they live.
+pub(super) const PEOPLE_KINDS: &[&str] = &["person", "street_address"];
+
 // Kind sets are bit masks indexed by position in these lists.
-const _: () =
-    assert!(PII_KINDS.len() <= 64 && SECRET_KINDS.len() <= 64 && PROVIDERS.len() <= 64 && Task::ALL.len() <= 64);
+const _: () = assert!(
+    PII_KINDS.len() <= 64
+        && SECRET_KINDS.len() <= 64
+        && SPECIAL_KINDS.len() <= 64
+        && PROVIDERS.len() <= 64
+        && Task::ALL.len() <= 64
+);
 
 /// Read a string scalar and check it while serde_yaml is still reading that
 /// scalar: only then does an error get the scalar's own position.
@@ -93,6 +101,8 @@ pub(super) struct PolicyFile {
     pub(super) local: super::LocalOptions,
     #[serde(default)]
     pub(super) unparsed_requests: super::Unparsed,
+    #[serde(default)]
+    pub(super) ai_apps: super::AiApps,
 }
 
 fn yes() -> bool {
@@ -233,6 +243,10 @@ impl<'de> Deserialize<'de> for Action {
 pub(super) struct When {
     pub(super) pii: Option<KindSet>,
     pub(super) secrets: Option<KindSet>,
+    /// Over [`PEOPLE_KINDS`].
+    pub(super) people: Option<KindSet>,
+    /// Over [`SPECIAL_KINDS`].
+    pub(super) special: Option<KindSet>,
     pub(super) terms: bool,
     pub(super) attachments: Option<bool>,
     pub(super) model: Option<Box<[Glob]>>,
@@ -255,7 +269,12 @@ impl When {
     /// True when any condition looks at findings: such a rule keeps a
     /// prompt local because of what it contains (see `Decision::sticky`).
     pub(super) fn on_findings(&self) -> bool {
-        self.pii.is_some() || self.secrets.is_some() || self.terms || self.attachments == Some(true)
+        self.pii.is_some()
+            || self.secrets.is_some()
+            || self.people.is_some()
+            || self.special.is_some()
+            || self.terms
+            || self.attachments == Some(true)
     }
 }
 
@@ -266,6 +285,10 @@ struct WhenSpec {
     pii: Option<NameSet<PiiNames>>,
     #[serde(default)]
     secrets: Option<NameSet<SecretNames>>,
+    #[serde(default)]
+    people: Option<NameSet<PeopleNames>>,
+    #[serde(default)]
+    special_category: Option<NameSet<SpecialNames>>,
     #[serde(default)]
     terms: Option<AnyOnly>,
     #[serde(default)]
@@ -309,6 +332,8 @@ impl<'de> Deserialize<'de> for When {
             let when = When {
                 pii: spec.pii.map(|s| s.set),
                 secrets: spec.secrets.map(|s| s.set),
+                people: spec.people.map(|s| s.set),
+                special: spec.special_category.map(|s| s.set),
                 terms: spec.terms.is_some(),
                 attachments: spec.attachments,
                 model: spec.model.map(|p| p.0),
@@ -326,6 +351,8 @@ impl<'de> Deserialize<'de> for When {
             };
             let empty = when.pii.is_none()
                 && when.secrets.is_none()
+                && when.people.is_none()
+                && when.special.is_none()
                 && !when.terms
                 && when.attachments.is_none()
                 && when.model.is_none()
@@ -392,6 +419,32 @@ impl NameFamily for SecretNames {
     }
     fn valid() -> String {
         SECRET_KINDS.join(", ")
+    }
+}
+
+struct PeopleNames;
+impl NameFamily for PeopleNames {
+    const KEY: &'static str = "people";
+    const WHAT: &'static str = "people type";
+    const ALLOWS_ANY: bool = true;
+    fn position(name: &str) -> Option<usize> {
+        PEOPLE_KINDS.iter().position(|n| *n == name)
+    }
+    fn valid() -> String {
+        PEOPLE_KINDS.join(", ")
+    }
+}
+
+struct SpecialNames;
+impl NameFamily for SpecialNames {
+    const KEY: &'static str = "special_category";
+    const WHAT: &'static str = "special category";
+    const ALLOWS_ANY: bool = true;
+    fn position(name: &str) -> Option<usize> {
+        SPECIAL_KINDS.iter().position(|n| *n == name)
+    }
+    fn valid() -> String {
+        SPECIAL_KINDS.join(", ")
     }
 }
 
@@ -793,6 +846,7 @@ const CATEGORY_NAMES: &[(&str, Category)] = &[
     ("secrets", Category::Secret),
     ("terms", Category::Term),
     ("attachments", Category::Attachment),
+    ("special_category", Category::Special),
 ];
 
 impl Selector {
@@ -805,6 +859,7 @@ impl Selector {
             (Category::Secret, SECRET_KINDS),
             (Category::Term, &[TERM_KIND][..]),
             (Category::Attachment, &[ATTACHMENT_KIND][..]),
+            (Category::Special, SPECIAL_KINDS),
         ];
         for (category, kinds) in families {
             if let Some(kind) = kinds.iter().find(|k| **k == name) {
@@ -813,9 +868,11 @@ impl Selector {
         }
         Err(format!(
             "unknown finding type `{name}`; valid: the categories pii, secrets, terms, \
-             attachments; the pii types {}; the secret types {}; {TERM_KIND}; {ATTACHMENT_KIND}",
+             attachments, special_category; the pii types {}; the secret types {}; the special \
+             categories {}; {TERM_KIND}; {ATTACHMENT_KIND}",
             PII_KINDS.join(", "),
-            SECRET_KINDS.join(", ")
+            SECRET_KINDS.join(", "),
+            SPECIAL_KINDS.join(", ")
         ))
     }
 

@@ -1042,3 +1042,57 @@ fn numbers_are_written_as_people_write_them() {
     assert_eq!(schema::number(f64::from(0.91f32)), "0.91");
     assert_eq!(schema::number(0.1 + 0.2), "0.3");
 }
+
+fn special(kind: &'static str) -> Finding {
+    finding(Category::Special, kind)
+}
+
+#[test]
+fn people_and_special_category_conditions_combine() {
+    let p = team(
+        "rules:\n  - name: person-with-health\n    when: { people: any, special_category: [health] }\n    then: local\n  \
+         - name: any-special\n    when: { special_category: any }\n    then: block\n  \
+         - name: addresses\n    when: { people: [street_address] }\n    then: local\n  \
+         - name: names\n    when: { people: any }\n    then: redact\ndefault: cloud\n",
+    );
+    let decide = |findings: &[Finding]| {
+        let d = p.decide(&signals(findings, "m", "openai", 10));
+        (d.action, d.rule, d.because)
+    };
+    let (action, rule, because) = decide(&[pii("person"), special("health")]);
+    assert_eq!((action, rule.as_str()), (Action::Local, "person-with-health"));
+    assert_eq!(because, ["people: person", "special_category: health"]);
+    assert_eq!(decide(&[special("health")]).1, "any-special");
+    assert_eq!(decide(&[pii("person"), special("religion")]).1, "any-special");
+    assert_eq!(decide(&[pii("street_address")]).1, "addresses");
+    assert_eq!(decide(&[pii("person")]).0, Action::Redact);
+    assert_eq!(decide(&[pii("email")]).1, "default");
+    // A special-category finding is not PII: `pii: any` ignores it.
+    let p = team("rules:\n  - name: any-pii\n    when: { pii: any }\n    then: local\ndefault: cloud\n");
+    assert_eq!(p.decide(&signals(&[special("health")], "m", "openai", 10)).rule, "default");
+}
+
+#[test]
+fn special_category_findings_are_sticky_and_filtered_by_confidence() {
+    let p = team(
+        "min_confidence: { special_category: 0.5 }\nrules:\n  - name: s\n    when: { special_category: any }\n    \
+         then: local\ndefault: cloud\n",
+    );
+    let topic = with_confidence(special("health"), 0.35);
+    assert_eq!(p.decide(&signals(&[topic], "m", "openai", 10)).action, Action::Cloud);
+    let d = p.decide(&signals(&[special("health")], "m", "openai", 10));
+    assert!(d.action == Action::Local && d.sticky, "{d:?}");
+}
+
+#[test]
+fn unknown_people_and_special_names_are_errors_at_their_line() {
+    let (line, reason) =
+        one_error("rules:\n  - name: r\n    when:\n      special_category: [health, astrology]\n    then: local\ndefault: cloud\n");
+    assert_eq!(line, Some(4));
+    assert!(reason.contains("unknown special category `astrology`"), "{reason}");
+    assert!(reason.contains("sexual_orientation"), "{reason}");
+    let (line, reason) =
+        one_error("rules:\n  - name: r\n    when:\n      people: [email]\n    then: local\ndefault: cloud\n");
+    assert_eq!(line, Some(4));
+    assert!(reason.contains("unknown people type `email`"), "{reason}");
+}

@@ -358,6 +358,13 @@ struct Slot {
     one_label: Vec<(Box<str>, usize)>,
 }
 
+/// The catalog shipped in the binary, parsed once per process.
+pub fn builtin_shared() -> &'static Catalog {
+    static BUILTIN: std::sync::OnceLock<Catalog> = std::sync::OnceLock::new();
+    // The shipped file is validated by this module's tests, so it parses.
+    BUILTIN.get_or_init(|| Catalog::builtin().expect("the builtin catalog is valid (see its tests)"))
+}
+
 impl Catalog {
     /// The catalog shipped in the binary. It is parsed and validated on
     /// each call (about a millisecond); hold on to the result.
@@ -529,6 +536,18 @@ impl Catalog {
     /// [`ApiShape::family`] is known).
     pub fn api_hosts(&self) -> impl Iterator<Item = (&str, ApiShape)> + '_ {
         self.entries.iter().flat_map(|e| e.api_hosts.iter().map(|h| (h.host.as_str(), h.api)))
+    }
+
+    /// The proxy's default intercept list: every API host whose shape
+    /// sluice can read as an LLM request, in catalog order, each once.
+    pub fn intercept_hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = Vec::new();
+        for (host, shape) in self.api_hosts() {
+            if shape.family().is_some() && !hosts.iter().any(|h| h == host) {
+                hosts.push(host.to_string());
+            }
+        }
+        hosts
     }
 
     pub fn get(&self, id: &str) -> Option<&Entry> {

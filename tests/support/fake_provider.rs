@@ -182,6 +182,7 @@ fn make_tls() -> (String, rustls::ServerConfig) {
         "api.anthropic.com".to_string(),
         "bedrock-runtime.us-east-1.amazonaws.com".to_string(),
         "generativelanguage.googleapis.com".to_string(),
+        "huggingface.co".to_string(),
         "localhost".to_string(),
         "127.0.0.1".to_string(),
     ])
@@ -259,7 +260,13 @@ async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>) -> Result<Respo
     }
 
     let response = match (&parts.method, parts.uri.path()) {
-        (&Method::POST, "/v1/chat/completions") => generate(&shared, Dialect::OpenAi, &body).await,
+        (&Method::POST, "/v1/chat/completions") => {
+            let mut response = generate(&shared, Dialect::OpenAi, &body).await;
+            // The account OpenAI names for the key: a personal one.
+            response.headers_mut().insert("openai-organization", HeaderValue::from_static(FAKE_OPENAI_ORGANIZATION));
+            response
+        }
+        (&Method::GET, path) if path.contains("/resolve/") => model_file(),
         (&Method::POST, "/v1/messages") => generate(&shared, Dialect::Anthropic, &body).await,
         (&Method::GET, "/v1/models") => json_response(StatusCode::OK, &models_list()),
         _ => error_response(Dialect::OpenAi, StatusCode::NOT_FOUND, "invalid_request_error", "Unknown request URL."),
@@ -579,6 +586,19 @@ fn estimate_prompt_tokens(request: &Value) -> u64 {
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// What the fake answers in `openai-organization`: a personal account.
+pub const FAKE_OPENAI_ORGANIZATION: &str = "user-fake0personal";
+
+/// Size of the model file every Hugging Face style `/<repo>/resolve/...`
+/// download returns.
+pub const FAKE_MODEL_FILE_BYTES: usize = 300_000;
+
+fn model_file() -> Response<ResponseBody> {
+    let mut response = Response::new(Full::new(Bytes::from(vec![0u8; FAKE_MODEL_FILE_BYTES])).boxed());
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    response
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<ResponseBody> {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake_provider;
+pub mod tls;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -364,4 +365,23 @@ pub fn edit_audit_record(dir: &Path, seq: u64, from: &str, to: &str) {
     assert_ne!(edited.as_bytes(), &old[..], "`{from}` is not in record {seq}");
     db.insert(key, edited.as_bytes()).unwrap();
     db.flush().unwrap();
+}
+
+/// A reqwest client using sluice as its proxy (as `alice` with `token`),
+/// trusting sluice's CA only.
+pub fn proxied_client(proc: &SluiceProc, http1_only: bool, token: Option<&str>) -> reqwest::Client {
+    let mut proxy = reqwest::Proxy::all(format!("http://{}", proc.proxy)).unwrap();
+    if let Some(token) = token {
+        proxy = proxy.basic_auth("alice", token);
+    }
+    let ca = reqwest::Certificate::from_pem(proc.ca_pem().as_bytes()).unwrap();
+    let mut builder = reqwest::Client::builder()
+        .proxy(proxy)
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .timeout(Duration::from_secs(30));
+    if http1_only {
+        builder = builder.http1_only();
+    }
+    builder.build().unwrap()
 }

@@ -37,7 +37,7 @@ pub(super) async fn forward_unchanged(
     identity: Identity,
     origin: Arc<Origin>,
 ) -> Response<RespBody> {
-    let relayed = match sluice.begin_relayed("passthrough", req.headers(), client, &identity, &origin) {
+    let relayed = match sluice.begin_relayed("passthrough", &req, client, &identity, &origin) {
         Ok(relayed) => relayed,
         Err(refused) => return refused,
     };
@@ -57,7 +57,7 @@ pub(super) async fn relay_websocket(
     identity: Identity,
     origin: Arc<Origin>,
 ) -> Response<RespBody> {
-    let relayed = match sluice.begin_relayed("websocket", req.headers(), client, &identity, &origin) {
+    let relayed = match sluice.begin_relayed("websocket", &req, client, &identity, &origin) {
         Ok(relayed) => relayed,
         Err(refused) => return refused,
     };
