@@ -31,6 +31,7 @@
 #   BENCH_RAW=FILE       also append every run's loadgen JSON (one per line)
 #   BENCH_KEEP=1         keep the temp directory (config, logs) for inspection
 #   BENCH_SKIP_BUILD=1   use the binaries already built
+#   BENCH_SHADOW=false   turn the shadow-AI monitor off (default true)
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -138,6 +139,7 @@ upstream:
   resolve: { "api.openai.com:443": "127.0.0.1:$fake_port", "api.anthropic.com:443": "127.0.0.1:$fake_port" }
 # This measures the cloud path; the local model would only take memory.
 local: { backend: none }
+shadow: { enabled: ${BENCH_SHADOW:-true} }
 proxy:
   enabled: true
   listen: "127.0.0.1:$proxy_port"

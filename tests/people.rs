@@ -54,6 +54,17 @@ const CASES: &[(&str, &str, &str)] = &[
         "local",
         "special-categories-stay-local",
     ),
+    // National identifiers, each valid under its checksum (issue 13).
+    ("Check the tax record for Steuer-ID 86095742719 before filing.", "local", "regulated-pii-stays-local"),
+    ("El cliente tiene DNI 12345678Z, prepara el contrato.", "local", "regulated-pii-stays-local"),
+    ("Verify Aadhaar 2341 2341 2346 for the vendor onboarding.", "local", "regulated-pii-stays-local"),
+    ("Update the CPF 111.444.777-35 in the customer file.", "local", "regulated-pii-stays-local"),
+    ("Her SIN is 130 692 544, file the T4 for her.", "local", "regulated-pii-stays-local"),
+    ("The NHS number 943 476 5919 belongs to the new patient.", "local", "regulated-pii-stays-local"),
+    ("Codice fiscale RSSMRA85T10A562S per il contratto.", "local", "regulated-pii-stays-local"),
+    ("Le NIR du salarié est 1 85 05 78 006 084 91.", "local", "regulated-pii-stays-local"),
+    ("BSN 111222333 van de nieuwe medewerker.", "local", "regulated-pii-stays-local"),
+    ("Client TFN 123 456 782 for the return.", "local", "regulated-pii-stays-local"),
     // A name alone is replaced before the prompt goes out.
     ("Write a thank-you note to Maria Gonzalez for organising the offsite.", "redact", "other-pii-redacted"),
 ];
