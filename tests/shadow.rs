@@ -93,6 +93,42 @@ async fn tunnels_to_ai_apps_are_attributed_and_other_tunnels_only_counted() {
 }
 
 #[tokio::test]
+async fn a_teams_own_catalog_entries_are_attributed_and_sanctioned() {
+    let fake = FakeProvider::start().await;
+    let (own, own_ca, _) = echo_tls_server("llm.acme-internal.test").await;
+    let setup = Setup {
+        identity: identity(),
+        proxy: format!("allowed_ports: [{}], allow_private: [\"127.0.0.0/8\"]", own.port()),
+        policies: policy(
+            "{ sanctioned: [acme-llm], unsanctioned: block, catalog: [{ id: acme-llm, name: \"Acme LLM\", \
+             vendor: Acme, category: llm_api, domains: [llm.acme-internal.test], source: \"https://wiki.acme.test/llm\" }] }",
+        ),
+        ..Setup::default()
+    };
+    let mut proc = SluiceProc::start(&fake, setup).await;
+    tunnel_echo(&proc, own, &own_ca, "llm.acme-internal.test", 1_000).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let records = proc.audit_records();
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let ai = &records[0]["ai"];
+    assert_eq!(ai["app"], "acme-llm");
+    assert_eq!(ai["sanctioned"], true);
+    assert!(ai["enforced"].is_null(), "a sanctioned app is not enforced: {ai}");
+
+    // An entry the catalog cannot take is refused with its file.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("default.yaml"),
+        "default: cloud\nai_apps:\n  catalog:\n    - { id: Not_Kebab, name: x, vendor: x, category: llm_api, domains: [x.test], source: \"https://x.test\" }\n",
+    )
+    .unwrap();
+    let out = cli(&["policy", "check"], Some(dir.path()));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("default.yaml:3") && stderr.contains("ai_apps.catalog"), "{stderr}");
+}
+
+#[tokio::test]
 async fn unsanctioned_apps_are_blocked_or_coached() {
     let fake = FakeProvider::start().await;
     for (mode, expect) in [("block", "is not sanctioned for your team"), ("coach", "please use OpenAI API instead")] {

@@ -421,7 +421,7 @@ impl Sluice {
         let Via::Proxy { origin, .. } = via else {
             return Ok(());
         };
-        let entry = self.monitor.app_of_host(&origin.target().host);
+        let entry = self.app_of(&trail.record.team, &origin.target().host);
         if !self.monitor.enabled() || entry.is_none() && !looks_like_llm_api(&parts.method, parts.uri.path(), body) {
             return Ok(());
         }

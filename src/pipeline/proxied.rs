@@ -9,7 +9,7 @@ use crate::audit::{AiUsage, ModelDownload};
 use crate::policy::{AiApps, Enforcement, PersonalAccounts};
 use crate::relay::tunnel::{Outcome as TunnelOutcome, TunnelReport};
 use crate::shadow::monitor::model_download;
-use crate::shadow::{Category, Entry};
+use crate::shadow::{Catalog, Category, Entry};
 
 /// The app of model weights fetched from a host the catalog does not know.
 const UNLISTED_MODEL_HOST: &str = "unlisted-model-host";
@@ -96,7 +96,7 @@ impl Sluice {
     ) -> Result<(), Refusal> {
         let host = &origin.target().host;
         let path = req.uri().path();
-        let entry = self.monitor.app_of_host(host);
+        let entry = self.app_of(&identity.team, host);
         let hub = entry.map_or(host.as_str(), |e| e.id.as_str());
         let download = (self.monitor.enabled() && req.method() == http::Method::GET)
             .then(|| model_download(hub, path, 0))
@@ -136,7 +136,8 @@ impl Sluice {
         let verdict = apps.verdict(&ai.app);
         ai.sanctioned = verdict.is_none();
         ai.enforced = verdict.map(|v| v.as_str().to_string()).unwrap_or_default();
-        if let Some(message) = verdict.and_then(|v| self.app_refusal_message(apps, &ai.app, v)) {
+        let catalog = policy.app_catalog().unwrap_or(self.monitor.catalog());
+        if let Some(message) = verdict.and_then(|v| app_refusal_message(catalog, apps, &ai.app, v)) {
             return Some(Refusal::new(ErrorKind::PolicyBlock, message));
         }
         let personal = ai.account.as_ref().is_some_and(|a| self.monitor.is_personal_key(&a.key_fingerprint));
@@ -148,43 +149,16 @@ impl Sluice {
         })
     }
 
-    /// What a refused app's user reads: `block` says no, `coach` names the
-    /// sanctioned alternatives (of the same kind where there are some).
-    fn app_refusal_message(&self, apps: &AiApps, app: &str, verdict: Enforcement) -> Option<String> {
-        let catalog = self.monitor.catalog();
-        let entry = catalog.get(app);
-        let name = entry.map_or(app, |e| e.name.as_str());
-        match verdict {
-            Enforcement::Monitor => None,
-            Enforcement::Block => Some(format!("sluice policy: {name} is not sanctioned for your team")),
-            Enforcement::Coach => {
-                let sanctioned: Vec<_> = apps.sanctioned.iter().filter_map(|id| catalog.get(id)).collect();
-                let same_kind: Vec<&str> = sanctioned
-                    .iter()
-                    .filter(|e| entry.is_some_and(|app| app.category == e.category))
-                    .map(|e| e.name.as_str())
-                    .collect();
-                let alternatives = if same_kind.is_empty() {
-                    sanctioned.iter().map(|e| e.name.as_str()).collect::<Vec<_>>()
-                } else {
-                    same_kind
-                };
-                Some(if alternatives.is_empty() {
-                    format!("sluice policy: {name} is not sanctioned for your team; ask your security team which AI services are")
-                } else {
-                    format!(
-                        "sluice policy: {name} is not sanctioned for your team; please use {} instead",
-                        alternatives.join(" or ")
-                    )
-                })
-            }
-        }
+    /// The AI app at `host` for `team`: the team's own catalog first.
+    pub(super) fn app_of<'a>(&'a self, team: &str, host: &str) -> Option<&'a Entry> {
+        let team_catalog = self.policies.team(team).and_then(|p| p.app_catalog());
+        self.monitor.app_of_host_in(team_catalog, host)
     }
 
     /// Whether the caller's team refuses the AI app at `host`: the message
     /// saying why. The tunnel's own record notes the refusal.
     pub fn app_refusal(&self, identity: &Identity, host: &str) -> Option<String> {
-        let entry = self.monitor.app_of_host(host)?;
+        let entry = self.app_of(&identity.team, host)?;
         let mut ai = self.monitor.usage(Some(entry), false);
         self.judge_app(&identity.team, &mut ai).map(|refusal| refusal.message)
     }
@@ -193,7 +167,7 @@ impl Sluice {
     /// answer with, and the refusal recorded with its usage event. `None`
     /// lets it through.
     pub fn refuse_app_at_door(&self, client: SocketAddr, identity: &Identity, host: &str) -> Option<String> {
-        let entry = self.monitor.app_of_host(host)?;
+        let entry = self.app_of(&identity.team, host)?;
         let mut ai = self.monitor.usage(Some(entry), false);
         let refusal = self.judge_app(&identity.team, &mut ai)?;
         let mut trail = Trail::proxied("proxy.connect", Dialect::OpenAiChat, client, Some(identity), host, "block");
@@ -317,7 +291,7 @@ impl Sluice {
     /// by [`Sluice::record_proxy_refusal`] instead, so every CONNECT has
     /// exactly one `proxy.connect` record.
     pub fn record_tunnel(&self, client: SocketAddr, identity: &Identity, tunnel: &TunnelReport) {
-        let entry = self.monitor.app_of_host(tunnel.target_host());
+        let entry = self.app_of(&identity.team, tunnel.target_host());
         let plain = matches!(tunnel.outcome, TunnelOutcome::Tunneled);
         count_traffic(entry, tunnel);
         if entry.is_none() && plain && !self.monitor.records_other_tunnels() {
@@ -368,4 +342,36 @@ fn count_traffic(entry: Option<&Entry>, tunnel: &TunnelReport) {
         .increment(tunnel.up);
     metrics::counter!(telemetry::PROXY_TRAFFIC_BYTES, "app" => app, "category" => category, "direction" => "down")
         .increment(tunnel.down);
+}
+
+/// What a refused app's user reads: `block` says no, `coach` names the
+/// sanctioned alternatives (of the same kind where there are some).
+fn app_refusal_message(catalog: &Catalog, apps: &AiApps, app: &str, verdict: Enforcement) -> Option<String> {
+    let entry = catalog.get(app);
+    let name = entry.map_or(app, |e| e.name.as_str());
+    match verdict {
+        Enforcement::Monitor => None,
+        Enforcement::Block => Some(format!("sluice policy: {name} is not sanctioned for your team")),
+        Enforcement::Coach => {
+            let sanctioned: Vec<_> = apps.sanctioned.iter().filter_map(|id| catalog.get(id)).collect();
+            let same_kind: Vec<&str> = sanctioned
+                .iter()
+                .filter(|e| entry.is_some_and(|app| app.category == e.category))
+                .map(|e| e.name.as_str())
+                .collect();
+            let alternatives = if same_kind.is_empty() {
+                sanctioned.iter().map(|e| e.name.as_str()).collect::<Vec<_>>()
+            } else {
+                same_kind
+            };
+            Some(if alternatives.is_empty() {
+                format!("sluice policy: {name} is not sanctioned for your team; ask your security team which AI services are")
+            } else {
+                format!(
+                    "sluice policy: {name} is not sanctioned for your team; please use {} instead",
+                    alternatives.join(" or ")
+                )
+            })
+        }
+    }
 }

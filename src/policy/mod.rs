@@ -190,13 +190,20 @@ pub struct TeamPolicy {
     local: LocalOptions,
     unparsed: Unparsed,
     ai_apps: AiApps,
+    /// The organisation's catalog plus `ai_apps.catalog`, when the team
+    /// adds entries of its own.
+    apps: Option<Arc<crate::shadow::Catalog>>,
 }
 
 /// What a team allows of AI apps (`ai_apps:`), for the shadow-AI monitor.
 /// Apps are catalog ids (`sluice policy check` checks them).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AiApps {
+    /// The team's own catalog entries (or overrides, `override: true`),
+    /// added to the organisation's catalog for this team's traffic.
+    #[serde(default)]
+    pub catalog: Vec<crate::shadow::EntrySpec>,
     /// The apps the team may use.
     #[serde(default)]
     pub sanctioned: Vec<String>,
@@ -579,6 +586,12 @@ impl TeamPolicy {
         &self.ai_apps
     }
 
+    /// The team's own catalog of AI apps, when it adds entries to the
+    /// organisation's.
+    pub fn app_catalog(&self) -> Option<&crate::shadow::Catalog> {
+        self.apps.as_deref()
+    }
+
     /// How local decisions behave under load and for long prompts.
     pub fn local_options(&self) -> LocalOptions {
         self.local
@@ -850,8 +863,22 @@ fn load_file(dir: &Path, path: &Path, apps: &crate::shadow::Catalog) -> Result<T
     let mut unique = std::collections::HashSet::new();
     terms.retain(|t| unique.insert(t.clone()));
 
+    let team_apps = if file.ai_apps.catalog.is_empty() {
+        None
+    } else {
+        let origin = path.display().to_string();
+        match apps.with_extra(&origin, file.ai_apps.catalog.clone()) {
+            Ok(catalog) => Some(Arc::new(catalog)),
+            Err(e) => {
+                let at = find_key_lines(&source, "catalog", None).first().copied();
+                errors.push(PolicyError::at(path, at, format!("ai_apps.catalog: {e}")));
+                None
+            }
+        }
+    };
+    let known = team_apps.as_deref().unwrap_or(apps);
     for app in &file.ai_apps.sanctioned {
-        if apps.get(app).is_none() {
+        if known.get(app).is_none() {
             // Ids are plain words: the first line naming one is where it is.
             let at = source.lines().position(|l| l.contains(app.as_str()) && !l.trim_start().starts_with('#'));
             errors.push(PolicyError::at(
@@ -875,6 +902,7 @@ fn load_file(dir: &Path, path: &Path, apps: &crate::shadow::Catalog) -> Result<T
         local: file.local,
         unparsed: file.unparsed_requests,
         ai_apps: file.ai_apps,
+        apps: team_apps,
     })
 }
 

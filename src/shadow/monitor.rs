@@ -85,6 +85,14 @@ impl Monitor {
         self.catalog.match_host(host).filter(|_| self.enabled)
     }
 
+    /// [`Monitor::app_of_host`] in a team's own catalog, when it has one.
+    pub fn app_of_host_in<'a>(&'a self, team_catalog: Option<&'a Catalog>, host: &str) -> Option<&'a Entry> {
+        match team_catalog {
+            Some(catalog) => catalog.match_host(host).filter(|_| self.enabled),
+            None => self.app_of_host(host),
+        }
+    }
+
     /// A usage event for `entry` (or an unlisted LLM endpoint when `None`),
     /// sanctioned until a policy says otherwise.
     pub fn usage(&self, entry: Option<&Entry>, inspected: bool) -> AiUsage {
