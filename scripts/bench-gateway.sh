@@ -37,21 +37,7 @@ for b in examples/fake_provider examples/loadgen; do
 done
 [[ -x $sluice_bin ]] || die "missing $sluice_bin"
 
-# Fake provider on an OS-chosen port; it prints the address it got.
-"$bin/examples/fake_provider" --listen 127.0.0.1:0 --ca-out "$work/fake-ca.pem" \
-    >"$work/fake.out" 2>"$work/fake.err" &
-fake_pid=$!
-pids+=("$fake_pid")
-fake_port=
-for _ in $(seq 1 100); do
-    if line=$(grep -m1 '^listening on ' "$work/fake.out" 2>/dev/null); then
-        fake_port=${line##*:}
-        break
-    fi
-    sleep 0.1
-done
-[[ -n $fake_port ]] || die "fake provider did not start: $(cat "$work/fake.err")"
-echo "fake provider on 127.0.0.1:$fake_port" >&2
+start_fake "$bin/examples/fake_provider"
 
 gw_port=$(free_port)
 admin_port=$(free_port)

@@ -79,3 +79,22 @@ cpu_us() {
     ticks=$((f[11] + f[12]))
     echo $((ticks * 1000000 / $(getconf CLK_TCK)))
 }
+
+# Starts the fake provider (binary $1) on an OS-chosen port, its CA in
+# $work/fake-ca.pem; sets fake_pid and fake_port.
+start_fake() {
+    local line
+    "$1" --listen 127.0.0.1:0 --ca-out "$work/fake-ca.pem" >"$work/fake.out" 2>"$work/fake.err" &
+    fake_pid=$!
+    pids+=("$fake_pid")
+    fake_port=
+    for _ in $(seq 1 100); do
+        if line=$(grep -m1 '^listening on ' "$work/fake.out" 2>/dev/null); then
+            fake_port=${line##*:}
+            break
+        fi
+        sleep 0.1
+    done
+    [[ -n $fake_port ]] || die "fake provider did not start: $(cat "$work/fake.err")"
+    echo "fake provider on 127.0.0.1:$fake_port" >&2
+}

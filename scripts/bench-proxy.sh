@@ -101,20 +101,7 @@ fi
 # Each idle tunnel holds descriptors in the holder, sluice and the fake.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-# Fake provider on an OS-chosen port; it prints the address it got.
-"$examples/fake_provider" --listen 127.0.0.1:0 --ca-out "$work/fake-ca.pem" \
-    >"$work/fake.out" 2>"$work/fake.err" &
-pids+=($!)
-fake_port=
-for _ in $(seq 1 100); do
-    if line=$(grep -m1 '^listening on ' "$work/fake.out" 2>/dev/null); then
-        fake_port=${line##*:}
-        break
-    fi
-    sleep 0.1
-done
-[[ -n $fake_port ]] || die "fake provider did not start: $(cat "$work/fake.err")"
-echo "fake provider on 127.0.0.1:$fake_port" >&2
+start_fake "$examples/fake_provider"
 
 gw_port=$(free_port)
 admin_port=$(free_port)

@@ -35,17 +35,7 @@ if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
 fi
 command -v curl >/dev/null || die "curl is needed"
 
-"$examples/fake_provider" --listen 127.0.0.1:0 --ca-out "$work/fake-ca.pem" >"$work/fake.out" 2>"$work/fake.err" &
-pids+=($!)
-fake_port=
-for _ in $(seq 1 100); do
-    if line=$(grep -m1 '^listening on ' "$work/fake.out" 2>/dev/null); then
-        fake_port=${line##*:}
-        break
-    fi
-    sleep 0.1
-done
-[[ -n $fake_port ]] || die "fake provider did not start: $(cat "$work/fake.err")"
+start_fake "$examples/fake_provider"
 
 run() {
     local enabled=$1 admin_port proxy_port pid start end cpu0 cpu1 url

@@ -129,26 +129,7 @@ fn json_lines(text: &str) -> Vec<Value> {
     text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
 }
 
-const CIM: [&str; 18] = [
-    "action",
-    "app",
-    "dest",
-    "dest_port",
-    "src",
-    "src_port",
-    "user",
-    "status",
-    "http_method",
-    "url",
-    "url_domain",
-    "http_user_agent",
-    "bytes",
-    "bytes_in",
-    "bytes_out",
-    "category",
-    "vendor_product",
-    "tag",
-];
+const CIM: [&str; 18] = sluice::export::CIM_WEB_FIELDS;
 
 #[test]
 fn json_lines_carry_cim_fields_and_stable_ids() {

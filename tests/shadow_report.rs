@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use sluice::audit::{AccountNote, AiUsage, AuditLog, AuditRecord, ModelDownload};
+use support::parse_csv;
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -93,32 +94,6 @@ fn report(dir: &Path, extra: &[&str]) -> String {
     let out: Output = support::cli(&args, None);
     assert!(out.status.success(), "sluice {args:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// RFC 4180 as a spreadsheet reads it: quoted fields, `""` for a quote,
-/// CRLF between records.
-fn parse_csv(text: &str) -> Vec<Vec<String>> {
-    let (mut rows, mut row, mut field, mut quoted) = (Vec::new(), Vec::new(), String::new(), false);
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                field.push('"');
-            }
-            (true, '"') => quoted = false,
-            (false, '"') => quoted = true,
-            (false, ',') => row.push(std::mem::take(&mut field)),
-            (false, '\r') if chars.peek() == Some(&'\n') => {
-                chars.next();
-                row.push(std::mem::take(&mut field));
-                rows.push(std::mem::take(&mut row));
-            }
-            (_, c) => field.push(c),
-        }
-    }
-    assert!(row.is_empty() && field.is_empty(), "the last record has no CRLF: {text}");
-    rows
 }
 
 fn row<'a>(rows: &'a [Value], app: &str) -> &'a Value {

@@ -21,6 +21,29 @@ use serde_json::{json, Map, Value};
 use crate::audit::{AuditRecord, StoredRecord};
 
 /// HEC's `source` when the caller names none.
+/// The CIM Web data model's fields, which every event carries (empty or 0
+/// when sluice does not know the value).
+pub const CIM_WEB_FIELDS: [&str; 18] = [
+    "action",
+    "app",
+    "dest",
+    "dest_port",
+    "src",
+    "src_port",
+    "user",
+    "status",
+    "http_method",
+    "url",
+    "url_domain",
+    "http_user_agent",
+    "bytes",
+    "bytes_in",
+    "bytes_out",
+    "category",
+    "vendor_product",
+    "tag",
+];
+
 pub const SOURCE: &str = "sluice";
 
 /// What HEC wants around each event besides its fields.

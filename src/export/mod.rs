@@ -22,7 +22,7 @@ use std::io::Write;
 
 use crate::audit::StoredRecord;
 
-pub use hec::{flat_event, hec_event, sourcetype, HecMeta, SOURCE};
+pub use hec::{flat_event, hec_event, sourcetype, HecMeta, CIM_WEB_FIELDS, SOURCE};
 
 /// The export's CSV columns, in order.
 const CSV_COLUMNS: [&str; 27] = [

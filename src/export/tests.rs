@@ -4,6 +4,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::audit::{AccountNote, AiUsage, AuditRecord, Latencies, ModelDownload};
+use crate::export::csv::parse_csv;
 
 const HASH: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
@@ -105,29 +106,10 @@ fn shadow() -> AuditRecord {
     }
 }
 
-/// The CIM Web fields every event carries.
-const CIM: [&str; 20] = [
-    "action",
-    "app",
-    "dest",
-    "dest_port",
-    "src",
-    "src_port",
-    "user",
-    "status",
-    "http_method",
-    "url",
-    "url_domain",
-    "http_user_agent",
-    "bytes",
-    "bytes_in",
-    "bytes_out",
-    "category",
-    "vendor_product",
-    "tag",
-    "id",
-    "chain_hash",
-];
+/// The CIM Web fields every event carries, and its stable id.
+fn cim_and_ids() -> impl Iterator<Item = &'static str> {
+    CIM_WEB_FIELDS.into_iter().chain(["id", "chain_hash"])
+}
 
 #[test]
 fn sourcetypes_follow_the_kind_of_record() {
@@ -165,7 +147,7 @@ fn hec_envelope_has_time_host_source_sourcetype_and_index_when_given() {
 #[test]
 fn gateway_decision_maps_to_cim_web() {
     let e = flat_event(&stored(7, decision()));
-    for field in CIM {
+    for field in cim_and_ids() {
         assert!(e.get(field).is_some(), "{field} missing: {e}");
     }
     assert_eq!(e["id"], "7-0123456789abcdef");
@@ -257,7 +239,7 @@ fn local_answers_have_no_url() {
 #[test]
 fn proxy_tunnel_maps_port_ipv6_client_and_connect() {
     let e = flat_event(&stored(11, tunnel()));
-    for field in CIM {
+    for field in cim_and_ids() {
         assert!(e.get(field).is_some(), "{field} missing: {e}");
     }
     assert_eq!(e["src"], "::1");
@@ -287,7 +269,7 @@ fn shadow_event_carries_app_download_and_account() {
     let hec = hec_event(&stored(14, shadow()), &meta);
     assert_eq!(hec["sourcetype"], "sluice:shadow");
     let e = &hec["event"];
-    for field in CIM {
+    for field in cim_and_ids() {
         assert!(e.get(field).is_some(), "{field} missing: {e}");
     }
     assert_eq!(e["app"], "huggingface");
@@ -337,35 +319,6 @@ fn short_hash_still_makes_an_id() {
     let mut s = stored(17, decision());
     s.hash = "abc".into();
     assert_eq!(flat_event(&s)["id"], "17-abc");
-}
-
-/// A minimal RFC 4180 reader, to check the writer against.
-fn parse_csv(text: &str) -> Vec<Vec<String>> {
-    let mut rows = Vec::new();
-    let mut row = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                field.push('"');
-            }
-            (true, '"') => quoted = false,
-            (true, c) => field.push(c),
-            (false, '"') => quoted = true,
-            (false, ',') => row.push(std::mem::take(&mut field)),
-            (false, '\r') => {
-                assert_eq!(chars.next(), Some('\n'), "CR without LF");
-                row.push(std::mem::take(&mut field));
-                rows.push(std::mem::take(&mut row));
-            }
-            (false, c) => field.push(c),
-        }
-    }
-    assert!(row.is_empty() && field.is_empty(), "last line without CRLF");
-    rows
 }
 
 fn export(records: &[StoredRecord], format: Format) -> String {

@@ -385,3 +385,29 @@ pub fn proxied_client(proc: &SluiceProc, http1_only: bool, token: Option<&str>) 
     }
     builder.build().unwrap()
 }
+
+/// RFC 4180 as a spreadsheet reads it: quoted fields, `""` for a quote,
+/// CRLF between records.
+pub fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let (mut rows, mut row, mut field, mut quoted) = (Vec::new(), Vec::new(), String::new(), false);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut field)),
+            (false, '\r') if chars.peek() == Some(&'\n') => {
+                chars.next();
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            (_, c) => field.push(c),
+        }
+    }
+    assert!(row.is_empty() && field.is_empty(), "the last record has no CRLF: {text}");
+    rows
+}

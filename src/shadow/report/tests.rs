@@ -1,5 +1,6 @@
 use super::*;
 use crate::audit::{AccountNote, AuditRecord, ModelDownload};
+use crate::export::csv::parse_csv;
 
 fn builtin() -> Catalog {
     match Catalog::builtin() {
@@ -241,35 +242,6 @@ fn json_is_an_array_with_raw_numbers() {
     assert_eq!(hub["downloads"][0]["bytes"], 8_000_000_000u64);
     assert_eq!(hub["downloads"][0]["repo"], "meta-llama/Llama-3.1-8B");
     assert_eq!(render_json(&[]).unwrap(), "[]\n");
-}
-
-/// A minimal RFC 4180 reader, to check the writer against.
-fn parse_csv(text: &str) -> Vec<Vec<String>> {
-    let mut rows = Vec::new();
-    let mut row = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                field.push('"');
-            }
-            (true, '"') => quoted = false,
-            (true, c) => field.push(c),
-            (false, '"') => quoted = true,
-            (false, ',') => row.push(std::mem::take(&mut field)),
-            (false, '\r') => {
-                assert_eq!(chars.next(), Some('\n'), "CR without LF");
-                row.push(std::mem::take(&mut field));
-                rows.push(std::mem::take(&mut row));
-            }
-            (false, c) => field.push(c),
-        }
-    }
-    assert!(row.is_empty() && field.is_empty(), "last line without CRLF");
-    rows
 }
 
 #[test]
