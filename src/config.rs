@@ -40,6 +40,81 @@ pub struct Config {
     pub sessions: SessionsConfig,
     pub inspect: InspectConfig,
     pub shadow: ShadowConfig,
+    /// Where audit records are shipped (Splunk HEC); nothing when absent.
+    pub export: ExportConfig,
+}
+
+/// Destinations the audit log is exported to in the background.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExportConfig {
+    pub splunk_hec: Option<SplunkHecConfig>,
+}
+
+/// Splunk HTTP Event Collector: the exporter reads the audit log from a
+/// durable cursor and posts batches of events (`export::splunk`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplunkHecConfig {
+    /// Base URL of the collector (`https://splunk.example:8088`); the
+    /// exporter appends `/services/collector/event`.
+    pub url: String,
+    /// Environment variable holding the HEC token (never the token itself,
+    /// so the file can be shared).
+    pub token_env: String,
+    /// Empty: the token's default index.
+    #[serde(default)]
+    pub index: String,
+    /// HEC `source`; empty: `sluice`.
+    #[serde(default)]
+    pub source: String,
+    /// Put before the sourcetype suffix (`decision`, `proxy`, `shadow`);
+    /// default `sluice:`, which the shipped Splunk app expects.
+    #[serde(default)]
+    pub sourcetype_prefix: Option<String>,
+    #[serde(default = "default_hec_batch_events")]
+    pub batch_max_events: usize,
+    #[serde(default = "default_hec_batch_bytes")]
+    pub batch_max_bytes: usize,
+    /// How long a partial batch may wait for more records.
+    #[serde(default = "default_hec_flush_ms")]
+    pub flush_ms: u64,
+    /// Indexer acknowledgement: advance only on acknowledged batches.
+    #[serde(default)]
+    pub ack: bool,
+    /// PEM file with the CA of the collector's certificate, trusted on
+    /// top of the webpki roots and `upstream.extra_ca_file`.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+}
+
+fn default_hec_batch_events() -> usize {
+    500
+}
+
+fn default_hec_batch_bytes() -> usize {
+    1024 * 1024
+}
+
+fn default_hec_flush_ms() -> u64 {
+    1000
+}
+
+impl SplunkHecConfig {
+    /// The checks `Config::validate` runs; the error names the key.
+    fn validate(&self) -> Result<(), String> {
+        let uri: http::Uri = self.url.parse().map_err(|e| format!("url: {e}"))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(format!("url must be an http(s) URL with a host, not `{}`", self.url));
+        }
+        if self.token_env.trim().is_empty() {
+            return Err("token_env must name the environment variable holding the HEC token".into());
+        }
+        if self.batch_max_events == 0 || self.batch_max_bytes == 0 || self.flush_ms == 0 {
+            return Err("batch_max_events, batch_max_bytes and flush_ms must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 /// The shadow-AI monitor: which AI services proxied traffic reaches.
@@ -129,13 +204,23 @@ impl Config {
     /// Estimated cost in USD of sending `prompt_tokens` to `model`, by the
     /// longest matching price entry; `None` for models without a price.
     pub fn estimated_cost_usd(&self, model: &str, prompt_tokens: u64, max_tokens: Option<u64>) -> Option<f64> {
-        let (_, price) = self
-            .prices
-            .iter()
-            .filter(|(name, _)| model.starts_with(name.as_str()))
-            .max_by_key(|(name, _)| name.len())?;
-        let output = max_tokens.unwrap_or(ASSUMED_OUTPUT_TOKENS);
-        Some((prompt_tokens as f64 * price.input_per_mtok + output as f64 * price.output_per_mtok) / 1e6)
+        self.cost_usd(model, prompt_tokens, max_tokens.unwrap_or(ASSUMED_OUTPUT_TOKENS))
+    }
+
+    /// Cost in USD of `input` and `output` tokens on `model`, by the longest
+    /// matching price entry; `None` for models without a price.
+    pub fn cost_usd(&self, model: &str, input: u64, output: u64) -> Option<f64> {
+        let price = &self.prices[self.price_name(model)?];
+        Some((input as f64 * price.input_per_mtok + output as f64 * price.output_per_mtok) / 1e6)
+    }
+
+    /// The price entry a model falls under: the longest matching name.
+    pub fn price_name(&self, model: &str) -> Option<&str> {
+        self.prices
+            .keys()
+            .filter(|name| model.starts_with(name.as_str()))
+            .max_by_key(|name| name.len())
+            .map(String::as_str)
     }
 }
 
@@ -419,6 +504,7 @@ impl Default for Config {
             sessions: SessionsConfig::default(),
             inspect: InspectConfig::default(),
             shadow: ShadowConfig::default(),
+            export: ExportConfig::default(),
         }
     }
 }
@@ -593,6 +679,9 @@ impl Config {
         if self.proxy.max_connections == 0 || self.proxy.leaf_cache_size == 0 {
             return Err(invalid("proxy.max_connections and proxy.leaf_cache_size must be at least 1".into()));
         }
+        if let Some(hec) = &self.export.splunk_hec {
+            hec.validate().map_err(|reason| invalid(format!("export.splunk_hec.{reason}")))?;
+        }
         Ok(())
     }
 
@@ -625,6 +714,9 @@ impl Config {
             rebase(file);
         }
         if let Some(ca) = self.upstream.extra_ca_file.as_mut() {
+            rebase(ca);
+        }
+        if let Some(ca) = self.export.splunk_hec.as_mut().and_then(|h| h.tls_ca.as_mut()) {
             rebase(ca);
         }
         // A model given as a path (not a hub id) follows the file too.

@@ -358,11 +358,15 @@ fn serve(config: Config) -> Result<ExitCode> {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let metrics = sluice::telemetry::install()?;
+        sluice::telemetry::register_known(&config);
         let gateway_addr = config.gateway.listen;
         let admin_addr = config.admin.listen;
         let proxy_addr = config.proxy.enabled.then_some(config.proxy.listen);
         let leaves = proxy_addr.map(|_| proxy_leaves(&config)).transpose()?;
         let sluice = Sluice::build(config)?;
+        if let Some(hec) = &sluice.config().export.splunk_hec {
+            sluice::export::splunk::start(sluice.audit().log().clone(), hec, &sluice.config().upstream, host_name())?;
+        }
         let gateway = tokio::net::TcpListener::bind(gateway_addr)
             .await
             .with_context(|| format!("cannot listen on {gateway_addr} (gateway)"))?;

@@ -24,6 +24,20 @@ pub const LISTENER_CONNECTIONS: &str = "sluice_listener_connections_total";
 pub const PROXY_TRAFFIC_CONNECTIONS: &str = "sluice_proxy_traffic_connections_total";
 pub const PROXY_TRAFFIC_BYTES: &str = "sluice_proxy_traffic_bytes_total";
 pub const AI_REQUESTS: &str = "sluice_ai_requests_total";
+pub const EXPORT_LAG_RECORDS: &str = "sluice_export_lag_records";
+pub const EXPORT_LAG_SECONDS: &str = "sluice_export_lag_seconds";
+pub const EXPORT_EVENTS: &str = "sluice_export_events_total";
+pub const EXPORT_RETRIES: &str = "sluice_export_retries_total";
+pub const EXPORT_STOPPED: &str = "sluice_export_stopped";
+/// Tokens by team, model (a price-table name, `local` or `other`) and type.
+pub const TOKENS: &str = "sluice_tokens_total";
+/// Estimated cost in millionths of a USD (counters are integers).
+pub const COST_MICRO_USD: &str = "sluice_cost_microusd_total";
+/// OpenTelemetry GenAI semantic conventions, Prometheus spelling.
+pub const GEN_AI_TOKEN_USAGE: &str = "gen_ai_client_token_usage";
+pub const GEN_AI_OPERATION_DURATION: &str = "gen_ai_client_operation_duration_seconds";
+pub const GEN_AI_TIME_TO_FIRST_TOKEN: &str = "gen_ai_server_time_to_first_token_seconds";
+pub const BUILD_INFO: &str = "sluice_build_info";
 
 /// Holds a gauge one higher for as long as it lives.
 pub struct GaugeGuard(&'static str);
@@ -61,9 +75,29 @@ pub fn install() -> Result<PrometheusHandle, TelemetryError> {
             )
         })
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(LOCAL_TIME_TO_FIRST_TOKEN.into()), &request_buckets))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(GEN_AI_OPERATION_DURATION.into()), &request_buckets))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(GEN_AI_TIME_TO_FIRST_TOKEN.into()), &request_buckets))
+        .and_then(|b| {
+            // The GenAI conventions' advice for token counts: powers of four.
+            let tokens: Vec<f64> = (0..14).map(|i| 4f64.powi(i)).collect();
+            b.set_buckets_for_metric(Matcher::Full(GEN_AI_TOKEN_USAGE.into()), &tokens)
+        })
         .and_then(|b| b.install_recorder())
         .map_err(|e| TelemetryError(e.to_string()))?;
     metrics::describe_counter!(REQUESTS, "Requests by team, decision and provider");
+    metrics::describe_counter!(TOKENS, "Tokens by team, model and type (input, output), from the answer's usage");
+    metrics::describe_counter!(COST_MICRO_USD, "Estimated cost in millionths of a USD by team and model");
+    metrics::describe_histogram!(GEN_AI_TOKEN_USAGE, "Tokens per request by type and provider (OTel GenAI)");
+    metrics::describe_histogram!(
+        GEN_AI_OPERATION_DURATION,
+        metrics::Unit::Seconds,
+        "Request duration by provider and operation (OTel GenAI)"
+    );
+    metrics::describe_histogram!(
+        GEN_AI_TIME_TO_FIRST_TOKEN,
+        metrics::Unit::Seconds,
+        "Time to the first byte of the answer by provider (OTel GenAI)"
+    );
     metrics::describe_histogram!(
         REQUEST_DURATION,
         metrics::Unit::Seconds,
@@ -102,5 +136,130 @@ pub fn install() -> Result<PrometheusHandle, TelemetryError> {
         AI_REQUESTS,
         "Records of AI use by app (a catalog id, unknown-llm-endpoint, or other), whether sanctioned and inspected"
     );
+    metrics::describe_gauge!(EXPORT_LAG_RECORDS, "Audit records not yet accepted by the exporter's destination");
+    metrics::describe_gauge!(
+        EXPORT_LAG_SECONDS,
+        metrics::Unit::Seconds,
+        "Age of the oldest audit record not yet accepted by the exporter's destination"
+    );
+    metrics::describe_counter!(EXPORT_EVENTS, "Exported audit events by outcome (sent, dropped as malformed)");
+    metrics::describe_counter!(EXPORT_RETRIES, "Export batches sent again after a busy answer or a network error");
+    metrics::describe_gauge!(EXPORT_STOPPED, "1 when the exporter stopped on an error that needs an operator");
     Ok(handle)
+}
+
+/// Decisions a request record can carry (`sluice` is sluice's own answers).
+const DECISIONS: [&str; 5] = ["cloud", "local", "redact", "block", "error"];
+/// Outcomes of a proxy CONNECT: tunnel, interception, and every refusal kind.
+const PROXY_OUTCOMES: [&str; 15] = [
+    "tunnel",
+    "intercept",
+    "intercept_by_sni",
+    "auth_required",
+    "app_refused",
+    "bad_target",
+    "connect_failed",
+    "port",
+    "private_address",
+    "resolve",
+    "not_tls",
+    "hello_too_large",
+    "bad_hello",
+    "hello_timeout",
+    "no_hello",
+];
+const LISTENER_OUTCOMES: [&str; 4] = ["over_limit", "first_byte_timeout", "preface_timeout", "idle_closed"];
+const CLOUD_PROVIDERS: [&str; 3] = ["openai", "anthropic", "gemini"];
+
+/// Register every series the shipped dashboards read, at zero, for the label
+/// values known at start-up (teams from the identity config, the decisions,
+/// providers, proxy outcomes, listeners, finding types), set the gauges and
+/// `sluice_build_info`, so a fresh deployment shows zeros rather than "No
+/// data". Call once, right after [`install`]. Histograms are registered
+/// empty: the exporter renders their buckets, `_sum` and `_count` at zero.
+pub fn register_known(config: &crate::config::Config) {
+    use metrics::{counter, gauge, histogram};
+    let features = if cfg!(feature = "cuda") { "cuda" } else { "cpu" };
+    metrics::describe_gauge!(BUILD_INFO, "Always 1; the version and enabled features as labels");
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "features" => features).set(1.0);
+
+    let mut teams: Vec<String> = vec!["default".into(), "anonymous".into(), "unknown".into()];
+    teams.extend(config.identity.anonymous_team.iter().cloned());
+    teams.extend(config.identity.tokens.iter().map(|t| t.team.clone()));
+    teams.sort();
+    teams.dedup();
+    // Model labels as the request path bounds them: a price-table name,
+    // `local` or `other`.
+    let mut models: Vec<String> = vec!["local".into(), "other".into()];
+    models.extend(config.prices.keys().cloned());
+    models.sort();
+    models.dedup();
+
+    for team in &teams {
+        for decision in DECISIONS {
+            // A local decision the engine did not answer (overflow, no
+            // engine) keeps the dialect's provider.
+            let providers: &[&str] =
+                if decision == "local" { &["local", "openai", "anthropic", "gemini"] } else { &CLOUD_PROVIDERS };
+            for provider in providers {
+                counter!(REQUESTS, "team" => team.clone(), "decision" => decision, "provider" => *provider)
+                    .increment(0);
+            }
+        }
+        for model in &models {
+            for kind in ["input", "output"] {
+                counter!(TOKENS, "team" => team.clone(), "model" => model.clone(), "type" => kind).increment(0);
+            }
+            counter!(COST_MICRO_USD, "team" => team.clone(), "model" => model.clone()).increment(0);
+        }
+    }
+    for api in ["openai.chat_completions", "openai.responses", "anthropic.messages", "gemini.generate_content"] {
+        for decision in DECISIONS {
+            let _ = histogram!(REQUEST_DURATION, "api" => api, "decision" => decision);
+        }
+    }
+    let _ = histogram!(INSPECTION_DURATION);
+    let kinds =
+        crate::inspect::PII_KINDS.iter().chain(crate::inspect::SECRET_KINDS).chain(crate::inspect::SPECIAL_KINDS);
+    for kind in kinds {
+        counter!(FINDINGS, "type" => *kind).increment(0);
+    }
+    for provider in CLOUD_PROVIDERS {
+        for kind in ["timeout", "connect", "request", "status"] {
+            counter!(UPSTREAM_ERRORS, "provider" => provider, "kind" => kind).increment(0);
+        }
+        let _ = histogram!(GEN_AI_TIME_TO_FIRST_TOKEN, "gen_ai_provider_name" => provider);
+        let _ = histogram!(GEN_AI_OPERATION_DURATION, "gen_ai_provider_name" => provider,
+            "gen_ai_operation_name" => "chat");
+        for kind in ["input", "output"] {
+            let _ = histogram!(GEN_AI_TOKEN_USAGE, "gen_ai_token_type" => kind,
+                "gen_ai_provider_name" => provider);
+        }
+    }
+    counter!(AUDIT_WRITE_ERRORS).increment(0);
+    gauge!(LOCAL_QUEUE_DEPTH).set(0.0);
+    counter!(LOCAL_TOKENS).increment(0);
+    let _ = histogram!(LOCAL_TOKENS_PER_SECOND);
+    let _ = histogram!(LOCAL_TIME_TO_FIRST_TOKEN);
+    for outcome in PROXY_OUTCOMES {
+        counter!(PROXY_CONNECTS, "outcome" => outcome).increment(0);
+    }
+    gauge!(PROXY_OPEN_CONNECTIONS).increment(0.0);
+    gauge!(PROXY_OPEN_TUNNELS).increment(0.0);
+    for outcome in ["minted", "cache_hit"] {
+        counter!(PROXY_LEAF_CERTS, "outcome" => outcome).increment(0);
+    }
+    for listener in ["gateway", "admin", "proxy"] {
+        for outcome in LISTENER_OUTCOMES {
+            counter!(LISTENER_CONNECTIONS, "listener" => listener, "outcome" => outcome).increment(0);
+        }
+    }
+    counter!(PROXY_TRAFFIC_CONNECTIONS, "app" => "other", "category" => "none").increment(0);
+    for direction in ["up", "down"] {
+        counter!(PROXY_TRAFFIC_BYTES, "app" => "other", "category" => "none", "direction" => direction).increment(0);
+    }
+    counter!(AI_REQUESTS, "app" => "other", "sanctioned" => "false", "inspected" => "false").increment(0);
+    // The Splunk exporter's lag; zero until (and unless) it runs.
+    gauge!(EXPORT_LAG_RECORDS).increment(0.0);
+    gauge!(EXPORT_LAG_SECONDS).increment(0.0);
 }

@@ -570,3 +570,51 @@ async fn client_own_key_passes_through_when_enabled() {
     assert_eq!(records[0]["user"], "alice");
     assert_eq!(records[1]["status"], 401);
 }
+
+/// Issue 15: every record carries the tokens the answer used (from the
+/// provider's `usage`, whole or streamed), the cost from the price table,
+/// the time to first token and the bytes each way; metrics count the same.
+#[tokio::test]
+async fn records_carry_tokens_cost_ttft_and_bytes() {
+    let fake = FakeProvider::start().await;
+    let mut sluice = SluiceProc::start(&fake, Setup::default()).await;
+    let c = client();
+    let whole = c.post(sluice.url("/v1/chat/completions")).json(&chat_body("hello there", false)).send().await.unwrap();
+    assert_eq!(whole.status(), 200);
+    whole.bytes().await.unwrap();
+    let mut streamed = chat_body("hello stream", true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let sse = c.post(sluice.url("/v1/chat/completions")).json(&streamed).send().await.unwrap().text().await.unwrap();
+    assert!(sse.contains("[DONE]"));
+    let anthropic = c
+        .post(sluice.url("/v1/messages"))
+        .header("anthropic-version", "2023-06-01")
+        .json(&messages_body("hello claude", true))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(anthropic.contains("message_stop"));
+    let metrics = c.get(format!("http://{}/metrics", sluice.admin)).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("sluice_tokens_total{team=\"default\",model=\"gpt-4o-mini\",type=\"output\"} 14"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("gen_ai_client_token_usage_bucket{"), "{metrics}");
+
+    let records = sluice.audit_records();
+    assert_eq!(records.len(), 3, "{records:#?}");
+    for r in &records {
+        let u = &r["usage"];
+        assert!(u["tokens_in"].as_u64().unwrap() > 0, "{r:#}");
+        assert_eq!(u["tokens_out"], 7, "the fake always answers 7 tokens: {r:#}");
+        assert!(u["bytes_in"].as_u64().unwrap() > 50, "{r:#}");
+        assert!(u["bytes_out"].as_u64().unwrap() > 50, "{r:#}");
+        assert!(u["ttft_ms"].is_u64(), "{r:#}");
+    }
+    let openai = &records[0]["usage"];
+    let expected = (openai["tokens_in"].as_u64().unwrap() as f64 * 0.15 + 7.0 * 0.6) / 1e6;
+    assert!((openai["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12, "{openai}");
+}

@@ -120,6 +120,27 @@ pub struct AuditRecord {
     /// host is in the catalog or whose shape is an LLM API's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ai: Option<AiUsage>,
+    /// What the answer cost: tokens, USD, time to first token, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageNote>,
+}
+
+/// Tokens (from the provider's `usage` or the local engine's count), the
+/// estimated cost in USD from the price table, time to first token and the
+/// bytes each way, for one request.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsageNote {
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    /// 0 for local answers and for models without a price.
+    pub cost_usd: f64,
+    /// From sending the request upstream (or starting the local
+    /// generation) to the first byte of the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<u64>,
+    /// Request body bytes from the client, answer body bytes to it.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
 }
 
 /// One use of an AI service, as the shadow-AI monitor records it. Never
@@ -837,6 +858,87 @@ fn is_lock_error(err: &sled::Error) -> bool {
 
 fn now_unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Tree of exporters' positions (`cursors`): name -> big-endian `u64`, the
+/// last sequence number that exporter delivered, plus small per-exporter
+/// strings (a channel id). Outside the default tree, so `verify` and
+/// `query` never see it.
+const CURSORS_TREE: &str = "cursors";
+
+// Reading for exporters: records in order from a sequence number, and
+// durable cursors. Kept apart from the chain code above.
+impl AuditLog {
+    /// Sequence number of the last appended record; 0 when none.
+    pub fn head_seq(&self) -> u64 {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.next_seq.saturating_sub(1)
+    }
+
+    /// Up to `max` records with `seq >= from`, oldest first. Records that
+    /// cannot be parsed are skipped with a warning (`verify` reports them).
+    pub fn read_from(&self, from: u64, max: usize) -> Result<Vec<StoredRecord>, AuditError> {
+        let mut found = Vec::new();
+        if max == 0 {
+            return Ok(found);
+        }
+        // `from` may sit inside a block: start at the block holding it (the
+        // last key at or before it) and skip the records before it.
+        let start = match self.db.range(..=from.to_be_bytes()).next_back() {
+            Some(entry) => entry?.0.to_vec(),
+            None => from.to_be_bytes().to_vec(),
+        };
+        for entry in self.db.range(start..) {
+            let (key, value) = entry?;
+            for line in value.split(|&b| b == b'\n') {
+                let stored: StoredRecord = match serde_json::from_slice(line) {
+                    Ok(stored) => stored,
+                    Err(_) => {
+                        tracing::warn!(key = ?key.as_ref(), "skipping unreadable audit record");
+                        continue;
+                    }
+                };
+                if stored.seq < from {
+                    continue;
+                }
+                found.push(stored);
+                if found.len() == max {
+                    return Ok(found);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The named exporter's cursor: the last sequence number it delivered;
+    /// 0 when it has delivered nothing.
+    pub fn cursor(&self, name: &str) -> Result<u64, AuditError> {
+        let tree = self.db.open_tree(CURSORS_TREE)?;
+        Ok(tree.get(name.as_bytes())?.and_then(|v| key_seq(&v)).unwrap_or(0))
+    }
+
+    /// Moves the named cursor to `seq` and makes it durable before
+    /// returning, so a restart resumes after what was delivered.
+    pub fn set_cursor(&self, name: &str, seq: u64) -> Result<(), AuditError> {
+        let tree = self.db.open_tree(CURSORS_TREE)?;
+        tree.insert(name.as_bytes(), &seq.to_be_bytes()[..])?;
+        tree.flush()?;
+        Ok(())
+    }
+
+    /// A small string an exporter keeps beside its cursor (HEC's channel).
+    pub fn cursor_text(&self, name: &str) -> Result<Option<String>, AuditError> {
+        let tree = self.db.open_tree(CURSORS_TREE)?;
+        Ok(tree.get(name.as_bytes())?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Stores [`AuditLog::cursor_text`] durably.
+    pub fn set_cursor_text(&self, name: &str, text: &str) -> Result<(), AuditError> {
+        let tree = self.db.open_tree(CURSORS_TREE)?;
+        tree.insert(name.as_bytes(), text.as_bytes())?;
+        tree.flush()?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@
 
 pub(crate) mod csv;
 mod hec;
+pub mod splunk;
 
 use std::io::Write;
 

@@ -35,10 +35,16 @@ fn route(sluice: &Sluice, metrics: &PrometheusHandle, stopping: bool, req: &Requ
     match (req.method().as_str(), req.uri().path()) {
         ("GET", "/healthz") => text(StatusCode::OK, "ok\n"),
         ("GET", "/readyz") if stopping => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
-        ("GET", "/readyz") => match sluice.not_ready() {
-            None => text(StatusCode::OK, "ready\n"),
-            Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{why}\n")),
-        },
+        ("GET", "/readyz") => {
+            // Exporters are details, never a reason to refuse traffic: the
+            // audit log keeps their records until they run again.
+            let details: String =
+                crate::export::splunk::status_line().map(|line| format!("{line}\n")).unwrap_or_default();
+            match sluice.not_ready() {
+                None => text(StatusCode::OK, &format!("ready\n{details}")),
+                Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{why}\n{details}")),
+            }
+        }
         ("GET", "/metrics") => {
             let mut resp = text(StatusCode::OK, &metrics.render());
             resp.headers_mut()

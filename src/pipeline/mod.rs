@@ -379,6 +379,7 @@ impl Sluice {
         // extract
         check_body_headers(&parts.headers, shape.kind != ShapeKind::Unknown)?;
         let body = read_body(body, &parts.headers, &self.config.gateway).await?;
+        trail.usage().bytes_in = body.len() as u64;
         self.attribute(parts, &body, via, trail)?;
         // inspect
         let inspected = self.clone().inspect(shape, parts, body.clone(), identity, via, trail).await?;

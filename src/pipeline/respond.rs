@@ -3,6 +3,8 @@
 //! restored; the record is written when the body ends or is dropped.
 
 use super::*;
+use crate::wire::answer::Finish;
+use crate::wire::sse::{parse_event, EventSplitter};
 
 impl Sluice {
     /// Where a `local` decision is served: the local tier, or (only for
@@ -127,11 +129,13 @@ impl Sluice {
         };
         stats.finish(finish.usage.completion_tokens);
         trail.record.latency_us.upstream = micros(generation_started.elapsed());
+        stats.note(trail.usage(), finish);
         let body = if json_array {
             wire::gemini::render_stream_array(&meta, &answer, finish)
         } else {
             trail.dialect.render_whole(&meta, &answer, finish)
         };
+        trail.usage().bytes_out = body.len() as u64;
         let mut resp = self.answer(trail, StatusCode::OK, body);
         set_route_headers(resp.headers_mut(), "local", rule);
         resp
@@ -255,10 +259,19 @@ impl Sluice {
                 _ => Restore::Whole { redaction, buffered: Vec::new() },
             }
         });
+        let is_sse = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        // Chat answers report their tokens in their dialect's `usage`.
+        let usage = (trail.record.api == trail.dialect.as_str()).then(|| UsageSniff::new(trail.dialect, is_sse));
         let body = RelayBody {
             inner: body,
             restore,
             finished: false,
+            usage,
+            first_byte: None,
             bytes: 0,
             sniffed: trail.sniff_models.then(Vec::new),
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
@@ -274,6 +287,73 @@ fn linked_size(headers: &HeaderMap) -> Option<u64> {
     headers.get("x-linked-size")?.to_str().ok()?.trim().parse().ok()
 }
 
+/// Reads an answer's token counts as it passes, without holding it: for a
+/// stream only the events that mention usage are parsed, a whole answer is
+/// kept up to [`MAX_SNIFFED`] and parsed at the end.
+pub(super) struct UsageSniff {
+    dialect: Dialect,
+    sse: bool,
+    buf: Vec<u8>,
+    split: EventSplitter,
+    tokens: (Option<u64>, Option<u64>),
+}
+
+impl UsageSniff {
+    fn new(dialect: Dialect, sse: bool) -> UsageSniff {
+        UsageSniff { dialect, sse, buf: Vec::new(), split: EventSplitter::default(), tokens: (None, None) }
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        if !self.sse {
+            if self.buf.len() < MAX_SNIFFED {
+                self.buf.extend_from_slice(data);
+            }
+            return;
+        }
+        self.buf.extend_from_slice(data);
+        let mut start = 0;
+        while let Some((body_end, end)) = self.split.next_event_end(&self.buf) {
+            let event = &self.buf[start..body_end];
+            // `usage` and Gemini's `usageMetadata` both contain this.
+            if memchr::memmem::find(event, b"sage").is_some() {
+                if let Some(v) =
+                    parse_event(event).and_then(|e| serde_json::from_str::<serde_json::Value>(&e.data).ok())
+                {
+                    self.merge(self.dialect.usage_of(&v));
+                }
+            }
+            start = end;
+        }
+        self.buf.drain(..start);
+        self.split.consumed(start);
+        if self.buf.len() > MAX_SNIFFED {
+            // An event this long is not a usage report.
+            self.buf.clear();
+            self.split.reset();
+        }
+    }
+
+    /// Later reports win: Gemini repeats running totals, and OpenAI's
+    /// final chunk is the only one with usage.
+    fn merge(&mut self, (input, output): (Option<u64>, Option<u64>)) {
+        self.tokens = (input.or(self.tokens.0), output.or(self.tokens.1));
+    }
+
+    fn finish(&mut self) -> (Option<u64>, Option<u64>) {
+        if !self.sse {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&self.buf) {
+                // Gemini's streamGenerateContent without SSE is an array.
+                match &v {
+                    serde_json::Value::Array(items) => items.iter().for_each(|i| self.merge(self.dialect.usage_of(i))),
+                    _ => self.merge(self.dialect.usage_of(&v)),
+                }
+            }
+            self.buf = Vec::new();
+        }
+        self.tokens
+    }
+}
+
 /// A model list longer than this is not read for the server's kind.
 const MAX_SNIFFED: usize = 1 << 20;
 
@@ -286,6 +366,10 @@ pub(super) struct RelayBody {
     finished: bool,
     /// Body bytes received from upstream.
     bytes: u64,
+    /// When the first of them arrived.
+    first_byte: Option<Instant>,
+    /// The token counts the answer reports, read as it passes.
+    usage: Option<UsageSniff>,
     /// The first bytes of a model list, kept to tell which server sent it.
     sniffed: Option<Vec<u8>>,
     idle: Pin<Box<tokio::time::Sleep>>,
@@ -296,7 +380,8 @@ pub(super) struct RelayBody {
 impl RelayBody {
     fn complete(&mut self, problem: Option<&str>) {
         if let Some(mut c) = self.completion.take() {
-            c.received(self.bytes, self.sniffed.take());
+            let tokens = self.usage.as_mut().map(UsageSniff::finish);
+            c.received(self.bytes, self.sniffed.take(), tokens, self.first_byte);
             c.finish(problem);
         }
     }
@@ -316,6 +401,10 @@ impl Body for RelayBody {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(data) = frame.data_ref() {
                         this.bytes += data.len() as u64;
+                        this.first_byte.get_or_insert_with(Instant::now);
+                        if let Some(usage) = this.usage.as_mut() {
+                            usage.push(data);
+                        }
                         if let Some(sniffed) = this.sniffed.as_mut().filter(|s| s.len() < MAX_SNIFFED) {
                             sniffed.extend_from_slice(data);
                         }
@@ -424,6 +513,15 @@ impl GenStats {
         self.deltas += 1;
     }
 
+    /// The local answer's tokens and time to first token, for its record.
+    fn note(&self, usage: &mut crate::audit::UsageNote, finish: Finish) {
+        usage.tokens_in = finish.usage.prompt_tokens;
+        usage.tokens_out = finish.usage.completion_tokens.max(self.deltas);
+        usage.ttft_ms = self
+            .first_token
+            .map(|t| t.saturating_duration_since(self.started).as_millis().min(u128::from(u64::MAX)) as u64);
+    }
+
     fn finish(&self, completion_tokens: u64) {
         let tokens = completion_tokens.max(self.deltas);
         metrics::counter!(telemetry::LOCAL_TOKENS).increment(tokens);
@@ -472,11 +570,20 @@ impl Body for LocalBody {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Some(Ok(GenEvent::Delta(delta)))) => {
                 this.stats.token();
-                this.encoder.delta(&delta)
+                let bytes = this.encoder.delta(&delta);
+                if let Some(c) = this.completion.as_mut() {
+                    c.trail.usage().bytes_out += bytes.len() as u64;
+                }
+                bytes
             }
             Poll::Ready(Some(Ok(GenEvent::Finish(finish)))) => {
                 this.stats.finish(finish.usage.completion_tokens);
                 let bytes = this.encoder.finish(finish);
+                if let Some(c) = this.completion.as_mut() {
+                    let usage = c.trail.usage();
+                    this.stats.note(usage, finish);
+                    usage.bytes_out += bytes.len() as u64;
+                }
                 this.end(None);
                 bytes
             }

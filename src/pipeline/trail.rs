@@ -26,6 +26,11 @@ impl Trail {
         trail
     }
 
+    /// The record's usage block, created on first use.
+    pub(super) fn usage(&mut self) -> &mut crate::audit::UsageNote {
+        self.record.usage.get_or_insert_with(Default::default)
+    }
+
     pub(super) fn caller(&mut self, identity: &Identity) {
         self.record.team = identity.team.clone();
         self.record.user = identity.user.clone();
@@ -99,7 +104,20 @@ pub(super) struct Completion {
 impl Completion {
     /// What the answer's body carried, for the shadow-AI monitor: its size,
     /// and (for a model list) the self-hosted server that sent it.
-    pub(super) fn received(&mut self, bytes: u64, sniffed: Option<Vec<u8>>) {
+    pub(super) fn received(
+        &mut self,
+        bytes: u64,
+        sniffed: Option<Vec<u8>>,
+        tokens: Option<(Option<u64>, Option<u64>)>,
+        first_byte: Option<Instant>,
+    ) {
+        let usage = self.trail.usage();
+        usage.bytes_out = bytes;
+        usage.ttft_ms = first_byte.map(|t| millis(t.saturating_duration_since(self.upstream_started)));
+        if let Some((input, output)) = tokens {
+            usage.tokens_in = input.unwrap_or(0);
+            usage.tokens_out = output.unwrap_or(0);
+        }
         let record = &mut self.trail.record;
         if let Some(server) = sniffed.as_deref().and_then(crate::shadow::monitor::server_of_models) {
             let mut ai = self.sluice.monitor.usage(None, true);
@@ -154,6 +172,7 @@ impl Sluice {
         }
         let total = trail.started.elapsed();
         trail.record.latency_us.total = micros(total);
+        self.count_usage(&mut trail.record);
         let r = &trail.record;
         let team = if r.team.is_empty() { "unknown".to_string() } else { r.team.clone() };
         metrics::counter!(telemetry::REQUESTS, "team" => team, "decision" => r.decision.clone(), "provider" => r.provider.clone())
@@ -175,6 +194,54 @@ impl Sluice {
             metrics::counter!(telemetry::AUDIT_WRITE_ERRORS).increment(1);
             tracing::error!(error = %e, "audit record could not be written");
         }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
+}
+
+impl Sluice {
+    /// Price what went to the cloud and count tokens and cost, with the
+    /// model label bounded to the price table's names (`local`, `other`).
+    fn count_usage(&self, record: &mut AuditRecord) {
+        let Some(usage) = record.usage.as_mut() else {
+            return;
+        };
+        let cloud = matches!(record.decision.as_str(), "cloud" | "redact");
+        if cloud && usage.cost_usd == 0.0 {
+            usage.cost_usd = self.config.cost_usd(&record.model_used, usage.tokens_in, usage.tokens_out).unwrap_or(0.0);
+        }
+        if usage.tokens_in == 0 && usage.tokens_out == 0 {
+            return;
+        }
+        let model = if record.provider == "local" {
+            "local".to_string()
+        } else {
+            self.config.price_name(&record.model_used).unwrap_or("other").to_string()
+        };
+        let team = if record.team.is_empty() { "unknown".to_string() } else { record.team.clone() };
+        let provider = record.provider.clone();
+        for (kind, n) in [("input", usage.tokens_in), ("output", usage.tokens_out)] {
+            metrics::counter!(telemetry::TOKENS, "team" => team.clone(), "model" => model.clone(), "type" => kind)
+                .increment(n);
+            metrics::histogram!(telemetry::GEN_AI_TOKEN_USAGE, "gen_ai_token_type" => kind,
+                "gen_ai_provider_name" => provider.clone())
+            .record(n as f64);
+        }
+        if usage.cost_usd > 0.0 {
+            // Counters are integers: cost is counted in micro-dollars and
+            // exposed in dollars by the recorder's scale below.
+            metrics::counter!(telemetry::COST_MICRO_USD, "team" => team, "model" => model)
+                .increment((usage.cost_usd * 1e6).round() as u64);
+        }
+        if let Some(ttft) = usage.ttft_ms {
+            metrics::histogram!(telemetry::GEN_AI_TIME_TO_FIRST_TOKEN, "gen_ai_provider_name" => provider.clone())
+                .record(ttft as f64 / 1000.0);
+        }
+        metrics::histogram!(telemetry::GEN_AI_OPERATION_DURATION, "gen_ai_provider_name" => provider,
+            "gen_ai_operation_name" => "chat")
+        .record(record.latency_us.total as f64 / 1e6);
     }
 }
 

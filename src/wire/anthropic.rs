@@ -380,6 +380,15 @@ impl HeldEvent for HeldBlockDelta {
     }
 }
 
+/// The token counts an answer (or one event of a streamed answer) reports:
+/// (input, output), each when present.
+pub fn usage_of(v: &Value) -> (Option<u64>, Option<u64>) {
+    // Whole answers carry `usage`; a stream reports input in
+    // `message_start.message.usage` and output in `message_delta.usage`.
+    let usage = if v["type"] == "message_start" { &v["message"]["usage"] } else { &v["usage"] };
+    (usage["input_tokens"].as_u64(), usage["output_tokens"].as_u64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

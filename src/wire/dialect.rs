@@ -69,6 +69,17 @@ impl Dialect {
         }
     }
 
+    /// The (input, output) token counts an answer, or one event of a
+    /// streamed answer, reports in this dialect.
+    pub fn usage_of(self, answer: &Value) -> (Option<u64>, Option<u64>) {
+        match self {
+            Dialect::OpenAiChat => openai::usage_of(answer),
+            Dialect::AnthropicMessages => anthropic::usage_of(answer),
+            Dialect::OpenAiResponses => responses::usage_of(answer),
+            Dialect::GeminiGenerate => gemini::usage_of(answer),
+        }
+    }
+
     /// Tell `texts` where the text sits in one parsed event of a streamed
     /// answer in this dialect; `has_event_line` is whether the event was named.
     pub fn stream_texts(

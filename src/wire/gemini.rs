@@ -562,6 +562,14 @@ impl HeldEvent for HeldChunk {
     }
 }
 
+/// The token counts an answer (or one event of a streamed answer) reports:
+/// (input, output), each when present.
+pub fn usage_of(v: &Value) -> (Option<u64>, Option<u64>) {
+    // Every chunk may carry `usageMetadata`; the last one has the totals.
+    let usage = &v["usageMetadata"];
+    (usage["promptTokenCount"].as_u64(), usage["candidatesTokenCount"].as_u64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -452,6 +452,14 @@ pub(crate) fn usage_json(u: Usage) -> Value {
     })
 }
 
+/// The token counts an answer (or one event of a streamed answer) reports:
+/// (input, output), each when present.
+pub fn usage_of(v: &Value) -> (Option<u64>, Option<u64>) {
+    // Whole answers and the last chunk of a stream (`stream_options.include_usage`).
+    let usage = &v["usage"];
+    (usage["prompt_tokens"].as_u64(), usage["completion_tokens"].as_u64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -611,6 +611,15 @@ impl HeldEvent for HeldDeltaEvent {
     }
 }
 
+/// The token counts an answer (or one event of a streamed answer) reports:
+/// (input, output), each when present.
+pub fn usage_of(v: &Value) -> (Option<u64>, Option<u64>) {
+    // A Response object, or the `response.completed` event that carries one.
+    let response = if v["response"].is_object() { &v["response"] } else { v };
+    let usage = &response["usage"];
+    (usage["input_tokens"].as_u64(), usage["output_tokens"].as_u64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

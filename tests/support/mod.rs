@@ -71,6 +71,8 @@ pub struct Setup {
     /// `providers.gemini.models`; empty leaves the Gemini provider out of
     /// the config (sluice's defaults then apply).
     pub gemini_models: Vec<&'static str>,
+    /// Extra environment variables for the child (e.g. a HEC token).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Setup {
@@ -88,6 +90,7 @@ impl Default for Setup {
             resolve: Vec::new(),
             gateway: String::new(),
             gemini_models: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -99,6 +102,8 @@ pub struct SluiceProc {
     pub proxy: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    /// The extra environment the child was started with, for `restart`.
+    env: Vec<(String, String)>,
 }
 
 impl SluiceProc {
@@ -198,17 +203,16 @@ impl SluiceProc {
         );
         let config_path = dir.path().join("sluice.yaml");
         std::fs::write(&config_path, config).unwrap();
-        let child = Command::new(sluice_bin())
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .env("TEST_OPENAI_KEY", OPENAI_UPSTREAM_KEY)
-            .env("TEST_ANTHROPIC_KEY", ANTHROPIC_UPSTREAM_KEY)
-            .env("SLUICE_LOG", std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info".into()))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("sluice.log")).unwrap())
-            .spawn()
-            .expect("spawn sluice");
-        SluiceProc { child: Some(child), gateway, admin, proxy, dir, config: config_path }
+        let child = spawn_serve(&config_path, &setup.env, &dir.path().join("sluice.log"));
+        SluiceProc { child: Some(child), gateway, admin, proxy, dir, config: config_path, env: setup.env }
+    }
+
+    /// Start again after [`SluiceProc::stop`], same config and data dir
+    /// (the log file is appended to).
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.child = Some(spawn_serve(&self.config, &self.env, &self.dir.path().join("sluice.log")));
+        self.wait_ready().await;
     }
 
     async fn wait_ready(&mut self) {
@@ -291,6 +295,21 @@ impl Drop for SluiceProc {
         // Only succeeds where the test mounted a tmpfs; harmless otherwise.
         let _ = Command::new("umount").arg("-l").arg(&data).stderr(Stdio::null()).status();
     }
+}
+
+fn spawn_serve(config: &Path, env: &[(String, String)], log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    Command::new(sluice_bin())
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("TEST_OPENAI_KEY", OPENAI_UPSTREAM_KEY)
+        .env("TEST_ANTHROPIC_KEY", ANTHROPIC_UPSTREAM_KEY)
+        .env("SLUICE_LOG", std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info".into()))
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn sluice")
 }
 
 /// Whether this process may mount filesystems (root).
