@@ -45,6 +45,7 @@ fn free_port() -> u16 {
 }
 
 /// How to set up one sluice process.
+#[derive(Clone)]
 pub struct Setup {
     /// Extra top-level YAML appended to the generated config.
     pub extra_config: String,
@@ -108,16 +109,48 @@ pub struct SluiceProc {
 
 impl SluiceProc {
     pub async fn start(fake: &FakeProvider, setup: Setup) -> SluiceProc {
-        let mut proc = Self::launch(fake, setup, None);
-        proc.wait_ready().await;
-        proc
+        Self::start_ready(fake, setup, None).await
     }
 
     /// Also trust another fake's CA (an external local backend).
     pub async fn start_with_extra_ca(fake: &FakeProvider, setup: Setup, extra_ca_pem: &str) -> SluiceProc {
-        let mut proc = Self::launch(fake, setup, Some(extra_ca_pem));
-        proc.wait_ready().await;
-        proc
+        Self::start_ready(fake, setup, Some(extra_ca_pem)).await
+    }
+
+    /// Launch and wait for /readyz. The ports were free when picked but
+    /// another test may take one before sluice binds it: then start again
+    /// on fresh ports.
+    async fn start_ready(fake: &FakeProvider, setup: Setup, extra_ca_pem: Option<&str>) -> SluiceProc {
+        for _ in 0..3 {
+            let mut proc = Self::launch(fake, setup.clone(), extra_ca_pem);
+            if proc.wait_ready_or_port_clash().await {
+                return proc;
+            }
+        }
+        panic!("three port clashes in a row");
+    }
+
+    /// [`SluiceProc::wait_ready`], but false when sluice could not bind a port.
+    async fn wait_ready_or_port_clash(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = reqwest::Client::new();
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                let log = self.log();
+                if log.contains("Address already in use") {
+                    self.child = None;
+                    return false;
+                }
+                panic!("sluice exited early ({status}):\n{log}");
+            }
+            if let Ok(r) = client.get(format!("http://{}/readyz", self.admin)).send().await {
+                if r.status().is_success() {
+                    return true;
+                }
+            }
+            assert!(Instant::now() < deadline, "sluice not ready in time:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Start without waiting for /readyz (for tests of a sluice that never gets ready).
@@ -216,20 +249,8 @@ impl SluiceProc {
     }
 
     async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let client = reqwest::Client::new();
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("sluice exited early ({status}):\n{}", self.log());
-            }
-            if let Ok(r) = client.get(format!("http://{}/readyz", self.admin)).send().await {
-                if r.status().is_success() {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "sluice not ready in time:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // The ports of a restart are the first start's: a clash is fatal.
+        assert!(self.wait_ready_or_port_clash().await, "a port of the first start was taken");
     }
 
     pub fn url(&self, path: &str) -> String {
