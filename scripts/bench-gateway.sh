@@ -13,6 +13,7 @@
 #   BENCH_SKIP_BUILD=1 use the binaries already in $CARGO_TARGET_DIR/release
 #   BENCH_SLUICE       sluice binary (default $CARGO_TARGET_DIR/release/sluice),
 #                      for A/B runs of two builds
+#   BENCH_EXTRA_CONFIG YAML appended to sluice's config (e.g. an exporter)
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -62,6 +63,7 @@ upstream:
   resolve: { "api.openai.com:443": "127.0.0.1:$fake_port", "api.anthropic.com:443": "127.0.0.1:$fake_port" }
 # This measures the cloud path; the local model would only take memory.
 local: { backend: none }
+${BENCH_EXTRA_CONFIG:-}
 EOF
 
 export FAKE_OPENAI_KEY=sk-fake-openai
