@@ -8,6 +8,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const REQUESTS: &str = "sluice_requests_total";
 pub const REQUEST_DURATION: &str = "sluice_request_duration_seconds";
+/// What sluice itself adds to a relayed request: total minus upstream time.
+pub const ADDED_LATENCY: &str = "sluice_added_latency_seconds";
 pub const INSPECTION_DURATION: &str = "sluice_inspection_duration_seconds";
 pub const FINDINGS: &str = "sluice_findings_total";
 pub const UPSTREAM_ERRORS: &str = "sluice_upstream_errors_total";
@@ -67,6 +69,11 @@ pub fn install() -> Result<PrometheusHandle, TelemetryError> {
     let inspect_buckets = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05];
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), &request_buckets)
+        .and_then(|b| {
+            // Sub-millisecond: this is the figure sluice promises to keep small.
+            let added = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+            b.set_buckets_for_metric(Matcher::Full(ADDED_LATENCY.into()), &added)
+        })
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(INSPECTION_DURATION.into()), &inspect_buckets))
         .and_then(|b| {
             b.set_buckets_for_metric(
@@ -104,6 +111,11 @@ pub fn install() -> Result<PrometheusHandle, TelemetryError> {
         "Whole request, first byte in to last byte out"
     );
     metrics::describe_histogram!(INSPECTION_DURATION, metrics::Unit::Seconds, "Time spent scanning a prompt");
+    metrics::describe_histogram!(
+        ADDED_LATENCY,
+        metrics::Unit::Seconds,
+        "Time sluice adds to a request relayed to a provider (total minus upstream), by decision"
+    );
     metrics::describe_counter!(FINDINGS, "Findings by type");
     metrics::describe_counter!(UPSTREAM_ERRORS, "Failed calls to cloud providers, by provider and kind");
     metrics::describe_counter!(AUDIT_WRITE_ERRORS, "Audit records that could not be written");
@@ -219,6 +231,9 @@ pub fn register_known(config: &crate::config::Config) {
         }
     }
     let _ = histogram!(INSPECTION_DURATION);
+    for decision in ["cloud", "redact"] {
+        let _ = histogram!(ADDED_LATENCY, "decision" => decision);
+    }
     let kinds =
         crate::inspect::PII_KINDS.iter().chain(crate::inspect::SECRET_KINDS).chain(crate::inspect::SPECIAL_KINDS);
     for kind in kinds {

@@ -179,6 +179,10 @@ impl Sluice {
             .increment(1);
         metrics::histogram!(telemetry::REQUEST_DURATION, "api" => r.api.clone(), "decision" => r.decision.clone())
             .record(total.as_secs_f64());
+        if matches!(r.decision.as_str(), "cloud" | "redact") && r.latency_us.upstream > 0 {
+            let added = r.latency_us.total.saturating_sub(r.latency_us.upstream);
+            metrics::histogram!(telemetry::ADDED_LATENCY, "decision" => r.decision.clone()).record(added as f64 / 1e6);
+        }
         for (kind, n) in &r.findings {
             metrics::counter!(telemetry::FINDINGS, "type" => kind.clone()).increment(u64::from(*n));
         }
