@@ -158,18 +158,23 @@ impl Sluice {
     /// Whether the caller's team refuses the AI app at `host`: the message
     /// saying why. The tunnel's own record notes the refusal.
     pub fn app_refusal(&self, identity: &Identity, host: &str) -> Option<String> {
+        self.judge_host(identity, host).map(|(_, _, refusal)| refusal.message)
+    }
+
+    /// The app at `host`, its usage event for a tunnel, and the team's
+    /// refusal of it, when the team refuses it.
+    fn judge_host(&self, identity: &Identity, host: &str) -> Option<(&Entry, AiUsage, Refusal)> {
         let entry = self.app_of(&identity.team, host)?;
         let mut ai = self.monitor.usage(Some(entry), false);
-        self.judge_app(&identity.team, &mut ai).map(|refusal| refusal.message)
+        let refusal = self.judge_app(&identity.team, &mut ai)?;
+        Some((entry, ai, refusal))
     }
 
     /// A CONNECT to an AI app the caller's team refuses: the message to
     /// answer with, and the refusal recorded with its usage event. `None`
     /// lets it through.
     pub fn refuse_app_at_door(&self, client: SocketAddr, identity: &Identity, host: &str) -> Option<String> {
-        let entry = self.app_of(&identity.team, host)?;
-        let mut ai = self.monitor.usage(Some(entry), false);
-        let refusal = self.judge_app(&identity.team, &mut ai)?;
+        let (entry, ai, refusal) = self.judge_host(identity, host)?;
         let mut trail = Trail::proxied("proxy.connect", Dialect::OpenAiChat, client, Some(identity), host, "block");
         trail.record.reason = format!("{} is not sanctioned for team {} ({})", entry.id, identity.team, ai.enforced);
         trail.record.status = StatusCode::FORBIDDEN.as_u16();

@@ -247,23 +247,18 @@ impl Sluice {
         strip_hop_by_hop(&mut parts.headers);
         set_route_headers(&mut parts.headers, route, rule);
         let idle_timeout = Duration::from_millis(self.config.upstream.idle_timeout_ms);
-        let restore = restore.map(|(redaction, dialect)| {
-            parts.headers.remove(http::header::CONTENT_LENGTH);
-            let is_sse = parts
-                .headers
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("text/event-stream"));
-            match dialect {
-                Some(dialect) if is_sse => Restore::Stream(redaction.sse_restorer(dialect)),
-                _ => Restore::Whole { redaction, buffered: Vec::new() },
-            }
-        });
         let is_sse = parts
             .headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
+        let restore = restore.map(|(redaction, dialect)| {
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            match dialect {
+                Some(dialect) if is_sse => Restore::Stream(redaction.sse_restorer(dialect)),
+                _ => Restore::Whole { redaction, buffered: Vec::new() },
+            }
+        });
         // Chat answers report their tokens in their dialect's `usage`.
         let usage = (trail.record.api == trail.dialect.as_str()).then(|| UsageSniff::new(trail.dialect, is_sse));
         let body = RelayBody {
