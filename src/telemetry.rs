@@ -31,6 +31,10 @@ pub const EXPORT_LAG_SECONDS: &str = "sluice_export_lag_seconds";
 pub const EXPORT_EVENTS: &str = "sluice_export_events_total";
 pub const EXPORT_RETRIES: &str = "sluice_export_retries_total";
 pub const EXPORT_STOPPED: &str = "sluice_export_stopped";
+/// Policy set loads (at start-up and on reload) by result.
+pub const POLICY_LOADS: &str = "sluice_policy_loads_total";
+/// Teams in the policy set now deciding.
+pub const POLICY_TEAMS: &str = "sluice_policy_teams";
 /// Tokens by team, model (a price-table name, `local` or `other`) and type.
 pub const TOKENS: &str = "sluice_tokens_total";
 /// Estimated cost in millionths of a USD (counters are integers).
@@ -91,7 +95,7 @@ pub fn install() -> Result<PrometheusHandle, TelemetryError> {
         })
         .and_then(|b| b.install_recorder())
         .map_err(|e| TelemetryError(e.to_string()))?;
-    metrics::describe_counter!(REQUESTS, "Requests by team, decision and provider");
+    metrics::describe_counter!(REQUESTS, "Requests by team, decision, provider and HTTP status");
     metrics::describe_counter!(TOKENS, "Tokens by team, model and type (input, output), from the answer's usage");
     metrics::describe_counter!(COST_MICRO_USD, "Estimated cost in millionths of a USD by team and model");
     metrics::describe_histogram!(GEN_AI_TOKEN_USAGE, "Tokens per request by type and provider (OTel GenAI)");
@@ -157,6 +161,8 @@ pub fn install() -> Result<PrometheusHandle, TelemetryError> {
     metrics::describe_counter!(EXPORT_EVENTS, "Exported audit events by outcome (sent, dropped as malformed)");
     metrics::describe_counter!(EXPORT_RETRIES, "Export batches sent again after a busy answer or a network error");
     metrics::describe_gauge!(EXPORT_STOPPED, "1 when the exporter stopped on an error that needs an operator");
+    metrics::describe_counter!(POLICY_LOADS, "Policy set loads, at start-up and on reload, by result (ok, error)");
+    metrics::describe_gauge!(POLICY_TEAMS, "Teams in the policy set now deciding");
     Ok(handle)
 }
 
@@ -213,9 +219,17 @@ pub fn register_known(config: &crate::config::Config) {
             // engine) keeps the dialect's provider.
             let providers: &[&str] =
                 if decision == "local" { &["local", "openai", "anthropic", "gemini"] } else { &CLOUD_PROVIDERS };
+            // The status each decision usually answers with; others
+            // appear when they first happen.
+            let status = match decision {
+                "block" => "403",
+                "error" => "502",
+                _ => "200",
+            };
             for provider in providers {
-                counter!(REQUESTS, "team" => team.clone(), "decision" => decision, "provider" => *provider)
-                    .increment(0);
+                counter!(REQUESTS, "team" => team.clone(), "decision" => decision, "provider" => *provider,
+                    "status" => status)
+                .increment(0);
             }
         }
         for model in &models {
@@ -275,6 +289,32 @@ pub fn register_known(config: &crate::config::Config) {
     }
     counter!(AI_REQUESTS, "app" => "other", "sanctioned" => "false", "inspected" => "false").increment(0);
     // The Splunk exporter's lag; zero until (and unless) it runs.
+    for result in ["ok", "error"] {
+        counter!(POLICY_LOADS, "result" => result).increment(0);
+    }
     gauge!(EXPORT_LAG_RECORDS).increment(0.0);
     gauge!(EXPORT_LAG_SECONDS).increment(0.0);
+}
+
+/// The `status` label of [`REQUESTS`]: the HTTP status code, a bounded set.
+/// The common codes are static, so the request path does not allocate.
+pub fn status_label(code: u16) -> metrics::SharedString {
+    let known = match code {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        408 => "408",
+        413 => "413",
+        415 => "415",
+        421 => "421",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        _ => return metrics::SharedString::from(code.to_string()),
+    };
+    metrics::SharedString::const_str(known)
 }

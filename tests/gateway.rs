@@ -361,7 +361,9 @@ async fn models_health_ready_and_metrics() {
     c.post(sluice.url("/v1/chat/completions")).json(&chat_body(CARD_PROMPT, false)).send().await.unwrap();
     let metrics = c.get(format!("http://{}/metrics", sluice.admin)).send().await.unwrap().text().await.unwrap();
     assert!(
-        metrics.contains("sluice_requests_total{team=\"default\",decision=\"cloud\",provider=\"openai\"} 1"),
+        metrics.contains(
+            "sluice_requests_total{team=\"default\",decision=\"cloud\",provider=\"openai\",status=\"200\"} 1"
+        ),
         "{metrics}"
     );
     assert!(metrics.contains("sluice_findings_total{type=\"credit_card\"} 1"), "{metrics}");

@@ -21,6 +21,10 @@
 //! | 400 (7 incorrect index; 10, 11 channel missing/invalid; 14 ack disabled; 16 query-string auth) | stop, report (the configuration is wrong) |
 //! | anything else (404, unknown 4xx) | stop, report |
 //!
+//! The codes are HEC's documented ones (0-16 for event posts, 17-19 from
+//! the health endpoint, which a busy collector also returns on posts); an
+//! unknown code falls back to its HTTP status.
+//!
 //! A stopped exporter leaves sluice serving: the records stay in the log and
 //! the next start resumes from the cursor. Its state is in `/readyz`'s
 //! text ([`status_line`]) and in the `sluice_export_*` metrics.

@@ -184,8 +184,12 @@ enum UpstreamAuth {
 impl Sluice {
     pub fn build(config: Config) -> Result<Arc<Sluice>, StartError> {
         let monitor = Monitor::load(&config.shadow)?;
-        let policies = PolicySet::load_dir_with_apps(&config.policies_dir, monitor.catalog())
-            .map_err(|errors| StartError::Policies { dir: config.policies_dir.display().to_string(), errors })?;
+        let policies = PolicySet::load_dir_with_apps(&config.policies_dir, monitor.catalog()).map_err(|errors| {
+            metrics::counter!(telemetry::POLICY_LOADS, "result" => "error").increment(1);
+            StartError::Policies { dir: config.policies_dir.display().to_string(), errors }
+        })?;
+        metrics::counter!(telemetry::POLICY_LOADS, "result" => "ok").increment(1);
+        metrics::gauge!(telemetry::POLICY_TEAMS).set(policies.len() as f64);
         let mut dictionaries = HashMap::new();
         for team in policies.teams() {
             let Some(policy) = policies.team(team) else { continue };

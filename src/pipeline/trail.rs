@@ -175,8 +175,9 @@ impl Sluice {
         self.count_usage(&mut trail.record);
         let r = &trail.record;
         let team = if r.team.is_empty() { "unknown".to_string() } else { r.team.clone() };
-        metrics::counter!(telemetry::REQUESTS, "team" => team, "decision" => r.decision.clone(), "provider" => r.provider.clone())
-            .increment(1);
+        metrics::counter!(telemetry::REQUESTS, "team" => team, "decision" => r.decision.clone(),
+            "provider" => r.provider.clone(), "status" => telemetry::status_label(r.status))
+        .increment(1);
         metrics::histogram!(telemetry::REQUEST_DURATION, "api" => r.api.clone(), "decision" => r.decision.clone())
             .record(total.as_secs_f64());
         if matches!(r.decision.as_str(), "cloud" | "redact") && r.latency_us.upstream > 0 {
