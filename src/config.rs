@@ -291,6 +291,10 @@ pub struct AdminConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
     pub dir: PathBuf,
+    /// `strict` (default): a request is answered only once its record is
+    /// fsync'd (group commit through a write-ahead log). `batched`: answered
+    /// at once; a crash can lose the last ~200 ms of records.
+    pub durability: crate::audit::Durability,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -535,7 +539,7 @@ impl Default for AdminConfig {
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { dir: PathBuf::from("data/audit") }
+        AuditConfig { dir: PathBuf::from("data/audit"), durability: crate::audit::Durability::default() }
     }
 }
 

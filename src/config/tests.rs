@@ -19,6 +19,7 @@ fn documented_example_parses_to_the_defaults() {
     assert_eq!(example.admin.listen, default.admin.listen);
     assert_eq!(example.policies_dir, default.policies_dir);
     assert_eq!(example.audit.dir, default.audit.dir);
+    assert_eq!(example.audit.durability, default.audit.durability);
     assert_eq!(example.identity.anonymous_team, default.identity.anonymous_team);
     assert_eq!(example.providers.openai.models, default.providers.openai.models);
     assert_eq!(example.upstream.response_timeout_ms, default.upstream.response_timeout_ms);
@@ -80,4 +81,16 @@ fn phone_regions_are_region_codes() {
     assert!(err.to_string().contains("inspect.phone_regions: unknown phone region `EU`"), "{err}");
     let example = Config::parse(include_str!("../../sluice.example.yaml"), Path::new("sluice.example.yaml")).unwrap();
     assert_eq!(example.inspect.phone_regions, Config::default().inspect.phone_regions);
+}
+
+#[test]
+fn audit_durability_is_strict_unless_batched_is_asked_for() {
+    use crate::audit::Durability;
+    assert_eq!(Config::default().audit.durability, Durability::Strict);
+    let batched = Config::parse("audit: { durability: batched }\n", Path::new("t.yaml")).unwrap();
+    assert_eq!(batched.audit.durability, Durability::Batched);
+    let strict = Config::parse("audit: { durability: strict }\n", Path::new("t.yaml")).unwrap();
+    assert_eq!(strict.audit.durability, Durability::Strict);
+    let err = Config::parse("audit: { durability: sometimes }\n", Path::new("t.yaml")).unwrap_err().to_string();
+    assert!(err.contains("strict") && err.contains("batched"), "{err}");
 }

@@ -187,6 +187,10 @@ pub fn flat_event(stored: &StoredRecord) -> Value {
         "inspect_ms": r.latency_us.inspect as f64 / 1000.0,
         "upstream_ms": r.latency_us.upstream as f64 / 1000.0,
     });
+    if let Some(map) = event.as_object_mut() {
+        // The id the client saw in `x-request-id` (empty on older records).
+        map.insert("request_id".into(), json!(r.request_id));
+    }
     if let (Some(ai), Some(map)) = (&r.ai, event.as_object_mut()) {
         let download = ai.download.as_ref();
         let account = ai.account.as_ref();

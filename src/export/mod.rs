@@ -26,10 +26,11 @@ use crate::audit::StoredRecord;
 pub use hec::{flat_event, hec_event, sourcetype, HecMeta, CIM_WEB_FIELDS, SOURCE};
 
 /// The export's CSV columns, in order.
-const CSV_COLUMNS: [&str; 27] = [
+const CSV_COLUMNS: [&str; 28] = [
     "time",
     "seq",
     "id",
+    "request_id",
     "sourcetype",
     "action",
     "app",

@@ -7,19 +7,24 @@
 //! the last frame has gone out (or the client went away).
 
 mod extract;
+mod held;
 mod inspect;
 mod proxied;
 mod refusal;
+mod request_id;
 mod respond;
 mod trail;
 
 use extract::{check_body_headers, read_body};
+use held::Holding;
 use inspect::{scan_inventory, Inspected};
 use refusal::Refusal;
-use trail::{micros, Completion, Trail};
+use trail::{json_answer, micros, Completion, Trail};
 
+pub use held::{held_body, AnswerWithheld};
 pub use inspect::{scan_body, signal_summary, Scanned};
 pub use proxied::{MessageVerdicts, Relayed};
+pub use request_id::{RequestId, RequestIds};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -40,7 +45,7 @@ use sha2::{Digest, Sha256};
 use tracing::{info_span, Instrument};
 
 use crate::audit::AttachmentNote;
-use crate::audit::{AuditError, AuditLog, AuditRecord, AuditWriter, Latencies};
+use crate::audit::{AuditError, AuditLog, AuditRecord, AuditWriter, Durability, Durable, Latencies};
 use crate::blocking::InspectPool;
 use crate::classify::Classifier;
 use crate::config::{Config, ProviderConfig};
@@ -122,8 +127,6 @@ pub enum StartError {
     Dictionary { team: String, source: DictionaryError },
     #[error("audit log: {0}")]
     Audit(#[from] AuditError),
-    #[error("cannot start the audit writer thread: {0}")]
-    AuditThread(std::io::Error),
     #[error("upstream client: {0}")]
     Upstream(#[from] UpstreamError),
     #[error("{0}")]
@@ -158,6 +161,7 @@ pub struct Sluice {
     pool: InspectPool,
     monitor: Monitor,
     next_id: AtomicU64,
+    request_ids: RequestIds,
 }
 
 /// Where a decided request is served.
@@ -206,8 +210,13 @@ impl Sluice {
                 tracing::warn!(team, "team has no policy file; its requests will be refused");
             }
         }
-        let audit =
-            AuditWriter::start(Arc::new(AuditLog::open(&config.audit.dir)?)).map_err(StartError::AuditThread)?;
+        let audit = AuditWriter::start(Arc::new(AuditLog::open(&config.audit.dir)?), config.audit.durability)?;
+        if config.audit.durability == Durability::Batched {
+            tracing::warn!(
+                "audit.durability is batched: requests are answered before their audit records are on disk, \
+                 so a crash or power cut can lose the records of the last ~200 ms of answered requests"
+            );
+        }
         let upstream = UpstreamClient::new(&config.upstream)?;
         let local = LocalTier::start(&config.local, &config.upstream)?;
         let provider = |c: &ProviderConfig| Provider {
@@ -235,6 +244,7 @@ impl Sluice {
             local,
             config,
             next_id: AtomicU64::new(1),
+            request_ids: RequestIds::new(),
         }))
     }
 
@@ -278,7 +288,8 @@ impl Sluice {
         ingress: Ingress,
     ) -> Response<RespBody> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let span = info_span!("request", id, method = %req.method(), path = %req.uri().path(),
+        let request_id = self.request_ids.of(req.headers());
+        let span = info_span!("request", id, request_id = request_id.as_str(), method = %req.method(), path = %req.uri().path(),
             team = tracing::field::Empty, decision = tracing::field::Empty, status = tracing::field::Empty);
         let path = wire::shapes::normalize_path(req.uri().path());
         let shape = wire::shapes::shape_of(req.method(), &path, Dialect::OpenAiChat);
@@ -295,21 +306,29 @@ impl Sluice {
             ShapeKind::Unknown => false,
         };
         let models = req.method() == http::Method::GET && path == "/v1/models";
+        let head_only = req.method() == http::Method::HEAD;
         let this = self.clone();
         async move {
             let resp = if served {
-                this.handle_llm(shape, req, client, Via::Gateway).await
+                this.clone().handle_llm(shape, req, client, Via::Gateway, &request_id).await
             } else if models {
-                this.handle_models(req, client, ingress)
+                this.handle_models(req, client, ingress, &request_id)
             } else {
-                this.handle_unknown(req, client, ingress)
+                this.handle_unknown(req, client, ingress, &request_id)
             };
+            let resp = this.deliver(&request_id, head_only, resp).await;
             tracing::Span::current().record("status", resp.status().as_u16());
             tracing::debug!("done");
             resp
         }
         .instrument(span)
         .await
+    }
+
+    /// The id of a request that arrived at the proxy port or on an
+    /// intercepted connection.
+    pub fn request_id(&self, headers: &HeaderMap) -> RequestId {
+        self.request_ids.of(headers)
     }
 
     /// An LLM request (it has a body) on an intercepted connection, in
@@ -322,17 +341,24 @@ impl Sluice {
         client: SocketAddr,
         identity: Identity,
         origin: Arc<Origin>,
+        request_id: &RequestId,
     ) -> Response<RespBody> {
         let fallback = crate::wire::providers::api_family_of_host(&origin.target().host);
         let shape = wire::shapes::shape_of(req.method(), &wire::shapes::normalize_path(req.uri().path()), fallback);
-        self.handle_llm(shape, req, client, Via::Proxy { identity, origin }).await
+        self.handle_llm(shape, req, client, Via::Proxy { identity, origin }, request_id).await
     }
 
     /// The span of one request on an intercepted connection, whatever
     /// happens to it; `decision` and `status` are filled in on the way.
-    pub fn proxied_span(&self, req: &Request<Incoming>, identity: &Identity, origin: &Origin) -> tracing::Span {
+    pub fn proxied_span(
+        &self,
+        req: &Request<Incoming>,
+        identity: &Identity,
+        origin: &Origin,
+        request_id: &RequestId,
+    ) -> tracing::Span {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        info_span!("request", id, ingress = "proxy", host = %origin.target().host, method = %req.method(),
+        info_span!("request", id, request_id = request_id.as_str(), ingress = "proxy", host = %origin.target().host, method = %req.method(),
             path = %req.uri().path(), team = %identity.team, decision = tracing::field::Empty, status = tracing::field::Empty)
     }
 
@@ -354,8 +380,9 @@ impl Sluice {
         req: Request<Incoming>,
         client: SocketAddr,
         via: Via,
+        request_id: &RequestId,
     ) -> Response<RespBody> {
-        let mut trail = Trail::for_llm(shape, client, &via);
+        let mut trail = Trail::for_llm(shape, client, &via, request_id);
         let (parts, body) = req.into_parts();
         match self.clone().plan(shape, &parts, body, &via, &mut trail).await {
             Ok(Plan::Local { request, generation, json_array, rule }) => {
@@ -629,9 +656,15 @@ impl Sluice {
         builder.body(Full::new(body)).map_err(|e| upstream_error(format!("cannot build upstream request: {e}")))
     }
 
-    fn handle_models(&self, req: Request<Incoming>, client: SocketAddr, ingress: Ingress) -> Response<RespBody> {
+    fn handle_models(
+        &self,
+        req: Request<Incoming>,
+        client: SocketAddr,
+        ingress: Ingress,
+        request_id: &RequestId,
+    ) -> Response<RespBody> {
         let dialect = dialect_of(req.headers());
-        let mut trail = Trail::new("models", dialect, client, ingress);
+        let mut trail = Trail::new("models", dialect, client, ingress, request_id);
         let identity = match self.identify(Dialect::OpenAiChat, req.headers()) {
             Ok((identity, _)) => identity,
             Err(refusal) => return self.refuse(trail, refusal),
@@ -649,9 +682,15 @@ impl Sluice {
         self.answer(trail, StatusCode::OK, dialect.models_body(&models))
     }
 
-    fn handle_unknown(&self, req: Request<Incoming>, client: SocketAddr, ingress: Ingress) -> Response<RespBody> {
+    fn handle_unknown(
+        &self,
+        req: Request<Incoming>,
+        client: SocketAddr,
+        ingress: Ingress,
+        request_id: &RequestId,
+    ) -> Response<RespBody> {
         let dialect = dialect_of(req.headers());
-        let trail = Trail::new("unknown", dialect, client, ingress);
+        let trail = Trail::new("unknown", dialect, client, ingress, request_id);
         let message = format!("sluice does not serve {} {}", req.method(), req.uri().path());
         self.refuse(trail, Refusal::quoting(ErrorKind::NotFound, message.to_string(), "no such endpoint"))
     }

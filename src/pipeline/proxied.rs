@@ -3,6 +3,19 @@
 //! and the judgement of each WebSocket message, the records of CONNECT
 //! tunnels and of refusals at the proxy's door. The relaying itself (the
 //! upgrade, the bytes) is the proxy's (`ingress::proxy::passthrough`).
+//!
+//! # Durability of connection records
+//!
+//! Refusals at the door and relayed answers are answers like any other:
+//! with `audit.durability: strict` they are held until their record is
+//! durable (see `held`). A WebSocket or a CONNECT tunnel is recorded once,
+//! when it closes, because only then are its bytes, messages and outcome
+//! known; by then the client has had everything the connection carried, so
+//! there is nothing left to hold back. For those the guarantee is that the
+//! record is in the next group commit after the close: a crash in that
+//! window (one fsync) can lose the record of a connection that just ended.
+//! The requests inside an intercepted tunnel are ordinary answered requests
+//! and fully covered; a tunnel's bytes were never inspected.
 
 use super::*;
 use crate::audit::{AiUsage, ModelDownload};
@@ -17,6 +30,7 @@ const UNLISTED_MODEL_HOST: &str = "unlisted-model-host";
 impl Sluice {
     /// Refuse a proxied request before it reaches the pipeline (wrong host
     /// for the connection, origin unreachable), with an audit record.
+    #[allow(clippy::too_many_arguments)]
     pub fn refuse_proxied(
         &self,
         req: &Request<Incoming>,
@@ -25,8 +39,10 @@ impl Sluice {
         host: &str,
         kind: ErrorKind,
         message: &str,
+        request_id: &RequestId,
     ) -> Response<RespBody> {
-        let trail = Trail::proxied("proxy", dialect_of(req.headers()), client, Some(identity), host, "block");
+        let trail =
+            Trail::proxied("proxy", dialect_of(req.headers()), client, Some(identity), host, "block", request_id);
         // A misdirected request's message quotes the client's Host header.
         match kind {
             ErrorKind::Misdirected => {
@@ -37,7 +53,8 @@ impl Sluice {
     }
 
     /// Audit a refusal at the proxy's door (a CONNECT or absolute-form
-    /// request that was never let through); the proxy answers it itself.
+    /// request that was never let through); the proxy answers it itself,
+    /// holding the answer on the ticket ([`held_body`]).
     pub fn record_proxy_refusal(
         &self,
         client: SocketAddr,
@@ -45,11 +62,13 @@ impl Sluice {
         host: &str,
         status: StatusCode,
         reason: &str,
-    ) {
-        let mut trail = Trail::proxied("proxy.connect", Dialect::OpenAiChat, client, identity, host, "block");
+        request_id: &RequestId,
+    ) -> Durable {
+        let mut trail =
+            Trail::proxied("proxy.connect", Dialect::OpenAiChat, client, identity, host, "block", request_id);
         trail.record.reason = reason.to_string();
         trail.record.status = status.as_u16();
-        self.record(trail, None);
+        self.record(trail, None)
     }
 
     /// Open the record of a request the proxy relays outside the LLM
@@ -64,8 +83,9 @@ impl Sluice {
         client: SocketAddr,
         identity: &Identity,
         origin: &Origin,
+        request_id: &RequestId,
     ) -> Result<Relayed, Response<RespBody>> {
-        let mut trail = Trail::forwarded(api, req.headers(), client, identity, origin);
+        let mut trail = Trail::forwarded(api, req.headers(), client, identity, origin, request_id);
         if let Err(refusal) = self.attribute_relayed(req, identity, origin, &mut trail) {
             return Err(self.refuse(trail, refusal));
         }
@@ -171,16 +191,23 @@ impl Sluice {
     }
 
     /// A CONNECT to an AI app the caller's team refuses: the message to
-    /// answer with, and the refusal recorded with its usage event. `None`
-    /// lets it through.
-    pub fn refuse_app_at_door(&self, client: SocketAddr, identity: &Identity, host: &str) -> Option<String> {
+    /// answer with, and the refusal recorded with its usage event (the
+    /// answer waits for the ticket). `None` lets it through.
+    pub fn refuse_app_at_door(
+        &self,
+        client: SocketAddr,
+        identity: &Identity,
+        host: &str,
+        request_id: &RequestId,
+    ) -> Option<(String, Durable)> {
         let (entry, ai, refusal) = self.judge_host(identity, host)?;
-        let mut trail = Trail::proxied("proxy.connect", Dialect::OpenAiChat, client, Some(identity), host, "block");
+        let mut trail =
+            Trail::proxied("proxy.connect", Dialect::OpenAiChat, client, Some(identity), host, "block", request_id);
         trail.record.reason = format!("{} is not sanctioned for team {} ({})", entry.id, identity.team, ai.enforced);
         trail.record.status = StatusCode::FORBIDDEN.as_u16();
         trail.record.ai = Some(ai);
-        self.record(trail, None);
-        Some(refusal.message)
+        let durable = self.record(trail, None);
+        Some((refusal.message, durable))
     }
 
     /// Relay the origin's answer to a relayed request, or refuse with its
@@ -219,7 +246,8 @@ impl Sluice {
             }
             Err(e) => trail.record.reason = format!("websocket upgrade failed: {e}"),
         }
-        self.record(trail, Some(started.elapsed()));
+        // The socket is closed: nothing is left to hold (see the module docs).
+        drop(self.record(trail, Some(started.elapsed())));
     }
 
     /// Judge one WebSocket message from the client like a request body:
@@ -295,7 +323,13 @@ impl Sluice {
     /// duration, outcome) in `signals`. Refusals at the door are recorded
     /// by [`Sluice::record_proxy_refusal`] instead, so every CONNECT has
     /// exactly one `proxy.connect` record.
-    pub fn record_tunnel(&self, client: SocketAddr, identity: &Identity, tunnel: &TunnelReport) {
+    pub fn record_tunnel(
+        &self,
+        client: SocketAddr,
+        identity: &Identity,
+        tunnel: &TunnelReport,
+        request_id: &RequestId,
+    ) {
         let entry = self.app_of(&identity.team, tunnel.target_host());
         let plain = matches!(tunnel.outcome, TunnelOutcome::Tunneled);
         count_traffic(entry, tunnel);
@@ -311,6 +345,7 @@ impl Sluice {
             Some(identity),
             &tunnel.connect_host,
             decision,
+            request_id,
         );
         trail.record.provider = provider_of_host(tunnel.target_host()).to_string();
         trail.record.status = StatusCode::OK.as_u16();
@@ -333,7 +368,8 @@ impl Sluice {
         // The trail is made at the end of the tunnel; its total is the
         // tunnel's life from the CONNECT on.
         trail.started = Instant::now().checked_sub(tunnel.duration).unwrap_or(trail.started);
-        self.record(trail, None);
+        // The tunnel is closed: nothing is left to hold (see the module docs).
+        drop(self.record(trail, None));
     }
 }
 

@@ -45,7 +45,19 @@ impl From<crate::blocking::PoolError> for Refusal {
 
 impl Sluice {
     /// Answer with an error in the client's wire format, and record it.
-    pub(super) fn refuse(&self, mut trail: Trail, refusal: Refusal) -> Response<RespBody> {
+    pub(super) fn refuse(&self, trail: Trail, refusal: Refusal) -> Response<RespBody> {
+        self.refuse_as(trail, refusal, true)
+    }
+
+    /// [`Self::refuse`] without holding the answer for its record: for the
+    /// refusal that says the audit log cannot be written, whose record can
+    /// never become durable. The client learns why instead of getting a cut
+    /// answer; nothing was forwarded.
+    pub(super) fn refuse_now(&self, trail: Trail, refusal: Refusal) -> Response<RespBody> {
+        self.refuse_as(trail, refusal, false)
+    }
+
+    fn refuse_as(&self, mut trail: Trail, refusal: Refusal, hold: bool) -> Response<RespBody> {
         let Refusal { kind, message, reason } = refusal;
         let recorded = reason.as_deref().unwrap_or(&message);
         if trail.record.decision.is_empty() {
@@ -62,7 +74,14 @@ impl Sluice {
         };
         let rule = trail.record.rule.clone();
         let body = trail.dialect.error_body(kind, &message);
-        let mut resp = self.answer(trail, kind.status(), body);
+        let mut resp = if hold {
+            self.answer(trail, kind.status(), body)
+        } else {
+            let status = kind.status();
+            trail.record.status = status.as_u16();
+            drop(self.record(trail, None));
+            json_answer(status, full(body))
+        };
         if !rule.is_empty() {
             let route = if kind == ErrorKind::PolicyBlock {
                 "block"

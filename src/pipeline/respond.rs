@@ -1,6 +1,7 @@
 //! Answers: the local model's generation and the provider's relayed body,
 //! streamed frame by frame in the client's format, with redacted values
-//! restored; the record is written when the body ends or is dropped.
+//! restored; the record is written when the body ends or is dropped, and
+//! the last frame is held until the record is durable (see `held`).
 
 use super::*;
 use crate::wire::answer::Finish;
@@ -94,6 +95,7 @@ impl Sluice {
                 generation,
                 encoder,
                 pending: Some(opening),
+                held: None,
                 done: false,
                 stats: GenStats::new(generation_started),
                 completion: Some(Completion { sluice: self.clone(), trail, upstream_started: generation_started }),
@@ -269,6 +271,7 @@ impl Sluice {
             first_byte: None,
             bytes: 0,
             sniffed: trail.sniff_models.then(Vec::new),
+            held: None,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             idle_timeout,
             completion: Some(Completion { sluice: self.clone(), trail, upstream_started }),
@@ -367,17 +370,39 @@ pub(super) struct RelayBody {
     usage: Option<UsageSniff>,
     /// The first bytes of a model list, kept to tell which server sent it.
     sniffed: Option<Vec<u8>>,
+    /// The last frame, waiting for the record to be durable.
+    held: Option<Holding>,
     idle: Pin<Box<tokio::time::Sleep>>,
     idle_timeout: Duration,
     completion: Option<Completion>,
 }
 
 impl RelayBody {
-    fn complete(&mut self, problem: Option<&str>) {
-        if let Some(mut c) = self.completion.take() {
-            let tokens = self.usage.as_mut().map(UsageSniff::finish);
-            c.received(self.bytes, self.sniffed.take(), tokens, self.first_byte);
-            c.finish(problem);
+    fn complete(&mut self, problem: Option<&str>) -> Option<Durable> {
+        let mut c = self.completion.take()?;
+        let tokens = self.usage.as_mut().map(UsageSniff::finish);
+        c.received(self.bytes, self.sniffed.take(), tokens, self.first_byte);
+        Some(c.finish(problem))
+    }
+
+    /// The answer's last frame (`None`: its end): recorded, and released
+    /// once the record is durable.
+    fn last(
+        &mut self,
+        frame: Option<Frame<Bytes>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.finished = true;
+        match self.complete(None) {
+            Some(durable) if !durable.is_done() => {
+                let mut holding = Holding::new(frame, durable);
+                let polled = holding.poll(cx);
+                if polled.is_pending() {
+                    self.held = Some(holding);
+                }
+                polled
+            }
+            _ => Poll::Ready(frame.map(Ok)),
         }
     }
 }
@@ -388,6 +413,11 @@ impl Body for RelayBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(held) = this.held.as_mut() {
+            let released = std::task::ready!(held.poll(cx));
+            this.held = None;
+            return Poll::Ready(released);
+        }
         if this.finished {
             return Poll::Ready(None);
         }
@@ -407,6 +437,11 @@ impl Body for RelayBody {
                     let deadline = tokio::time::Instant::now() + this.idle_timeout;
                     this.idle.as_mut().reset(deadline);
                     let Some(restore) = this.restore.as_mut() else {
+                        // A body of known length ends with its last data
+                        // frame: the client has the whole answer with it.
+                        if this.inner.is_end_stream() {
+                            return this.last(Some(frame), cx);
+                        }
                         return Poll::Ready(Some(Ok(frame)));
                     };
                     let Some(data) = frame.data_ref() else {
@@ -424,12 +459,11 @@ impl Body for RelayBody {
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    this.complete(Some("upstream body failed mid-stream"));
+                    // The client gets a broken answer; nothing to hold.
+                    let _ = this.complete(Some("upstream body failed mid-stream"));
                     return Poll::Ready(Some(Err(Box::new(e))));
                 }
                 Poll::Ready(None) => {
-                    this.finished = true;
-                    this.complete(None);
                     let last = match this.restore.take() {
                         None => Vec::new(),
                         Some(Restore::Stream(mut restorer)) => restorer.finish(),
@@ -439,14 +473,12 @@ impl Body for RelayBody {
                             redaction.restore_json_body(&buffered).unwrap_or(buffered)
                         }
                     };
-                    if last.is_empty() {
-                        return Poll::Ready(None);
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(last)))));
+                    let frame = (!last.is_empty()).then(|| Frame::data(Bytes::from(last)));
+                    return this.last(frame, cx);
                 }
                 Poll::Pending => {
                     if this.idle.as_mut().poll(cx).is_ready() {
-                        this.complete(Some("upstream went idle mid-stream"));
+                        let _ = this.complete(Some("upstream went idle mid-stream"));
                         let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "upstream idle timeout");
                         return Poll::Ready(Some(Err(Box::new(e))));
                     }
@@ -457,7 +489,7 @@ impl Body for RelayBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.finished || (self.restore.is_none() && self.inner.is_end_stream())
+        self.held.is_none() && (self.finished || (self.restore.is_none() && self.inner.is_end_stream()))
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -473,11 +505,9 @@ impl Drop for RelayBody {
     fn drop(&mut self) {
         // hyper may drop a body it knows is finished without polling it to
         // the end; only a body with frames still to come was cut short.
-        if self.inner.is_end_stream() {
-            self.complete(None);
-        } else {
-            self.complete(Some("client disconnected before the response completed"));
-        }
+        // Either way the client is gone or has all it gets: nothing to hold.
+        let problem = (!self.inner.is_end_stream()).then_some("client disconnected before the response completed");
+        let _ = self.complete(problem);
     }
 }
 
@@ -535,16 +565,37 @@ pub(super) struct LocalBody {
     generation: Generation,
     encoder: SseEncoder,
     pending: Option<Bytes>,
+    /// The last event, waiting for the record to be durable.
+    held: Option<Holding>,
     done: bool,
     stats: GenStats,
     completion: Option<Completion>,
 }
 
 impl LocalBody {
-    fn end(&mut self, problem: Option<&str>) {
+    fn end(&mut self, problem: Option<&str>) -> Option<Durable> {
         self.done = true;
-        if let Some(c) = self.completion.take() {
-            c.finish(problem);
+        self.completion.take().map(|c| c.finish(problem))
+    }
+
+    /// The stream's last event: recorded, and released once the record is
+    /// durable.
+    fn last(
+        &mut self,
+        bytes: Bytes,
+        problem: Option<&str>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.end(problem) {
+            Some(durable) if !durable.is_done() => {
+                let mut holding = Holding::new(Some(Frame::data(bytes)), durable);
+                let polled = holding.poll(cx);
+                if polled.is_pending() {
+                    self.held = Some(holding);
+                }
+                polled
+            }
+            _ => Poll::Ready(Some(Ok(Frame::data(bytes)))),
         }
     }
 }
@@ -555,6 +606,11 @@ impl Body for LocalBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(held) = this.held.as_mut() {
+            let released = std::task::ready!(held.poll(cx));
+            this.held = None;
+            return Poll::Ready(released);
+        }
         if let Some(bytes) = this.pending.take() {
             return Poll::Ready(Some(Ok(Frame::data(bytes))));
         }
@@ -579,33 +635,30 @@ impl Body for LocalBody {
                     this.stats.note(usage, finish);
                     usage.bytes_out += bytes.len() as u64;
                 }
-                this.end(None);
-                bytes
+                return this.last(bytes, None, cx);
             }
             Poll::Ready(Some(Err(e))) => {
                 let message = format!("local generation failed: {e}");
                 let bytes = this.encoder.error(&message);
-                this.end(Some(&message));
-                bytes
+                return this.last(bytes, Some(&message), cx);
             }
             Poll::Ready(None) => {
                 let bytes = this.encoder.error("local generation ended without finishing");
-                this.end(Some("local generation ended without finishing"));
-                bytes
+                return this.last(bytes, Some("local generation ended without finishing"), cx);
             }
         };
         Poll::Ready(Some(Ok(Frame::data(bytes))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.pending.is_none()
+        self.done && self.pending.is_none() && self.held.is_none()
     }
 }
 
 impl Drop for LocalBody {
     fn drop(&mut self) {
         if !self.done {
-            self.end(Some("client disconnected; local generation cancelled"));
+            let _ = self.end(Some("client disconnected; local generation cancelled"));
         }
     }
 }

@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use crate::body::{full, full_request, BoxError, RespBody};
 use crate::dispatch::origin::Origin;
 use crate::headers::{strip_for_origin, HOP_BY_HOP, PROXY_CREDENTIALS};
-use crate::pipeline::{MessageVerdicts, Sluice};
+use crate::pipeline::{MessageVerdicts, RequestId, Sluice};
 use crate::relay::websocket;
 use crate::wire::Identity;
 
@@ -36,8 +36,9 @@ pub(super) async fn forward_unchanged(
     client: SocketAddr,
     identity: Identity,
     origin: Arc<Origin>,
+    request_id: &RequestId,
 ) -> Response<RespBody> {
-    let relayed = match sluice.begin_relayed("passthrough", &req, client, &identity, &origin) {
+    let relayed = match sluice.begin_relayed("passthrough", &req, client, &identity, &origin, request_id) {
         Ok(relayed) => relayed,
         Err(refused) => return refused,
     };
@@ -56,8 +57,9 @@ pub(super) async fn relay_websocket(
     client: SocketAddr,
     identity: Identity,
     origin: Arc<Origin>,
+    request_id: &RequestId,
 ) -> Response<RespBody> {
-    let relayed = match sluice.begin_relayed("websocket", &req, client, &identity, &origin) {
+    let relayed = match sluice.begin_relayed("websocket", &req, client, &identity, &origin, request_id) {
         Ok(relayed) => relayed,
         Err(refused) => return refused,
     };
