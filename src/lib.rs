@@ -19,7 +19,10 @@
 //!   - `trail`: the request's audit record, and the one place it is written.
 //!   - `proxied`: records of what the proxy relays besides LLM requests
 //!     (and of tunnels and door refusals), and the WebSocket message verdict.
-//! - [`identity`]: who is asking: sluice tokens mapped to team and user.
+//! - [`identity`]: who is asking: sluice tokens, a trusted proxy's user
+//!   header, source networks, the anonymous team, in that order.
+//! - [`limits`]: budgets and rate limits per team and user: calendar-window
+//!   counters in sled or Redis, checked before dispatch.
 //! - [`wire`]: provider wire formats, parsed into one canonical request:
 //!   - `openai`, `anthropic`, `responses`, `gemini`: one file per dialect:
 //!     parsing, whole and streamed answers, error and model-list bodies, and
@@ -66,6 +69,7 @@ pub mod headers;
 pub mod identity;
 pub mod ingress;
 pub mod inspect;
+pub mod limits;
 pub mod net;
 pub mod pipeline;
 pub mod policy;

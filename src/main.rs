@@ -1,4 +1,4 @@
-//! The `sluice` command line: serve, policy, audit, shadow, token, ca.
+//! The `sluice` command line: serve, policy, audit, shadow, token, ca, budget.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -50,6 +50,23 @@ enum Command {
     /// The CA that signs certificates for intercepted hosts.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Budgets and rate limits (`limits:` in team policies).
+    #[command(subcommand)]
+    Budget(BudgetCommand),
+}
+
+#[derive(Subcommand)]
+enum BudgetCommand {
+    /// Use of each team's budgets, and of each user's, in the current
+    /// windows: from the running sluice's admin listener, or from the
+    /// store when sluice is not running.
+    Status {
+        #[arg(long)]
+        team: Option<String>,
+        /// The report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -314,6 +331,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("Give clients the certificate: sluice ca export > sluice-ca.pem");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Budget(BudgetCommand::Status { team, json }) => budget_status(&config, team.as_deref(), json),
         Command::Ca(CaCommand::Export) => {
             let pem = sluice::ca::export(&config.ca.dir)
                 .with_context(|| format!("no CA in {} (run `sluice ca init`)", config.ca.dir.display()))?;
@@ -410,6 +428,7 @@ fn serve(config: Config) -> Result<ExitCode> {
         }
         let _ = admin_task.await;
         sluice.audit().flush().context("cannot flush the audit log")?;
+        sluice.limits().flush().context("cannot flush the limits counters")?;
         tracing::info!(records = sluice.audit().log().len(), "audit log flushed; bye");
         Ok(ExitCode::SUCCESS)
     })
@@ -559,6 +578,96 @@ fn policy_test(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice budget status`: a running sluice answers on its admin
+/// listener (its store may be locked, or shared in Redis); otherwise the
+/// store is read here, with the policies from `policies_dir`.
+fn budget_status(config: &Config, team: Option<&str>, json: bool) -> Result<ExitCode> {
+    use sluice::limits::{Limiter, Report};
+    if let Some(team) = team.filter(|t| !sluice::identity::is_team_name(t)) {
+        bail!("`{team}` is not a team name");
+    }
+    let report: Report = match budget_from_admin(config, team)? {
+        Some(report) => report,
+        None => {
+            let catalog = sluice::shadow::monitor::load_catalog(&config.shadow)?;
+            let set = PolicySet::load_dir_with_apps(&config.policies_dir, &catalog)
+                .map_err(|e| anyhow::anyhow!("policies in {} are invalid:\n{e}", config.policies_dir.display()))?;
+            let teams: Vec<_> =
+                set.teams().filter_map(|t| set.team(t).map(|p| (t.to_string(), p.limits().clone()))).collect();
+            let limiter = Limiter::open(&config.limits, false).with_context(|| {
+                "sluice seems to be running (its store is locked) but its admin listener did not answer".to_string()
+            })?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(limiter.report(&teams, team))?
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("store: {}", report.store);
+    if report.rows.is_empty() {
+        println!("no team has limits{}", team.map(|t| format!(" (team {t})")).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<16} {:<20} {:<20} {:>14} {:>14} {:>5}  {:<21} on_limit",
+        "team", "user", "budget", "used", "limit", "%", "resets (UTC)"
+    );
+    for r in &report.rows {
+        let amount = |n: u64| if r.unit == "micro_usd" { format!("${:.2}", n as f64 / 1e6) } else { n.to_string() };
+        let percent = if r.limit == 0 { 100.0 } else { r.used as f64 * 100.0 / r.limit as f64 };
+        let resets = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(r.resets_unix));
+        println!(
+            "{:<16} {:<20} {:<20} {:>14} {:>14} {:>5.0}  {:<21} {}",
+            r.team,
+            r.user.as_deref().unwrap_or("(team)"),
+            r.budget,
+            amount(r.used),
+            amount(r.limit),
+            percent,
+            resets.to_string(),
+            r.on_limit
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The report from a running sluice's admin listener, with the token it
+/// wrote into `limits.dir`; `None` when no sluice answers there.
+fn budget_from_admin(config: &Config, team: Option<&str>) -> Result<Option<sluice::limits::Report>> {
+    use std::io::{Read, Write};
+    let Some(token) = sluice::limits::read_admin_token(&config.limits.dir) else {
+        return Ok(None);
+    };
+    let mut addr = config.admin.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return Ok(None);
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let query = team.map(|t| format!("?team={t}")).unwrap_or_default();
+    write!(
+        stream,
+        "GET /budget{query} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).with_context(|| format!("reading the admin listener at {addr}"))?;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    if status != "200" {
+        bail!("the admin listener at {addr} answered {status}: {}", body.trim());
+    }
+    Ok(Some(serde_json::from_str(body).with_context(|| format!("the budget report from {addr}"))?))
 }
 
 fn audit_open(dir: &Path) -> Result<AuditLog> {

@@ -48,6 +48,20 @@ pub const GEN_AI_TOKEN_USAGE: &str = "gen_ai_client_token_usage";
 pub const GEN_AI_OPERATION_DURATION: &str = "gen_ai_client_operation_duration_seconds";
 pub const GEN_AI_TIME_TO_FIRST_TOKEN: &str = "gen_ai_server_time_to_first_token_seconds";
 pub const BUILD_INFO: &str = "sluice_build_info";
+/// Callers by ingress and how they were identified (token,
+/// trusted_header, network, anonymous).
+pub const CALLERS: &str = "sluice_callers_total";
+/// A team's use of each budget in its current window (`budget`:
+/// requests_per_minute, tokens_per_day, usd_per_month; USD in dollars).
+/// Per-user use is in `sluice budget status`, never a label.
+pub const BUDGET_USED: &str = "sluice_budget_used";
+pub const BUDGET_LIMIT: &str = "sluice_budget_limit";
+/// Requests that met a limit, by team, budget, scope (team, user) and
+/// what they got (block, local).
+pub const LIMIT_REACHED: &str = "sluice_limit_reached_total";
+/// 1 while the limits store answers (embedded or redis).
+pub const LIMITS_STORE_UP: &str = "sluice_limits_store_up";
+pub const LIMITS_STORE_ERRORS: &str = "sluice_limits_store_errors_total";
 
 /// Holds a gauge one higher for as long as it lives.
 pub struct GaugeGuard(&'static str);
@@ -182,6 +196,15 @@ pub fn install() -> Result<PrometheusHandle, TelemetryError> {
     metrics::describe_gauge!(EXPORT_STOPPED, "1 when the exporter stopped on an error that needs an operator");
     metrics::describe_counter!(POLICY_LOADS, "Policy set loads, at start-up and on reload, by result (ok, error)");
     metrics::describe_gauge!(POLICY_TEAMS, "Teams in the policy set now deciding");
+    metrics::describe_counter!(CALLERS, "Callers by ingress and how they were identified");
+    metrics::describe_gauge!(
+        BUDGET_USED,
+        "A team's use of a budget in its current window (requests, tokens, USD), as this instance last saw it"
+    );
+    metrics::describe_gauge!(BUDGET_LIMIT, "A team's limit for a budget (requests, tokens, USD)");
+    metrics::describe_counter!(LIMIT_REACHED, "Requests that met a limit, by team, budget, scope and action");
+    metrics::describe_gauge!(LIMITS_STORE_UP, "1 while the limits counter store answers");
+    metrics::describe_counter!(LIMITS_STORE_ERRORS, "Failed reads and writes of the limits counter store");
     Ok(handle)
 }
 

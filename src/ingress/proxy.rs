@@ -168,8 +168,11 @@ impl Proxy {
         permit: Arc<OwnedSemaphorePermit>,
         request_id: RequestId,
     ) -> Response<RespBody> {
-        let identity = match self.sluice.identities().identify_proxy(req.headers()) {
-            Ok(identity) => identity,
+        let identity = match self.sluice.identities().identify_proxy(req.headers(), peer.ip()) {
+            Ok((identity, source)) => {
+                metrics::counter!(telemetry::CALLERS, "ingress" => "proxy", "source" => source.as_str()).increment(1);
+                identity
+            }
             Err(e) => {
                 let reason = e.to_string();
                 let host = req.uri().host().unwrap_or("").to_ascii_lowercase();

@@ -9,6 +9,7 @@
 mod extract;
 mod held;
 mod inspect;
+mod limit;
 mod proxied;
 mod refusal;
 mod request_id;
@@ -55,6 +56,7 @@ use crate::dispatch::upstream::{UpstreamClient, UpstreamError};
 use crate::identity::{Caller, IdentityTable};
 use crate::inspect::{count_by_kind, Detectors, Dictionary, DictionaryError};
 use crate::inspect::{Category, Finding, ATTACHMENT_KIND};
+use crate::limits::{Limiter, LimitsError};
 use crate::policy::{Action, Decision, LocalOptions, Overflow, PolicyErrors, PolicySet, Signals, TeamPolicy, TooLong};
 use crate::redact::{Redaction, SseRestorer};
 use crate::relay::websocket::{Verdict, WsMessage, WsRelayed};
@@ -133,6 +135,8 @@ pub enum StartError {
     Local(#[from] LocalError),
     #[error("shadow-AI monitor: {0}")]
     Shadow(#[from] MonitorError),
+    #[error("{0}")]
+    Limits(#[from] LimitsError),
 }
 
 /// A provider as sluice calls it: config plus the key read at start-up.
@@ -160,6 +164,7 @@ pub struct Sluice {
     /// Where large bodies are read and scanned.
     pool: InspectPool,
     monitor: Monitor,
+    limits: Limiter,
     next_id: AtomicU64,
     request_ids: RequestIds,
 }
@@ -217,6 +222,7 @@ impl Sluice {
                  so a crash or power cut can lose the records of the last ~200 ms of answered requests"
             );
         }
+        let limits = Limiter::open(&config.limits, true)?;
         let upstream = UpstreamClient::new(&config.upstream)?;
         let local = LocalTier::start(&config.local, &config.upstream)?;
         let provider = |c: &ProviderConfig| Provider {
@@ -239,6 +245,7 @@ impl Sluice {
             detectors: Detectors::with_phone_regions(config.inspect.phone_regions()),
             pool: InspectPool::default(),
             monitor,
+            limits,
             audit,
             upstream,
             local,
@@ -258,6 +265,20 @@ impl Sluice {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub fn limits(&self) -> &Limiter {
+        &self.limits
+    }
+
+    /// Every team's budgets against their limits (`sluice budget status`).
+    pub async fn budget_report(&self, team: Option<&str>) -> Result<crate::limits::Report, LimitsError> {
+        let teams: Vec<(String, crate::policy::limits::Limits)> = self
+            .policies
+            .teams()
+            .filter_map(|t| self.policies.team(t).map(|p| (t.to_string(), p.limits().clone())))
+            .collect();
+        self.limits.report(&teams, team).await
     }
 
     /// Why sluice cannot take traffic, if it cannot: the audit log must
@@ -384,7 +405,7 @@ impl Sluice {
     ) -> Response<RespBody> {
         let mut trail = Trail::for_llm(shape, client, &via, request_id);
         let (parts, body) = req.into_parts();
-        match self.clone().plan(shape, &parts, body, &via, &mut trail).await {
+        match self.clone().plan(shape, &parts, body, client, &via, &mut trail).await {
             Ok(Plan::Local { request, generation, json_array, rule }) => {
                 self.respond_local(trail, &request, generation, json_array, &rule).await
             }
@@ -401,11 +422,12 @@ impl Sluice {
         shape: Shape,
         parts: &http::request::Parts,
         body: Incoming,
+        client: SocketAddr,
         via: &Via,
         trail: &mut Trail,
     ) -> Result<Plan, Refusal> {
         // identify
-        let (identity, auth) = self.identify_caller(shape.api, &parts.headers, via)?;
+        let (identity, auth) = self.identify_caller(shape.api, &parts.headers, client, via)?;
         trail.caller(&identity);
         // extract
         check_body_headers(&parts.headers, shape.kind != ShapeKind::Unknown)?;
@@ -416,8 +438,10 @@ impl Sluice {
         let inspected = self.clone().inspect(shape, parts, body.clone(), identity, via, trail).await?;
         // decide
         let signals = inspected.signals();
-        let decision = inspected.policy.decide(&signals);
+        let mut decision = inspected.policy.decide(&signals);
         trail.decided(&signals, &decision);
+        // limit
+        let over = self.check_limits(shape, &inspected, &mut decision, trail).await?;
         // dispatch
         match decision.action {
             Action::Block => Err(Refusal::new(
@@ -426,7 +450,14 @@ impl Sluice {
             )),
             Action::Local => match self.keep_local(shape, parts, &inspected, &decision, trail).await? {
                 Some(local) => Ok(local),
-                None => self.to_cloud(shape.api, via, parts, body, auth, None, decision.rule),
+                // Over a limit, the local tier's overflow must not reach the cloud.
+                None => match over {
+                    Some(over) => {
+                        trail.record.decision = "block".into();
+                        Err(limit::over_limit(&over))
+                    }
+                    None => self.to_cloud(shape.api, via, parts, body, auth, None, decision.rule),
+                },
             },
             Action::Redact => {
                 let redaction = self.plan_redaction(&inspected, &decision, trail)?;
@@ -555,37 +586,32 @@ impl Sluice {
         &self,
         api: Dialect,
         headers: &HeaderMap,
+        client: SocketAddr,
         via: &Via,
     ) -> Result<(Identity, UpstreamAuth), Refusal> {
         match via {
-            Via::Gateway => self.identify(api, headers),
+            Via::Gateway => self.identify(api, headers, client),
             Via::Proxy { identity, .. } => Ok((identity.clone(), UpstreamAuth::Client)),
         }
     }
 
-    fn identify(&self, api: Dialect, headers: &HeaderMap) -> Result<(Identity, UpstreamAuth), Refusal> {
+    /// The caller at the gateway (see `identity` for the order of
+    /// precedence). The client's own API key, when it was not the sluice
+    /// token, goes to the provider only if the provider passes client keys.
+    fn identify(
+        &self,
+        api: Dialect,
+        headers: &HeaderMap,
+        client: SocketAddr,
+    ) -> Result<(Identity, UpstreamAuth), Refusal> {
         let pass_client_key = self.provider(api).config.pass_client_key;
-        let auth = |own_key: Option<&str>| {
-            if own_key.is_some() && pass_client_key {
-                UpstreamAuth::Client
-            } else {
-                UpstreamAuth::Sluice
-            }
-        };
-        match self.identities.identify(headers) {
-            Caller::Token { identity, own_key } => Ok((identity, auth(own_key))),
-            Caller::Unknown { key } => {
-                let auth = auth(key);
-                match self.identities.anonymous() {
-                    Some(identity) => Ok((identity, auth)),
-                    None if key.is_some() => Err(Refusal::new(ErrorKind::Authentication, "Invalid sluice token")),
-                    None => Err(Refusal::new(
-                        ErrorKind::Authentication,
-                        "Missing sluice token: send it as the API key (Authorization: Bearer or x-api-key)",
-                    )),
-                }
-            }
-        }
+        let Caller { identity, source, own_key } = self
+            .identities
+            .identify(headers, client.ip())
+            .map_err(|e| Refusal::new(ErrorKind::Authentication, e.to_string()))?;
+        metrics::counter!(telemetry::CALLERS, "ingress" => "gateway", "source" => source.as_str()).increment(1);
+        let auth = if own_key.is_some() && pass_client_key { UpstreamAuth::Client } else { UpstreamAuth::Sluice };
+        Ok((identity, auth))
     }
 
     fn provider(&self, api: Dialect) -> &Provider {
@@ -616,7 +642,7 @@ impl Sluice {
         let upstream_error = |message: String| Refusal::new(ErrorKind::Upstream, message);
         let headers = builder.headers_mut().ok_or_else(|| upstream_error("cannot build upstream request".into()))?;
         for (name, value) in &parts.headers {
-            if forwardable(name) {
+            if forwardable(name) && !self.identities.is_identity_header(name) {
                 headers.append(name.clone(), value.clone());
             }
         }
@@ -665,7 +691,7 @@ impl Sluice {
     ) -> Response<RespBody> {
         let dialect = dialect_of(req.headers());
         let mut trail = Trail::new("models", dialect, client, ingress, request_id);
-        let identity = match self.identify(Dialect::OpenAiChat, req.headers()) {
+        let identity = match self.identify(Dialect::OpenAiChat, req.headers(), client) {
             Ok((identity, _)) => identity,
             Err(refusal) => return self.refuse(trail, refusal),
         };

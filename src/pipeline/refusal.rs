@@ -13,15 +13,17 @@ pub(super) struct Refusal {
     /// The record's version of `message`, when `message` quotes a path, a
     /// header or a field value the client sent (which can carry anything).
     pub reason: Option<String>,
+    /// Seconds for `retry-after` (a limit's window resetting).
+    pub retry_after: Option<u64>,
 }
 
 impl Refusal {
     pub(super) fn new(kind: ErrorKind, message: impl Into<String>) -> Refusal {
-        Refusal { kind, message: message.into(), reason: None }
+        Refusal { kind, message: message.into(), reason: None, retry_after: None }
     }
 
     pub(super) fn quoting(kind: ErrorKind, message: impl Into<String>, reason: impl Into<String>) -> Refusal {
-        Refusal { kind, message: message.into(), reason: Some(reason.into()) }
+        Refusal { kind, message: message.into(), reason: Some(reason.into()), retry_after: None }
     }
 }
 
@@ -58,7 +60,7 @@ impl Sluice {
     }
 
     fn refuse_as(&self, mut trail: Trail, refusal: Refusal, hold: bool) -> Response<RespBody> {
-        let Refusal { kind, message, reason } = refusal;
+        let Refusal { kind, message, reason, retry_after } = refusal;
         let recorded = reason.as_deref().unwrap_or(&message);
         if trail.record.decision.is_empty() {
             trail.record.decision = "error".into();
@@ -82,8 +84,11 @@ impl Sluice {
             drop(self.record(trail, None));
             json_answer(status, full(body))
         };
+        if let Some(seconds) = retry_after {
+            resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if !rule.is_empty() {
-            let route = if kind == ErrorKind::PolicyBlock {
+            let route = if matches!(kind, ErrorKind::PolicyBlock | ErrorKind::LimitReached) {
                 "block"
             } else if kind == ErrorKind::LocalUnavailable {
                 "local"

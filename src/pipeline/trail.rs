@@ -13,6 +13,8 @@ pub(super) struct Trail {
     /// The answer is a model list from a host the catalog does not know:
     /// read its first bytes for the self-hosted server that sent it.
     pub(super) sniff_models: bool,
+    /// The request's budgets, charged with its usage when it is recorded.
+    pub(super) charge: Option<crate::limits::Charge>,
 }
 
 impl Trail {
@@ -93,6 +95,7 @@ impl Trail {
             started: Instant::now(),
             dialect,
             sniff_models: false,
+            charge: None,
         }
     }
 }
@@ -178,6 +181,7 @@ impl Sluice {
         let total = trail.started.elapsed();
         trail.record.latency_us.total = micros(total);
         self.count_usage(&mut trail.record);
+        self.settle_limits(&mut trail);
         let r = &trail.record;
         let team = if r.team.is_empty() { "unknown".to_string() } else { r.team.clone() };
         metrics::counter!(telemetry::REQUESTS, "team" => team, "decision" => r.decision.clone(),

@@ -10,6 +10,7 @@
 //! `policies/default.yaml`.
 
 mod glob;
+pub mod limits;
 #[cfg(test)]
 #[path = "provider_tests.rs"]
 mod provider_tests;
@@ -193,6 +194,7 @@ pub struct TeamPolicy {
     /// The organisation's catalog plus `ai_apps.catalog`, when the team
     /// adds entries of its own.
     apps: Option<Arc<crate::shadow::Catalog>>,
+    limits: limits::Limits,
 }
 
 /// What a team allows of AI apps (`ai_apps:`), for the shadow-AI monitor.
@@ -592,6 +594,11 @@ impl TeamPolicy {
         self.apps.as_deref()
     }
 
+    /// The team's budgets and rate limits (`limits:`).
+    pub fn limits(&self) -> &limits::Limits {
+        &self.limits
+    }
+
     /// How local decisions behave under load and for long prompts.
     pub fn local_options(&self) -> LocalOptions {
         self.local
@@ -794,7 +801,7 @@ impl PolicySet {
 }
 
 fn is_team_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    crate::identity::is_team_name(name)
 }
 
 /// Parse, validate and compile one policy file, collecting every problem
@@ -903,6 +910,7 @@ fn load_file(dir: &Path, path: &Path, apps: &crate::shadow::Catalog) -> Result<T
         unparsed: file.unparsed_requests,
         ai_apps: file.ai_apps,
         apps: team_apps,
+        limits: file.limits,
     })
 }
 

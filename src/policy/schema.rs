@@ -103,6 +103,8 @@ pub(super) struct PolicyFile {
     pub(super) unparsed_requests: super::Unparsed,
     #[serde(default)]
     pub(super) ai_apps: super::AiApps,
+    #[serde(default)]
+    pub(super) limits: super::limits::Limits,
 }
 
 fn yes() -> bool {

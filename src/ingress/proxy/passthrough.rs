@@ -44,6 +44,7 @@ pub(super) async fn forward_unchanged(
     };
     let (mut parts, body) = req.into_parts();
     strip_for_origin(&mut parts.headers);
+    sluice.identities().strip_identity_headers(&mut parts.headers);
     let upstream = Request::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed_unsync());
     let sent = origin.send(upstream).await;
     sluice.relay_answer(relayed, sent)
@@ -75,6 +76,7 @@ pub(super) async fn relay_websocket(
     {
         parts.headers.remove(*name);
     }
+    sluice.identities().strip_identity_headers(&mut parts.headers);
     let upstream = Request::from_parts(parts, full_request(Bytes::new()));
     let mut resp = match origin.send_upgradable(upstream).await {
         Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => resp,
