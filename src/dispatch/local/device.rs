@@ -38,7 +38,10 @@ impl DeviceError {
 /// The device `setting` asks for, or why it cannot be had.
 pub fn resolve(setting: LocalDevice) -> Result<Device, DeviceError> {
     match setting {
-        LocalDevice::Cpu => Ok(Device::Cpu),
+        LocalDevice::Cpu => {
+            tracing::info!("local.device cpu: the embedded engine runs on the CPU");
+            Ok(Device::Cpu)
+        }
         LocalDevice::Cuda => {
             let (device, name) = gpu()?;
             tracing::info!(gpu = %name, "local.device cuda: the embedded engine runs on GPU 0");

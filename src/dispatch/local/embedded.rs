@@ -106,7 +106,11 @@ impl Engine {
             (model, Some(counter))
         } else {
             let mut builder = TextModelBuilder::new(&cfg.model).with_max_num_seqs(seqs);
-            builder = if device.is_cpu() { builder.with_force_cpu() } else { builder.with_device(device) };
+            builder = if device.is_cpu() {
+                builder.with_force_cpu().with_dtype(ModelDType::F16) // as in load_gguf
+            } else {
+                builder.with_device(device)
+            };
             let model = builder.build().await.map_err(|e| format!("cannot load {}: {e:#}", cfg.model))?;
             (model, None)
         };
@@ -260,12 +264,16 @@ async fn load_gguf(cfg: &LocalConfig, device: Device, seqs: usize) -> anyhow::Re
         None,
     )
     .build();
+    // `Auto` settles on F16 on the CPU (the log says "DType selected"), but a
+    // CUDA build's `Auto` asks nvidia-smi first, even for the CPU, and
+    // panics where there is none: `device: auto` on a machine without a GPU.
+    let dtype = if device.is_cpu() { ModelDType::F16 } else { ModelDType::Auto };
     // Loading reads and maps the file synchronously.
     let pipeline = tokio::task::spawn_blocking(move || {
         loader.load_model_from_hf(
             None,
             TokenSource::None,
-            &ModelDType::Auto,
+            &dtype,
             &device,
             true,
             DeviceMapSetting::Auto(AutoDeviceMapParams::default_text()),
