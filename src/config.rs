@@ -424,11 +424,16 @@ pub enum LocalBackendKind {
     None,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// Where the embedded engine runs. `cuda` never falls back: without a CUDA
+/// build or a usable GPU, sluice refuses to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LocalDevice {
     Cpu,
+    /// GPU 0; needs a build with `--features cuda` (scripts/build-cuda).
     Cuda,
+    /// GPU 0 when this build has CUDA and a GPU answers, else the CPU.
+    Auto,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -131,7 +131,7 @@ pub enum StartError {
     Audit(#[from] AuditError),
     #[error("upstream client: {0}")]
     Upstream(#[from] UpstreamError),
-    #[error("{0}")]
+    #[error(transparent)]
     Local(#[from] LocalError),
     #[error("shadow-AI monitor: {0}")]
     Shadow(#[from] MonitorError),
