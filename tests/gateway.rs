@@ -636,3 +636,51 @@ async fn records_carry_tokens_cost_ttft_and_bytes() {
     let expected = (openai["tokens_in"].as_u64().unwrap() as f64 * 0.15 + 7.0 * 0.6) / 1e6;
     assert!((openai["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12, "{openai}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_answer_carries_a_request_id_that_names_its_record() {
+    let fake = FakeProvider::start().await;
+    let mut sluice = SluiceProc::start(&fake, Setup::default()).await;
+    let c = client();
+    let chat = |id: Option<&str>, prompt: &str, stream: bool| {
+        let mut req = c.post(sluice.url("/v1/chat/completions")).json(&chat_body(prompt, stream));
+        if let Some(id) = id {
+            req = req.header("x-request-id", id);
+        }
+        req
+    };
+    // A well-formed id is adopted, on relayed, streamed and refused answers.
+    let mut seen = Vec::new();
+    for (id, prompt, stream, status) in [
+        ("client-id:1.a_b-c", "hello", false, 200),
+        ("client-id:2", "hello", true, 200),
+        ("client-id:3", SECRET_PROMPT, false, 403),
+    ] {
+        let resp = chat(Some(id), prompt, stream).send().await.unwrap();
+        assert_eq!(resp.status(), status);
+        assert_eq!(resp.headers()["x-request-id"], id);
+        resp.bytes().await.unwrap();
+        seen.push(id.to_string());
+    }
+    // Anything else, or none, gets an id of sluice's own.
+    for sent in [Some("has space"), Some(&*"x".repeat(65)), None] {
+        let resp = chat(sent, "hello", false).send().await.unwrap();
+        let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+        assert!(Some(id.as_str()) != sent && !id.is_empty() && id.len() <= 64, "{id}");
+        resp.bytes().await.unwrap();
+        seen.push(id);
+    }
+    // Also on answers sluice gives itself.
+    let resp = c.get(sluice.url("/v1/models")).header("x-request-id", "models-1").send().await.unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "models-1");
+    resp.bytes().await.unwrap();
+    seen.push("models-1".into());
+    let resp = c.head(sluice.url("/nowhere")).header("x-request-id", "head-1").send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.headers()["x-request-id"], "head-1");
+    seen.push("head-1".into());
+
+    let records = sluice.audit_records();
+    let recorded: Vec<String> = records.iter().map(|r| r["request_id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(recorded, seen);
+}

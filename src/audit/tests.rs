@@ -5,13 +5,14 @@ use std::sync::Arc;
 fn fields_added_later_are_left_out_when_empty_so_old_hashes_verify() {
     let old = record(1, "t", "cloud");
     let json = serde_json::to_value(&old).unwrap();
-    for key in ["host", "redacted", "signals"] {
+    for key in ["host", "redacted", "signals", "request_id"] {
         assert!(json.get(key).is_none(), "{key} must not be serialised when empty");
     }
     let mut new = old.clone();
     new.host = "api.openai.com".into();
     new.redacted = BTreeMap::from([("email".to_string(), 1)]);
     new.signals = Some(serde_json::json!({"task": "summarization"}));
+    new.request_id = "req-1".into();
     let back: AuditRecord = serde_json::from_value(serde_json::to_value(&new).unwrap()).unwrap();
     assert_eq!(back, new);
     assert_ne!(chain_hash(1, "", &old).unwrap(), chain_hash(1, "", &new).unwrap());
@@ -582,3 +583,4 @@ fn a_log_without_a_wal_directory_opens_unchanged() {
     assert!(!log.wal_dir().exists());
     assert_eq!(log.verify().unwrap(), VerifyReport { checked: 4, first_bad: None });
 }
+

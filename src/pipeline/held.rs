@@ -36,6 +36,25 @@ impl Holding {
         Holding { frame, durable }
     }
 
+    /// Releases `frame` now when there is no ticket to wait for (or it has
+    /// resolved already); otherwise keeps it in `slot` until it resolves.
+    pub(super) fn hold(
+        frame: Option<Frame<Bytes>>,
+        durable: Option<Durable>,
+        slot: &mut Option<Holding>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Released> {
+        let Some(durable) = durable.filter(|d| !d.is_done()) else {
+            return Poll::Ready(frame.map(Ok));
+        };
+        let mut holding = Holding::new(frame, durable);
+        let polled = holding.poll(cx);
+        if polled.is_pending() {
+            *slot = Some(holding);
+        }
+        polled
+    }
+
     pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Released> {
         match Pin::new(&mut self.durable).poll(cx) {
             Poll::Pending => Poll::Pending,

@@ -262,7 +262,9 @@ impl Sluice {
             }
         });
         // Chat answers report their tokens in their dialect's `usage`.
-        let usage = (trail.record.api == trail.dialect.as_str()).then(|| UsageSniff::new(trail.dialect, is_sse));
+        let chat = trail.record.api == trail.dialect.as_str();
+        let usage = chat.then(|| UsageSniff::new(trail.dialect, is_sse));
+        let final_event = if chat && is_sse { FinalEvent::of(trail.dialect) } else { None };
         let body = RelayBody {
             inner: body,
             restore,
@@ -271,6 +273,7 @@ impl Sluice {
             first_byte: None,
             bytes: 0,
             sniffed: trail.sniff_models.then(Vec::new),
+            final_event,
             held: None,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             idle_timeout,
@@ -370,6 +373,8 @@ pub(super) struct RelayBody {
     usage: Option<UsageSniff>,
     /// The first bytes of a model list, kept to tell which server sent it.
     sniffed: Option<Vec<u8>>,
+    /// Watches a chat stream for its terminal event.
+    final_event: Option<FinalEvent>,
     /// The last frame, waiting for the record to be durable.
     held: Option<Holding>,
     idle: Pin<Box<tokio::time::Sleep>>,
@@ -393,17 +398,25 @@ impl RelayBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.finished = true;
-        match self.complete(None) {
-            Some(durable) if !durable.is_done() => {
-                let mut holding = Holding::new(frame, durable);
-                let polled = holding.poll(cx);
-                if polled.is_pending() {
-                    self.held = Some(holding);
-                }
-                polled
-            }
-            _ => Poll::Ready(frame.map(Ok)),
+        let durable = self.complete(None);
+        Holding::hold(frame, durable, &mut self.held, cx)
+    }
+
+    /// Passes a frame on. The frame that completes a chat stream's terminal
+    /// event is where an SDK stops reading, so the answer is whole for the
+    /// client there: the record is written then, and the frame held until
+    /// it is durable. (Whatever follows, usually just the end, is relayed.)
+    fn emit(&mut self, frame: Frame<Bytes>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let ends = match (self.final_event.as_mut(), frame.data_ref()) {
+            (Some(watch), Some(data)) => watch.completed_by(data),
+            _ => false,
+        };
+        if !ends {
+            return Poll::Ready(Some(Ok(frame)));
         }
+        self.final_event = None;
+        let durable = self.complete(None);
+        Holding::hold(Some(frame), durable, &mut self.held, cx)
     }
 }
 
@@ -442,7 +455,7 @@ impl Body for RelayBody {
                         if this.inner.is_end_stream() {
                             return this.last(Some(frame), cx);
                         }
-                        return Poll::Ready(Some(Ok(frame)));
+                        return this.emit(frame, cx);
                     };
                     let Some(data) = frame.data_ref() else {
                         return Poll::Ready(Some(Ok(frame)));
@@ -452,7 +465,7 @@ impl Body for RelayBody {
                             let out = restorer.push(data);
                             // Held back as a possible placeholder prefix: read on.
                             if !out.is_empty() {
-                                return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                                return this.emit(Frame::data(Bytes::from(out)), cx);
                             }
                         }
                         Restore::Whole { buffered, .. } => buffered.extend_from_slice(data),
@@ -508,6 +521,47 @@ impl Drop for RelayBody {
         // Either way the client is gone or has all it gets: nothing to hold.
         let problem = (!self.inner.is_end_stream()).then_some("client disconnected before the response completed");
         let _ = self.complete(problem);
+    }
+}
+
+/// The terminal event of a chat dialect's SSE stream, found as it passes:
+/// a line that starts with one of the markers, in an event whose closing
+/// blank line has been seen. Anchored at a line start, since a newline
+/// inside JSON (model text) is always escaped. Gemini streams have no
+/// terminal event; they end with the body.
+pub(super) struct FinalEvent {
+    markers: &'static [&'static [u8]],
+    /// The last bytes passed, so a marker split across frames is found.
+    tail: Vec<u8>,
+    seen: bool,
+}
+
+/// Longest marker plus its leading newline.
+const FINAL_TAIL: usize = 32;
+
+impl FinalEvent {
+    fn of(dialect: Dialect) -> Option<FinalEvent> {
+        let markers: &'static [&'static [u8]] = match dialect {
+            Dialect::OpenAiChat => &[b"\ndata: [DONE]"],
+            Dialect::AnthropicMessages => &[b"\nevent: message_stop"],
+            Dialect::OpenAiResponses => {
+                &[b"\nevent: response.completed", b"\nevent: response.incomplete", b"\nevent: response.failed"]
+            }
+            Dialect::GeminiGenerate => return None,
+        };
+        Some(FinalEvent { markers, tail: vec![b'\n'], seen: false })
+    }
+
+    /// Whether `data` completes the terminal event.
+    fn completed_by(&mut self, data: &[u8]) -> bool {
+        let mut window = std::mem::take(&mut self.tail);
+        window.extend_from_slice(data);
+        if !self.seen {
+            self.seen = self.markers.iter().any(|m| memchr::memmem::find(&window, m).is_some());
+        }
+        let keep = window.len().saturating_sub(FINAL_TAIL);
+        self.tail = window.split_off(keep);
+        self.seen && (self.tail.ends_with(b"\n\n") || self.tail.ends_with(b"\r\n\r\n"))
     }
 }
 
@@ -586,17 +640,8 @@ impl LocalBody {
         problem: Option<&str>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.end(problem) {
-            Some(durable) if !durable.is_done() => {
-                let mut holding = Holding::new(Some(Frame::data(bytes)), durable);
-                let polled = holding.poll(cx);
-                if polled.is_pending() {
-                    self.held = Some(holding);
-                }
-                polled
-            }
-            _ => Poll::Ready(Some(Ok(Frame::data(bytes)))),
-        }
+        let durable = self.end(problem);
+        Holding::hold(Some(Frame::data(bytes)), durable, &mut self.held, cx)
     }
 }
 
@@ -660,5 +705,36 @@ impl Drop for LocalBody {
         if !self.done {
             let _ = self.end(Some("client disconnected; local generation cancelled"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ends_at(dialect: Dialect, frames: &[&str]) -> Option<usize> {
+        let mut watch = FinalEvent::of(dialect).unwrap();
+        frames.iter().position(|f| watch.completed_by(f.as_bytes()))
+    }
+
+    #[test]
+    fn the_terminal_event_is_found_where_it_completes() {
+        let openai = ["data: {\"choices\":[]}\n\n", "data: [DO", "NE]\n", "\n"];
+        assert_eq!(ends_at(Dialect::OpenAiChat, &openai), Some(3));
+        let anthropic =
+            ["event: message_delta\ndata: {}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"];
+        assert_eq!(ends_at(Dialect::AnthropicMessages, &anthropic), Some(0));
+        let responses = ["event: response.completed\ndata: {\"response\":", "{\"usage\":{}}}\r\n\r\n"];
+        assert_eq!(ends_at(Dialect::OpenAiResponses, &responses), Some(1));
+        assert!(FinalEvent::of(Dialect::GeminiGenerate).is_none());
+    }
+
+    #[test]
+    fn marker_text_inside_model_output_is_not_the_end() {
+        // Model text is JSON: its newlines are escaped, so the marker never
+        // starts a line there.
+        let text = ["data: {\"delta\":\"say\\ndata: [DONE] or event: message_stop\"}\n\n"];
+        assert_eq!(ends_at(Dialect::OpenAiChat, &text), None);
+        assert_eq!(ends_at(Dialect::AnthropicMessages, &text), None);
     }
 }

@@ -16,8 +16,11 @@ pub use fake_provider::FakeProvider;
 pub const OPENAI_UPSTREAM_KEY: &str = "sk-upstream-openai-key";
 pub const ANTHROPIC_UPSTREAM_KEY: &str = "sk-ant-upstream-anthropic-key";
 
-pub fn sluice_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_sluice")
+/// The binary under test; `SLUICE_BIN` pins another copy (the build
+/// directory's `sluice` is shared by every checkout that builds into it,
+/// so long runs such as `scripts/crash-loop` test a copy of their own).
+pub fn sluice_bin() -> String {
+    std::env::var("SLUICE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_sluice").to_string())
 }
 
 /// The model `scripts/fetch-model` puts in place (`.ci/run` runs it first).
@@ -276,6 +279,14 @@ impl SluiceProc {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would end it; nothing is flushed.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("already stopped");
+        // `Child::kill` is SIGKILL on Unix.
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     /// SIGTERM, then wait for a clean exit.
