@@ -338,6 +338,11 @@ pub fn register_known(config: &crate::config::Config) {
     for result in ["ok", "error"] {
         counter!(POLICY_LOADS, "result" => result).increment(0);
     }
+    for ingress in ["gateway", "proxy"] {
+        for source in ["token", "trusted_header", "network", "anonymous"] {
+            counter!(CALLERS, "ingress" => ingress, "source" => source).increment(0);
+        }
+    }
     gauge!(EXPORT_LAG_RECORDS).increment(0.0);
     gauge!(EXPORT_LAG_SECONDS).increment(0.0);
 }

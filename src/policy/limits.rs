@@ -162,6 +162,28 @@ mod tests {
     }
 
     #[test]
+    fn a_team_file_carries_its_limits_and_bad_ones_name_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("default.yaml"), "default: cloud\n").unwrap();
+        std::fs::write(
+            dir.path().join("payments.yaml"),
+            "default: cloud\nlimits:\n  per_user: { tokens_per_day: 500 }\n  on_limit: local\n",
+        )
+        .unwrap();
+        let set = crate::policy::PolicySet::load_dir(dir.path()).unwrap();
+        let limits = set.team("payments").unwrap().limits();
+        assert_eq!((limits.per_user.tokens_per_day, limits.on_limit), (Some(500), OnLimit::Local));
+        assert!(set.team("default").unwrap().limits().is_empty());
+
+        std::fs::write(dir.path().join("payments.yaml"), "default: cloud\nlimits:\n  team: { usd_per_month: -5 }\n")
+            .unwrap();
+        let errors = crate::policy::PolicySet::load_dir(dir.path()).unwrap_err();
+        let e = &errors.0[0];
+        assert!(e.file.ends_with("payments.yaml") && e.line == Some(3), "{e}");
+        assert!(e.reason.contains("usd_per_month"), "{e}");
+    }
+
+    #[test]
     fn refuses_bad_values_and_unknown_keys() {
         for bad in [
             "team: { usd_per_month: -1 }",

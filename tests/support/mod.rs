@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake_provider;
+pub mod redis;
 pub mod tls;
 
 use std::net::{SocketAddr, TcpListener};
@@ -42,7 +43,7 @@ pub fn repo_policies() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     // Bound then released: a tiny race with other processes, acceptable in tests.
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -435,6 +436,55 @@ pub fn proxied_client(proc: &SluiceProc, http1_only: bool, token: Option<&str>) 
         builder = builder.http1_only();
     }
     builder.build().unwrap()
+}
+
+/// A client whose connections come from `ip` (any 127.x.y.z is this
+/// machine's loopback), for callers identified by their network.
+pub fn client_from(ip: &str) -> reqwest::Client {
+    let ip: std::net::IpAddr = ip.parse().unwrap();
+    reqwest::Client::builder().local_address(ip).timeout(Duration::from_secs(60)).build().unwrap()
+}
+
+/// `sluice budget status --json` for this sluice's config, as the CLI
+/// prints it (from the admin listener while sluice runs, from the store
+/// when it does not).
+pub fn budget_status(proc: &SluiceProc, team: Option<&str>) -> serde_json::Value {
+    let mut cmd = Command::new(sluice_bin());
+    cmd.args(["budget", "status", "--json", "--config"]).arg(&proc.config);
+    if let Some(team) = team {
+        cmd.args(["--team", team]);
+    }
+    let out = cmd.output().expect("run sluice budget status");
+    assert!(out.status.success(), "budget status failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The `used` of one row of a budget report (the team's own when `user` is None).
+pub fn budget_used(report: &serde_json::Value, team: &str, user: Option<&str>, budget: &str) -> Option<u64> {
+    report["rows"].as_array()?.iter().find_map(|r| {
+        (r["team"] == team && r["user"].as_str() == user && r["budget"] == budget).then(|| r["used"].as_u64()).flatten()
+    })
+}
+
+/// Wait, if needed, until the current UTC minute has at least 30 seconds
+/// left, so that a burst of requests counted per minute falls in one
+/// window.
+pub async fn early_in_a_minute() {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let into = now.as_secs() % 60;
+    if into >= 30 {
+        tokio::time::sleep(Duration::from_secs(60 - into) + Duration::from_millis(200)).await;
+    }
+}
+
+/// Wait, if needed, until the current UTC day has at least two minutes
+/// left, so a test of a daily budget does not see it reset.
+pub async fn early_in_a_day() {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let into = now.as_secs() % 86_400;
+    if into >= 86_400 - 120 {
+        tokio::time::sleep(Duration::from_secs(86_400 - into) + Duration::from_millis(200)).await;
+    }
 }
 
 /// RFC 4180 as a spreadsheet reads it: quoted fields, `""` for a quote,
