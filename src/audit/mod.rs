@@ -123,6 +123,20 @@ pub struct AuditRecord {
     /// What the answer cost: tokens, USD, time to first token, bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<UsageNote>,
+    /// Rules in `mode: monitor` that matched: what each would have done
+    /// had it been enforced. The decision above did not apply them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub monitor: Vec<MonitorNote>,
+}
+
+/// A `mode: monitor` rule that matched a request, and the action it would
+/// have taken (`local`, `cloud`, `redact`, `block`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MonitorNote {
+    /// As in [`AuditRecord::rule`]: `org:<name>` for an organisation rule,
+    /// `<profile>:<name>` for a profile's.
+    pub rule: String,
+    pub action: String,
 }
 
 /// Tokens (from the provider's `usage` or the local engine's count), the

@@ -1,6 +1,7 @@
 //! The admin listener: `/healthz` (the process is up), `/readyz` (it can
-//! take traffic: policies loaded, audit log writable, not shutting down) and
-//! `/metrics` (Prometheus text format).
+//! take traffic: policies loaded, audit log writable, not shutting down; its
+//! details say when the policies were loaded and why the last reload failed,
+//! if it did) and `/metrics` (Prometheus text format).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,9 +38,12 @@ fn route(sluice: &Sluice, metrics: &PrometheusHandle, stopping: bool, req: &Requ
         ("GET", "/readyz") if stopping => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
         ("GET", "/readyz") => {
             // Exporters are details, never a reason to refuse traffic: the
-            // audit log keeps their records until they run again.
-            let details: String =
-                crate::export::splunk::status_line().map(|line| format!("{line}\n")).unwrap_or_default();
+            // audit log keeps their records until they run again. So is a
+            // refused policy reload: the set loaded before it still decides.
+            let mut details = sluice.policies().status_detail();
+            if let Some(line) = crate::export::splunk::status_line() {
+                details.push_str(&format!("{line}\n"));
+            }
             match sluice.not_ready() {
                 None => text(StatusCode::OK, &format!("ready\n{details}")),
                 Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{why}\n{details}")),
