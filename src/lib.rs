@@ -41,7 +41,9 @@
 //! - [`shadow`]: the shadow-AI monitor: the shipped catalog of AI services.
 //! - [`classify`]: the task classifier (code, summarization, math, ...).
 //! - [`sticky`]: sticky conversations: once kept local, later turns stay local.
-//! - [`policy`]: per-team policy files, and the decision for each request.
+//! - [`policy`]: per-team policy files, and the decision for each request:
+//!   - `org`: org.yaml's rules first, profiles (`extends:`), precedence.
+//!   - `reload`: the live set, swapped whole on SIGHUP and file changes.
 //! - [`redact`]: placeholders in for the cloud, values back in the answer.
 //! - [`dispatch`]: where a decided request goes: the upstream client, an
 //!   intercepted connection's origin, or the local tier.

@@ -9,9 +9,10 @@ use clap::{Args, Parser, Subcommand};
 
 use sluice::audit::{AuditFilter, AuditLog, StoredRecord};
 use sluice::config::Config;
-use sluice::inspect::{Detectors, Dictionary};
+use sluice::inspect::Detectors;
 use sluice::pipeline::Sluice;
-use sluice::policy::{PolicySet, Signals};
+use sluice::policy::reload::Policies;
+use sluice::policy::Signals;
 
 // glibc malloc was ~12% of the gateway's CPU under load (malloc_consolidate
 // on the many short-lived request buffers); mimalloc's thread-local free
@@ -382,6 +383,9 @@ fn serve(config: Config) -> Result<ExitCode> {
         let proxy_addr = config.proxy.enabled.then_some(config.proxy.listen);
         let leaves = proxy_addr.map(|_| proxy_leaves(&config)).transpose()?;
         let sluice = Sluice::build(config)?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // Reloads on SIGHUP and on file changes; SIGHUP is handled from here on.
+        let _reloader = sluice.policies().watch(stop_rx.clone());
         if let Some(hec) = &sluice.config().export.splunk_hec {
             sluice::export::splunk::start(sluice.audit().log().clone(), hec, &sluice.config().upstream, host_name())?;
         }
@@ -401,7 +405,6 @@ fn serve(config: Config) -> Result<ExitCode> {
         };
         tracing::info!(gateway = %gateway_addr, admin = %admin_addr, proxy = ?proxy_addr, "sluice is serving");
 
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let upkeep = metrics.clone();
         tokio::spawn(async move {
             loop {
@@ -455,12 +458,13 @@ async fn wait_for_signal() {
     let _ = ctrl_c.await;
 }
 
-/// The same validation `serve` applies, against the same catalog of AI
-/// apps (the shipped one plus `shadow.catalog_files`).
+/// The same validation `serve` applies at start-up and on every reload
+/// (the same function), against the same catalog of AI apps (the shipped
+/// one plus `shadow.catalog_files`).
 fn policy_check(dir: &Path, shadow: &sluice::config::ShadowConfig) -> Result<ExitCode> {
-    let catalog = sluice::shadow::monitor::load_catalog(shadow)?;
-    match PolicySet::load_dir_with_apps(dir, &catalog) {
-        Ok(set) => {
+    match Policies::load(dir, shadow) {
+        Ok(policies) => {
+            let set = policies.set();
             let teams: Vec<&str> = set.teams().collect();
             println!("{}: {} team policies OK ({})", dir.display(), set.len(), teams.join(", "));
             Ok(ExitCode::SUCCESS)
@@ -495,22 +499,20 @@ fn policy_test(
     context: &TestContext,
     json: bool,
 ) -> Result<ExitCode> {
-    // The same catalog of AI apps as `serve`, so the same files load.
-    let catalog = sluice::shadow::monitor::load_catalog(&config.shadow)?;
-    let set = PolicySet::load_dir_with_apps(dir, &catalog)
+    // Loaded as `serve` loads it, so the same files load the same way.
+    let policies = Policies::load(dir, &config.shadow)
         .map_err(|e| anyhow::anyhow!("policies in {} are invalid:\n{e}", dir.display()))?;
-    let Some(policy) = set.team(team) else {
+    let Some(policy) = policies.team(team) else {
         bail!("no policy for team `{team}` in {}", dir.display());
     };
-    let dictionary =
-        if policy.dictionary_terms().is_empty() { None } else { Some(Dictionary::new(policy.dictionary_terms())?) };
+    let dictionary = policies.dictionary(team);
     // The prompt goes through the server's own inspection, as the user
     // message of an OpenAI chat request.
     let body = serde_json::json!({"model": model, "messages": [{"role": "user", "content": prompt}]}).to_string();
     let shape = sluice::wire::shapes::Shape::chat(sluice::wire::Dialect::OpenAiChat);
     let (extracted, scanned, _) = sluice::pipeline::scan_body(
         &Detectors::with_phone_regions(config.inspect.phone_regions()),
-        dictionary.as_ref(),
+        dictionary,
         shape,
         "/v1/chat/completions",
         body.as_bytes(),
@@ -547,14 +549,18 @@ fn policy_test(
             })
             .collect();
         let out = serde_json::json!({
-            "team": team, "decision": decision.action, "rule": decision.rule, "reason": decision.reason,
-            "prompt_tokens": prompt_tokens, "findings": findings, "signals": summary,
+            "team": team, "decision": decision.action, "rule": decision.rule,
+            "decided_by": &*decision.decided_by, "reason": decision.reason,
+            "monitor": decision.monitor, "prompt_tokens": prompt_tokens, "findings": findings, "signals": summary,
         });
         println!("{out}");
     } else {
         println!("decision: {}", decision.action.as_str());
-        println!("rule:     {}", decision.rule);
+        println!("rule:     {}", decision.decided_by);
         println!("reason:   {}", decision.reason);
+        for m in &decision.monitor {
+            println!("monitor:  {} would have decided {} (mode: monitor, not applied)", m.rule, m.action.as_str());
+        }
         println!("tokens:   {prompt_tokens} (estimated)");
         if let Some(task) = signals.task {
             println!("task:     {} ({:.2})", task.task.as_str(), task.confidence);
@@ -591,11 +597,13 @@ fn budget_status(config: &Config, team: Option<&str>, json: bool) -> Result<Exit
     let report: Report = match budget_from_admin(config, team)? {
         Some(report) => report,
         None => {
-            let catalog = sluice::shadow::monitor::load_catalog(&config.shadow)?;
-            let set = PolicySet::load_dir_with_apps(&config.policies_dir, &catalog)
+            let policies = Policies::load(&config.policies_dir, &config.shadow)
                 .map_err(|e| anyhow::anyhow!("policies in {} are invalid:\n{e}", config.policies_dir.display()))?;
-            let teams: Vec<_> =
-                set.teams().filter_map(|t| set.team(t).map(|p| (t.to_string(), p.limits().clone()))).collect();
+            let teams: Vec<_> = policies
+                .set()
+                .teams()
+                .filter_map(|t| policies.team(t).map(|p| (t.to_string(), p.limits().clone())))
+                .collect();
             let limiter = Limiter::open(&config.limits, false).with_context(|| {
                 "sluice seems to be running (its store is locked) but its admin listener did not answer".to_string()
             })?;

@@ -39,6 +39,14 @@ pub const EXPORT_STOPPED: &str = "sluice_export_stopped";
 pub const POLICY_LOADS: &str = "sluice_policy_loads_total";
 /// Teams in the policy set now deciding.
 pub const POLICY_TEAMS: &str = "sluice_policy_teams";
+/// 1 when the latest policy load succeeded, 0 while a broken edit is
+/// refused (the previous set keeps deciding).
+pub const POLICY_LAST_RELOAD_SUCCESSFUL: &str = "sluice_policy_last_reload_successful";
+/// Unix time of the latest successful policy load.
+pub const POLICY_LAST_RELOAD_SUCCESS_TIMESTAMP: &str = "sluice_policy_last_reload_success_timestamp_seconds";
+/// Matches of `mode: monitor` rules, by team, rule and the action the rule
+/// would have taken. Rule names come from the policy files, a bounded set.
+pub const POLICY_MONITOR_MATCHES: &str = "sluice_policy_monitor_matches_total";
 /// Tokens by team, model (a price-table name, `local` or `other`) and type.
 pub const TOKENS: &str = "sluice_tokens_total";
 /// Estimated cost in millionths of a USD (counters are integers).
@@ -205,6 +213,19 @@ pub fn install() -> Result<PrometheusHandle, TelemetryError> {
     metrics::describe_counter!(LIMIT_REACHED, "Requests that met a limit, by team, budget, scope and action");
     metrics::describe_gauge!(LIMITS_STORE_UP, "1 while the limits counter store answers");
     metrics::describe_counter!(LIMITS_STORE_ERRORS, "Failed reads and writes of the limits counter store");
+    metrics::describe_gauge!(
+        POLICY_LAST_RELOAD_SUCCESSFUL,
+        "1 when the latest policy load succeeded; 0 while a broken edit is refused and the previous set decides"
+    );
+    metrics::describe_gauge!(
+        POLICY_LAST_RELOAD_SUCCESS_TIMESTAMP,
+        metrics::Unit::Seconds,
+        "Unix time of the latest successful policy load"
+    );
+    metrics::describe_counter!(
+        POLICY_MONITOR_MATCHES,
+        "Matches of mode: monitor rules by team, rule and the action they would have taken (not applied)"
+    );
     Ok(handle)
 }
 

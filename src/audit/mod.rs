@@ -135,6 +135,20 @@ pub struct AuditRecord {
     /// client's own when it sent a well-formed one, else sluice's.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub request_id: String,
+    /// Rules in `mode: monitor` that matched: what each would have done
+    /// had it been enforced. The decision above did not apply them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub monitor: Vec<MonitorNote>,
+}
+
+/// A `mode: monitor` rule that matched a request, and the action it would
+/// have taken (`local`, `cloud`, `redact`, `block`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MonitorNote {
+    /// As in [`AuditRecord::rule`]: `org:<name>` for an organisation rule,
+    /// `<profile>:<name>` for a profile's.
+    pub rule: String,
+    pub action: String,
 }
 
 /// Tokens (from the provider's `usage` or the local engine's count), the

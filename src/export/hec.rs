@@ -191,6 +191,11 @@ pub fn flat_event(stored: &StoredRecord) -> Value {
         // The id the client saw in `x-request-id` (empty on older records).
         map.insert("request_id".into(), json!(r.request_id));
     }
+    if let (false, Some(map)) = (r.monitor.is_empty(), event.as_object_mut()) {
+        // What `mode: monitor` rules would have done; only on records
+        // that have some, so other events keep their shape.
+        map.insert("monitor".into(), json!(r.monitor));
+    }
     if let (Some(ai), Some(map)) = (&r.ai, event.as_object_mut()) {
         let download = ai.download.as_ref();
         let account = ai.account.as_ref();

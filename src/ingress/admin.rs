@@ -1,8 +1,9 @@
 //! The admin listener: `/healthz` (the process is up), `/readyz` (it can
-//! take traffic: policies loaded, audit log writable, not shutting down),
-//! `/metrics` (Prometheus text format) and `/budget` (budget usage, per
-//! user too, for `sluice budget status`; only with the admin token that
-//! sluice writes, owner-only, into `limits.dir`).
+//! take traffic: policies loaded, audit log writable, not shutting down; its
+//! details say when the policies were loaded and why the last reload failed,
+//! if it did), `/metrics` (Prometheus text format) and `/budget` (budget
+//! usage, per user too, for `sluice budget status`; only with the admin
+//! token that sluice writes, owner-only, into `limits.dir`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,12 +46,13 @@ fn route(sluice: &Sluice, metrics: &PrometheusHandle, stopping: bool, req: &Requ
         ("GET", "/readyz") if stopping => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
         ("GET", "/readyz") => {
             // Exporters are details, never a reason to refuse traffic: the
-            // audit log keeps their records until they run again.
-            let details: String = [crate::export::splunk::status_line(), sluice.limits().status_line()]
-                .into_iter()
-                .flatten()
-                .map(|line| format!("{line}\n"))
-                .collect();
+            // audit log keeps their records until they run again. So is a
+            // refused policy reload: the set loaded before it still decides.
+            let mut details = sluice.policies().status_detail();
+            for line in [crate::export::splunk::status_line(), sluice.limits().status_line()].into_iter().flatten() {
+                details.push_str(&line);
+                details.push('\n');
+            }
             match sluice.not_ready() {
                 None => text(StatusCode::OK, &format!("ready\n{details}")),
                 Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{why}\n{details}")),

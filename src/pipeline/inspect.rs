@@ -50,8 +50,10 @@ impl Inspected {
 impl Sluice {
     /// Read the body, scan every string, key and attachment in it, and
     /// gather the signals: findings, tokens, task, stickiness, cost.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn inspect(
         self: Arc<Self>,
+        policies: &Arc<Policies>,
         shape: Shape,
         parts: &http::request::Parts,
         body: Bytes,
@@ -67,15 +69,18 @@ impl Sluice {
         // cannot hold up every other connection.
         let (extracted, scanned, digest) = if InspectPool::should_offload(body.len()) {
             let (this, path, team) = (self.clone(), parts.uri.path().to_string(), identity.team.clone());
-            self.pool.run(move || this.read_and_scan(shape, &path, &body, &content_type, &team)).await??
+            let policies = policies.clone();
+            self.pool
+                .run(move || this.read_and_scan(shape, &path, &body, &content_type, policies.dictionary(&team)))
+                .await??
         } else {
-            self.read_and_scan(shape, parts.uri.path(), &body, &content_type, &identity.team)?
+            self.read_and_scan(shape, parts.uri.path(), &body, &content_type, policies.dictionary(&identity.team))?
         };
         let Extracted { mut request, inventory, parsed } = extracted;
         request.identity = identity;
         trail.record.model_requested = request.model.clone();
         let team = &request.identity.team;
-        let Some(policy) = self.policies.team(team).cloned() else {
+        let Some(policy) = policies.team(team).cloned() else {
             return Err(Refusal::new(
                 ErrorKind::PolicyBlock,
                 format!("team `{team}` has no policy; sluice refuses rather than guess (add {team}.yaml to the policies directory)"),
@@ -139,9 +144,9 @@ impl Sluice {
         path: &str,
         body: &[u8],
         content_type: &str,
-        team: &str,
+        dictionary: Option<&Dictionary>,
     ) -> Result<Scanned, wire::ParseError> {
-        scan_body(&self.detectors, self.dictionaries.get(team), shape, path, body, content_type)
+        scan_body(&self.detectors, dictionary, shape, path, body, content_type)
     }
 }
 

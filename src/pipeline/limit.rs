@@ -52,9 +52,12 @@ impl Sluice {
             action: Action::Local,
             reason: format!("{}; answered by the local model (on_limit: local)", over.explain()),
             because: vec![format!("{}: {} >= {}", over.kind.name(), over.used, over.limit)],
+            decided_by: std::sync::Arc::from(rule.as_str()),
             rule,
             redact: None,
             sticky: false,
+            // What monitor-mode rules would have done still goes on record.
+            monitor: std::mem::take(&mut decision.monitor),
         };
         trail.record.decision = "local".into();
         trail.record.reason = decision.reason.clone();

@@ -27,7 +27,6 @@ pub use inspect::{scan_body, signal_summary, Scanned};
 pub use proxied::{MessageVerdicts, Relayed};
 pub use request_id::{RequestId, RequestIds};
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -54,10 +53,11 @@ use crate::dispatch::local::{GenEvent, Generation, LocalError, LocalTier, Overfl
 use crate::dispatch::origin::Origin;
 use crate::dispatch::upstream::{UpstreamClient, UpstreamError};
 use crate::identity::{Caller, IdentityTable};
-use crate::inspect::{count_by_kind, Detectors, Dictionary, DictionaryError};
+use crate::inspect::{count_by_kind, Detectors, Dictionary};
 use crate::inspect::{Category, Finding, ATTACHMENT_KIND};
 use crate::limits::{Limiter, LimitsError};
-use crate::policy::{Action, Decision, LocalOptions, Overflow, PolicyErrors, PolicySet, Signals, TeamPolicy, TooLong};
+use crate::policy::reload::{LivePolicies, Policies};
+use crate::policy::{Action, Decision, LocalOptions, Overflow, PolicyErrors, Signals, TeamPolicy, TooLong};
 use crate::redact::{Redaction, SseRestorer};
 use crate::relay::websocket::{Verdict, WsMessage, WsRelayed};
 use crate::shadow::monitor::{looks_like_llm_api, Monitor, MonitorError};
@@ -125,8 +125,6 @@ pub use crate::wire::providers::provider_of_host;
 pub enum StartError {
     #[error("policies in {dir} are invalid:\n{errors}")]
     Policies { dir: String, errors: PolicyErrors },
-    #[error("team `{team}`: dictionary: {source}")]
-    Dictionary { team: String, source: DictionaryError },
     #[error("audit log: {0}")]
     Audit(#[from] AuditError),
     #[error("upstream client: {0}")]
@@ -150,8 +148,9 @@ struct Provider {
 pub struct Sluice {
     config: Config,
     identities: IdentityTable,
-    policies: PolicySet,
-    dictionaries: HashMap<String, Dictionary>,
+    /// Policies, dictionaries and the catalog of AI apps: a request takes
+    /// one snapshot ([`LivePolicies::current`]) and is decided under it.
+    policies: Arc<LivePolicies>,
     detectors: Detectors,
     audit: AuditWriter,
     upstream: UpstreamClient,
@@ -193,28 +192,10 @@ enum UpstreamAuth {
 impl Sluice {
     pub fn build(config: Config) -> Result<Arc<Sluice>, StartError> {
         let monitor = Monitor::load(&config.shadow)?;
-        let policies = PolicySet::load_dir_with_apps(&config.policies_dir, monitor.catalog()).map_err(|errors| {
-            metrics::counter!(telemetry::POLICY_LOADS, "result" => "error").increment(1);
-            StartError::Policies { dir: config.policies_dir.display().to_string(), errors }
-        })?;
-        metrics::counter!(telemetry::POLICY_LOADS, "result" => "ok").increment(1);
-        metrics::gauge!(telemetry::POLICY_TEAMS).set(policies.len() as f64);
-        let mut dictionaries = HashMap::new();
-        for team in policies.teams() {
-            let Some(policy) = policies.team(team) else { continue };
-            if policy.dictionary_terms().is_empty() {
-                continue;
-            }
-            let dict = Dictionary::new(policy.dictionary_terms())
-                .map_err(|source| StartError::Dictionary { team: team.to_string(), source })?;
-            dictionaries.insert(team.to_string(), dict);
-        }
         let identities = IdentityTable::new(&config.identity);
-        for team in identities.teams() {
-            if policies.team(team).is_none() {
-                tracing::warn!(team, "team has no policy file; its requests will be refused");
-            }
-        }
+        let teams = identities.teams().map(str::to_string).collect();
+        let policies = LivePolicies::start(&config.policies_dir, &config.shadow, teams)
+            .map_err(|errors| StartError::Policies { dir: config.policies_dir.display().to_string(), errors })?;
         let audit = AuditWriter::start(Arc::new(AuditLog::open(&config.audit.dir)?), config.audit.durability)?;
         if config.audit.durability == Durability::Batched {
             tracing::warn!(
@@ -240,8 +221,7 @@ impl Sluice {
                 Duration::from_secs(config.sessions.ttl_hours.saturating_mul(3600)),
             ),
             identities,
-            policies,
-            dictionaries,
+            policies: Arc::new(policies),
             detectors: Detectors::with_phone_regions(config.inspect.phone_regions()),
             pool: InspectPool::default(),
             monitor,
@@ -259,6 +239,11 @@ impl Sluice {
         &self.monitor
     }
 
+    /// The live policy set, for the reloader and `/readyz`.
+    pub fn policies(&self) -> &Arc<LivePolicies> {
+        &self.policies
+    }
+
     pub fn audit(&self) -> &AuditWriter {
         &self.audit
     }
@@ -273,10 +258,11 @@ impl Sluice {
 
     /// Every team's budgets against their limits (`sluice budget status`).
     pub async fn budget_report(&self, team: Option<&str>) -> Result<crate::limits::Report, LimitsError> {
-        let teams: Vec<(String, crate::policy::limits::Limits)> = self
-            .policies
+        let policies = self.policies.current();
+        let teams: Vec<(String, crate::policy::limits::Limits)> = policies
+            .set()
             .teams()
-            .filter_map(|t| self.policies.team(t).map(|p| (t.to_string(), p.limits().clone())))
+            .filter_map(|t| policies.team(t).map(|p| (t.to_string(), p.limits().clone())))
             .collect();
         self.limits.report(&teams, team).await
     }
@@ -426,6 +412,9 @@ impl Sluice {
         via: &Via,
         trail: &mut Trail,
     ) -> Result<Plan, Refusal> {
+        // The policies this request is decided under, whatever reloads
+        // happen while it runs.
+        let policies = self.policies.current();
         // identify
         let (identity, auth) = self.identify_caller(shape.api, &parts.headers, client, via)?;
         trail.caller(&identity);
@@ -433,9 +422,9 @@ impl Sluice {
         check_body_headers(&parts.headers, shape.kind != ShapeKind::Unknown)?;
         let body = read_body(body, &parts.headers, &self.config.gateway).await?;
         trail.usage().bytes_in = body.len() as u64;
-        self.attribute(parts, &body, via, trail)?;
+        self.attribute(&policies, parts, &body, via, trail)?;
         // inspect
-        let inspected = self.clone().inspect(shape, parts, body.clone(), identity, via, trail).await?;
+        let inspected = self.clone().inspect(&policies, shape, parts, body.clone(), identity, via, trail).await?;
         // decide
         let signals = inspected.signals();
         let mut decision = inspected.policy.decide(&signals);
@@ -476,6 +465,7 @@ impl Sluice {
     /// it uses; the account behind the key comes with the answer.
     fn attribute(
         &self,
+        policies: &Policies,
         parts: &http::request::Parts,
         body: &Bytes,
         via: &Via,
@@ -484,14 +474,14 @@ impl Sluice {
         let Via::Proxy { origin, .. } = via else {
             return Ok(());
         };
-        let entry = self.app_of(&trail.record.team, &origin.target().host);
+        let entry = self.app_of(policies, &trail.record.team, &origin.target().host);
         if !self.monitor.enabled() || entry.is_none() && !looks_like_llm_api(&parts.method, parts.uri.path(), body) {
             return Ok(());
         }
         let mut ai = self.monitor.usage(entry, true);
         ai.bytes_up = body.len() as u64;
         ai.account = self.monitor.account_of_request(&parts.headers);
-        let refused = self.judge_app(&trail.record.team, &mut ai);
+        let refused = self.judge_app(policies, &trail.record.team, &mut ai);
         trail.record.ai = Some(ai);
         refused.map_or(Ok(()), Err)
     }

@@ -17,8 +17,9 @@
 //! The requests inside an intercepted tunnel are ordinary answered requests
 //! and fully covered; a tunnel's bytes were never inspected.
 
+use super::trail::count_monitor_matches;
 use super::*;
-use crate::audit::{AiUsage, ModelDownload};
+use crate::audit::{AiUsage, ModelDownload, MonitorNote};
 use crate::policy::{AiApps, Enforcement, PersonalAccounts};
 use crate::relay::tunnel::{Outcome as TunnelOutcome, TunnelReport};
 use crate::shadow::monitor::model_download;
@@ -91,7 +92,7 @@ impl Sluice {
         }
         if api == "websocket" {
             trail.record.decision = "cloud".into();
-            if self.policies.team(&identity.team).is_none() {
+            if self.policies.current().team(&identity.team).is_none() {
                 let message = format!("team `{}` has no policy; sluice refuses rather than guess", identity.team);
                 return Err(self.refuse(trail, Refusal::new(ErrorKind::PolicyBlock, message)));
             }
@@ -116,7 +117,8 @@ impl Sluice {
     ) -> Result<(), Refusal> {
         let host = &origin.target().host;
         let path = req.uri().path();
-        let entry = self.app_of(&identity.team, host);
+        let policies = self.policies.current();
+        let entry = self.app_of(&policies, &identity.team, host);
         let hub = entry.map_or(host.as_str(), |e| e.id.as_str());
         let download = (self.monitor.enabled() && req.method() == http::Method::GET)
             .then(|| model_download(hub, path, 0))
@@ -130,7 +132,7 @@ impl Sluice {
             }
             ai.download = download;
             ai.account = self.monitor.account_of_request(req.headers());
-            let refused = self.judge_app(&identity.team, &mut ai);
+            let refused = self.judge_app(&policies, &identity.team, &mut ai);
             trail.record.ai = Some(ai);
             if let Some(refusal) = refused {
                 return Err(refusal);
@@ -147,8 +149,8 @@ impl Sluice {
     /// what the policy does about it; a refusal for `block` and `coach`,
     /// and for a key already seen on a personal account where the team
     /// blocks those.
-    pub(super) fn judge_app(&self, team: &str, ai: &mut AiUsage) -> Option<Refusal> {
-        let Some(policy) = self.policies.team(team) else {
+    pub(super) fn judge_app(&self, policies: &Policies, team: &str, ai: &mut AiUsage) -> Option<Refusal> {
+        let Some(policy) = policies.team(team) else {
             // A team without a policy is refused later, by the pipeline.
             return None;
         };
@@ -156,7 +158,7 @@ impl Sluice {
         let verdict = apps.verdict(&ai.app);
         ai.sanctioned = verdict.is_none();
         ai.enforced = verdict.map(|v| v.as_str().to_string()).unwrap_or_default();
-        let catalog = policy.app_catalog().unwrap_or(self.monitor.catalog());
+        let catalog = policy.app_catalog().unwrap_or(policies.catalog());
         if let Some(message) = verdict.and_then(|v| app_refusal_message(catalog, apps, &ai.app, v)) {
             return Some(Refusal::new(ErrorKind::PolicyBlock, message));
         }
@@ -169,24 +171,31 @@ impl Sluice {
         })
     }
 
-    /// The AI app at `host` for `team`: the team's own catalog first.
-    pub(super) fn app_of<'a>(&'a self, team: &str, host: &str) -> Option<&'a Entry> {
-        let team_catalog = self.policies.team(team).and_then(|p| p.app_catalog());
-        self.monitor.app_of_host_in(team_catalog, host)
+    /// The AI app at `host` for `team`: the team's own catalog, else the
+    /// organisation's.
+    pub(super) fn app_of<'a>(&self, policies: &'a Policies, team: &str, host: &str) -> Option<&'a Entry> {
+        let catalog = policies.team(team).and_then(|p| p.app_catalog()).unwrap_or(policies.catalog());
+        self.monitor.app_of_host(catalog, host)
     }
 
     /// Whether the caller's team refuses the AI app at `host`: the message
     /// saying why. The tunnel's own record notes the refusal.
     pub fn app_refusal(&self, identity: &Identity, host: &str) -> Option<String> {
-        self.judge_host(identity, host).map(|(_, _, refusal)| refusal.message)
+        let policies = self.policies.current();
+        self.judge_host(&policies, identity, host).map(|(_, _, refusal)| refusal.message)
     }
 
     /// The app at `host`, its usage event for a tunnel, and the team's
     /// refusal of it, when the team refuses it.
-    fn judge_host(&self, identity: &Identity, host: &str) -> Option<(&Entry, AiUsage, Refusal)> {
-        let entry = self.app_of(&identity.team, host)?;
+    fn judge_host<'a>(
+        &self,
+        policies: &'a Policies,
+        identity: &Identity,
+        host: &str,
+    ) -> Option<(&'a Entry, AiUsage, Refusal)> {
+        let entry = self.app_of(policies, &identity.team, host)?;
         let mut ai = self.monitor.usage(Some(entry), false);
-        let refusal = self.judge_app(&identity.team, &mut ai)?;
+        let refusal = self.judge_app(policies, &identity.team, &mut ai)?;
         Some((entry, ai, refusal))
     }
 
@@ -200,7 +209,8 @@ impl Sluice {
         host: &str,
         request_id: &RequestId,
     ) -> Option<(String, Durable)> {
-        let (entry, ai, refusal) = self.judge_host(identity, host)?;
+        let policies = self.policies.current();
+        let (entry, ai, refusal) = self.judge_host(&policies, identity, host)?;
         let mut trail =
             Trail::proxied("proxy.connect", Dialect::OpenAiChat, client, Some(identity), host, "block", request_id);
         trail.record.reason = format!("{} is not sanctioned for team {} ({})", entry.id, identity.team, ai.enforced);
@@ -228,6 +238,7 @@ impl Sluice {
             Ok(relayed) => {
                 trail.record.findings = seen.findings;
                 trail.record.attachments = seen.attachments;
+                trail.record.monitor = seen.monitor;
                 if !seen.rule.is_empty() {
                     trail.record.rule = seen.rule;
                 }
@@ -262,7 +273,9 @@ impl Sluice {
         seen: &mut MessageVerdicts,
     ) -> Verdict {
         let provider = relayed.trail.record.provider.as_str();
-        let Some(policy) = self.policies.team(&identity.team) else {
+        // Each message is judged under the policies current when it arrives.
+        let policies = self.policies.current();
+        let Some(policy) = policies.team(&identity.team) else {
             return Verdict::Refuse { close_reason: "team has no policy" };
         };
         let inventory = match message {
@@ -280,13 +293,19 @@ impl Sluice {
                 ..Inventory::default()
             },
         };
-        let (scanned, _) = scan_inventory(&self.detectors, self.dictionaries.get(&identity.team), &inventory);
+        let (scanned, _) = scan_inventory(&self.detectors, policies.dictionary(&identity.team), &inventory);
         let findings = policy.relevant_findings(&scanned);
         for (kind, n) in count_by_kind(&findings) {
             *seen.findings.entry(kind.to_string()).or_insert(0) += n;
         }
         seen.attachments.extend(inventory.attachments.iter().map(AttachmentNote::of));
         let decision = policy.decide(&Signals { findings: &findings, provider, stream: true, ..Signals::default() });
+        count_monitor_matches(&identity.team, &decision);
+        for m in &decision.monitor {
+            if !seen.monitor.iter().any(|n| n.rule == m.rule) {
+                seen.monitor.push(MonitorNote { rule: m.rule.clone(), action: m.action.as_str().to_string() });
+            }
+        }
         match decision.action {
             Action::Cloud => Verdict::Forward,
             Action::Block => {
@@ -314,6 +333,8 @@ pub struct MessageVerdicts {
     attachments: Vec<AttachmentNote>,
     /// The rule that refused a message, if one did.
     rule: String,
+    /// Monitor-mode rules that matched some message, once each.
+    monitor: Vec<MonitorNote>,
 }
 
 impl Sluice {
@@ -330,7 +351,8 @@ impl Sluice {
         tunnel: &TunnelReport,
         request_id: &RequestId,
     ) {
-        let entry = self.app_of(&identity.team, tunnel.target_host());
+        let policies = self.policies.current();
+        let entry = self.app_of(&policies, &identity.team, tunnel.target_host());
         let plain = matches!(tunnel.outcome, TunnelOutcome::Tunneled);
         count_traffic(entry, tunnel);
         if entry.is_none() && plain && !self.monitor.records_other_tunnels() {
@@ -354,7 +376,7 @@ impl Sluice {
         if let Some(entry) = entry {
             let mut ai = self.monitor.usage(Some(entry), matches!(tunnel.outcome, TunnelOutcome::Intercepted { .. }));
             // Refusals happened at the door; this notes the verdict.
-            let _ = self.judge_app(&identity.team, &mut ai);
+            let _ = self.judge_app(&policies, &identity.team, &mut ai);
             ai.bytes_up = tunnel.up;
             ai.bytes_down = tunnel.down;
             ai.duration_ms = u64::try_from(tunnel.duration.as_millis()).unwrap_or(u64::MAX);

@@ -4,6 +4,7 @@
 //! dropped, tunnel closing) ends there.
 
 use super::*;
+use crate::audit::MonitorNote;
 
 /// The audit record being filled in as the request moves along.
 pub(super) struct Trail {
@@ -39,12 +40,19 @@ impl Trail {
         tracing::Span::current().record("team", identity.team.as_str());
     }
 
-    /// The decision and the signals behind it: numbers and names, never text.
+    /// The decision and the signals behind it: numbers and names, never
+    /// text; and what `mode: monitor` rules would have done.
     pub(super) fn decided(&mut self, signals: &Signals, decision: &Decision) {
         self.record.signals = Some(signal_summary(signals, decision));
         self.record.decision = decision.action.as_str().to_string();
         self.record.rule = decision.rule.clone();
         self.record.reason = decision.reason.clone();
+        self.record.monitor = decision
+            .monitor
+            .iter()
+            .map(|m| MonitorNote { rule: m.rule.clone(), action: m.action.as_str().to_string() })
+            .collect();
+        count_monitor_matches(&self.record.team, decision);
         tracing::Span::current().record("decision", decision.action.as_str());
     }
 
@@ -213,6 +221,15 @@ pub(super) fn json_answer(status: StatusCode, body: RespBody) -> Response<RespBo
     *resp.status_mut() = status;
     resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
+}
+
+/// One count per monitor-mode rule that matched.
+pub(super) fn count_monitor_matches(team: &str, decision: &Decision) {
+    for m in &decision.monitor {
+        metrics::counter!(telemetry::POLICY_MONITOR_MATCHES, "team" => team.to_string(), "rule" => m.rule.clone(),
+            "action" => m.action.as_str())
+        .increment(1);
+    }
 }
 
 fn millis(d: Duration) -> u64 {

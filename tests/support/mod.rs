@@ -57,7 +57,8 @@ pub struct Setup {
     pub identity: String,
     /// YAML for extra keys under `upstream:` (indented by the caller with 2 spaces).
     pub upstream_extra: String,
-    /// Policy files written into the policy dir, replacing the repo's defaults when non-empty.
+    /// Policy files written into the policy dir, replacing the repo's defaults when non-empty
+    /// (names may include a folder: `profiles/strict.yaml`).
     pub policies: Vec<(&'static str, String)>,
     /// Point the providers at this address instead of the fake (e.g. a closed port).
     pub upstream_override: Option<SocketAddr>,
@@ -180,13 +181,12 @@ impl SluiceProc {
         let policies = dir.path().join("policies");
         std::fs::create_dir_all(&policies).unwrap();
         if setup.policies.is_empty() {
-            for entry in std::fs::read_dir(repo_policies()).unwrap() {
-                let entry = entry.unwrap();
-                std::fs::copy(entry.path(), policies.join(entry.file_name())).unwrap();
-            }
+            copy_dir(&repo_policies(), &policies);
         } else {
             for (name, text) in &setup.policies {
-                std::fs::write(policies.join(name), text).unwrap();
+                let path = policies.join(name);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, text).unwrap();
             }
         }
         if let Some(size) = setup.audit_tmpfs {
@@ -343,6 +343,19 @@ fn spawn_serve(config: &Path, env: &[(String, String)], log: &Path) -> Child {
         .stderr(log)
         .spawn()
         .expect("spawn sluice")
+}
+
+/// Copy a directory tree (the repo's policies, with `profiles/`).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
 }
 
 /// Whether this process may mount filesystems (root).
