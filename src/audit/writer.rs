@@ -293,6 +293,9 @@ fn next_work(shared: &Shared) -> Work {
         let messages = std::mem::take(&mut queue.messages);
         drop(queue);
         shared.space.notify_all();
+        // The writer's lag: records that were waiting when it came back for
+        // work (0 when it keeps up).
+        metrics::gauge!(crate::telemetry::AUDIT_QUEUE_RECORDS).set(messages.len() as f64);
         return Work::Messages(messages);
     }
     if queue.closed {
