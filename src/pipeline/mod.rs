@@ -36,11 +36,10 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use sha2::{Digest, Sha256};
 use tracing::{info_span, Instrument};
 
 use crate::audit::AttachmentNote;
-use crate::audit::{AuditError, AuditLog, AuditRecord, AuditWriter, Latencies};
+use crate::audit::{AuditError, AuditLog, AuditRecord, AuditWriter, Latencies, PromptKey};
 use crate::blocking::InspectPool;
 use crate::classify::Classifier;
 use crate::config::{Config, ProviderConfig};
@@ -124,6 +123,8 @@ pub enum StartError {
     Audit(#[from] AuditError),
     #[error("cannot start the audit writer thread: {0}")]
     AuditThread(std::io::Error),
+    #[error("audit key: {0}")]
+    AuditKey(#[from] crate::audit::keys::KeyError),
     #[error("upstream client: {0}")]
     Upstream(#[from] UpstreamError),
     #[error("{0}")]
@@ -147,6 +148,8 @@ pub struct Sluice {
     dictionaries: HashMap<String, Dictionary>,
     detectors: Detectors,
     audit: AuditWriter,
+    /// Keys the prompt digest in audit records.
+    prompt_key: PromptKey,
     upstream: UpstreamClient,
     local: Arc<LocalTier>,
     openai: Provider,
@@ -202,6 +205,9 @@ impl Sluice {
                 tracing::warn!(team, "team has no policy file; its requests will be refused");
             }
         }
+        // Before the log opens, which would quietly tighten a key file
+        // that others could read instead of refusing it.
+        let prompt_key = PromptKey::load(&config.audit)?;
         let audit =
             AuditWriter::start(Arc::new(AuditLog::open(&config.audit.dir)?)).map_err(StartError::AuditThread)?;
         let upstream = UpstreamClient::new(&config.upstream)?;
@@ -227,6 +233,7 @@ impl Sluice {
             pool: InspectPool::default(),
             monitor,
             audit,
+            prompt_key,
             upstream,
             local,
             config,
