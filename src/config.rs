@@ -336,6 +336,32 @@ pub struct AuditConfig {
     /// fsync'd (group commit through a write-ahead log). `batched`: answered
     /// at once; a crash can lose the last ~200 ms of records.
     pub durability: crate::audit::Durability,
+    /// Sign a checkpoint of the chain head once this many records were
+    /// appended since the last one; 0: not by count.
+    pub checkpoint_every_records: u64,
+    /// ... or once this many seconds passed since the last one and the
+    /// head moved; 0: not by time. Both 0: no periodic checkpoints (the
+    /// retention cut is still signed).
+    pub checkpoint_every_secs: u64,
+    /// Also append every checkpoint to this file (fsync'd); best kept where
+    /// whoever can write the audit directory cannot rewrite it.
+    pub checkpoints_file: Option<PathBuf>,
+    /// The name on checkpoints and their signatures; default
+    /// `sluice/<host name>`.
+    pub checkpoint_origin: Option<String>,
+    /// Remove whole blocks of records older than this many days, after
+    /// signing a checkpoint at the cut; absent: keep everything.
+    pub retention_days: Option<u64>,
+    /// Environment variable holding the prompt HMAC key (64 hex digits)
+    /// instead of `<dir>/prompt.key`.
+    pub prompt_key_env: Option<String>,
+}
+
+impl AuditConfig {
+    /// `checkpoint_origin`, or `sluice/<host name>`.
+    pub fn origin(&self) -> String {
+        self.checkpoint_origin.clone().unwrap_or_else(crate::audit::keys::default_origin)
+    }
 }
 
 /// Who is asking, in order of precedence: a sluice token, the user header
@@ -620,7 +646,16 @@ impl Default for AdminConfig {
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { dir: PathBuf::from("data/audit"), durability: crate::audit::Durability::default() }
+        AuditConfig {
+            dir: PathBuf::from("data/audit"),
+            durability: crate::audit::Durability::default(),
+            checkpoint_every_records: 1000,
+            checkpoint_every_secs: 60,
+            checkpoints_file: None,
+            checkpoint_origin: None,
+            retention_days: None,
+            prompt_key_env: None,
+        }
     }
 }
 
@@ -769,6 +804,15 @@ impl Config {
         if self.proxy.max_connections == 0 || self.proxy.leaf_cache_size == 0 {
             return Err(invalid("proxy.max_connections and proxy.leaf_cache_size must be at least 1".into()));
         }
+        if let Some(origin) = &self.audit.checkpoint_origin {
+            crate::audit::note::check_name(origin).map_err(|e| invalid(format!("audit.checkpoint_origin: {e}")))?;
+        }
+        if self.audit.retention_days == Some(0) {
+            return Err(invalid("audit.retention_days must be at least 1 (leave it out to keep every record)".into()));
+        }
+        if self.audit.prompt_key_env.as_ref().is_some_and(|v| v.trim().is_empty()) {
+            return Err(invalid("audit.prompt_key_env must name an environment variable".into()));
+        }
         if let Some(hec) = &self.export.splunk_hec {
             hec.validate().map_err(|reason| invalid(format!("export.splunk_hec.{reason}")))?;
         }
@@ -842,6 +886,9 @@ impl Config {
         };
         rebase(&mut self.policies_dir);
         rebase(&mut self.audit.dir);
+        if let Some(file) = self.audit.checkpoints_file.as_mut() {
+            rebase(file);
+        }
         rebase(&mut self.ca.dir);
         rebase(&mut self.shadow.fingerprint_key);
         rebase(&mut self.limits.dir);

@@ -47,7 +47,9 @@
 //! - [`redact`]: placeholders in for the cloud, values back in the answer.
 //! - [`dispatch`]: where a decided request goes: the upstream client, an
 //!   intercepted connection's origin, or the local tier.
-//! - [`audit`]: the tamper-evident, hash-chained audit log and its writer.
+//! - [`audit`]: the tamper-evident, hash-chained audit log and its writer;
+//!   signed checkpoints of its head, retention behind a signed cut, and the
+//!   keys for both and for the prompt digest.
 //! - [`export`]: audit records as Splunk HEC events with CIM Web fields,
 //!   JSON lines or CSV (`sluice audit export`).
 //! - [`telemetry`]: metric names, units and the Prometheus recorder.

@@ -152,8 +152,30 @@ enum AuditCommand {
         #[command(flatten)]
         dir: AuditDir,
     },
-    /// Check the hash chain; exits 1 and names the first bad record.
+    /// Check the hash chain and the signed checkpoints; exits 1 and names
+    /// the first bad record, a rewritten chain, a truncated tail or an
+    /// unproven front.
     Verify {
+        /// A file of signed checkpoints kept outside the data directory
+        /// (`audit.checkpoints_file`, or ones saved from `audit checkpoint`),
+        /// checked on top of those the log stores.
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+        /// The verifier key to check signatures with
+        /// (`sluice audit checkpoint --public-key`); without it, the key in
+        /// the audit directory, which whoever rewrites the log can replace.
+        #[arg(long)]
+        key: Option<String>,
+        #[command(flatten)]
+        dir: AuditDir,
+    },
+    /// Print the latest signed checkpoint of the chain head, for an auditor
+    /// to keep.
+    Checkpoint {
+        /// Print the verifier key instead (`<name>+<key id>+<key>`), to pin
+        /// for `audit verify --key`.
+        #[arg(long)]
+        public_key: bool,
         #[command(flatten)]
         dir: AuditDir,
     },
@@ -296,8 +318,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             audit_query(&audit_open(dir.dir.as_deref().unwrap_or(&config.audit.dir))?, &filter, json)
         }
-        Command::Audit(AuditCommand::Verify { dir }) => {
-            audit_verify(&audit_open(dir.dir.as_deref().unwrap_or(&config.audit.dir))?)
+        Command::Audit(AuditCommand::Verify { checkpoints, key, dir }) => {
+            let dir = dir.dir.as_deref().unwrap_or(&config.audit.dir);
+            audit_verify(&audit_open(dir)?, dir, &config.audit.origin(), checkpoints.as_deref(), key.as_deref())
+        }
+        Command::Audit(AuditCommand::Checkpoint { public_key, dir }) => {
+            audit_checkpoint(dir.dir.as_deref().unwrap_or(&config.audit.dir), &config.audit.origin(), public_key)
         }
         Command::Audit(AuditCommand::Export { since, until, team, format, host, index, source, output, dir }) => {
             let filter = AuditFilter {
@@ -382,10 +408,17 @@ fn serve(config: Config) -> Result<ExitCode> {
         let admin_addr = config.admin.listen;
         let proxy_addr = config.proxy.enabled.then_some(config.proxy.listen);
         let leaves = proxy_addr.map(|_| proxy_leaves(&config)).transpose()?;
+        // Before the log opens, which would quietly tighten a key file that
+        // others could read instead of refusing it.
+        let signer = sluice::audit::keys::load_or_create_signer(&config.audit.dir, &config.audit.origin())?;
+        let checkpoint_settings = sluice::audit::CheckpointSettings::of(&config.audit);
         let sluice = Sluice::build(config)?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         // Reloads on SIGHUP and on file changes; SIGHUP is handled from here on.
         let _reloader = sluice.policies().watch(stop_rx.clone());
+        let checkpointer =
+            sluice::audit::Checkpointer::start(sluice.audit().log().clone(), signer, checkpoint_settings)
+                .context("cannot start the checkpoint thread")?;
         if let Some(hec) = &sluice.config().export.splunk_hec {
             sluice::export::splunk::start(sluice.audit().log().clone(), hec, &sluice.config().upstream, host_name())?;
         }
@@ -432,6 +465,8 @@ fn serve(config: Config) -> Result<ExitCode> {
         let _ = admin_task.await;
         sluice.audit().flush().context("cannot flush the audit log")?;
         sluice.limits().flush().context("cannot flush the limits counters")?;
+        // After the flush, so the last checkpoint names the last record.
+        checkpointer.finish();
         tracing::info!(records = sluice.audit().log().len(), "audit log flushed; bye");
         Ok(ExitCode::SUCCESS)
     })
@@ -517,6 +552,7 @@ fn policy_test(
         "/v1/chat/completions",
         body.as_bytes(),
         "application/json",
+        None,
     )?;
     let findings = policy.relevant_findings(&scanned);
     let prompt_tokens = sluice::wire::CanonicalRequest::estimated_prompt_tokens(&extracted.request.text_segments());
@@ -723,19 +759,99 @@ fn print_record(s: &StoredRecord) {
     );
 }
 
-fn audit_verify(log: &AuditLog) -> Result<ExitCode> {
+/// The chain walk, then the signed checkpoints (stored ones, plus those in
+/// `file`) against it.
+fn audit_verify(log: &AuditLog, dir: &Path, origin: &str, file: Option<&Path>, key: Option<&str>) -> Result<ExitCode> {
+    use sluice::audit::{Front, Located};
     let report = log.verify()?;
+    let mut failed = false;
     match report.first_bad {
-        None => {
-            println!("audit log OK: {} record(s), hash chain intact", report.checked);
-            Ok(ExitCode::SUCCESS)
-        }
+        None => println!("audit log OK: {} record(s), hash chain intact", report.checked),
         Some(bad) => {
             println!("audit log TAMPERED: record {}: {}", bad.seq, bad.reason);
             println!("({} record(s) before it verified)", report.checked);
-            Ok(ExitCode::from(1))
+            failed = true;
         }
     }
+
+    let mut checkpoints: Vec<Located> = log
+        .checkpoints()?
+        .into_iter()
+        .map(|c| Located { place: format!("stored checkpoint #{}", c.number), note: Ok(c.note) })
+        .collect();
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let notes = sluice::audit::note::split_notes(&text);
+        if notes.is_empty() {
+            bail!("{} holds no checkpoints", file.display());
+        }
+        checkpoints.extend(
+            notes.into_iter().map(|n| Located { place: format!("{}:{}", file.display(), n.line), note: n.note }),
+        );
+    }
+    let verifier = match key {
+        Some(key) => Some(sluice::audit::note::Verifier::parse(key).context("--key")?),
+        None => {
+            let found = sluice::audit::keys::load_verifier(dir, origin)?;
+            if found.is_some() && !checkpoints.is_empty() {
+                eprintln!(
+                    "warning: checking signatures with the key in {}; whoever can rewrite the log can replace it                      too. Pin the key: sluice audit verify --key '<sluice audit checkpoint --public-key, saved earlier>'",
+                    dir.display()
+                );
+            }
+            found
+        }
+    };
+    let proof = log.check_checkpoints(verifier.as_ref(), &checkpoints)?;
+    for warning in &proof.warnings {
+        eprintln!("warning: {warning}");
+    }
+    // A rewrite early in a long log disagrees with every later checkpoint.
+    const SHOWN: usize = 20;
+    for problem in proof.problems.iter().take(SHOWN) {
+        println!("audit log TAMPERED: {problem}");
+    }
+    if proof.problems.len() > SHOWN {
+        println!("... and {} more", proof.problems.len() - SHOWN);
+    }
+    if let Some((from, to)) = proof.rewritten {
+        println!("the rewrite lies in records {from}..={to} (checkpoints before {from} still match)");
+    }
+    if !proof.ok() {
+        println!(
+            "checkpoints FAILED: {} problem(s); {} signed checkpoint(s) matched the log",
+            proof.problems.len(),
+            proof.matched
+        );
+        return Ok(ExitCode::from(1));
+    }
+    if proof.matched > 0 {
+        let (seq, time) = proof.latest.clone().unwrap_or_default();
+        println!(
+            "checkpoints OK: {} signed checkpoint(s) match the log (newest: record {seq}, signed {time})",
+            proof.matched
+        );
+    }
+    if let Front::Proven { through, time, place } = &proof.front {
+        println!("records 1..{through} were removed by retention; {place} (signed {time}) proves the cut");
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// The newest stored checkpoint, or the verifier key to pin.
+fn audit_checkpoint(dir: &Path, origin: &str, public_key: bool) -> Result<ExitCode> {
+    if public_key {
+        let verifier = sluice::audit::keys::load_verifier(dir, origin)?
+            .with_context(|| format!("no signing key in {} (sluice serve creates it on first start)", dir.display()))?;
+        println!("{verifier}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let log = audit_open(dir)?;
+    let latest = log.latest_checkpoint()?.with_context(|| {
+        format!("no checkpoint in {} yet (sluice serve signs one as records arrive)", dir.display())
+    })?;
+    print!("{}", latest.note);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn audit_export(

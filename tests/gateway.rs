@@ -50,7 +50,9 @@ async fn clean_openai_prompt_reaches_provider_with_sluice_key() {
     assert_eq!(r["model_requested"], "gpt-4o-mini");
     assert_eq!(r["provider"], "openai");
     assert_eq!(r["status"], 200);
-    assert_eq!(r["prompt_sha256"].as_str().unwrap().len(), 64);
+    // Keyed by the deployment's secret; the unkeyed digest stays empty.
+    assert_eq!(r["prompt_hmac"].as_str().unwrap().len(), 64);
+    assert_eq!(r["prompt_sha256"], "");
     assert!(r["latency_us"]["total"].as_u64().unwrap() >= r["latency_us"]["upstream"].as_u64().unwrap());
 }
 

@@ -53,9 +53,19 @@ struct Hec {
 }
 
 impl Hec {
+    /// The audit records' events (signed checkpoints apart).
     fn accepted(&self) -> Vec<Value> {
-        self.accepted.lock().unwrap().clone()
+        self.accepted.lock().unwrap().iter().filter(|e| !is_checkpoint(e)).cloned().collect()
     }
+
+    /// The `sluice:checkpoint` events.
+    fn checkpoints(&self) -> Vec<Value> {
+        self.accepted.lock().unwrap().iter().filter(|e| is_checkpoint(e)).cloned().collect()
+    }
+}
+
+fn is_checkpoint(event: &Value) -> bool {
+    event["sourcetype"] == "sluice:checkpoint"
 }
 
 async fn start_hec() -> (SocketAddr, Arc<Hec>) {
@@ -115,7 +125,7 @@ async fn answer(hec: &Hec, req: Request<Incoming>) -> Response<Full<Bytes>> {
         Err(_) => return reply(400, json!({"text": "Invalid data format", "code": 6})),
     };
     let bad = hec.bad_seq.load(Ordering::SeqCst);
-    if bad > 0 && events.iter().any(|e| e["event"]["seq"] == bad) {
+    if bad > 0 && events.iter().any(|e| !is_checkpoint(e) && e["event"]["seq"] == bad) {
         return reply(400, json!({"text": "Invalid data format", "code": 6, "invalid-event-number": 0}));
     }
     if hec.ack_mode.load(Ordering::SeqCst) {
@@ -378,4 +388,47 @@ async fn with_ack_on_the_cursor_moves_only_on_acknowledged_ids() {
     let acked = hec.acked.lock().unwrap().clone();
     let unique: BTreeSet<u64> = seqs(&acked).into_iter().collect();
     assert_eq!(unique, (1..=6).collect::<BTreeSet<u64>>(), "every record acknowledged");
+}
+
+/// Signed checkpoints go out too, as their own sourcetype, each a note
+/// that verifies with the deployment's key and names a record's hash.
+#[tokio::test]
+async fn signed_checkpoints_go_out_as_their_own_sourcetype() {
+    let fake = FakeProvider::start().await;
+    let (addr, hec) = start_hec().await;
+    let mut setup = setup(addr, 4);
+    setup.audit = "checkpoint_every_records: 3, checkpoint_every_secs: 1, checkpoint_origin: sluice/hec-test".into();
+    let mut sluice = SluiceProc::start(&fake, setup).await;
+    traffic(&sluice, 6).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let checkpoints = loop {
+        let checkpoints = hec.checkpoints();
+        if checkpoints.iter().any(|e| e["event"]["seq"].as_u64() >= Some(6)) {
+            break checkpoints;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint of record 6 at HEC: {checkpoints:?}\n{}", sluice.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The config names the origin the key is printed under.
+    let config = sluice.config.to_str().unwrap().to_string();
+    let key = support::cli(&["--config", &config, "audit", "checkpoint", "--public-key"], None);
+    assert!(key.status.success(), "{}", String::from_utf8_lossy(&key.stderr));
+    let verifier = sluice::audit::note::Verifier::parse(&String::from_utf8_lossy(&key.stdout)).unwrap();
+    assert!(verifier.to_string().starts_with("sluice/hec-test+"), "{verifier}");
+    let records = sluice.audit_records();
+    for e in &checkpoints {
+        assert_eq!(e["index"], "sluice");
+        let ev = &e["event"];
+        assert_eq!(ev["origin"], "sluice/hec-test");
+        assert_eq!(ev["kind"], "head");
+        let text = verifier.open(ev["checkpoint"].as_str().unwrap()).expect("the exported note verifies");
+        let checkpoint = sluice::audit::note::Checkpoint::parse(text).unwrap();
+        assert_eq!(ev["seq"], checkpoint.size);
+        let record = &records[checkpoint.size as usize - 1];
+        assert_eq!(record["seq"], checkpoint.size);
+        assert_eq!(ev["chain_hash"], record["hash"], "the checkpoint names the record's hash");
+    }
+    let ids: Vec<String> = checkpoints.iter().map(|e| e["event"]["id"].as_str().unwrap().to_string()).collect();
+    let expected: Vec<String> = (1..=ids.len()).map(|n| format!("checkpoint-{n}")).collect();
+    assert_eq!(ids, expected, "each once, in order");
 }

@@ -26,6 +26,10 @@
 //!   replays the blocks sled does not have, checking that they continue the
 //!   chain, then flushes sled and deletes the segments; a log without the
 //!   directory (any log written before it existed) opens unchanged.
+//! - Tree `checkpoints`: signed checkpoints of the head, numbered from 1
+//!   (`checkpoint.rs`; format in `note.rs`).
+//! - Files `checkpoint.key` (Ed25519 signing key) and `prompt.key` (prompt
+//!   HMAC key) beside sled's own, 0600 (`keys.rs`).
 //!
 //! # Hash construction (for outside auditors)
 //!
@@ -48,11 +52,30 @@
 //!
 //! # Limits
 //!
-//! The chain detects edits, removals, reordering and tail truncation made without
-//! recomputing hashes. Someone with write access who recomputes the whole chain
-//! and the head cannot be detected locally; the exported copy (Splunk) is the
-//! outside anchor. A log whose first record has `seq > 1` is accepted as pruned
-//! from the front (retention), so removing the oldest records is not detected.
+//! The chain alone detects edits, removals, reordering and tail truncation
+//! made without recomputing hashes. Someone with write access who recomputes
+//! the whole chain and the head passes the chain walk; signed checkpoints
+//! (`checkpoint.rs`, `proof.rs`) are what catch them: sluice signs the head
+//! every `audit.checkpoint_every_records` records or `checkpoint_every_secs`
+//! seconds with its Ed25519 key, and `sluice audit verify --checkpoints FILE
+//! --key VERIFIER` then reports
+//!
+//! - a rewritten chain: a checkpointed record whose hash differs;
+//! - a truncated tail: a checkpoint naming a record past the log's end, even
+//!   when the head entry was rewritten to match;
+//! - a front removed outside retention: the first record's `seq > 1` without
+//!   a signed checkpoint of `seq − 1` whose hash is its `prev_hash`
+//!   (retention signs one before it removes anything). This fails when any
+//!   checkpoint exists and only warns on a log that has none at all (written
+//!   before checkpoints).
+//!
+//! What remains undetectable: records appended after the newest checkpoint
+//! the auditor holds can be rewritten or dropped; checkpoints that exist only
+//! inside the audit directory can be deleted or re-signed together with the
+//! log, as can the signing key kept there, which is why auditors pin the
+//! verifier key (`sluice audit checkpoint --public-key`) and keep the
+//! checkpoints file and the exported copy (Splunk, `sluice:checkpoint`) out
+//! of reach of the log's writers.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -68,6 +91,17 @@ mod wal;
 mod writer;
 pub use wal::WalError;
 pub use writer::{AuditWriter, Durability, Durable};
+
+// Signed checkpoints, retention and the keys behind them (issue 16).
+mod checkpoint;
+pub mod keys;
+pub mod note;
+mod proof;
+mod retention;
+pub use checkpoint::{write_checkpoint, CheckpointError, CheckpointSettings, Checkpointer, StoredCheckpoint};
+pub use keys::PromptKey;
+pub use proof::{Front, Located, ProofReport};
+pub use retention::Pruned;
 
 /// `prev_hash` of the first record.
 const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -104,7 +138,8 @@ pub struct AuditRecord {
     pub reason: String,
     /// Finding type -> count.
     pub findings: BTreeMap<String, u32>,
-    /// Hex SHA-256 of the prompt.
+    /// Hex SHA-256 of the prompt, unkeyed: only in records written before
+    /// `prompt_hmac`; new records leave it empty.
     pub prompt_sha256: String,
     pub status: u16,
     pub latency_us: Latencies,
@@ -131,6 +166,11 @@ pub struct AuditRecord {
     /// What the answer cost: tokens, USD, time to first token, bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<UsageNote>,
+    /// Hex HMAC-SHA-256 of the prompt under the deployment's prompt key
+    /// (`audit::keys`): equal prompts correlate within a deployment, but a
+    /// guessed prompt cannot be confirmed without the key.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prompt_hmac: String,
     /// The request's id, as returned to the client in `x-request-id`: the
     /// client's own when it sent a well-formed one, else sluice's.
     #[serde(default, skip_serializing_if = "String::is_empty")]

@@ -41,11 +41,10 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use sha2::{Digest, Sha256};
 use tracing::{info_span, Instrument};
 
 use crate::audit::AttachmentNote;
-use crate::audit::{AuditError, AuditLog, AuditRecord, AuditWriter, Durability, Durable, Latencies};
+use crate::audit::{AuditError, AuditLog, AuditRecord, AuditWriter, Durability, Durable, Latencies, PromptKey};
 use crate::blocking::InspectPool;
 use crate::classify::Classifier;
 use crate::config::{Config, ProviderConfig};
@@ -127,6 +126,8 @@ pub enum StartError {
     Policies { dir: String, errors: PolicyErrors },
     #[error("audit log: {0}")]
     Audit(#[from] AuditError),
+    #[error("audit key: {0}")]
+    AuditKey(#[from] crate::audit::keys::KeyError),
     #[error("upstream client: {0}")]
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
@@ -153,6 +154,8 @@ pub struct Sluice {
     policies: Arc<LivePolicies>,
     detectors: Detectors,
     audit: AuditWriter,
+    /// Keys the prompt digest in audit records.
+    prompt_key: PromptKey,
     upstream: UpstreamClient,
     local: Arc<LocalTier>,
     openai: Provider,
@@ -196,6 +199,9 @@ impl Sluice {
         let teams = identities.teams().map(str::to_string).collect();
         let policies = LivePolicies::start(&config.policies_dir, &config.shadow, teams)
             .map_err(|errors| StartError::Policies { dir: config.policies_dir.display().to_string(), errors })?;
+        // Before the log opens, which would quietly tighten a key file
+        // that others could read instead of refusing it.
+        let prompt_key = PromptKey::load(&config.audit)?;
         let audit = AuditWriter::start(Arc::new(AuditLog::open(&config.audit.dir)?), config.audit.durability)?;
         if config.audit.durability == Durability::Batched {
             tracing::warn!(
@@ -227,6 +233,7 @@ impl Sluice {
             monitor,
             limits,
             audit,
+            prompt_key,
             upstream,
             local,
             config,

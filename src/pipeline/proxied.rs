@@ -293,7 +293,7 @@ impl Sluice {
                 ..Inventory::default()
             },
         };
-        let (scanned, _) = scan_inventory(&self.detectors, policies.dictionary(&identity.team), &inventory);
+        let (scanned, _) = scan_inventory(&self.detectors, policies.dictionary(&identity.team), &inventory, None);
         let findings = policy.relevant_findings(&scanned);
         for (kind, n) in count_by_kind(&findings) {
             *seen.findings.entry(kind.to_string()).or_insert(0) += n;

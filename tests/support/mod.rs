@@ -79,6 +79,8 @@ pub struct Setup {
     pub gemini_models: Vec<&'static str>,
     /// Extra environment variables for the child (e.g. a HEC token).
     pub env: Vec<(String, String)>,
+    /// Extra keys for the `audit:` flow map (e.g. `checkpoint_every_records: 2`).
+    pub audit: String,
 }
 
 impl Default for Setup {
@@ -97,6 +99,7 @@ impl Default for Setup {
             gateway: String::new(),
             gemini_models: Vec::new(),
             env: Vec::new(),
+            audit: String::new(),
         }
     }
 }
@@ -204,6 +207,7 @@ impl SluiceProc {
         let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let proxy_extra = if setup.proxy.is_empty() { String::new() } else { format!(", {}", setup.proxy) };
         let gateway_extra = if setup.gateway.is_empty() { String::new() } else { format!(", {}", setup.gateway) };
+        let audit_extra = if setup.audit.is_empty() { String::new() } else { format!(", {}", setup.audit) };
         let upstream = setup.upstream_override.unwrap_or(fake.addr());
         let pins: String = setup.resolve.iter().map(|(host, addr)| format!(", \"{host}\": \"{addr}\"")).collect();
         let gemini = if setup.gemini_models.is_empty() {
@@ -220,7 +224,7 @@ impl SluiceProc {
              proxy: {{ listen: \"{proxy}\"{proxy_extra} }}\n\
              ca: {{ dir: data/ca }}\n\
              policies_dir: policies\n\
-             audit: {{ dir: data/audit }}\n\
+             audit: {{ dir: data/audit{audit_extra} }}\n\
              {identity}\
              providers:\n\
              \x20 openai: {{ base_url: \"https://api.openai.com\", api_key_env: TEST_OPENAI_KEY, pass_client_key: {pass} }}\n\
