@@ -428,6 +428,7 @@ fn serve(config: Config) -> Result<ExitCode> {
         }
         let _ = admin_task.await;
         sluice.audit().flush().context("cannot flush the audit log")?;
+        sluice.limits().drain(Duration::from_secs(2)).await;
         sluice.limits().flush().context("cannot flush the limits counters")?;
         tracing::info!(records = sluice.audit().log().len(), "audit log flushed; bye");
         Ok(ExitCode::SUCCESS)
