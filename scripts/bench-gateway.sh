@@ -14,6 +14,8 @@
 #   BENCH_SLUICE       sluice binary (default $CARGO_TARGET_DIR/release/sluice),
 #                      for A/B runs of two builds
 #   BENCH_EXTRA_CONFIG YAML appended to sluice's config (e.g. an exporter)
+#   BENCH_DEFAULT_POLICY_EXTRA YAML appended to the default team's policy
+#                      (e.g. `limits:`)
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -48,6 +50,9 @@ while [[ $admin_port == "$gw_port" || $admin_port == "$fake_port" ]]; do admin_p
 mkdir -p "$work/policies" "$work/audit"
 if [[ -d $repo/policies ]]; then
     cp -R "$repo/policies/." "$work/policies/"
+fi
+if [[ -n ${BENCH_DEFAULT_POLICY_EXTRA:-} ]]; then
+    printf '\n%s\n' "$BENCH_DEFAULT_POLICY_EXTRA" >>"$work/policies/default.yaml"
 fi
 cat >"$work/sluice.yaml" <<EOF
 gateway: { listen: "127.0.0.1:$gw_port" }

@@ -464,6 +464,7 @@ fn serve(config: Config) -> Result<ExitCode> {
         }
         let _ = admin_task.await;
         sluice.audit().flush().context("cannot flush the audit log")?;
+        sluice.limits().drain(Duration::from_secs(2)).await;
         sluice.limits().flush().context("cannot flush the limits counters")?;
         // After the flush, so the last checkpoint names the last record.
         checkpointer.finish();

@@ -29,6 +29,7 @@ pub use window::{CounterKey, Window};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -45,6 +46,10 @@ use crate::telemetry;
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// How often usage gauges are refreshed and ended windows forgotten.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+/// Answers whose usage may wait for the next Redis batch.
+const USAGE_QUEUE: usize = 4096;
+/// Most answers' usage added to Redis in one round trip.
+const MAX_BATCH: usize = 255;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LimitsError {
@@ -128,9 +133,19 @@ pub struct Charge {
     fallback: bool,
 }
 
+/// (counter key, amount, expires): usage to add to one counter.
+type Usage = (String, u64, u64);
+
 enum Store {
     Embedded(Embedded),
-    Redis { redis: Redis, fallback: Embedded, on_error: OnStoreError },
+    Redis {
+        // Boxed: the variants differ in size (clippy), though Store lives once.
+        redis: Box<Redis>,
+        fallback: Embedded,
+        on_error: OnStoreError,
+        /// Usage waiting to be added in the next batch.
+        usage: Option<tokio::sync::mpsc::Sender<Vec<Usage>>>,
+    },
 }
 
 struct Inner {
@@ -139,6 +154,8 @@ struct Inner {
     /// gauges are refreshed as windows roll over.
     watched: Mutex<BTreeMap<String, Budget>>,
     admin_token: Option<[u8; 32]>,
+    /// Answers queued for Redis and not yet added.
+    queued: AtomicUsize,
 }
 
 /// The counters, shared by the request path, the admin listener and the
@@ -154,6 +171,8 @@ impl Limiter {
     /// and start the upkeep task.
     pub fn open(cfg: &LimitsConfig, serving: bool) -> Result<Limiter, LimitsError> {
         let dir_error = |source| LimitsError::Dir { dir: cfg.dir.clone(), source };
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let mut batches = None;
         let store = if cfg.store == "embedded" {
             crate::private_dir::create(&cfg.dir).map_err(dir_error)?;
             let path = cfg.dir.join("counters");
@@ -164,8 +183,13 @@ impl Limiter {
             Store::Embedded(store)
         } else {
             let url = RedisUrl::parse(&cfg.store).map_err(LimitsError::Url)?;
-            let redis = Redis::new(url, Duration::from_millis(cfg.redis_timeout_ms));
-            Store::Redis { redis, fallback: Embedded::memory(), on_error: cfg.on_store_error }
+            let redis = Box::new(Redis::new(url, Duration::from_millis(cfg.redis_timeout_ms)));
+            let usage = runtime.as_ref().map(|_| {
+                let (queue, receiver) = tokio::sync::mpsc::channel(USAGE_QUEUE);
+                batches = Some(receiver);
+                queue
+            });
+            Store::Redis { redis, fallback: Embedded::memory(), on_error: cfg.on_store_error, usage }
         };
         let admin_token = if serving {
             crate::private_dir::create(&cfg.dir).map_err(dir_error)?;
@@ -173,9 +197,19 @@ impl Limiter {
         } else {
             None
         };
-        let limiter = Limiter { inner: Arc::new(Inner { store, watched: Mutex::new(BTreeMap::new()), admin_token }) };
+        let limiter = Limiter {
+            inner: Arc::new(Inner {
+                store,
+                watched: Mutex::new(BTreeMap::new()),
+                admin_token,
+                queued: AtomicUsize::new(0),
+            }),
+        };
+        if let (Some(runtime), Some(receiver)) = (&runtime, batches) {
+            runtime.spawn(limiter.clone().add_batches(receiver));
+        }
         if serving {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            if let Some(runtime) = &runtime {
                 let upkeep = limiter.clone();
                 runtime.spawn(async move {
                     loop {
@@ -219,7 +253,7 @@ impl Limiter {
             .collect();
         let (outcome, fallback) = match &self.inner.store {
             Store::Embedded(store) => (store.admit(team, &items, now), false),
-            Store::Redis { redis, fallback, on_error } => match redis.admit(&items).await {
+            Store::Redis { redis, fallback, on_error, .. } => match redis.admit(&items).await {
                 Ok(outcome) => (outcome, false),
                 Err(e) => match on_error {
                     OnStoreError::Closed => {
@@ -266,51 +300,89 @@ impl Limiter {
     /// once the answer is done. Redis is written off the request path.
     pub fn settle(&self, charge: Charge, tokens: u64, micro_usd: u64) {
         let Charge { team, counters, fallback: by_fallback } = charge;
-        // (key, amount, expires), and which of them are the team's own.
-        let mut items: Vec<(String, u64, u64)> = Vec::new();
-        let mut team_kinds: Vec<Option<Kind>> = Vec::new();
-        for (key, expires) in &counters {
-            let amount = match key.kind {
-                Kind::Tokens => tokens,
-                Kind::Usd => micro_usd,
-                Kind::Requests => 0,
-            };
-            if amount > 0 {
-                items.push((key.encode(), amount, *expires));
-                team_kinds.push(key.user.is_none().then_some(key.kind));
-            }
-        }
+        let items: Vec<Usage> = counters
+            .iter()
+            .filter_map(|(key, expires)| {
+                let amount = match key.kind {
+                    Kind::Tokens => tokens,
+                    Kind::Usd => micro_usd,
+                    Kind::Requests => 0,
+                };
+                (amount > 0).then(|| (key.encode(), amount, *expires))
+            })
+            .collect();
         if items.is_empty() {
             return;
         }
-        let gauges = move |team: &str, values: &[u64]| {
-            for (kind, value) in team_kinds.iter().zip(values) {
-                if let Some(kind) = kind {
-                    set_used_gauge(team, *kind, *value);
-                }
-            }
-        };
         match &self.inner.store {
-            Store::Embedded(store) => gauges(&team, &store.add(&team, &items, now())),
-            Store::Redis { fallback, .. } if by_fallback => gauges(&team, &fallback.add(&team, &items, now())),
-            Store::Redis { .. } => {
+            Store::Embedded(store) => set_used_gauges(&items, &store.add(&team, &items, now())),
+            Store::Redis { fallback, .. } if by_fallback => {
+                set_used_gauges(&items, &fallback.add(&team, &items, now()))
+            }
+            Store::Redis { usage, .. } => {
+                // Queued for the next batch; spawned on its own only when
+                // the queue is full (or there is none).
+                self.inner.queued.fetch_add(1, Ordering::AcqRel);
+                let items = match usage {
+                    Some(queue) => match queue.try_send(items) {
+                        Ok(()) => return,
+                        Err(refused) => refused.into_inner(),
+                    },
+                    None => items,
+                };
+                self.inner.queued.fetch_sub(1, Ordering::AcqRel);
                 let Ok(runtime) = tokio::runtime::Handle::try_current() else {
                     tracing::warn!("limits: no runtime to add usage to redis; this request's usage is not counted");
                     return;
                 };
                 let this = self.clone();
-                runtime.spawn(async move {
-                    let Store::Redis { redis, fallback, on_error } = &this.inner.store else { return };
-                    match redis.add(&items).await {
-                        Ok(values) => gauges(&team, &values),
-                        Err(e) if *on_error == OnStoreError::Open => {
-                            tracing::warn!(error = %e, "limits: usage counted in this instance's memory only");
-                            fallback.add(&team, &items, now());
-                        }
-                        Err(e) => tracing::warn!(error = %e, "limits: a request's usage could not be counted"),
-                    }
-                });
+                runtime.spawn(async move { this.add_to_redis(items).await });
             }
+        }
+    }
+
+    /// Add usage to Redis; while it is down, to this instance's memory
+    /// (`open`) or nowhere (`closed`, logged).
+    async fn add_to_redis(&self, items: Vec<Usage>) {
+        let Store::Redis { redis, fallback, on_error, .. } = &self.inner.store else {
+            return;
+        };
+        match redis.add(&items).await {
+            Ok(values) => set_used_gauges(&items, &values),
+            Err(e) if *on_error == OnStoreError::Open => {
+                tracing::warn!(error = %e, "limits: usage counted in this instance's memory only");
+                for item in &items {
+                    let team = CounterKey::decode(&item.0).map(|k| k.team).unwrap_or_default();
+                    fallback.add(&team, std::slice::from_ref(item), now());
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "limits: usage could not be counted"),
+        }
+    }
+
+    /// Add queued usage to Redis, many answers' in one round trip: what
+    /// arrived while the previous batch was on its way, summed per counter.
+    async fn add_batches(self, mut queue: tokio::sync::mpsc::Receiver<Vec<Usage>>) {
+        while let Some(first) = queue.recv().await {
+            let mut batch: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+            let mut merge = |items: Vec<Usage>| {
+                for (key, amount, expires) in items {
+                    let entry = batch.entry(key).or_insert((0, expires));
+                    entry.0 = entry.0.saturating_add(amount);
+                }
+            };
+            merge(first);
+            let mut answers = 1;
+            while answers < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(items) => merge(items),
+                    Err(_) => break,
+                }
+                answers += 1;
+            }
+            let items = batch.into_iter().map(|(key, (amount, expires))| (key, amount, expires)).collect();
+            self.add_to_redis(items).await;
+            self.inner.queued.fetch_sub(answers, Ordering::AcqRel);
         }
     }
 
@@ -411,6 +483,15 @@ impl Limiter {
         }
     }
 
+    /// Wait (up to `patience`) until usage queued for Redis is added: at
+    /// shutdown, after the last answers.
+    pub async fn drain(&self, patience: Duration) {
+        let deadline = tokio::time::Instant::now() + patience;
+        while self.inner.queued.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Make the embedded counters durable (at shutdown).
     pub fn flush(&self) -> Result<(), LimitsError> {
         let store = match &self.inner.store {
@@ -461,6 +542,15 @@ impl Limiter {
         };
         for ((team, kind, _), value) in keys.iter().zip(values.unwrap_or_default()) {
             set_used_gauge(team, *kind, value);
+        }
+    }
+}
+
+/// The team's own counters among `items`, with their new values.
+fn set_used_gauges(items: &[Usage], values: &[u64]) {
+    for ((key, _, _), value) in items.iter().zip(values) {
+        if let Some(CounterKey { team, kind, user: None, .. }) = CounterKey::decode(key) {
+            set_used_gauge(&team, kind, *value);
         }
     }
 }

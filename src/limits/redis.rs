@@ -2,7 +2,8 @@
 //!
 //! A request's check-and-reserve is one Lua script, so it is atomic across
 //! the team's and the user's counters and costs one round trip; usage is
-//! added by a second script when the answer is done, off the request path.
+//! added by a second script when answers are done, off the request path
+//! and batched (`Limiter::settle`).
 //! Every counter carries an `EXPIREAT` at its window's end. A connection
 //! that fails, times out or is abandoned mid-command is dropped and made
 //! anew; after a failure the store counts as down for [`RETRY_AFTER`], so
