@@ -116,6 +116,9 @@ const FLUSH_EVERY_MS: u64 = 200;
 /// small page cache is enough; sled's 1 GiB default would compete with the
 /// local model for memory.
 const CACHE_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
+/// Reopen attempts, 50 ms apart, while a lock released by this process's
+/// own dropped handle is still held (see [`AuditLog::open`]).
+const LOCK_RETRIES: u32 = 10;
 
 /// One request's audit facts, as supplied by the caller.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -468,14 +471,26 @@ impl AuditLog {
     /// store's files 0600, also when they existed looser before.
     pub fn open(dir: &Path) -> Result<AuditLog, AuditError> {
         crate::private_dir::create(dir).map_err(|source| AuditError::CreateDir { dir: dir.to_path_buf(), source })?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .flush_every_ms(Some(FLUSH_EVERY_MS))
             .cache_capacity(CACHE_CAPACITY_BYTES)
             // An append-only log rewritten never: spend less CPU compacting.
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| open_error(e, dir))?;
+            .mode(sled::Mode::HighThroughput);
+        // sled's flusher thread lets go of the file lock a moment after the
+        // last handle in this process is dropped, so a reopen right after a
+        // close can find it still held: retry briefly before calling the
+        // log locked by someone else.
+        let mut attempts = 0;
+        let db = loop {
+            match config.open().map_err(|e| open_error(e, dir)) {
+                Err(AuditError::Locked { .. }) if attempts < LOCK_RETRIES => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => break other?,
+            }
+        };
         // After sled's open, which may have created its files: they start
         // from the umask.
         crate::private_dir::tighten_tree(dir)
