@@ -238,6 +238,9 @@ async fn clean_requests_of_other_shapes_still_reach_the_provider() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 404);
+    // Read to the end: the record is written as the answer completes, and
+    // the order of the records below is the order the answers completed.
+    resp.bytes().await.unwrap();
     let seen = fake.requests();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].body, body.as_bytes(), "forwarded byte for byte");
@@ -251,6 +254,7 @@ async fn clean_requests_of_other_shapes_still_reach_the_provider() {
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", proc.log()));
     assert_eq!(resp.status(), 404);
+    resp.bytes().await.unwrap();
 
     // Compressed bodies cannot be read, so they are not forwarded.
     let resp = client
