@@ -583,4 +583,3 @@ fn a_log_without_a_wal_directory_opens_unchanged() {
     assert!(!log.wal_dir().exists());
     assert_eq!(log.verify().unwrap(), VerifyReport { checked: 4, first_bad: None });
 }
-

@@ -72,6 +72,8 @@ pub struct Setup {
     pub resolve: Vec<(String, SocketAddr)>,
     /// Extra keys for the `gateway:` flow map (e.g. `max_connections: 16`).
     pub gateway: String,
+    /// Extra keys for the `audit:` flow map (e.g. `durability: batched`).
+    pub audit: String,
     /// `providers.gemini.models`; empty leaves the Gemini provider out of
     /// the config (sluice's defaults then apply).
     pub gemini_models: Vec<&'static str>,
@@ -93,6 +95,7 @@ impl Default for Setup {
             proxy: String::new(),
             resolve: Vec::new(),
             gateway: String::new(),
+            audit: String::new(),
             gemini_models: Vec::new(),
             env: Vec::new(),
         }
@@ -203,6 +206,7 @@ impl SluiceProc {
         let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let proxy_extra = if setup.proxy.is_empty() { String::new() } else { format!(", {}", setup.proxy) };
         let gateway_extra = if setup.gateway.is_empty() { String::new() } else { format!(", {}", setup.gateway) };
+        let audit_extra = if setup.audit.is_empty() { String::new() } else { format!(", {}", setup.audit) };
         let upstream = setup.upstream_override.unwrap_or(fake.addr());
         let pins: String = setup.resolve.iter().map(|(host, addr)| format!(", \"{host}\": \"{addr}\"")).collect();
         let gemini = if setup.gemini_models.is_empty() {
@@ -219,7 +223,7 @@ impl SluiceProc {
              proxy: {{ listen: \"{proxy}\"{proxy_extra} }}\n\
              ca: {{ dir: data/ca }}\n\
              policies_dir: policies\n\
-             audit: {{ dir: data/audit }}\n\
+             audit: {{ dir: data/audit{audit_extra} }}\n\
              {identity}\
              providers:\n\
              \x20 openai: {{ base_url: \"https://api.openai.com\", api_key_env: TEST_OPENAI_KEY, pass_client_key: {pass} }}\n\
