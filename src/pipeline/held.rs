@@ -185,7 +185,7 @@ impl Body for Prefixed {
 
     fn size_hint(&self) -> SizeHint {
         if self.first.is_some() {
-            self.hint.clone()
+            self.hint
         } else {
             self.rest.size_hint()
         }
