@@ -16,6 +16,7 @@
 #   BENCH_EXTRA_CONFIG YAML appended to sluice's config (e.g. an exporter)
 #   BENCH_DEFAULT_POLICY_EXTRA YAML appended to the default team's policy
 #                      (e.g. `limits:`)
+#   BENCH_AUDIT        extra keys for the `audit:` map (e.g. `durability: batched`)
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -58,7 +59,7 @@ cat >"$work/sluice.yaml" <<EOF
 gateway: { listen: "127.0.0.1:$gw_port" }
 admin: { listen: "127.0.0.1:$admin_port" }
 policies_dir: $work/policies
-audit: { dir: $work/audit }
+audit: { dir: $work/audit${BENCH_AUDIT:+, $BENCH_AUDIT} }
 identity: { anonymous_team: default }
 providers:
   openai: { base_url: "https://api.openai.com", api_key_env: FAKE_OPENAI_KEY }

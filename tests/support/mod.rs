@@ -74,6 +74,8 @@ pub struct Setup {
     pub resolve: Vec<(String, SocketAddr)>,
     /// Extra keys for the `gateway:` flow map (e.g. `max_connections: 16`).
     pub gateway: String,
+    /// Extra keys for the `audit:` flow map (e.g. `durability: batched`).
+    pub audit: String,
     /// `providers.gemini.models`; empty leaves the Gemini provider out of
     /// the config (sluice's defaults then apply).
     pub gemini_models: Vec<&'static str>,
@@ -97,6 +99,7 @@ impl Default for Setup {
             proxy: String::new(),
             resolve: Vec::new(),
             gateway: String::new(),
+            audit: String::new(),
             gemini_models: Vec::new(),
             env: Vec::new(),
             audit: String::new(),
