@@ -273,6 +273,7 @@ pub fn register_known(config: &crate::config::Config) {
     let mut teams: Vec<String> = vec!["default".into(), "anonymous".into(), "unknown".into()];
     teams.extend(config.identity.anonymous_team.iter().cloned());
     teams.extend(config.identity.tokens.iter().map(|t| t.team.clone()));
+    teams.extend(config.identity.networks.iter().map(|n| n.team.clone()));
     teams.sort();
     teams.dedup();
     // Model labels as the request path bounds them: a price-table name,

@@ -263,6 +263,7 @@ async fn a_redis_outage_fails_closed_or_open_as_configured() {
     assert_eq!(resp.status(), 503, "closed: no counting, no forwarding");
     let body: Value = resp.json().await.unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("limits store"), "{body}");
+    assert_eq!(body["error"]["code"], "sluice_limits_unavailable");
     let ready = reqwest::get(format!("http://{}/readyz", proc.admin)).await.unwrap().text().await.unwrap();
     assert!(ready.contains("unreachable") && ready.contains("refusing requests of teams with limits"), "{ready}");
     assert_eq!(metric(&proc, "sluice_limits_store_up", &["store=\"redis\""]).await, Some(0.0));

@@ -18,6 +18,7 @@ use crate::telemetry;
 /// How often sled makes its log durable.
 const FLUSH_EVERY_MS: u64 = 200;
 const SHARDS: usize = 16;
+const CACHE_CAPACITY_BYTES: u64 = 16 << 20;
 
 pub(super) struct Embedded {
     shards: Box<[Mutex<HashMap<String, Slot>>]>,
@@ -73,7 +74,13 @@ impl Embedded {
 
     /// Open (or create) the sled store in `dir` and load its live counters.
     pub(super) fn open(dir: &Path, now: u64) -> Result<Embedded, sled::Error> {
-        let db = sled::Config::new().path(dir).flush_every_ms(Some(FLUSH_EVERY_MS)).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(Some(FLUSH_EVERY_MS))
+            // A few counters per team and user: sled's 1 GiB default is
+            // far more cache than they will ever need.
+            .cache_capacity(CACHE_CAPACITY_BYTES)
+            .open()?;
         let store = Embedded { db: None, ..Embedded::memory() };
         let mut stale = Vec::new();
         for entry in db.iter() {

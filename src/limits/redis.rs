@@ -4,20 +4,21 @@
 //! the team's and the user's counters and costs one round trip; usage is
 //! added by a second script when answers are done, off the request path
 //! and batched (`Limiter::settle`).
-//! Every counter carries an `EXPIREAT` at its window's end. A connection
-//! that fails, times out or is abandoned mid-command is dropped and made
-//! anew; after a failure the store counts as down for [`RETRY_AFTER`], so
-//! requests meanwhile do not each wait for a timeout.
+//! Every counter carries an `EXPIREAT` at its window's end. One pipelined
+//! connection carries every command ([`Redis`]); one that fails or times
+//! out is dropped and made anew, and after a failure the store counts as
+//! down for [`RETRY_AFTER`], so requests meanwhile do not each wait for a
+//! timeout.
 //!
 //! (The `redis` crate with its tokio support adds about 40 s of build on
 //! two cores and 18 crates; the three commands sluice needs fit here.)
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
 
 use super::embedded::{Admit, Item};
 use crate::telemetry;
@@ -26,7 +27,10 @@ use crate::telemetry;
 pub const PREFIX: &str = "sluice:limits:";
 /// How long the store counts as down after a failure.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
-const CONNECTIONS: usize = 4;
+/// Commands waiting for the connection; more are refused as store errors.
+const QUEUE: usize = 8192;
+/// Most commands sent in one round trip.
+const MAX_PIPELINE: usize = 512;
 /// Largest reply sluice accepts (a SCAN page, a few counters).
 const MAX_REPLY_BYTES: usize = 8 << 20;
 
@@ -254,12 +258,6 @@ struct Conn {
     buf: Vec<u8>,
     admit_sha: String,
     add_sha: String,
-    /// The store's generation when this connection was made: after any
-    /// failure, older connections are made anew.
-    generation: u64,
-    /// False from sending a command until its reply is read: a connection
-    /// left so (its request abandoned) holds an unread reply.
-    clean: bool,
 }
 
 impl Conn {
@@ -270,7 +268,6 @@ impl Conn {
             let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
             encode(&mut out, &args);
         }
-        self.clean = false;
         self.stream.write_all(&out).await?;
         let mut replies = Vec::with_capacity(commands.len());
         while replies.len() < commands.len() {
@@ -289,7 +286,6 @@ impl Conn {
                 }
             }
         }
-        self.clean = true;
         Ok(replies)
     }
 }
@@ -300,6 +296,19 @@ enum Script {
     Add,
 }
 
+/// What a caller asks of the connection task.
+enum Command {
+    /// EVALSHA of a script the connection loaded, with (numkeys, keys, args).
+    Eval(Script, Vec<Vec<u8>>),
+    /// Any other command, as it is sent.
+    Raw(Vec<Vec<u8>>),
+}
+
+struct Job {
+    command: Command,
+    reply: oneshot::Sender<Result<Reply, RedisError>>,
+}
+
 #[derive(Default)]
 struct Health {
     down_since: Option<SystemTime>,
@@ -307,35 +316,39 @@ struct Health {
     last_error: String,
 }
 
-pub(super) struct Redis {
+/// What the callers and the connection task share.
+struct Shared {
     url: RedisUrl,
     timeout: Duration,
-    slots: Box<[tokio::sync::Mutex<Option<Conn>>]>,
-    next: AtomicUsize,
-    generation: AtomicU64,
     health: Mutex<Health>,
+}
+
+/// One connection, pipelined: a task owns it and sends the commands that
+/// queued up while the previous batch was on its way in one write, then
+/// reads their replies in order. Under load many requests share a round
+/// trip's system calls; a caller that gives up never leaves a reply unread.
+pub(super) struct Redis {
+    shared: Arc<Shared>,
+    /// Started on first use, in whatever runtime that is.
+    jobs: OnceLock<mpsc::Sender<Job>>,
 }
 
 impl Redis {
     pub(super) fn new(url: RedisUrl, timeout: Duration) -> Redis {
         metrics::gauge!(telemetry::LIMITS_STORE_UP, "store" => "redis").set(1.0);
         Redis {
-            url,
-            timeout,
-            slots: (0..CONNECTIONS).map(|_| tokio::sync::Mutex::new(None)).collect(),
-            next: AtomicUsize::new(0),
-            generation: AtomicU64::new(0),
-            health: Mutex::new(Health::default()),
+            shared: Arc::new(Shared { url, timeout, health: Mutex::new(Health::default()) }),
+            jobs: OnceLock::new(),
         }
     }
 
     pub(super) fn url(&self) -> &RedisUrl {
-        &self.url
+        &self.shared.url
     }
 
     /// Why the store is down, and since when; `None` while it answers.
     pub(super) fn problem(&self) -> Option<(SystemTime, String)> {
-        let health = self.health.lock().unwrap_or_else(PoisonError::into_inner);
+        let health = self.shared.health.lock().unwrap_or_else(PoisonError::into_inner);
         health.down_since.map(|since| (since, health.last_error.clone()))
     }
 
@@ -380,7 +393,7 @@ impl Redis {
         }
         let mut command = vec![b"MGET".to_vec()];
         command.extend(keys.iter().map(|k| format!("{PREFIX}{k}").into_bytes()));
-        let reply = self.exchange(|_| vec![command.clone()]).await?.remove(0).array()?;
+        let reply = server_error(self.call(Command::Raw(command)).await?)?.array()?;
         reply.iter().map(Reply::int).collect()
     }
 
@@ -392,7 +405,7 @@ impl Redis {
         loop {
             let command: Vec<Vec<u8>> =
                 ["SCAN", &cursor, "MATCH", &pattern, "COUNT", "1000"].iter().map(|s| s.as_bytes().to_vec()).collect();
-            let mut reply = self.exchange(|_| vec![command.clone()]).await?.remove(0).array()?.into_iter();
+            let mut reply = server_error(self.call(Command::Raw(command)).await?)?.array()?.into_iter();
             let (Some(Reply::Bulk(Some(next))), Some(page)) = (reply.next(), reply.next()) else {
                 return Err(RedisError::Protocol("SCAN reply".into()));
             };
@@ -413,76 +426,125 @@ impl Redis {
 
     /// EVALSHA, or EVAL when the server has lost the script.
     async fn eval(&self, script: Script, keys: &[String], args: &[String]) -> Result<Reply, RedisError> {
-        let command = |first: &str, body: &str| {
-            let mut c: Vec<Vec<u8>> = vec![first.as_bytes().to_vec(), body.as_bytes().to_vec()];
-            c.push(keys.len().to_string().into_bytes());
-            c.extend(keys.iter().map(|k| k.as_bytes().to_vec()));
-            c.extend(args.iter().map(|a| a.as_bytes().to_vec()));
-            c
-        };
-        let reply = self
-            .exchange(|conn| {
-                let sha = match script {
-                    Script::Admit => &conn.admit_sha,
-                    Script::Add => &conn.add_sha,
-                };
-                vec![command("EVALSHA", sha)]
-            })
-            .await?
-            .remove(0);
-        match reply {
+        let mut rest: Vec<Vec<u8>> = vec![keys.len().to_string().into_bytes()];
+        rest.extend(keys.iter().map(|k| k.as_bytes().to_vec()));
+        rest.extend(args.iter().map(|a| a.as_bytes().to_vec()));
+        match self.call(Command::Eval(script, rest.clone())).await? {
             Reply::Error(e) if e.starts_with("NOSCRIPT") => {
                 let body = match script {
                     Script::Admit => ADMIT,
                     Script::Add => ADD,
                 };
-                let reply = self.exchange(|_| vec![command("EVAL", body)]).await?.remove(0);
-                server_error(reply)
+                let mut command = vec![b"EVAL".to_vec(), body.as_bytes().to_vec()];
+                command.extend(rest);
+                server_error(self.call(Command::Raw(command)).await?)
             }
             other => server_error(other),
         }
     }
 
-    /// One round trip on a pooled connection, made if needed; any failure
-    /// drops the connection and marks the store down for a moment.
-    async fn exchange(&self, build: impl Fn(&Conn) -> Vec<Vec<Vec<u8>>>) -> Result<Vec<Reply>, RedisError> {
-        {
-            let health = self.health.lock().unwrap_or_else(PoisonError::into_inner);
-            if health.retry_at.is_some_and(|at| Instant::now() < at) {
-                return Err(RedisError::Down(health.last_error.clone()));
+    /// One command through the connection task; fails at once while the
+    /// store is marked down.
+    async fn call(&self, command: Command) -> Result<Reply, RedisError> {
+        if let Some(down) = self.shared.down_now() {
+            return Err(down);
+        }
+        let jobs = self.jobs.get_or_init(|| {
+            let (jobs, queue) = mpsc::channel(QUEUE);
+            tokio::spawn(run(self.shared.clone(), queue));
+            jobs
+        });
+        let (reply, answer) = oneshot::channel();
+        jobs.try_send(Job { command, reply })
+            .map_err(|_| RedisError::Protocol("too many commands waiting for redis".into()))?;
+        // The task keeps its own time; this covers a wait in the queue too.
+        match tokio::time::timeout(self.shared.timeout * 2, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(RedisError::Protocol("the redis connection task ended".into())),
+            Err(_) => Err(RedisError::Timeout(self.shared.timeout.as_millis() as u64 * 2)),
+        }
+    }
+}
+
+/// The connection task: batches of queued commands, one round trip each.
+async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Job>) {
+    let mut conn: Option<Conn> = None;
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_PIPELINE {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
             }
         }
-        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
-        let mut slot = slot.lock().await;
-        let generation = self.generation.load(Ordering::Acquire);
-        let result = tokio::time::timeout(self.timeout, async {
-            if !slot.as_ref().is_some_and(|c| c.clean && c.generation == generation) {
-                *slot = None;
-                *slot = Some(self.connect(generation).await?);
+        // Callers that gave up need no answer.
+        batch.retain(|job| !job.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        if let Some(down) = shared.down_now() {
+            for job in batch {
+                let _ = job.reply.send(Err(RedisError::Down(down.to_string())));
             }
-            let conn = slot.as_mut().ok_or_else(|| RedisError::Protocol("no connection".into()))?;
-            let commands = build(conn);
-            conn.round_trip(&commands).await
+            continue;
+        }
+        let result = tokio::time::timeout(shared.timeout, async {
+            if conn.is_none() {
+                conn = Some(shared.connect().await?);
+            }
+            let c = conn.as_mut().ok_or_else(|| RedisError::Protocol("no connection".into()))?;
+            let commands: Vec<Vec<Vec<u8>>> = batch
+                .iter()
+                .map(|job| match &job.command {
+                    Command::Raw(command) => command.clone(),
+                    Command::Eval(script, rest) => {
+                        let sha = match script {
+                            Script::Admit => &c.admit_sha,
+                            Script::Add => &c.add_sha,
+                        };
+                        let mut command = vec![b"EVALSHA".to_vec(), sha.as_bytes().to_vec()];
+                        command.extend(rest.iter().cloned());
+                        command
+                    }
+                })
+                .collect();
+            c.round_trip(&commands).await
         })
         .await
-        .unwrap_or(Err(RedisError::Timeout(self.timeout.as_millis() as u64)));
-        match &result {
-            Ok(_) => self.up(),
+        .unwrap_or(Err(RedisError::Timeout(shared.timeout.as_millis() as u64)));
+        match result {
+            Ok(replies) => {
+                shared.up();
+                for (job, reply) in batch.into_iter().zip(replies) {
+                    let _ = job.reply.send(Ok(reply));
+                }
+            }
             Err(e) => {
-                *slot = None;
-                self.down(e);
+                // Whatever was half sent or half read goes with the connection.
+                conn = None;
+                shared.down(&e);
+                let message = e.to_string();
+                for job in batch {
+                    let _ = job.reply.send(Err(RedisError::Down(message.clone())));
+                }
             }
         }
-        result
+    }
+}
+
+impl Shared {
+    /// The store's error while it counts as down.
+    fn down_now(&self) -> Option<RedisError> {
+        let health = self.health.lock().unwrap_or_else(PoisonError::into_inner);
+        health.retry_at.filter(|at| Instant::now() < *at).map(|_| RedisError::Down(health.last_error.clone()))
     }
 
     /// Connect, authenticate, select the database and load both scripts,
     /// in one round trip after the TCP handshake.
-    async fn connect(&self, generation: u64) -> Result<Conn, RedisError> {
+    async fn connect(&self) -> Result<Conn, RedisError> {
         let stream = TcpStream::connect((self.url.host.as_str(), self.url.port)).await?;
         stream.set_nodelay(true)?;
-        let mut conn =
-            Conn { stream, buf: Vec::new(), admit_sha: String::new(), add_sha: String::new(), generation, clean: true };
+        let mut conn = Conn { stream, buf: Vec::new(), admit_sha: String::new(), add_sha: String::new() };
         let mut commands: Vec<Vec<Vec<u8>>> = Vec::new();
         if let Some(password) = &self.url.password {
             let mut auth = vec![b"AUTH".to_vec()];
@@ -525,11 +587,6 @@ impl Redis {
     }
 
     fn down(&self, error: &RedisError) {
-        if matches!(error, RedisError::Down(_)) {
-            return;
-        }
-        // Connections made before this failure are suspect too.
-        self.generation.fetch_add(1, Ordering::AcqRel);
         metrics::counter!(telemetry::LIMITS_STORE_ERRORS, "store" => "redis").increment(1);
         let mut health = self.health.lock().unwrap_or_else(PoisonError::into_inner);
         if health.down_since.is_none() {

@@ -31,7 +31,7 @@ impl Sluice {
             }
             Err(Refused::StoreDown(why)) => {
                 return Err(Refusal::new(
-                    ErrorKind::LocalUnavailable,
+                    ErrorKind::LimitsUnavailable,
                     format!("sluice cannot reach its limits store ({why}), so the request was not forwarded"),
                 ));
             }
