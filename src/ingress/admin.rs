@@ -1,13 +1,17 @@
 //! The admin listener: `/healthz` (the process is up), `/readyz` (it can
-//! take traffic: policies loaded, audit log writable, not shutting down) and
-//! `/metrics` (Prometheus text format).
+//! take traffic: policies loaded, audit log writable, not shutting down),
+//! `/metrics` (Prometheus text format), and the token-guarded `/audit/...`
+//! endpoints through which `sluice audit` reads a running server's log
+//! ([`audit`]).
+
+pub mod audit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
@@ -19,20 +23,33 @@ use crate::pipeline::Sluice;
 pub async fn run(
     sluice: Arc<Sluice>,
     metrics: PrometheusHandle,
+    audit: audit::AuditAccess,
     listener: TcpListener,
     shutdown: watch::Receiver<bool>,
 ) {
     let stopping = shutdown.clone();
     let limits = super::ConnLimits::admin(&sluice.config().admin, &sluice.config().gateway);
-    let handler = move |req: Request<Incoming>, _peer: SocketAddr| {
-        let resp = route(&sluice, &metrics, *stopping.borrow(), &req);
-        async move { resp }
+    let handler = move |req: Request<Incoming>, peer: SocketAddr| {
+        let (sluice, metrics, audit, stopping) = (sluice.clone(), metrics.clone(), audit.clone(), *stopping.borrow());
+        async move {
+            let (parts, _body) = req.into_parts();
+            match audit::answer(&audit, &parts, peer).await {
+                Some(resp) => resp,
+                None => route(&sluice, &metrics, stopping, &parts.method, parts.uri.path()),
+            }
+        }
     };
     super::serve(listener, handler, limits, shutdown, Duration::from_secs(1)).await;
 }
 
-fn route(sluice: &Sluice, metrics: &PrometheusHandle, stopping: bool, req: &Request<Incoming>) -> Response<RespBody> {
-    match (req.method().as_str(), req.uri().path()) {
+fn route(
+    sluice: &Sluice,
+    metrics: &PrometheusHandle,
+    stopping: bool,
+    method: &Method,
+    path: &str,
+) -> Response<RespBody> {
+    match (method.as_str(), path) {
         ("GET", "/healthz") => text(StatusCode::OK, "ok\n"),
         ("GET", "/readyz") if stopping => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
         ("GET", "/readyz") => {
