@@ -38,11 +38,13 @@
 //! - [`shadow`]: the shadow-AI monitor: the shipped catalog of AI services.
 //! - [`classify`]: the task classifier (code, summarization, math, ...).
 //! - [`sticky`]: sticky conversations: once kept local, later turns stay local.
-//! - [`policy`]: per-team policy files, and the decision for each request.
+//! - [`policy`]: per-team policy files, and the decision for each request;
+//!   `replay` decides recorded requests again under candidate policies.
 //! - [`redact`]: placeholders in for the cloud, values back in the answer.
 //! - [`dispatch`]: where a decided request goes: the upstream client, an
 //!   intercepted connection's origin, or the local tier.
-//! - [`audit`]: the tamper-evident, hash-chained audit log and its writer.
+//! - [`audit`]: the tamper-evident, hash-chained audit log and its writer;
+//!   `remote` reads it through a running server's admin listener.
 //! - [`export`]: audit records as Splunk HEC events with CIM Web fields,
 //!   JSON lines or CSV (`sluice audit export`).
 //! - [`telemetry`]: metric names, units and the Prometheus recorder.
