@@ -31,6 +31,10 @@
 //!
 //! Other read-only views of the log (a signed checkpoint) belong beside
 //! these in `ingress::admin::audit`, read with [`AdminClient::get`].
+//!
+//! Memory: records are never held together, but sled keeps state for every
+//! page a walk touches, so the server's first full read grows its resident
+//! memory by about the log's size on disk (once; `BENCHMARKS.md`).
 
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
