@@ -300,8 +300,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 team,
                 ..AuditFilter::default()
             };
-            let source = audit_open(audit_dir.as_deref(), &config)?;
-            policy_replay(&config, &dir, &source, &filter, show, json)
+            policy_replay(&config, &dir, audit_dir.as_deref(), &filter, show, json)
         }
         Command::Audit(AuditCommand::Query { since, until, team, decision, limit, json, dir }) => {
             let filter = AuditFilter {
@@ -772,7 +771,7 @@ fn shadow_report(
 fn policy_replay(
     config: &Config,
     dir: &Path,
-    source: &AuditSource,
+    audit_dir: Option<&Path>,
     filter: &AuditFilter,
     show: usize,
     json: bool,
@@ -798,6 +797,7 @@ fn policy_replay(
             config.policies_dir.display()
         )),
     }
+    let source = audit_open(audit_dir, config)?;
     source.records(filter, |stored| {
         replayer.add(&stored);
         Ok::<(), anyhow::Error>(())

@@ -246,8 +246,8 @@ async fn replay_reports_exactly_what_one_changed_rule_changes() {
 fn candidates_that_do_not_load_are_reported_as_policy_check_does() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sluice.yaml");
+    // No audit log either: the candidate is checked first.
     std::fs::write(&config, "audit: { dir: audit }\n").unwrap();
-    std::fs::create_dir(dir.path().join("audit")).unwrap();
     let bad = tempfile::tempdir().unwrap();
     std::fs::write(
         bad.path().join("default.yaml"),
