@@ -54,8 +54,7 @@ pub struct LimitsConfig {
     /// `embedded` (sled, in `dir`), or `redis://[user:password@]host:port/db`
     /// for counters shared by several sluice instances.
     pub store: String,
-    /// The embedded counters, and `admin.token`, which lets
-    /// `sluice budget status` read them from a running sluice.
+    /// The embedded counters.
     pub dir: PathBuf,
     /// When the Redis store cannot be reached: `closed` refuses the
     /// requests of teams with limits (503); `open` counts them in this

@@ -44,12 +44,14 @@
 //! - [`policy`]: per-team policy files, and the decision for each request:
 //!   - `org`: org.yaml's rules first, profiles (`extends:`), precedence.
 //!   - `reload`: the live set, swapped whole on SIGHUP and file changes.
+//!   - `replay`: decides recorded requests again under candidate policies.
 //! - [`redact`]: placeholders in for the cloud, values back in the answer.
 //! - [`dispatch`]: where a decided request goes: the upstream client, an
 //!   intercepted connection's origin, or the local tier.
 //! - [`audit`]: the tamper-evident, hash-chained audit log and its writer;
 //!   signed checkpoints of its head, retention behind a signed cut, and the
-//!   keys for both and for the prompt digest.
+//!   keys for both and for the prompt digest;
+//!   `remote` reads it through a running server's admin listener.
 //! - [`export`]: audit records as Splunk HEC events with CIM Web fields,
 //!   JSON lines or CSV (`sluice audit export`).
 //! - [`telemetry`]: metric names, units and the Prometheus recorder.

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use sluice::audit::{AuditFilter, AuditLog, StoredRecord};
+use sluice::audit::remote::AuditSource;
+use sluice::audit::{AuditFilter, StoredRecord};
 use sluice::config::Config;
 use sluice::inspect::Detectors;
 use sluice::pipeline::Sluice;
@@ -119,6 +120,30 @@ enum PolicyCommand {
         sticky: bool,
         #[arg(long)]
         json: bool,
+    },
+    /// Decide the recorded requests of a period again under candidate
+    /// policies (without their prompts) and show what would change.
+    Replay {
+        /// The candidate policy directory, checked as `policy check` does.
+        #[arg(long)]
+        dir: PathBuf,
+        /// RFC 3339 time, or a duration back from now (`15m`, `2h`, `7d`).
+        #[arg(long, default_value = "7d")]
+        since: String,
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this team's requests.
+        #[arg(long)]
+        team: Option<String>,
+        /// List up to N changed requests (sequence number, team, old and new decision).
+        #[arg(long, default_value_t = 0)]
+        show: usize,
+        /// The report as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Audit log directory (default: `audit.dir` from the config).
+        #[arg(long)]
+        audit_dir: Option<PathBuf>,
     },
 }
 
@@ -308,6 +333,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let context = TestContext { turns, tool_steps, tools, stream, sticky };
             policy_test(&config, &dir, &team, &prompt, &model, &provider, &context, json)
         }
+        Command::Policy(PolicyCommand::Replay { dir, since, until, team, show, json, audit_dir }) => {
+            let filter = AuditFilter {
+                since_ms: Some(parse_time(&since)?),
+                until_ms: until.as_deref().map(parse_time).transpose()?,
+                team,
+                ..AuditFilter::default()
+            };
+            policy_replay(&config, &dir, audit_dir.as_deref(), &filter, show, json)
+        }
         Command::Audit(AuditCommand::Query { since, until, team, decision, limit, json, dir }) => {
             let filter = AuditFilter {
                 since_ms: since.as_deref().map(parse_time).transpose()?,
@@ -316,14 +350,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 decision,
                 limit,
             };
-            audit_query(&audit_open(dir.dir.as_deref().unwrap_or(&config.audit.dir))?, &filter, json)
+            audit_query(&audit_open(dir.dir.as_deref(), &config)?, &filter, json)
         }
         Command::Audit(AuditCommand::Verify { checkpoints, key, dir }) => {
-            let dir = dir.dir.as_deref().unwrap_or(&config.audit.dir);
-            audit_verify(&audit_open(dir)?, dir, &config.audit.origin(), checkpoints.as_deref(), key.as_deref())
+            let source = audit_open(dir.dir.as_deref(), &config)?;
+            audit_verify(&source, &config.audit.origin(), checkpoints.as_deref(), key.as_deref())
         }
         Command::Audit(AuditCommand::Checkpoint { public_key, dir }) => {
-            audit_checkpoint(dir.dir.as_deref().unwrap_or(&config.audit.dir), &config.audit.origin(), public_key)
+            audit_checkpoint(dir.dir.as_deref(), &config, public_key)
         }
         Command::Audit(AuditCommand::Export { since, until, team, format, host, index, source, output, dir }) => {
             let filter = AuditFilter {
@@ -333,8 +367,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ..AuditFilter::default()
             };
             let meta = sluice::export::HecMeta { host: host.unwrap_or_else(host_name), source, index };
-            let log = audit_open(dir.dir.as_deref().unwrap_or(&config.audit.dir))?;
-            audit_export(&log, &filter, format, &meta, output.as_deref())
+            let source = audit_open(dir.dir.as_deref(), &config)?;
+            audit_export(&source, &filter, format, &meta, output.as_deref())
         }
         Command::Shadow(ShadowCommand::Report { since, until, team, format, dir }) => {
             let filter = AuditFilter {
@@ -343,8 +377,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 team,
                 ..AuditFilter::default()
             };
-            let log = audit_open(dir.dir.as_deref().unwrap_or(&config.audit.dir))?;
-            shadow_report(&log, &config.shadow, &filter, format)
+            let source = audit_open(dir.dir.as_deref(), &config)?;
+            shadow_report(&source, &config.shadow, &filter, format)
         }
         Command::Token(TokenCommand::Hash { token }) => {
             println!("{}", sluice::identity::hash_token(&token));
@@ -419,6 +453,9 @@ fn serve(config: Config) -> Result<ExitCode> {
         let checkpointer =
             sluice::audit::Checkpointer::start(sluice.audit().log().clone(), signer, checkpoint_settings)
                 .context("cannot start the checkpoint thread")?;
+        // After the build, which created the audit directory the token goes in.
+        let token = sluice::audit::remote::AdminToken::for_serve(&sluice.config().audit.dir)?;
+        let audit_access = sluice::ingress::admin::audit::AuditAccess::new(sluice.audit().log().clone(), token);
         if let Some(hec) = &sluice.config().export.splunk_hec {
             sluice::export::splunk::start(sluice.audit().log().clone(), hec, &sluice.config().upstream, host_name())?;
         }
@@ -450,7 +487,8 @@ fn serve(config: Config) -> Result<ExitCode> {
             tracing::info!("shutting down: no new connections, finishing requests in flight");
             let _ = stop_tx.send(true);
         });
-        let admin_task = tokio::spawn(sluice::ingress::admin::run(sluice.clone(), metrics, admin, stop_rx.clone()));
+        let admin_task =
+            tokio::spawn(sluice::ingress::admin::run(sluice.clone(), metrics, audit_access, admin, stop_rx.clone()));
         let proxy_task = match (proxy, leaves) {
             (Some(listener), Some(leaves)) => {
                 let proxy = sluice::ingress::proxy::Proxy::new(sluice.clone(), leaves, stop_rx.clone());
@@ -558,7 +596,8 @@ fn policy_test(
     let findings = policy.relevant_findings(&scanned);
     let prompt_tokens = sluice::wire::CanonicalRequest::estimated_prompt_tokens(&extracted.request.text_segments());
     let signals = Signals {
-        findings: &findings,
+        // All of them, as `serve` passes them: the policy filters them itself.
+        findings: &scanned,
         requested_model: model,
         provider,
         prompt_tokens,
@@ -680,72 +719,69 @@ fn budget_status(config: &Config, team: Option<&str>, json: bool) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-/// The report from a running sluice's admin listener, with the token it
-/// wrote into `limits.dir`; `None` when no sluice answers there.
+/// The report from a running sluice's admin listener, with the admin
+/// token it wrote into `audit.dir`; `None` when no sluice answers there.
 fn budget_from_admin(config: &Config, team: Option<&str>) -> Result<Option<sluice::limits::Report>> {
-    use std::io::{Read, Write};
-    let Some(token) = sluice::limits::read_admin_token(&config.limits.dir) else {
+    use sluice::audit::remote::{AdminClient, AdminToken, RemoteError};
+    let Ok(token) = AdminToken::for_reader(&config.audit.dir) else {
         return Ok(None);
     };
-    let mut addr = config.admin.listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return Ok(None);
-    };
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let client = AdminClient::new(config.admin.listen, token)?;
     let query = team.map(|t| format!("?team={t}")).unwrap_or_default();
-    write!(
-        stream,
-        "GET /budget{query} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).with_context(|| format!("reading the admin listener at {addr}"))?;
-    let text = String::from_utf8_lossy(&answer);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).unwrap_or("");
-    if status != "200" {
-        bail!("the admin listener at {addr} answered {status}: {}", body.trim());
+    match client.get(&format!("/budget{query}")) {
+        Ok(body) => Ok(Some(
+            serde_json::from_slice(&body).with_context(|| format!("the budget report from {}", client.addr()))?,
+        )),
+        // A token left by a sluice that has stopped.
+        Err(RemoteError::Connect { .. }) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("the admin listener at {}", client.addr())),
     }
-    Ok(Some(serde_json::from_str(body).with_context(|| format!("the budget report from {addr}"))?))
 }
 
-fn audit_open(dir: &Path) -> Result<AuditLog> {
+/// The audit log in `dir` (default: `audit.dir`), or, while a running
+/// `sluice serve` holds it, that server's log through its admin listener
+/// (`admin.listen`): the answers are the same either way.
+fn audit_open(dir: Option<&Path>, config: &Config) -> Result<AuditSource> {
+    let dir = dir.unwrap_or(&config.audit.dir);
     if !dir.exists() {
         bail!("no audit log at {} (has sluice served any request there?)", dir.display());
     }
-    Ok(AuditLog::open(dir)?)
+    let source = AuditSource::open(dir, config.admin.listen)?;
+    if source.server().is_some() {
+        tracing::debug!(source = %source.describe(), "reading the audit log through the running server");
+    }
+    Ok(source)
 }
 
-fn audit_query(log: &AuditLog, filter: &AuditFilter, json: bool) -> Result<ExitCode> {
-    let records = log.query(filter)?;
+fn audit_query(source: &AuditSource, filter: &AuditFilter, json: bool) -> Result<ExitCode> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
-        for r in &records {
-            println!("{}", serde_json::to_string(r)?);
-        }
+        source.records(filter, |r| {
+            serde_json::to_writer(&mut out, &r)?;
+            out.write_all(b"\n")?;
+            Ok::<(), anyhow::Error>(())
+        })?;
+        out.flush()?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    writeln!(
+        out,
         "{:>6}  {:<24} {:<12} {:<12} {:<8} {:<20} {:>6} {:<22} {:>10}  findings",
         "seq", "time (UTC)", "team", "user", "decision", "rule", "status", "model", "total_ms"
-    );
-    for r in &records {
-        print_record(r);
-    }
-    eprintln!("{} record(s)", records.len());
+    )?;
+    let count = source.records(filter, |r| print_record(&mut out, &r))?;
+    out.flush()?;
+    eprintln!("{count} record(s)");
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_record(s: &StoredRecord) {
+fn print_record(out: &mut dyn std::io::Write, s: &StoredRecord) -> Result<()> {
     let r = &s.record;
     let time = humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(r.time_unix_ms));
     let findings: Vec<String> = r.findings.iter().map(|(k, n)| format!("{k}={n}")).collect();
-    println!(
+    writeln!(
+        out,
         "{:>6}  {:<24} {:<12} {:<12} {:<8} {:<20} {:>6} {:<22} {:>10.3}  {}",
         s.seq,
         time.to_string(),
@@ -757,14 +793,16 @@ fn print_record(s: &StoredRecord) {
         r.model_requested,
         r.latency_us.total as f64 / 1000.0,
         findings.join(",")
-    );
+    )?;
+    Ok(())
 }
 
 /// The chain walk, then the signed checkpoints (stored ones, plus those in
-/// `file`) against it.
-fn audit_verify(log: &AuditLog, dir: &Path, origin: &str, file: Option<&Path>, key: Option<&str>) -> Result<ExitCode> {
+/// `file`) against it; on the files, or through the running server.
+fn audit_verify(source: &AuditSource, origin: &str, file: Option<&Path>, key: Option<&str>) -> Result<ExitCode> {
     use sluice::audit::{Front, Located};
-    let report = log.verify()?;
+    let dir = source.dir();
+    let report = source.verify()?;
     let mut failed = false;
     match report.first_bad {
         None => println!("audit log OK: {} record(s), hash chain intact", report.checked),
@@ -775,7 +813,7 @@ fn audit_verify(log: &AuditLog, dir: &Path, origin: &str, file: Option<&Path>, k
         }
     }
 
-    let mut checkpoints: Vec<Located> = log
+    let mut checkpoints: Vec<Located> = source
         .checkpoints()?
         .into_iter()
         .map(|c| Located { place: format!("stored checkpoint #{}", c.number), note: Ok(c.note) })
@@ -803,7 +841,7 @@ fn audit_verify(log: &AuditLog, dir: &Path, origin: &str, file: Option<&Path>, k
             found
         }
     };
-    let proof = log.check_checkpoints(verifier.as_ref(), &checkpoints)?;
+    let proof = source.check_checkpoints(verifier.as_ref(), &checkpoints)?;
     for warning in &proof.warnings {
         eprintln!("warning: {warning}");
     }
@@ -840,23 +878,25 @@ fn audit_verify(log: &AuditLog, dir: &Path, origin: &str, file: Option<&Path>, k
 }
 
 /// The newest stored checkpoint, or the verifier key to pin.
-fn audit_checkpoint(dir: &Path, origin: &str, public_key: bool) -> Result<ExitCode> {
+fn audit_checkpoint(dir: Option<&Path>, config: &Config, public_key: bool) -> Result<ExitCode> {
+    let origin = config.audit.origin();
     if public_key {
-        let verifier = sluice::audit::keys::load_verifier(dir, origin)?
+        let dir = dir.unwrap_or(&config.audit.dir);
+        let verifier = sluice::audit::keys::load_verifier(dir, &origin)?
             .with_context(|| format!("no signing key in {} (sluice serve creates it on first start)", dir.display()))?;
         println!("{verifier}");
         return Ok(ExitCode::SUCCESS);
     }
-    let log = audit_open(dir)?;
-    let latest = log.latest_checkpoint()?.with_context(|| {
-        format!("no checkpoint in {} yet (sluice serve signs one as records arrive)", dir.display())
+    let source = audit_open(dir, config)?;
+    let latest = source.checkpoints()?.pop().with_context(|| {
+        format!("no checkpoint in {} yet (sluice serve signs one as records arrive)", source.describe())
     })?;
     print!("{}", latest.note);
     Ok(ExitCode::SUCCESS)
 }
 
 fn audit_export(
-    log: &AuditLog,
+    source: &AuditSource,
     filter: &AuditFilter,
     format: ExportFormat,
     meta: &sluice::export::HecMeta,
@@ -869,21 +909,23 @@ fn audit_export(
         ExportFormat::Csv => Format::Csv,
         ExportFormat::Hec => Format::Hec,
     };
-    // `AuditLog` reads a range only as a whole (`query`), so the range is
-    // held in memory while it is written; the output itself streams.
-    let records = log.query(filter)?;
     let mut out: Box<dyn Write> = match output {
         Some(path) => Box::new(std::io::BufWriter::new(export_file(path)?)),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let terminal = std::io::stderr().is_terminal();
-    let mut progress = |n: u64| {
-        if terminal && n.is_multiple_of(1000) {
-            eprint!("\rexported {n} records");
+    let context = || output.map(|p| format!("export to {}", p.display())).unwrap_or_else(|| "export".into());
+    // Records stream from the log (or the running server) to the output;
+    // none are held.
+    let mut writer = sluice::export::Writer::start(format, meta, &mut out).with_context(context)?;
+    source.records(filter, |stored| {
+        writer.record(&stored).with_context(context)?;
+        if terminal && writer.count().is_multiple_of(1000) {
+            eprint!("\rexported {} records", writer.count());
         }
-    };
-    let written = sluice::export::write(&records, format, meta, &mut out, &mut progress)
-        .with_context(|| output.map(|p| format!("export to {}", p.display())).unwrap_or_else(|| "export".into()))?;
+        Ok::<(), anyhow::Error>(())
+    })?;
+    let written = writer.finish().with_context(context)?;
     if terminal {
         eprintln!("\rexported {written} records");
     }
@@ -911,13 +953,17 @@ fn host_name() -> String {
 }
 
 fn shadow_report(
-    log: &AuditLog,
+    source: &AuditSource,
     shadow: &sluice::config::ShadowConfig,
     filter: &AuditFilter,
     format: ReportFormat,
 ) -> Result<ExitCode> {
     use sluice::shadow::report;
-    let records = log.query(filter)?;
+    let mut records = Vec::new();
+    source.records(filter, |r| {
+        records.push(r);
+        Ok::<(), anyhow::Error>(())
+    })?;
     // The catalog `serve` attributes with, so the organisation's own apps
     // get their names; an app no longer in it still gets a row, by id.
     let catalog = sluice::shadow::monitor::load_catalog(shadow)?;
@@ -940,6 +986,52 @@ fn shadow_report(
     }
     let events: u64 = rows.iter().map(|r| r.requests).sum();
     eprintln!("{} app(s), {events} event(s)", rows.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Decide the period's recorded requests again under the policies in
+/// `dir`, loaded and checked exactly as `policy check` does.
+fn policy_replay(
+    config: &Config,
+    dir: &Path,
+    audit_dir: Option<&Path>,
+    filter: &AuditFilter,
+    show: usize,
+    json: bool,
+) -> Result<ExitCode> {
+    use sluice::policy::replay;
+    let candidate = match Policies::load(dir, &config.shadow) {
+        Ok(policies) => policies,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            eprintln!("{} error(s) in {}; nothing replayed", errors.0.len(), dir.display());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let mut replayer = replay::Replayer::new(candidate.set(), config, show);
+    // The policies in force, for what a replay cannot see (dictionaries).
+    match Policies::load(&config.policies_dir, &config.shadow) {
+        Ok(current) => {
+            replay::dictionary_notes(current.set(), candidate.set()).into_iter().for_each(|n| replayer.note(n))
+        }
+        Err(_) => replayer.note(format!(
+            "the policies in force ({}) do not load, so changed dictionaries are not noted",
+            config.policies_dir.display()
+        )),
+    }
+    let source = audit_open(audit_dir, config)?;
+    source.records(filter, |stored| {
+        replayer.add(&stored);
+        Ok::<(), anyhow::Error>(())
+    })?;
+    let report = replayer.finish();
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", replay::render(&report, &dir.display().to_string()));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

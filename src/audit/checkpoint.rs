@@ -45,7 +45,7 @@ pub enum CheckpointError {
 }
 
 /// A checkpoint as the log stores it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredCheckpoint {
     /// Its place in the `checkpoints` tree: 1 for the first ever written.
     pub number: u64,

@@ -3,6 +3,10 @@
 //! Records hold only metadata (digests, finding types and counts, decisions); the
 //! caller must never put prompt text, PII or secrets into any field.
 //!
+//! One process at a time may open the store; while `sluice serve` holds it,
+//! readers go through the server's admin listener ([`remote`]), which reads
+//! with the same walk ([`AuditLog::read_matching`]) as readers of the files.
+//!
 //! # Storage layout
 //!
 //! - Default tree: one entry per block of consecutive records. Key = big-endian
@@ -100,8 +104,11 @@ mod proof;
 mod retention;
 pub use checkpoint::{write_checkpoint, CheckpointError, CheckpointSettings, Checkpointer, StoredCheckpoint};
 pub use keys::PromptKey;
-pub use proof::{Front, Located, ProofReport};
+pub use proof::{check_checkpoints, ChainView, Front, Located, ProofReport};
 pub use retention::Pruned;
+// Reading while `sluice serve` holds the log (issue 16).
+mod read;
+pub mod remote;
 
 /// `prev_hash` of the first record.
 const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -396,8 +403,9 @@ pub struct AuditFilter {
     pub limit: Option<usize>,
 }
 
-/// Outcome of [`AuditLog::verify`].
-#[derive(Clone, Debug, PartialEq)]
+/// Outcome of [`AuditLog::verify`]. Serialised for the admin endpoint
+/// that verifies a running server's log (`remote`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VerifyReport {
     /// Records that passed every check before the walk stopped.
     pub checked: u64,
@@ -406,7 +414,7 @@ pub struct VerifyReport {
 }
 
 /// Where and why verification failed.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BadRecord {
     pub seq: u64,
     pub reason: String,
@@ -580,6 +588,11 @@ impl AuditLog {
             (Some(wal), false) => wal.append(&blocks),
             _ => Ok(()),
         };
+        if logged.is_err() {
+            // Before the tickets fail: whoever sees a failed ticket must
+            // also find the gate closed.
+            self.broken.store(true, Ordering::SeqCst);
+        }
         durable(logged.is_ok());
         if blocks.is_empty() {
             return Ok(state.next_seq.saturating_sub(1));

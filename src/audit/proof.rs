@@ -103,106 +103,140 @@ impl AuditLog {
         verifier: Option<&Verifier>,
         checkpoints: &[Located],
     ) -> Result<ProofReport, AuditError> {
-        let first = self.first_record()?;
-        let last = super::last_record_position(&self.db)?.map(|(seq, _)| seq);
-        let mut report = ProofReport {
-            matched: 0,
-            before_front: 0,
-            latest: None,
-            front: Front::Empty,
-            rewritten: None,
-            problems: Vec::new(),
-            warnings: Vec::new(),
-        };
-        let mut front_proof: Option<(u64, String, String)> = None;
-        let mut matched_seqs = Vec::new();
-        let mut first_mismatch: Option<u64> = None;
-        let Some(verifier) = verifier else {
-            if !checkpoints.is_empty() {
-                report.problems.push(format!(
-                    "{} checkpoint(s) found but no key to check them with (pass --key)",
-                    checkpoints.len()
-                ));
-            }
-            report.front = front(first.as_ref(), None, checkpoints.is_empty(), &mut report);
-            return Ok(report);
-        };
-        for located in checkpoints {
-            let place = &located.place;
-            let note = match &located.note {
-                Ok(note) => note,
-                Err(why) => {
-                    report.problems.push(format!("{place}: not a signed checkpoint: {why}"));
-                    continue;
-                }
-            };
-            let checkpoint = match verifier.open(note).and_then(Checkpoint::parse) {
-                Ok(checkpoint) => checkpoint,
-                Err(e) => {
-                    report.problems.push(format!("{place}: {e}"));
-                    continue;
-                }
-            };
-            let (size, time) = (checkpoint.size, checkpoint.time_text().to_string());
-            let what = format!("{place} (record {size}, signed {time})");
-            let (Some(first), Some(last)) = (&first, last) else {
-                if size > 0 {
-                    report.problems.push(format!(
-                        "the log is empty but the signed checkpoint {what} names record {size}: every record was removed"
-                    ));
-                }
-                continue;
-            };
-            if size == 0 {
-                continue;
-            }
-            if size > last {
-                report.problems.push(format!(
-                    "TRUNCATED: the log ends at record {last} but the signed checkpoint {what} names record {size}: \
-                     records were removed from the end"
-                ));
-            } else if size >= first.seq {
-                match self.record_at(size)? {
-                    None => report.problems.push(format!(
-                        "record {size}, named by the signed checkpoint {what}, is missing or unreadable"
-                    )),
-                    Some(record) if record.hash != checkpoint.hash_hex() => {
-                        first_mismatch = Some(first_mismatch.map_or(size, |m| m.min(size)));
-                        report.problems.push(format!(
-                            "REWRITTEN: record {size} does not have the hash in the signed checkpoint {what}: \
-                             the chain was rewritten at or before record {size}"
-                        ))
-                    }
-                    Some(_) => {
-                        matched_seqs.push(size);
-                        report.matched += 1;
-                        if report.latest.as_ref().is_none_or(|(seq, _)| size >= *seq) {
-                            report.latest = Some((size, time));
-                        }
-                    }
-                }
-            } else if size + 1 == first.seq {
-                if first.prev_hash == checkpoint.hash_hex() {
-                    report.before_front += 1;
-                    front_proof = Some((size, time, place.clone()));
-                } else {
-                    report.problems.push(format!(
-                        "REWRITTEN: the first record ({}) does not continue the signed checkpoint {what}: \
-                         its prev_hash differs",
-                        first.seq
-                    ));
-                }
-            } else {
-                report.before_front += 1;
-            }
-        }
-        if let (Some(bad), Some(first)) = (first_mismatch, &first) {
-            let good = matched_seqs.iter().copied().filter(|&seq| seq < bad).max().unwrap_or(first.seq - 1);
-            report.rewritten = Some((good + 1, bad));
-        }
-        report.front = front(first.as_ref(), front_proof, checkpoints.is_empty(), &mut report);
-        Ok(report)
+        check_checkpoints(self, verifier, checkpoints)
     }
+
+    /// The sequence number of the newest stored record.
+    pub fn last_seq(&self) -> Result<Option<u64>, AuditError> {
+        Ok(super::last_record_position(&self.db)?.map(|(seq, _)| seq))
+    }
+}
+
+/// What checking checkpoints reads of a log: its two ends and the records
+/// checkpoints name. The log's files are one; a running server's admin
+/// endpoints are another (`remote`).
+pub trait ChainView {
+    type Error;
+    /// The oldest stored record and the newest one's sequence number.
+    fn ends(&self) -> Result<(Option<StoredRecord>, Option<u64>), Self::Error>;
+    fn record_at(&self, seq: u64) -> Result<Option<StoredRecord>, Self::Error>;
+}
+
+impl ChainView for AuditLog {
+    type Error = AuditError;
+
+    fn ends(&self) -> Result<(Option<StoredRecord>, Option<u64>), AuditError> {
+        Ok((self.first_record()?, self.last_seq()?))
+    }
+
+    fn record_at(&self, seq: u64) -> Result<Option<StoredRecord>, AuditError> {
+        AuditLog::record_at(self, seq)
+    }
+}
+
+/// [`AuditLog::check_checkpoints`] on any [`ChainView`].
+pub fn check_checkpoints<V: ChainView>(
+    view: &V,
+    verifier: Option<&Verifier>,
+    checkpoints: &[Located],
+) -> Result<ProofReport, V::Error> {
+    let (first, last) = view.ends()?;
+    let mut report = ProofReport {
+        matched: 0,
+        before_front: 0,
+        latest: None,
+        front: Front::Empty,
+        rewritten: None,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let mut front_proof: Option<(u64, String, String)> = None;
+    let mut matched_seqs = Vec::new();
+    let mut first_mismatch: Option<u64> = None;
+    let Some(verifier) = verifier else {
+        if !checkpoints.is_empty() {
+            report
+                .problems
+                .push(format!("{} checkpoint(s) found but no key to check them with (pass --key)", checkpoints.len()));
+        }
+        report.front = front(first.as_ref(), None, checkpoints.is_empty(), &mut report);
+        return Ok(report);
+    };
+    for located in checkpoints {
+        let place = &located.place;
+        let note = match &located.note {
+            Ok(note) => note,
+            Err(why) => {
+                report.problems.push(format!("{place}: not a signed checkpoint: {why}"));
+                continue;
+            }
+        };
+        let checkpoint = match verifier.open(note).and_then(Checkpoint::parse) {
+            Ok(checkpoint) => checkpoint,
+            Err(e) => {
+                report.problems.push(format!("{place}: {e}"));
+                continue;
+            }
+        };
+        let (size, time) = (checkpoint.size, checkpoint.time_text().to_string());
+        let what = format!("{place} (record {size}, signed {time})");
+        let (Some(first), Some(last)) = (&first, last) else {
+            if size > 0 {
+                report.problems.push(format!(
+                    "the log is empty but the signed checkpoint {what} names record {size}: every record was removed"
+                ));
+            }
+            continue;
+        };
+        if size == 0 {
+            continue;
+        }
+        if size > last {
+            report.problems.push(format!(
+                "TRUNCATED: the log ends at record {last} but the signed checkpoint {what} names record {size}: \
+                     records were removed from the end"
+            ));
+        } else if size >= first.seq {
+            match view.record_at(size)? {
+                None => report
+                    .problems
+                    .push(format!("record {size}, named by the signed checkpoint {what}, is missing or unreadable")),
+                Some(record) if record.hash != checkpoint.hash_hex() => {
+                    first_mismatch = Some(first_mismatch.map_or(size, |m| m.min(size)));
+                    report.problems.push(format!(
+                        "REWRITTEN: record {size} does not have the hash in the signed checkpoint {what}: \
+                             the chain was rewritten at or before record {size}"
+                    ))
+                }
+                Some(_) => {
+                    matched_seqs.push(size);
+                    report.matched += 1;
+                    if report.latest.as_ref().is_none_or(|(seq, _)| size >= *seq) {
+                        report.latest = Some((size, time));
+                    }
+                }
+            }
+        } else if size + 1 == first.seq {
+            if first.prev_hash == checkpoint.hash_hex() {
+                report.before_front += 1;
+                front_proof = Some((size, time, place.clone()));
+            } else {
+                report.problems.push(format!(
+                    "REWRITTEN: the first record ({}) does not continue the signed checkpoint {what}: \
+                         its prev_hash differs",
+                    first.seq
+                ));
+            }
+        } else {
+            report.before_front += 1;
+        }
+    }
+    if let (Some(bad), Some(first)) = (first_mismatch, &first) {
+        let good = matched_seqs.iter().copied().filter(|&seq| seq < bad).max().unwrap_or(first.seq - 1);
+        report.rewritten = Some((good + 1, bad));
+    }
+    report.front = front(first.as_ref(), front_proof, checkpoints.is_empty(), &mut report);
+    Ok(report)
 }
 
 fn front(

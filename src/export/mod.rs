@@ -8,8 +8,8 @@
 //! - `csv`: RFC 4180 lines and the spreadsheet-formula guard, shared with
 //!   `sluice shadow report`; [`csv_header`] and [`csv_row`] are the export's
 //!   fixed columns.
-//! - [`write`]: records out as JSON lines, CSV or HEC-ready JSON, one line
-//!   each, for `sluice audit export`.
+//! - [`write`] and [`Writer`]: records out as JSON lines, CSV or HEC-ready
+//!   JSON, one line each, for `sluice audit export`.
 //!
 //! No prompt text reaches an event: records hold none, and the prompt's
 //! unkeyed digest (`prompt_sha256`, in records written before the keyed
@@ -138,31 +138,63 @@ pub fn write<'a>(
     out: &mut dyn Write,
     progress: &mut dyn FnMut(u64),
 ) -> Result<u64, ExportError> {
-    let mut line = String::new();
-    if format == Format::Csv {
-        csv::csv_line(&mut line, CSV_COLUMNS.iter().map(|c| c.to_string()));
-        out.write_all(line.as_bytes())?;
-    }
-    let mut count = 0u64;
+    let mut writer = Writer::start(format, meta, out)?;
     for stored in records {
-        line.clear();
-        match format {
+        writer.record(stored)?;
+        progress(writer.count());
+    }
+    writer.finish()
+}
+
+/// [`write`] one record at a time, for records that arrive one by one
+/// (streamed from the log or from a running server).
+pub struct Writer<'a> {
+    format: Format,
+    meta: &'a HecMeta,
+    out: &'a mut dyn Write,
+    line: String,
+    count: u64,
+}
+
+impl<'a> Writer<'a> {
+    /// Writes the CSV header, for CSV.
+    pub fn start(format: Format, meta: &'a HecMeta, out: &'a mut dyn Write) -> Result<Writer<'a>, ExportError> {
+        let mut line = String::new();
+        if format == Format::Csv {
+            csv::csv_line(&mut line, CSV_COLUMNS.iter().map(|c| c.to_string()));
+            out.write_all(line.as_bytes())?;
+        }
+        Ok(Writer { format, meta, out, line, count: 0 })
+    }
+
+    pub fn record(&mut self, stored: &StoredRecord) -> Result<(), ExportError> {
+        self.line.clear();
+        match self.format {
             Format::JsonLines => {
-                line.push_str(&serde_json::to_string(&flat_event(stored))?);
-                line.push('\n');
+                self.line.push_str(&serde_json::to_string(&flat_event(stored))?);
+                self.line.push('\n');
             }
             Format::Hec => {
-                line.push_str(&serde_json::to_string(&hec_event(stored, meta))?);
-                line.push('\n');
+                self.line.push_str(&serde_json::to_string(&hec_event(stored, self.meta))?);
+                self.line.push('\n');
             }
-            Format::Csv => csv_line(&mut line, csv_row(stored)),
+            Format::Csv => csv_line(&mut self.line, csv_row(stored)),
         }
-        out.write_all(line.as_bytes())?;
-        count += 1;
-        progress(count);
+        self.out.write_all(self.line.as_bytes())?;
+        self.count += 1;
+        Ok(())
     }
-    out.flush()?;
-    Ok(count)
+
+    /// Records written so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Flushes the output; returns how many records were written.
+    pub fn finish(self) -> Result<u64, ExportError> {
+        self.out.flush()?;
+        Ok(self.count)
+    }
 }
 
 #[cfg(test)]

@@ -1,16 +1,19 @@
 //! The admin listener: `/healthz` (the process is up), `/readyz` (it can
 //! take traffic: policies loaded, audit log writable, not shutting down; its
 //! details say when the policies were loaded and why the last reload failed,
-//! if it did), `/metrics` (Prometheus text format) and `/budget` (budget
-//! usage, per user too, for `sluice budget status`; only with the admin
-//! token that sluice writes, owner-only, into `limits.dir`).
+//! if it did), `/metrics` (Prometheus text format), and, only with the admin
+//! token ([`crate::audit::remote`]), `/budget` (budget usage, per user too,
+//! for `sluice budget status`) and the `/audit/...` endpoints through which
+//! `sluice audit` reads a running server's log ([`audit`]).
+
+pub mod audit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
@@ -22,26 +25,36 @@ use crate::pipeline::Sluice;
 pub async fn run(
     sluice: Arc<Sluice>,
     metrics: PrometheusHandle,
+    audit: audit::AuditAccess,
     listener: TcpListener,
     shutdown: watch::Receiver<bool>,
 ) {
     let stopping = shutdown.clone();
     let limits = super::ConnLimits::admin(&sluice.config().admin, &sluice.config().gateway);
-    let handler = move |req: Request<Incoming>, _peer: SocketAddr| {
-        let sluice = sluice.clone();
-        let resp = (req.uri().path() != "/budget").then(|| route(&sluice, &metrics, *stopping.borrow(), &req));
+    let handler = move |req: Request<Incoming>, peer: SocketAddr| {
+        let (sluice, metrics, audit, stopping) = (sluice.clone(), metrics.clone(), audit.clone(), *stopping.borrow());
         async move {
-            match resp {
+            let (parts, _body) = req.into_parts();
+            if parts.uri.path() == "/budget" {
+                return budget(&sluice, &audit, &parts, peer).await;
+            }
+            match audit::answer(&audit, &parts, peer).await {
                 Some(resp) => resp,
-                None => budget(&sluice, &req).await,
+                None => route(&sluice, &metrics, stopping, &parts.method, parts.uri.path()),
             }
         }
     };
     super::serve(listener, handler, limits, shutdown, Duration::from_secs(1)).await;
 }
 
-fn route(sluice: &Sluice, metrics: &PrometheusHandle, stopping: bool, req: &Request<Incoming>) -> Response<RespBody> {
-    match (req.method().as_str(), req.uri().path()) {
+fn route(
+    sluice: &Sluice,
+    metrics: &PrometheusHandle,
+    stopping: bool,
+    method: &Method,
+    path: &str,
+) -> Response<RespBody> {
+    match (method.as_str(), path) {
         ("GET", "/healthz") => text(StatusCode::OK, "ok\n"),
         ("GET", "/readyz") if stopping => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
         ("GET", "/readyz") => {
@@ -71,14 +84,20 @@ fn route(sluice: &Sluice, metrics: &PrometheusHandle, stopping: bool, req: &Requ
 /// `GET /budget[?team=T]`: the budget report as JSON. Per-user usage
 /// names people, so it needs the admin token, like reading the data
 /// directory would.
-async fn budget(sluice: &Sluice, req: &Request<Incoming>) -> Response<RespBody> {
-    if req.method() != http::Method::GET {
+async fn budget(
+    sluice: &Sluice,
+    access: &audit::AuditAccess,
+    parts: &http::request::Parts,
+    peer: SocketAddr,
+) -> Response<RespBody> {
+    if !access.token().accepts(parts.headers.get(http::header::AUTHORIZATION)) {
+        tracing::warn!(%peer, "budget endpoint refused: missing or wrong admin token");
+        return text(StatusCode::UNAUTHORIZED, "the budget endpoint needs the admin token (see `sluice budget`)\n");
+    }
+    if parts.method != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
     }
-    if !sluice.limits().admin_token_accepts(req.headers().get(http::header::AUTHORIZATION)) {
-        return text(StatusCode::UNAUTHORIZED, "send the token in limits.dir/admin.token as a Bearer token\n");
-    }
-    let team = req.uri().query().and_then(|q| q.split('&').find_map(|p| p.strip_prefix("team=")));
+    let team = parts.uri.query().and_then(|q| q.split('&').find_map(|p| p.strip_prefix("team=")));
     if team.is_some_and(|t| !crate::identity::is_team_name(t)) {
         return text(StatusCode::BAD_REQUEST, "team must be a team name (a-z, 0-9, `_`, `-`)\n");
     }

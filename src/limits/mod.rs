@@ -27,23 +27,18 @@ pub use redis::{RedisError, RedisUrl};
 pub use window::{CounterKey, Window};
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use embedded::{Admit, Embedded, Item};
 use redis::Redis;
-use sha2::{Digest, Sha256};
 
 use crate::config::{LimitsConfig, OnStoreError};
 use crate::policy::limits::{Budget, Kind, Limits};
 use crate::telemetry;
 
-/// The file in `limits.dir` holding the token of the admin listener's
-/// `/budget` endpoint, made anew (0600) each time sluice starts serving.
-pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// How often usage gauges are refreshed and ended windows forgotten.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// Answers whose usage may wait for the next Redis batch.
@@ -153,7 +148,6 @@ struct Inner {
     /// Teams admitted since start, with their team budget: their usage
     /// gauges are refreshed as windows roll over.
     watched: Mutex<BTreeMap<String, Budget>>,
-    admin_token: Option<[u8; 32]>,
     /// Answers queued for Redis and not yet added.
     queued: AtomicUsize,
 }
@@ -166,9 +160,7 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    /// Open the configured store. `serving`: also make the admin token
-    /// that lets `sluice budget status` read a running sluice's counters,
-    /// and start the upkeep task.
+    /// Open the configured store. `serving`: also start the upkeep task.
     pub fn open(cfg: &LimitsConfig, serving: bool) -> Result<Limiter, LimitsError> {
         let dir_error = |source| LimitsError::Dir { dir: cfg.dir.clone(), source };
         let runtime = tokio::runtime::Handle::try_current().ok();
@@ -191,19 +183,8 @@ impl Limiter {
             });
             Store::Redis { redis, fallback: Embedded::memory(), on_error: cfg.on_store_error, usage }
         };
-        let admin_token = if serving {
-            crate::private_dir::create(&cfg.dir).map_err(dir_error)?;
-            Some(write_admin_token(&cfg.dir).map_err(dir_error)?)
-        } else {
-            None
-        };
         let limiter = Limiter {
-            inner: Arc::new(Inner {
-                store,
-                watched: Mutex::new(BTreeMap::new()),
-                admin_token,
-                queued: AtomicUsize::new(0),
-            }),
+            inner: Arc::new(Inner { store, watched: Mutex::new(BTreeMap::new()), queued: AtomicUsize::new(0) }),
         };
         if let (Some(runtime), Some(receiver)) = (&runtime, batches) {
             runtime.spawn(limiter.clone().add_batches(receiver));
@@ -403,20 +384,6 @@ impl Limiter {
         ))
     }
 
-    /// Whether `authorization` carries the admin token (`Bearer ...`).
-    pub fn admin_token_accepts(&self, authorization: Option<&http::HeaderValue>) -> bool {
-        let (Some(expected), Some(given)) = (self.inner.admin_token, authorization) else {
-            return false;
-        };
-        let Some(token) = given.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
-            return false;
-        };
-        // Comparing digests: how long the comparison takes says nothing
-        // about the token.
-        let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-        digest == expected
-    }
-
     /// The usage of each team's budgets (and of each user with counters
     /// in the current windows) against its limits.
     pub async fn report(&self, teams: &[(String, Limits)], only: Option<&str>) -> Result<Report, LimitsError> {
@@ -596,29 +563,6 @@ pub struct Row {
     pub on_limit: String,
 }
 
-/// A fresh admin token in `dir/admin.token` (0600, replaced atomically);
-/// its digest is what the admin listener keeps.
-fn write_admin_token(dir: &Path) -> std::io::Result<[u8; 32]> {
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    let token = hex::encode(bytes);
-    let tmp = dir.join(format!("{ADMIN_TOKEN_FILE}.tmp"));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, crate::private_dir::FILE_MODE);
-    let mut file = options.open(&tmp)?;
-    file.write_all(token.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, dir.join(ADMIN_TOKEN_FILE))?;
-    Ok(Sha256::digest(token.as_bytes()).into())
-}
-
-/// The admin token a running sluice wrote into `dir`, if any.
-pub fn read_admin_token(dir: &Path) -> Option<String> {
-    std::fs::read_to_string(dir.join(ADMIN_TOKEN_FILE)).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -632,7 +576,7 @@ mod tests {
         }
     }
 
-    fn embedded(dir: &Path) -> LimitsConfig {
+    fn embedded(dir: &std::path::Path) -> LimitsConfig {
         LimitsConfig { dir: dir.to_path_buf(), ..LimitsConfig::default() }
     }
 
@@ -671,22 +615,5 @@ mod tests {
         let report = limiter.report(&[("payments".into(), l)], None).await.unwrap();
         let users: Vec<(Option<&str>, u64)> = report.rows.iter().map(|r| (r.user.as_deref(), r.used)).collect();
         assert_eq!(users, [(Some("alice"), 150)], "bob has no counter until he is charged");
-    }
-
-    #[test]
-    fn admin_token_is_private_and_checked() {
-        let dir = tempfile::tempdir().unwrap();
-        let limiter = Limiter::open(&embedded(dir.path()), true).unwrap();
-        let token = read_admin_token(dir.path()).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(ADMIN_TOKEN_FILE)).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        let header = |v: &str| http::HeaderValue::from_str(v).unwrap();
-        assert!(limiter.admin_token_accepts(Some(&header(&format!("Bearer {token}")))));
-        assert!(!limiter.admin_token_accepts(Some(&header("Bearer nope"))));
-        assert!(!limiter.admin_token_accepts(None));
     }
 }

@@ -10,6 +10,10 @@ pub(super) struct Inspected {
     pub inventory: Inventory,
     /// The findings that count for this team (`min_confidence` applied).
     pub findings: Vec<Finding>,
+    /// Every finding, before `min_confidence`: the policy filters them
+    /// itself, and the record keeps their types so that a replay under
+    /// other thresholds sees them too.
+    pub scanned: Vec<Finding>,
     pub parsed: bool,
     pub provider: String,
     pub prompt_tokens: u64,
@@ -29,7 +33,7 @@ impl Inspected {
     pub(super) fn signals(&self) -> Signals<'_> {
         let request = &self.request;
         Signals {
-            findings: &self.findings,
+            findings: &self.scanned,
             requested_model: &request.model,
             provider: &self.provider,
             prompt_tokens: self.prompt_tokens,
@@ -108,6 +112,7 @@ impl Sluice {
             request,
             inventory,
             findings,
+            scanned,
             parsed,
             prompt_tokens,
             exact_tokens,
@@ -227,11 +232,14 @@ pub(super) fn prompt_digest(key: &PromptKey, segments: &[&str]) -> String {
 }
 
 /// The signals behind a decision, for the audit record: numbers and class
-/// names, never text.
+/// names, never text. With the policy's own action (`action`; the record's
+/// `decision` says where the request really went, which the team's local
+/// options can change) it is what `sluice policy replay` decides again.
 pub fn signal_summary(signals: &Signals, decision: &crate::policy::Decision) -> serde_json::Value {
     let mut summary = serde_json::to_value(signals.summary()).unwrap_or_default();
     if let Some(map) = summary.as_object_mut() {
         map.insert("because".into(), serde_json::json!(decision.because));
+        map.insert("action".into(), serde_json::json!(decision.action));
     }
     summary
 }

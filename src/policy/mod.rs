@@ -11,6 +11,10 @@
 //! kept local for its content, later turns stay local (`sticky_local`),
 //! though `block` rules still apply. The file format is documented in
 //! `policies/default.yaml`; `reload.rs` keeps the live set current.
+//!
+//! The audit record of each decision keeps every input the decision read
+//! ([`SignalSummary`]), and [`replay`] decides recorded requests again
+//! under candidate policies (`sluice policy replay`).
 
 mod glob;
 pub mod limits;
@@ -22,6 +26,7 @@ mod org_tests;
 #[path = "provider_tests.rs"]
 mod provider_tests;
 pub mod reload;
+pub mod replay;
 mod schema;
 
 use std::collections::BTreeMap;
@@ -35,7 +40,7 @@ use org::{Layer, OrgPolicy, Profiles, Thresholds};
 use schema::{number, KindSet, NumRange, Rule, Selector, PEOPLE_KINDS, PROVIDERS};
 
 /// Where a request goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Local,
@@ -164,13 +169,16 @@ pub struct Signals<'a> {
 }
 
 /// The request-level signals of [`Signals`] for the audit record and
-/// `sluice policy test --json`: numbers and names only, never text, values
-/// or findings.
+/// `sluice policy test --json`: numbers and names only, never text or
+/// values. With the record's team and requested model it is everything
+/// [`TeamPolicy::decide`] reads, exactly, so `sluice policy replay` can
+/// decide the request again ([`replay`]).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct SignalSummary {
     pub task: Option<&'static str>,
-    /// Rounded to 3 decimals: an f32 widened to f64 would print as
-    /// 0.9100000262260437.
+    /// The shortest decimal that reads back as the same f32 (0.91, where
+    /// the f32 widened to f64 would print as 0.9100000262260437), so a
+    /// replay compares exactly what the policy compared.
     pub task_confidence: Option<f64>,
     pub prompt_tokens: u64,
     pub prompt_tokens_exact: bool,
@@ -180,16 +188,32 @@ pub struct SignalSummary {
     pub stream: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unparsed: bool,
+    /// Unrounded, for the same reason as `task_confidence`.
     pub estimated_cost_usd: Option<f64>,
     pub local_queue_depth: u64,
     pub sticky_local: bool,
+    /// The provider the request was addressed to. Records written before
+    /// it was stored lack it, and are not replayable.
+    pub provider: String,
+    /// Finding type -> the highest confidence among the request's findings
+    /// of that type, before any `min_confidence`: all a policy reads of
+    /// findings, so a candidate with other thresholds decides as it would
+    /// have. Written like `task_confidence`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub finding_confidence: BTreeMap<&'static str, f64>,
+}
+
+/// An f32 as the f64 of its shortest decimal form, which prints as that
+/// decimal and converts back to the same f32.
+pub(crate) fn f32_for_json(value: f32) -> f64 {
+    value.to_string().parse().unwrap_or(f64::from(value))
 }
 
 impl Signals<'_> {
     pub fn summary(&self) -> SignalSummary {
         SignalSummary {
             task: self.task.map(|p| p.task.as_str()),
-            task_confidence: self.task.map(|p| (f64::from(p.confidence) * 1000.0).round() / 1000.0),
+            task_confidence: self.task.map(|p| f32_for_json(p.confidence)),
             prompt_tokens: self.prompt_tokens,
             prompt_tokens_exact: self.prompt_tokens_exact,
             turns: self.turns,
@@ -197,12 +221,24 @@ impl Signals<'_> {
             tools_present: self.tools_present,
             stream: self.stream,
             unparsed: self.unparsed,
-            // Micro-dollars are precise enough and print cleanly.
-            estimated_cost_usd: self.estimated_cost_usd.map(|c| (c * 1e6).round() / 1e6),
+            estimated_cost_usd: self.estimated_cost_usd,
             local_queue_depth: self.local_queue_depth,
             sticky_local: self.sticky_local,
+            provider: self.provider.to_string(),
+            finding_confidence: highest_confidences(self.findings),
         }
     }
+}
+
+/// Finding type -> its findings' highest confidence: [`Present::scan`]
+/// keeps a type exactly when its most confident finding passes.
+fn highest_confidences(findings: &[Finding]) -> BTreeMap<&'static str, f64> {
+    let mut highest: BTreeMap<&'static str, f32> = BTreeMap::new();
+    for f in findings {
+        let best = highest.entry(f.kind).or_insert(f.confidence);
+        *best = best.max(f.confidence);
+    }
+    highest.into_iter().map(|(kind, c)| (kind, f32_for_json(c))).collect()
 }
 
 /// One team's parsed and validated policy file.

@@ -1047,7 +1047,9 @@ fn signal_summary_reports_numbers_and_names_only() {
             "stream": true,
             "estimated_cost_usd": 0.42,
             "local_queue_depth": 2,
-            "sticky_local": false
+            "sticky_local": false,
+            "provider": "openai",
+            "finding_confidence": {"email": 1.0}
         })
     );
     let empty = serde_json::to_value(Signals::default().summary()).expect("serializes");

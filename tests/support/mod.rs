@@ -74,15 +74,14 @@ pub struct Setup {
     pub resolve: Vec<(String, SocketAddr)>,
     /// Extra keys for the `gateway:` flow map (e.g. `max_connections: 16`).
     pub gateway: String,
-    /// Extra keys for the `audit:` flow map (e.g. `durability: batched`).
+    /// Extra keys for the `audit:` flow map (e.g. `durability: batched`,
+    /// `checkpoint_every_records: 2`).
     pub audit: String,
     /// `providers.gemini.models`; empty leaves the Gemini provider out of
     /// the config (sluice's defaults then apply).
     pub gemini_models: Vec<&'static str>,
     /// Extra environment variables for the child (e.g. a HEC token).
     pub env: Vec<(String, String)>,
-    /// Extra keys for the `audit:` flow map (e.g. `checkpoint_every_records: 2`).
-    pub audit: String,
 }
 
 impl Default for Setup {
@@ -102,7 +101,6 @@ impl Default for Setup {
             audit: String::new(),
             gemini_models: Vec::new(),
             env: Vec::new(),
-            audit: String::new(),
         }
     }
 }
