@@ -14,6 +14,9 @@
 #   BENCH_SLUICE       sluice binary (default $CARGO_TARGET_DIR/release/sluice),
 #                      for A/B runs of two builds
 #   BENCH_EXTRA_CONFIG YAML appended to sluice's config (e.g. an exporter)
+#   BENCH_DEFAULT_POLICY_EXTRA YAML appended to the default team's policy
+#                      (e.g. `limits:`)
+#   BENCH_AUDIT        extra keys for the `audit:` map (e.g. `durability: batched`)
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -49,11 +52,14 @@ mkdir -p "$work/policies" "$work/audit"
 if [[ -d $repo/policies ]]; then
     cp -R "$repo/policies/." "$work/policies/"
 fi
+if [[ -n ${BENCH_DEFAULT_POLICY_EXTRA:-} ]]; then
+    printf '\n%s\n' "$BENCH_DEFAULT_POLICY_EXTRA" >>"$work/policies/default.yaml"
+fi
 cat >"$work/sluice.yaml" <<EOF
 gateway: { listen: "127.0.0.1:$gw_port" }
 admin: { listen: "127.0.0.1:$admin_port" }
 policies_dir: $work/policies
-audit: { dir: $work/audit }
+audit: { dir: $work/audit${BENCH_AUDIT:+, $BENCH_AUDIT} }
 identity: { anonymous_team: default }
 providers:
   openai: { base_url: "https://api.openai.com", api_key_env: FAKE_OPENAI_KEY }

@@ -42,6 +42,47 @@ pub struct Config {
     pub shadow: ShadowConfig,
     /// Where audit records are shipped (Splunk HEC); nothing when absent.
     pub export: ExportConfig,
+    /// Where budget and rate-limit counters live (the limits themselves
+    /// are in each team's policy file).
+    pub limits: LimitsConfig,
+}
+
+/// The counters behind the `limits:` of team policies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// `embedded` (sled, in `dir`), or `redis://[user:password@]host:port/db`
+    /// for counters shared by several sluice instances.
+    pub store: String,
+    /// The embedded counters, and `admin.token`, which lets
+    /// `sluice budget status` read them from a running sluice.
+    pub dir: PathBuf,
+    /// When the Redis store cannot be reached: `closed` refuses the
+    /// requests of teams with limits (503); `open` counts them in this
+    /// instance's memory, so each instance enforces the limits on its own.
+    pub on_store_error: OnStoreError,
+    /// Longest wait for Redis (connect, or one command) before it counts
+    /// as down.
+    pub redis_timeout_ms: u64,
+}
+
+/// What a request meets while the shared counter store is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStoreError {
+    Closed,
+    Open,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            store: "embedded".into(),
+            dir: PathBuf::from("data/limits"),
+            on_store_error: OnStoreError::Closed,
+            redis_timeout_ms: 250,
+        }
+    }
 }
 
 /// Destinations the audit log is exported to in the background.
@@ -291,14 +332,78 @@ pub struct AdminConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
     pub dir: PathBuf,
+    /// `strict` (default): a request is answered only once its record is
+    /// fsync'd (group commit through a write-ahead log). `batched`: answered
+    /// at once; a crash can lose the last ~200 ms of records.
+    pub durability: crate::audit::Durability,
+    /// Sign a checkpoint of the chain head once this many records were
+    /// appended since the last one; 0: not by count.
+    pub checkpoint_every_records: u64,
+    /// ... or once this many seconds passed since the last one and the
+    /// head moved; 0: not by time. Both 0: no periodic checkpoints (the
+    /// retention cut is still signed).
+    pub checkpoint_every_secs: u64,
+    /// Also append every checkpoint to this file (fsync'd); best kept where
+    /// whoever can write the audit directory cannot rewrite it.
+    pub checkpoints_file: Option<PathBuf>,
+    /// The name on checkpoints and their signatures; default
+    /// `sluice/<host name>`.
+    pub checkpoint_origin: Option<String>,
+    /// Remove whole blocks of records older than this many days, after
+    /// signing a checkpoint at the cut; absent: keep everything.
+    pub retention_days: Option<u64>,
+    /// Environment variable holding the prompt HMAC key (64 hex digits)
+    /// instead of `<dir>/prompt.key`.
+    pub prompt_key_env: Option<String>,
 }
 
+impl AuditConfig {
+    /// `checkpoint_origin`, or `sluice/<host name>`.
+    pub fn origin(&self) -> String {
+        self.checkpoint_origin.clone().unwrap_or_else(crate::audit::keys::default_origin)
+    }
+}
+
+/// Who is asking, in order of precedence: a sluice token, the user header
+/// of a trusted authenticating proxy, the caller's network, the anonymous
+/// team. `identity::IdentityTable` applies it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IdentityConfig {
-    /// Team for callers without a valid sluice token; `null` makes tokens mandatory.
+    /// Team for callers nothing else identifies; `null` refuses them.
     pub anonymous_team: Option<String>,
     pub tokens: Vec<TokenEntry>,
+    /// Source address ranges mapped to teams; the longest prefix wins.
+    pub networks: Vec<NetworkEntry>,
+    /// An authenticating proxy in front of sluice that names the user in a
+    /// header; honoured only from its addresses.
+    pub trusted_proxies: Option<TrustedProxies>,
+}
+
+/// `{ cidr: 10.20.0.0/16, team: payments }`: callers from this range are
+/// the team's; the user is `user` when given, else the caller's address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkEntry {
+    pub cidr: String,
+    pub team: String,
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// The headers an authenticating proxy sets, and where it connects from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedProxies {
+    /// Addresses (CIDR blocks) the proxy connects from. The headers of
+    /// anyone else are ignored, and never forwarded.
+    pub from: Vec<String>,
+    /// Names the user (e.g. `x-forwarded-user`).
+    pub user_header: String,
+    /// Names the team; without it, the team is the network's or the
+    /// anonymous team.
+    #[serde(default)]
+    pub team_header: Option<String>,
 }
 
 /// A sluice token is stored only as its SHA-256 (`sluice token hash` prints it).
@@ -345,11 +450,16 @@ pub enum LocalBackendKind {
     None,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// Where the embedded engine runs. `cuda` never falls back: without a CUDA
+/// build or a usable GPU, sluice refuses to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LocalDevice {
     Cpu,
+    /// GPU 0; needs a build with `--features cuda` (scripts/build-cuda).
     Cuda,
+    /// GPU 0 when this build has CUDA and a GPU answers, else the CPU.
+    Auto,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -505,6 +615,7 @@ impl Default for Config {
             inspect: InspectConfig::default(),
             shadow: ShadowConfig::default(),
             export: ExportConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -535,13 +646,27 @@ impl Default for AdminConfig {
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { dir: PathBuf::from("data/audit") }
+        AuditConfig {
+            dir: PathBuf::from("data/audit"),
+            durability: crate::audit::Durability::default(),
+            checkpoint_every_records: 1000,
+            checkpoint_every_secs: 60,
+            checkpoints_file: None,
+            checkpoint_origin: None,
+            retention_days: None,
+            prompt_key_env: None,
+        }
     }
 }
 
 impl Default for IdentityConfig {
     fn default() -> Self {
-        IdentityConfig { anonymous_team: Some("default".to_string()), tokens: Vec::new() }
+        IdentityConfig {
+            anonymous_team: Some("default".to_string()),
+            tokens: Vec::new(),
+            networks: Vec::new(),
+            trusted_proxies: None,
+        }
     }
 }
 
@@ -679,8 +804,61 @@ impl Config {
         if self.proxy.max_connections == 0 || self.proxy.leaf_cache_size == 0 {
             return Err(invalid("proxy.max_connections and proxy.leaf_cache_size must be at least 1".into()));
         }
+        if let Some(origin) = &self.audit.checkpoint_origin {
+            crate::audit::note::check_name(origin).map_err(|e| invalid(format!("audit.checkpoint_origin: {e}")))?;
+        }
+        if self.audit.retention_days == Some(0) {
+            return Err(invalid("audit.retention_days must be at least 1 (leave it out to keep every record)".into()));
+        }
+        if self.audit.prompt_key_env.as_ref().is_some_and(|v| v.trim().is_empty()) {
+            return Err(invalid("audit.prompt_key_env must name an environment variable".into()));
+        }
         if let Some(hec) = &self.export.splunk_hec {
             hec.validate().map_err(|reason| invalid(format!("export.splunk_hec.{reason}")))?;
+        }
+        self.validate_identity().map_err(|reason| invalid(format!("identity.{reason}")))?;
+        if self.limits.store != "embedded" {
+            crate::limits::RedisUrl::parse(&self.limits.store)
+                .map_err(|reason| invalid(format!("limits.store: {reason}")))?;
+        }
+        if self.limits.redis_timeout_ms == 0 {
+            return Err(invalid("limits.redis_timeout_ms must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The network and trusted-proxy parts of `identity`; the error names
+    /// the key below `identity.`.
+    fn validate_identity(&self) -> Result<(), String> {
+        let id = &self.identity;
+        let team_ok = |team: &str| crate::identity::is_team_name(team);
+        if let Some(team) = id.anonymous_team.as_deref().filter(|t| !team_ok(t)) {
+            return Err(format!("anonymous_team: `{team}` is not a team name (a-z, 0-9, `_`, `-`)"));
+        }
+        for (i, n) in id.networks.iter().enumerate() {
+            if crate::net::Cidr::parse(&n.cidr).is_none() {
+                return Err(format!("networks[{i}].cidr: `{}` is not a CIDR block (e.g. 10.20.0.0/16)", n.cidr));
+            }
+            if !team_ok(&n.team) {
+                return Err(format!("networks[{i}].team: `{}` is not a team name (a-z, 0-9, `_`, `-`)", n.team));
+            }
+            if n.user.as_deref().is_some_and(|u| u.trim().is_empty()) {
+                return Err(format!("networks[{i}].user must not be empty"));
+            }
+        }
+        if let Some(t) = &id.trusted_proxies {
+            if t.from.is_empty() {
+                return Err("trusted_proxies.from must list the proxy's addresses".into());
+            }
+            for cidr in &t.from {
+                if crate::net::Cidr::parse(cidr).is_none() {
+                    return Err(format!("trusted_proxies.from: `{cidr}` is not a CIDR block"));
+                }
+            }
+            for (key, name) in [("user_header", Some(&t.user_header)), ("team_header", t.team_header.as_ref())] {
+                let Some(name) = name else { continue };
+                crate::identity::check_identity_header(name).map_err(|why| format!("trusted_proxies.{key}: {why}"))?;
+            }
         }
         Ok(())
     }
@@ -708,8 +886,12 @@ impl Config {
         };
         rebase(&mut self.policies_dir);
         rebase(&mut self.audit.dir);
+        if let Some(file) = self.audit.checkpoints_file.as_mut() {
+            rebase(file);
+        }
         rebase(&mut self.ca.dir);
         rebase(&mut self.shadow.fingerprint_key);
+        rebase(&mut self.limits.dir);
         for file in &mut self.shadow.catalog_files {
             rebase(file);
         }

@@ -19,7 +19,10 @@
 //!   - `trail`: the request's audit record, and the one place it is written.
 //!   - `proxied`: records of what the proxy relays besides LLM requests
 //!     (and of tunnels and door refusals), and the WebSocket message verdict.
-//! - [`identity`]: who is asking: sluice tokens mapped to team and user.
+//! - [`identity`]: who is asking: sluice tokens, a trusted proxy's user
+//!   header, source networks, the anonymous team, in that order.
+//! - [`limits`]: budgets and rate limits per team and user: calendar-window
+//!   counters in sled or Redis, checked before dispatch.
 //! - [`wire`]: provider wire formats, parsed into one canonical request:
 //!   - `openai`, `anthropic`, `responses`, `gemini`: one file per dialect:
 //!     parsing, whole and streamed answers, error and model-list bodies, and
@@ -38,11 +41,15 @@
 //! - [`shadow`]: the shadow-AI monitor: the shipped catalog of AI services.
 //! - [`classify`]: the task classifier (code, summarization, math, ...).
 //! - [`sticky`]: sticky conversations: once kept local, later turns stay local.
-//! - [`policy`]: per-team policy files, and the decision for each request.
+//! - [`policy`]: per-team policy files, and the decision for each request:
+//!   - `org`: org.yaml's rules first, profiles (`extends:`), precedence.
+//!   - `reload`: the live set, swapped whole on SIGHUP and file changes.
 //! - [`redact`]: placeholders in for the cloud, values back in the answer.
 //! - [`dispatch`]: where a decided request goes: the upstream client, an
 //!   intercepted connection's origin, or the local tier.
-//! - [`audit`]: the tamper-evident, hash-chained audit log and its writer.
+//! - [`audit`]: the tamper-evident, hash-chained audit log and its writer;
+//!   signed checkpoints of its head, retention behind a signed cut, and the
+//!   keys for both and for the prompt digest.
 //! - [`export`]: audit records as Splunk HEC events with CIM Web fields,
 //!   JSON lines or CSV (`sluice audit export`).
 //! - [`telemetry`]: metric names, units and the Prometheus recorder.
@@ -66,6 +73,7 @@ pub mod headers;
 pub mod identity;
 pub mod ingress;
 pub mod inspect;
+pub mod limits;
 pub mod net;
 pub mod pipeline;
 pub mod policy;

@@ -1,4 +1,4 @@
-//! The `sluice` command line: serve, policy, audit, shadow, token, ca.
+//! The `sluice` command line: serve, policy, audit, shadow, token, ca, budget.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,9 +9,10 @@ use clap::{Args, Parser, Subcommand};
 
 use sluice::audit::{AuditFilter, AuditLog, StoredRecord};
 use sluice::config::Config;
-use sluice::inspect::{Detectors, Dictionary};
+use sluice::inspect::Detectors;
 use sluice::pipeline::Sluice;
-use sluice::policy::{PolicySet, Signals};
+use sluice::policy::reload::Policies;
+use sluice::policy::Signals;
 
 // glibc malloc was ~12% of the gateway's CPU under load (malloc_consolidate
 // on the many short-lived request buffers); mimalloc's thread-local free
@@ -50,6 +51,23 @@ enum Command {
     /// The CA that signs certificates for intercepted hosts.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Budgets and rate limits (`limits:` in team policies).
+    #[command(subcommand)]
+    Budget(BudgetCommand),
+}
+
+#[derive(Subcommand)]
+enum BudgetCommand {
+    /// Use of each team's budgets, and of each user's, in the current
+    /// windows: from the running sluice's admin listener, or from the
+    /// store when sluice is not running.
+    Status {
+        #[arg(long)]
+        team: Option<String>,
+        /// The report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -134,8 +152,30 @@ enum AuditCommand {
         #[command(flatten)]
         dir: AuditDir,
     },
-    /// Check the hash chain; exits 1 and names the first bad record.
+    /// Check the hash chain and the signed checkpoints; exits 1 and names
+    /// the first bad record, a rewritten chain, a truncated tail or an
+    /// unproven front.
     Verify {
+        /// A file of signed checkpoints kept outside the data directory
+        /// (`audit.checkpoints_file`, or ones saved from `audit checkpoint`),
+        /// checked on top of those the log stores.
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+        /// The verifier key to check signatures with
+        /// (`sluice audit checkpoint --public-key`); without it, the key in
+        /// the audit directory, which whoever rewrites the log can replace.
+        #[arg(long)]
+        key: Option<String>,
+        #[command(flatten)]
+        dir: AuditDir,
+    },
+    /// Print the latest signed checkpoint of the chain head, for an auditor
+    /// to keep.
+    Checkpoint {
+        /// Print the verifier key instead (`<name>+<key id>+<key>`), to pin
+        /// for `audit verify --key`.
+        #[arg(long)]
+        public_key: bool,
         #[command(flatten)]
         dir: AuditDir,
     },
@@ -278,8 +318,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             audit_query(&audit_open(dir.dir.as_deref().unwrap_or(&config.audit.dir))?, &filter, json)
         }
-        Command::Audit(AuditCommand::Verify { dir }) => {
-            audit_verify(&audit_open(dir.dir.as_deref().unwrap_or(&config.audit.dir))?)
+        Command::Audit(AuditCommand::Verify { checkpoints, key, dir }) => {
+            let dir = dir.dir.as_deref().unwrap_or(&config.audit.dir);
+            audit_verify(&audit_open(dir)?, dir, &config.audit.origin(), checkpoints.as_deref(), key.as_deref())
+        }
+        Command::Audit(AuditCommand::Checkpoint { public_key, dir }) => {
+            audit_checkpoint(dir.dir.as_deref().unwrap_or(&config.audit.dir), &config.audit.origin(), public_key)
         }
         Command::Audit(AuditCommand::Export { since, until, team, format, host, index, source, output, dir }) => {
             let filter = AuditFilter {
@@ -314,6 +358,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("Give clients the certificate: sluice ca export > sluice-ca.pem");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Budget(BudgetCommand::Status { team, json }) => budget_status(&config, team.as_deref(), json),
         Command::Ca(CaCommand::Export) => {
             let pem = sluice::ca::export(&config.ca.dir)
                 .with_context(|| format!("no CA in {} (run `sluice ca init`)", config.ca.dir.display()))?;
@@ -363,7 +408,17 @@ fn serve(config: Config) -> Result<ExitCode> {
         let admin_addr = config.admin.listen;
         let proxy_addr = config.proxy.enabled.then_some(config.proxy.listen);
         let leaves = proxy_addr.map(|_| proxy_leaves(&config)).transpose()?;
+        // Before the log opens, which would quietly tighten a key file that
+        // others could read instead of refusing it.
+        let signer = sluice::audit::keys::load_or_create_signer(&config.audit.dir, &config.audit.origin())?;
+        let checkpoint_settings = sluice::audit::CheckpointSettings::of(&config.audit);
         let sluice = Sluice::build(config)?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // Reloads on SIGHUP and on file changes; SIGHUP is handled from here on.
+        let _reloader = sluice.policies().watch(stop_rx.clone());
+        let checkpointer =
+            sluice::audit::Checkpointer::start(sluice.audit().log().clone(), signer, checkpoint_settings)
+                .context("cannot start the checkpoint thread")?;
         if let Some(hec) = &sluice.config().export.splunk_hec {
             sluice::export::splunk::start(sluice.audit().log().clone(), hec, &sluice.config().upstream, host_name())?;
         }
@@ -383,7 +438,6 @@ fn serve(config: Config) -> Result<ExitCode> {
         };
         tracing::info!(gateway = %gateway_addr, admin = %admin_addr, proxy = ?proxy_addr, "sluice is serving");
 
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let upkeep = metrics.clone();
         tokio::spawn(async move {
             loop {
@@ -410,6 +464,10 @@ fn serve(config: Config) -> Result<ExitCode> {
         }
         let _ = admin_task.await;
         sluice.audit().flush().context("cannot flush the audit log")?;
+        sluice.limits().drain(Duration::from_secs(2)).await;
+        sluice.limits().flush().context("cannot flush the limits counters")?;
+        // After the flush, so the last checkpoint names the last record.
+        checkpointer.finish();
         tracing::info!(records = sluice.audit().log().len(), "audit log flushed; bye");
         Ok(ExitCode::SUCCESS)
     })
@@ -436,12 +494,13 @@ async fn wait_for_signal() {
     let _ = ctrl_c.await;
 }
 
-/// The same validation `serve` applies, against the same catalog of AI
-/// apps (the shipped one plus `shadow.catalog_files`).
+/// The same validation `serve` applies at start-up and on every reload
+/// (the same function), against the same catalog of AI apps (the shipped
+/// one plus `shadow.catalog_files`).
 fn policy_check(dir: &Path, shadow: &sluice::config::ShadowConfig) -> Result<ExitCode> {
-    let catalog = sluice::shadow::monitor::load_catalog(shadow)?;
-    match PolicySet::load_dir_with_apps(dir, &catalog) {
-        Ok(set) => {
+    match Policies::load(dir, shadow) {
+        Ok(policies) => {
+            let set = policies.set();
             let teams: Vec<&str> = set.teams().collect();
             println!("{}: {} team policies OK ({})", dir.display(), set.len(), teams.join(", "));
             Ok(ExitCode::SUCCESS)
@@ -476,26 +535,25 @@ fn policy_test(
     context: &TestContext,
     json: bool,
 ) -> Result<ExitCode> {
-    // The same catalog of AI apps as `serve`, so the same files load.
-    let catalog = sluice::shadow::monitor::load_catalog(&config.shadow)?;
-    let set = PolicySet::load_dir_with_apps(dir, &catalog)
+    // Loaded as `serve` loads it, so the same files load the same way.
+    let policies = Policies::load(dir, &config.shadow)
         .map_err(|e| anyhow::anyhow!("policies in {} are invalid:\n{e}", dir.display()))?;
-    let Some(policy) = set.team(team) else {
+    let Some(policy) = policies.team(team) else {
         bail!("no policy for team `{team}` in {}", dir.display());
     };
-    let dictionary =
-        if policy.dictionary_terms().is_empty() { None } else { Some(Dictionary::new(policy.dictionary_terms())?) };
+    let dictionary = policies.dictionary(team);
     // The prompt goes through the server's own inspection, as the user
     // message of an OpenAI chat request.
     let body = serde_json::json!({"model": model, "messages": [{"role": "user", "content": prompt}]}).to_string();
     let shape = sluice::wire::shapes::Shape::chat(sluice::wire::Dialect::OpenAiChat);
     let (extracted, scanned, _) = sluice::pipeline::scan_body(
         &Detectors::with_phone_regions(config.inspect.phone_regions()),
-        dictionary.as_ref(),
+        dictionary,
         shape,
         "/v1/chat/completions",
         body.as_bytes(),
         "application/json",
+        None,
     )?;
     let findings = policy.relevant_findings(&scanned);
     let prompt_tokens = sluice::wire::CanonicalRequest::estimated_prompt_tokens(&extracted.request.text_segments());
@@ -528,14 +586,18 @@ fn policy_test(
             })
             .collect();
         let out = serde_json::json!({
-            "team": team, "decision": decision.action, "rule": decision.rule, "reason": decision.reason,
-            "prompt_tokens": prompt_tokens, "findings": findings, "signals": summary,
+            "team": team, "decision": decision.action, "rule": decision.rule,
+            "decided_by": &*decision.decided_by, "reason": decision.reason,
+            "monitor": decision.monitor, "prompt_tokens": prompt_tokens, "findings": findings, "signals": summary,
         });
         println!("{out}");
     } else {
         println!("decision: {}", decision.action.as_str());
-        println!("rule:     {}", decision.rule);
+        println!("rule:     {}", decision.decided_by);
         println!("reason:   {}", decision.reason);
+        for m in &decision.monitor {
+            println!("monitor:  {} would have decided {} (mode: monitor, not applied)", m.rule, m.action.as_str());
+        }
         println!("tokens:   {prompt_tokens} (estimated)");
         if let Some(task) = signals.task {
             println!("task:     {} ({:.2})", task.task.as_str(), task.confidence);
@@ -559,6 +621,98 @@ fn policy_test(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice budget status`: a running sluice answers on its admin
+/// listener (its store may be locked, or shared in Redis); otherwise the
+/// store is read here, with the policies from `policies_dir`.
+fn budget_status(config: &Config, team: Option<&str>, json: bool) -> Result<ExitCode> {
+    use sluice::limits::{Limiter, Report};
+    if let Some(team) = team.filter(|t| !sluice::identity::is_team_name(t)) {
+        bail!("`{team}` is not a team name");
+    }
+    let report: Report = match budget_from_admin(config, team)? {
+        Some(report) => report,
+        None => {
+            let policies = Policies::load(&config.policies_dir, &config.shadow)
+                .map_err(|e| anyhow::anyhow!("policies in {} are invalid:\n{e}", config.policies_dir.display()))?;
+            let teams: Vec<_> = policies
+                .set()
+                .teams()
+                .filter_map(|t| policies.team(t).map(|p| (t.to_string(), p.limits().clone())))
+                .collect();
+            let limiter = Limiter::open(&config.limits, false).with_context(|| {
+                "sluice seems to be running (its store is locked) but its admin listener did not answer".to_string()
+            })?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(limiter.report(&teams, team))?
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("store: {}", report.store);
+    if report.rows.is_empty() {
+        println!("no team has limits{}", team.map(|t| format!(" (team {t})")).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<16} {:<20} {:<20} {:>14} {:>14} {:>5}  {:<21} on_limit",
+        "team", "user", "budget", "used", "limit", "%", "resets (UTC)"
+    );
+    for r in &report.rows {
+        let amount = |n: u64| if r.unit == "micro_usd" { format!("${:.2}", n as f64 / 1e6) } else { n.to_string() };
+        let percent = if r.limit == 0 { 100.0 } else { r.used as f64 * 100.0 / r.limit as f64 };
+        let resets = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(r.resets_unix));
+        println!(
+            "{:<16} {:<20} {:<20} {:>14} {:>14} {:>5.0}  {:<21} {}",
+            r.team,
+            r.user.as_deref().unwrap_or("(team)"),
+            r.budget,
+            amount(r.used),
+            amount(r.limit),
+            percent,
+            resets.to_string(),
+            r.on_limit
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The report from a running sluice's admin listener, with the token it
+/// wrote into `limits.dir`; `None` when no sluice answers there.
+fn budget_from_admin(config: &Config, team: Option<&str>) -> Result<Option<sluice::limits::Report>> {
+    use std::io::{Read, Write};
+    let Some(token) = sluice::limits::read_admin_token(&config.limits.dir) else {
+        return Ok(None);
+    };
+    let mut addr = config.admin.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return Ok(None);
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let query = team.map(|t| format!("?team={t}")).unwrap_or_default();
+    write!(
+        stream,
+        "GET /budget{query} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).with_context(|| format!("reading the admin listener at {addr}"))?;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    if status != "200" {
+        bail!("the admin listener at {addr} answered {status}: {}", body.trim());
+    }
+    Ok(Some(serde_json::from_str(body).with_context(|| format!("the budget report from {addr}"))?))
 }
 
 fn audit_open(dir: &Path) -> Result<AuditLog> {
@@ -606,19 +760,99 @@ fn print_record(s: &StoredRecord) {
     );
 }
 
-fn audit_verify(log: &AuditLog) -> Result<ExitCode> {
+/// The chain walk, then the signed checkpoints (stored ones, plus those in
+/// `file`) against it.
+fn audit_verify(log: &AuditLog, dir: &Path, origin: &str, file: Option<&Path>, key: Option<&str>) -> Result<ExitCode> {
+    use sluice::audit::{Front, Located};
     let report = log.verify()?;
+    let mut failed = false;
     match report.first_bad {
-        None => {
-            println!("audit log OK: {} record(s), hash chain intact", report.checked);
-            Ok(ExitCode::SUCCESS)
-        }
+        None => println!("audit log OK: {} record(s), hash chain intact", report.checked),
         Some(bad) => {
             println!("audit log TAMPERED: record {}: {}", bad.seq, bad.reason);
             println!("({} record(s) before it verified)", report.checked);
-            Ok(ExitCode::from(1))
+            failed = true;
         }
     }
+
+    let mut checkpoints: Vec<Located> = log
+        .checkpoints()?
+        .into_iter()
+        .map(|c| Located { place: format!("stored checkpoint #{}", c.number), note: Ok(c.note) })
+        .collect();
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let notes = sluice::audit::note::split_notes(&text);
+        if notes.is_empty() {
+            bail!("{} holds no checkpoints", file.display());
+        }
+        checkpoints.extend(
+            notes.into_iter().map(|n| Located { place: format!("{}:{}", file.display(), n.line), note: n.note }),
+        );
+    }
+    let verifier = match key {
+        Some(key) => Some(sluice::audit::note::Verifier::parse(key).context("--key")?),
+        None => {
+            let found = sluice::audit::keys::load_verifier(dir, origin)?;
+            if found.is_some() && !checkpoints.is_empty() {
+                eprintln!(
+                    "warning: checking signatures with the key in {}; whoever can rewrite the log can replace it                      too. Pin the key: sluice audit verify --key '<sluice audit checkpoint --public-key, saved earlier>'",
+                    dir.display()
+                );
+            }
+            found
+        }
+    };
+    let proof = log.check_checkpoints(verifier.as_ref(), &checkpoints)?;
+    for warning in &proof.warnings {
+        eprintln!("warning: {warning}");
+    }
+    // A rewrite early in a long log disagrees with every later checkpoint.
+    const SHOWN: usize = 20;
+    for problem in proof.problems.iter().take(SHOWN) {
+        println!("audit log TAMPERED: {problem}");
+    }
+    if proof.problems.len() > SHOWN {
+        println!("... and {} more", proof.problems.len() - SHOWN);
+    }
+    if let Some((from, to)) = proof.rewritten {
+        println!("the rewrite lies in records {from}..={to} (checkpoints before {from} still match)");
+    }
+    if !proof.ok() {
+        println!(
+            "checkpoints FAILED: {} problem(s); {} signed checkpoint(s) matched the log",
+            proof.problems.len(),
+            proof.matched
+        );
+        return Ok(ExitCode::from(1));
+    }
+    if proof.matched > 0 {
+        let (seq, time) = proof.latest.clone().unwrap_or_default();
+        println!(
+            "checkpoints OK: {} signed checkpoint(s) match the log (newest: record {seq}, signed {time})",
+            proof.matched
+        );
+    }
+    if let Front::Proven { through, time, place } = &proof.front {
+        println!("records 1..{through} were removed by retention; {place} (signed {time}) proves the cut");
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// The newest stored checkpoint, or the verifier key to pin.
+fn audit_checkpoint(dir: &Path, origin: &str, public_key: bool) -> Result<ExitCode> {
+    if public_key {
+        let verifier = sluice::audit::keys::load_verifier(dir, origin)?
+            .with_context(|| format!("no signing key in {} (sluice serve creates it on first start)", dir.display()))?;
+        println!("{verifier}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let log = audit_open(dir)?;
+    let latest = log.latest_checkpoint()?.with_context(|| {
+        format!("no checkpoint in {} yet (sluice serve signs one as records arrive)", dir.display())
+    })?;
+    print!("{}", latest.note);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn audit_export(

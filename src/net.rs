@@ -26,6 +26,11 @@ impl Cidr {
         (prefix <= max).then_some(Cidr { network: addr, prefix })
     }
 
+    /// Bits of the network part: the longer, the more specific.
+    pub fn prefix_len(&self) -> u8 {
+        self.prefix
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.network, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {

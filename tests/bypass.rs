@@ -238,6 +238,9 @@ async fn clean_requests_of_other_shapes_still_reach_the_provider() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 404);
+    // Read to the end: the record is written as the answer completes, and
+    // the order of the records below is the order the answers completed.
+    resp.bytes().await.unwrap();
     let seen = fake.requests();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].body, body.as_bytes(), "forwarded byte for byte");
@@ -251,6 +254,7 @@ async fn clean_requests_of_other_shapes_still_reach_the_provider() {
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", proc.log()));
     assert_eq!(resp.status(), 404);
+    resp.bytes().await.unwrap();
 
     // Compressed bodies cannot be read, so they are not forwarded.
     let resp = client
@@ -277,7 +281,7 @@ async fn clean_requests_of_other_shapes_still_reach_the_provider() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attachments_are_findings_in_every_dialect() {
     let fake = FakeProvider::start().await;
-    // payments.yaml blocks every attachment.
+    // payments.yaml blocks every attachment (by its profile's rule).
     let setup = Setup { identity: "identity: { anonymous_team: payments }\n".into(), ..Setup::default() };
     let mut proc = SluiceProc::start(&fake, setup).await;
     let png = base64::engine::general_purpose::STANDARD
@@ -334,12 +338,12 @@ async fn attachments_are_findings_in_every_dialect() {
     assert!(fake.requests().is_empty());
     let records = proc.audit_records();
     for (r, (_, _, media_type)) in records.iter().zip(&cases) {
-        assert_eq!(r["rule"], "no-attachments", "{r}");
+        assert_eq!(r["rule"], "regulated:no-attachments", "{r}");
         assert_eq!(r["findings"]["opaque_attachment"], 1, "{r}");
         assert_eq!(r["attachments"][0]["media_type"], *media_type, "{r}");
     }
     assert!(records[0]["attachments"][0]["bytes"].as_u64().unwrap() == 16);
     let last = records.last().unwrap();
     assert_eq!(last["findings"]["credit_card"], 1, "{last}");
-    assert_eq!(last["rule"], "any-pii-stays-local");
+    assert_eq!(last["rule"], "regulated:any-pii-stays-local");
 }

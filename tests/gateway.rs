@@ -50,7 +50,9 @@ async fn clean_openai_prompt_reaches_provider_with_sluice_key() {
     assert_eq!(r["model_requested"], "gpt-4o-mini");
     assert_eq!(r["provider"], "openai");
     assert_eq!(r["status"], 200);
-    assert_eq!(r["prompt_sha256"].as_str().unwrap().len(), 64);
+    // Keyed by the deployment's secret; the unkeyed digest stays empty.
+    assert_eq!(r["prompt_hmac"].as_str().unwrap().len(), 64);
+    assert_eq!(r["prompt_sha256"], "");
     assert!(r["latency_us"]["total"].as_u64().unwrap() >= r["latency_us"]["upstream"].as_u64().unwrap());
 }
 
@@ -361,7 +363,9 @@ async fn models_health_ready_and_metrics() {
     c.post(sluice.url("/v1/chat/completions")).json(&chat_body(CARD_PROMPT, false)).send().await.unwrap();
     let metrics = c.get(format!("http://{}/metrics", sluice.admin)).send().await.unwrap().text().await.unwrap();
     assert!(
-        metrics.contains("sluice_requests_total{team=\"default\",decision=\"cloud\",provider=\"openai\"} 1"),
+        metrics.contains(
+            "sluice_requests_total{team=\"default\",decision=\"cloud\",provider=\"openai\",status=\"200\"} 1"
+        ),
         "{metrics}"
     );
     assert!(metrics.contains("sluice_findings_total{type=\"credit_card\"} 1"), "{metrics}");
@@ -511,8 +515,15 @@ async fn full_audit_disk_stops_cloud_forwarding() {
 
     let c = client();
     let mut refused_at = None;
+    // With strict durability the answer whose record hit the full disk is
+    // cut (the client never gets it whole); the ones after it are refused.
+    let mut withheld = 0;
     for i in 0..400 {
-        let resp = c.post(sluice.url("/v1/chat/completions")).json(&chat_body("hello", false)).send().await.unwrap();
+        let sent = c.post(sluice.url("/v1/chat/completions")).json(&chat_body("hello", false)).send().await;
+        let Ok(resp) = sent else {
+            withheld += 1;
+            continue;
+        };
         if resp.status() == 503 {
             let err: Value = resp.json().await.unwrap();
             assert!(err["error"]["message"].as_str().unwrap().contains("audit log"), "{err}");
@@ -520,10 +531,19 @@ async fn full_audit_disk_stops_cloud_forwarding() {
             break;
         }
         assert_eq!(resp.status(), 200);
+        if resp.bytes().await.is_err() {
+            withheld += 1;
+            continue;
+        }
         // Give the writer thread time to hit the full disk.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(refused_at.is_some(), "sluice kept forwarding with a full audit disk:\n{}", sluice.log());
+    assert!(withheld <= 1, "only answers already past the gate can be cut: {withheld}");
+    if withheld == 1 {
+        let metrics = c.get(format!("http://{}/metrics", sluice.admin)).send().await.unwrap().text().await.unwrap();
+        assert!(metrics.contains("sluice_audit_withheld_answers_total 1"), "{metrics}");
+    }
     let forwarded = fake.requests().len();
     for _ in 0..5 {
         let resp = c.post(sluice.url("/v1/chat/completions")).json(&chat_body("hello", false)).send().await.unwrap();
@@ -617,4 +637,52 @@ async fn records_carry_tokens_cost_ttft_and_bytes() {
     let openai = &records[0]["usage"];
     let expected = (openai["tokens_in"].as_u64().unwrap() as f64 * 0.15 + 7.0 * 0.6) / 1e6;
     assert!((openai["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12, "{openai}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_answer_carries_a_request_id_that_names_its_record() {
+    let fake = FakeProvider::start().await;
+    let mut sluice = SluiceProc::start(&fake, Setup::default()).await;
+    let c = client();
+    let chat = |id: Option<&str>, prompt: &str, stream: bool| {
+        let mut req = c.post(sluice.url("/v1/chat/completions")).json(&chat_body(prompt, stream));
+        if let Some(id) = id {
+            req = req.header("x-request-id", id);
+        }
+        req
+    };
+    // A well-formed id is adopted, on relayed, streamed and refused answers.
+    let mut seen = Vec::new();
+    for (id, prompt, stream, status) in [
+        ("client-id:1.a_b-c", "hello", false, 200),
+        ("client-id:2", "hello", true, 200),
+        ("client-id:3", SECRET_PROMPT, false, 403),
+    ] {
+        let resp = chat(Some(id), prompt, stream).send().await.unwrap();
+        assert_eq!(resp.status(), status);
+        assert_eq!(resp.headers()["x-request-id"], id);
+        resp.bytes().await.unwrap();
+        seen.push(id.to_string());
+    }
+    // Anything else, or none, gets an id of sluice's own.
+    for sent in [Some("has space"), Some(&*"x".repeat(65)), None] {
+        let resp = chat(sent, "hello", false).send().await.unwrap();
+        let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+        assert!(Some(id.as_str()) != sent && !id.is_empty() && id.len() <= 64, "{id}");
+        resp.bytes().await.unwrap();
+        seen.push(id);
+    }
+    // Also on answers sluice gives itself.
+    let resp = c.get(sluice.url("/v1/models")).header("x-request-id", "models-1").send().await.unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "models-1");
+    resp.bytes().await.unwrap();
+    seen.push("models-1".into());
+    let resp = c.head(sluice.url("/nowhere")).header("x-request-id", "head-1").send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.headers()["x-request-id"], "head-1");
+    seen.push("head-1".into());
+
+    let records = sluice.audit_records();
+    let recorded: Vec<String> = records.iter().map(|r| r["request_id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(recorded, seen);
 }

@@ -209,6 +209,62 @@ async fn missing_model_file_stops_serve_naming_the_fetch_command() {
     assert!(stderr.contains("scripts/fetch-model"), "{stderr}");
 }
 
+/// `local.device: cuda` in a build without the `cuda` feature: `serve`
+/// stops before listening, with exit code 2 and a message naming the build
+/// (not the GPU) as the reason, even though the model file is fine.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_device_in_a_cpu_build_stops_serve_naming_the_build() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    std::fs::copy(repo_policies().join("default.yaml"), dir.path().join("policies/default.yaml")).unwrap();
+    let config = dir.path().join("sluice.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "gateway: {{ listen: \"127.0.0.1:0\" }}\nadmin: {{ listen: \"127.0.0.1:0\" }}\n\
+             local: {{ backend: embedded, model: \"{}\", device: cuda }}\n",
+            smollm2().display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(sluice_bin()).args(["serve", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("local.device is cuda, but this sluice was built without the cuda feature"), "{stderr}");
+    assert!(stderr.contains("scripts/build-cuda"), "{stderr}");
+    assert!(!stderr.contains("no usable GPU"), "{stderr}");
+    assert!(!stderr.contains("sluice is serving"), "{stderr}");
+}
+
+/// `local.device: auto` in a build without CUDA runs the engine on the CPU,
+/// logs that choice and why, and answers local decisions.
+#[cfg(not(feature = "cuda"))]
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_device_in_a_cpu_build_answers_on_the_cpu_and_logs_why() {
+    let cloud = FakeProvider::start().await;
+    let local = format!(
+        "local: {{ backend: embedded, model: \"{}\", device: auto, max_concurrent: 1, queue: 2, max_tokens_cap: 8 }}\n",
+        smollm2().display()
+    );
+    let setup = Setup { local, policies: policy("{ overflow: wait }"), ..Setup::default() };
+    let sluice = SluiceProc::start(&cloud, setup).await;
+    let resp =
+        client().post(sluice.url("/v1/chat/completions")).json(&chat_body(CARD_PROMPT, false)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-sluice-route"], "local");
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["model"], MODEL_NAME);
+    assert!(answer["usage"]["completion_tokens"].as_u64().unwrap() > 0, "{answer}");
+    let log = sluice.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("local.device auto: the embedded engine runs on the CPU"))
+        .unwrap_or_else(|| panic!("no device line in the log:\n{log}"));
+    assert!(line.contains("built without the cuda feature"), "{line}");
+    assert!(cloud.requests().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn broken_model_file_leaves_sluice_unready_and_local_decisions_503() {
     let cloud = FakeProvider::start().await;

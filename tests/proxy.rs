@@ -449,7 +449,7 @@ async fn websocket_upgrades_on_intercepted_hosts_are_relayed_and_audited() {
     assert_eq!(ws.len(), 1, "{records:#?}");
     assert_eq!(ws[0]["status"], 101);
     assert_eq!(ws[0]["decision"], "block", "{}", ws[0]);
-    assert_eq!(ws[0]["rule"], "no-secrets");
+    assert_eq!(ws[0]["rule"], "org:no-secrets");
     assert_eq!(ws[0]["findings"]["aws_access_key"], 1);
     let reason = ws[0]["reason"].as_str().unwrap();
     assert!(reason.contains("1 messages inspected and forwarded") && !reason.contains("AKIA"), "{reason}");
@@ -577,7 +577,7 @@ async fn a_connect_to_an_address_with_an_intercepted_sni_is_intercepted_and_insp
     assert_eq!(blocked["ingress"], "proxy");
     assert_eq!(blocked["host"], "api.openai.com");
     assert_eq!(blocked["decision"], "block");
-    assert_eq!(blocked["rule"], "no-secrets");
+    assert_eq!(blocked["rule"], "org:no-secrets");
     assert_eq!(blocked["findings"]["credit_card"], 1, "{blocked:#?}");
     assert_eq!(blocked["findings"]["aws_access_key"], 1, "{blocked:#?}");
     assert_eq!(requests[1]["decision"], "cloud");

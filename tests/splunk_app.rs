@@ -479,7 +479,10 @@ fn props_eventtypes_and_tags_cover_the_sourcetypes_for_cim_web() {
         assert_eq!(stanza.get("EVAL-vendor_product").map(String::as_str), Some("coalesce(vendor_product, \"sluice\")"));
     }
     let eventtypes = conf(&app_dir().join("default/eventtypes.conf"));
-    assert_eq!(eventtypes["sluice_web"]["search"], "sourcetype=sluice:*");
+    assert_eq!(eventtypes["sluice_web"]["search"], "sourcetype=sluice:* NOT sourcetype=sluice:checkpoint");
+    // Signed checkpoints are searchable JSON too, but not web events.
+    let checkpoint = props.get("sluice:checkpoint").expect("props.conf has [sluice:checkpoint]");
+    assert_eq!(checkpoint.get("KV_MODE").map(String::as_str), Some("json"));
     let tags = conf(&app_dir().join("default/tags.conf"));
     let web = &tags["eventtype=sluice_web"];
     assert_eq!(

@@ -1,7 +1,8 @@
 //! The Splunk HEC exporter against a fake HEC on loopback (issue 15,
 //! point 2): events arrive in order with the CIM fields and `seq-hash`
 //! ids; a 503 storm, a restart and a malformed-batch answer lose nothing;
-//! a bad token stops the exporter with a clear error in `/readyz`.
+//! a bad token stops the exporter with a clear error in `/readyz`; with
+//! indexer acknowledgement on, the cursor moves only on acknowledged ids.
 
 mod support;
 
@@ -38,12 +39,33 @@ struct Hec {
     posts: AtomicU64,
     /// Events of accepted batches, in arrival order.
     accepted: Mutex<Vec<Value>>,
+    /// Indexer acknowledgement on: posts need a channel and get an ackId.
+    ack_mode: AtomicBool,
+    /// Answer ack polls with `false` (the indexers are behind).
+    hold_acks: AtomicBool,
+    /// Channel GUIDs seen on posts, in order.
+    channels: Mutex<Vec<String>>,
+    next_ack_id: AtomicU64,
+    /// Events per ackId not yet acknowledged.
+    unacked: Mutex<std::collections::BTreeMap<u64, Vec<Value>>>,
+    /// Events whose ackId an ack poll answered `true`, in that order.
+    acked: Mutex<Vec<Value>>,
 }
 
 impl Hec {
+    /// The audit records' events (signed checkpoints apart).
     fn accepted(&self) -> Vec<Value> {
-        self.accepted.lock().unwrap().clone()
+        self.accepted.lock().unwrap().iter().filter(|e| !is_checkpoint(e)).cloned().collect()
     }
+
+    /// The `sluice:checkpoint` events.
+    fn checkpoints(&self) -> Vec<Value> {
+        self.accepted.lock().unwrap().iter().filter(|e| is_checkpoint(e)).cloned().collect()
+    }
+}
+
+fn is_checkpoint(event: &Value) -> bool {
+    event["sourcetype"] == "sluice:checkpoint"
 }
 
 async fn start_hec() -> (SocketAddr, Arc<Hec>) {
@@ -77,10 +99,14 @@ fn reply(status: u16, body: Value) -> Response<Full<Bytes>> {
 async fn answer(hec: &Hec, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let channel = req.headers().get("x-splunk-request-channel").and_then(|v| v.to_str().ok()).map(str::to_string);
     let body = req.into_body().collect().await.unwrap().to_bytes();
     let delay = hec.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    if path == "/services/collector/ack" && hec.ack_mode.load(Ordering::SeqCst) {
+        return ack_poll(hec, &body);
     }
     if path != "/services/collector/event" {
         return reply(404, json!({"text": "The requested URL was not found on this server.", "code": 404}));
@@ -99,17 +125,47 @@ async fn answer(hec: &Hec, req: Request<Incoming>) -> Response<Full<Bytes>> {
         Err(_) => return reply(400, json!({"text": "Invalid data format", "code": 6})),
     };
     let bad = hec.bad_seq.load(Ordering::SeqCst);
-    if bad > 0 && events.iter().any(|e| e["event"]["seq"] == bad) {
+    if bad > 0 && events.iter().any(|e| !is_checkpoint(e) && e["event"]["seq"] == bad) {
         return reply(400, json!({"text": "Invalid data format", "code": 6, "invalid-event-number": 0}));
+    }
+    if hec.ack_mode.load(Ordering::SeqCst) {
+        let Some(channel) = channel else {
+            return reply(400, json!({"text": "Data channel is missing", "code": 10}));
+        };
+        hec.channels.lock().unwrap().push(channel);
+        let ack_id = hec.next_ack_id.fetch_add(1, Ordering::SeqCst);
+        hec.accepted.lock().unwrap().extend(events.iter().cloned());
+        hec.unacked.lock().unwrap().insert(ack_id, events);
+        return reply(200, json!({"text": "Success", "code": 0, "ackId": ack_id}));
     }
     hec.accepted.lock().unwrap().extend(events);
     reply(200, json!({"text": "Success", "code": 0}))
 }
 
+/// `/services/collector/ack`: `{"acks":[ids]}` answered `{"acks":{"id":bool}}`.
+fn ack_poll(hec: &Hec, body: &[u8]) -> Response<Full<Bytes>> {
+    let asked: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let Some(ids) = asked["acks"].as_array() else {
+        return reply(400, json!({"text": "Invalid data format", "code": 6}));
+    };
+    let hold = hec.hold_acks.load(Ordering::SeqCst);
+    let mut answer = serde_json::Map::new();
+    for id in ids.iter().filter_map(Value::as_u64) {
+        let done = !hold
+            && hec.unacked.lock().unwrap().remove(&id).map(|events| hec.acked.lock().unwrap().extend(events)).is_some();
+        answer.insert(id.to_string(), Value::Bool(done));
+    }
+    reply(200, json!({ "acks": answer }))
+}
+
 fn setup(hec: SocketAddr, batch: usize) -> Setup {
+    setup_with(hec, batch, "")
+}
+
+fn setup_with(hec: SocketAddr, batch: usize, more: &str) -> Setup {
     Setup {
         extra_config: format!(
-            "export: {{ splunk_hec: {{ url: \"http://{hec}\", token_env: TEST_HEC_TOKEN, index: sluice, flush_ms: 100, batch_max_events: {batch} }} }}\n"
+            "export: {{ splunk_hec: {{ url: \"http://{hec}\", token_env: TEST_HEC_TOKEN, index: sluice, flush_ms: 100, batch_max_events: {batch}{more} }} }}\n"
         ),
         env: vec![("TEST_HEC_TOKEN".into(), TOKEN.into())],
         ..Setup::default()
@@ -284,4 +340,95 @@ async fn a_bad_token_stops_the_exporter_but_not_sluice() {
     let metrics = reqwest::get(format!("http://{}/metrics", sluice.admin)).await.unwrap().text().await.unwrap();
     assert!(metrics.lines().any(|l| l.starts_with("sluice_export_stopped") && l.ends_with(" 1")), "{metrics}");
     traffic(&sluice, 1).await;
+}
+
+#[tokio::test]
+async fn with_ack_on_the_cursor_moves_only_on_acknowledged_ids() {
+    let fake = FakeProvider::start().await;
+    let (addr, hec) = start_hec().await;
+    hec.ack_mode.store(true, Ordering::SeqCst);
+    hec.hold_acks.store(true, Ordering::SeqCst);
+    let mut sluice = SluiceProc::start(&fake, setup_with(addr, 4, ", ack: true")).await;
+    traffic(&sluice, 6).await;
+    // HEC took the first batch, but the indexers have acknowledged none of
+    // it: the cursor stays put and no second batch is sent (one batch is in
+    // flight at a time).
+    wait_for(&hec, 4, &sluice).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, text) = readyz(&sluice).await;
+    assert!(text.contains("cursor 0,"), "the cursor waits for acknowledgement: {text}");
+    assert_eq!(seqs(&hec.accepted()), vec![1, 2, 3, 4]);
+    assert!(hec.acked.lock().unwrap().is_empty());
+
+    // A restart before the acks came: the unacknowledged batches are sent
+    // again, on the same channel.
+    assert!(sluice.stop().success(), "unclean exit:\n{}", sluice.log());
+    let posts_before = hec.posts.load(Ordering::SeqCst);
+    sluice.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hec.posts.load(Ordering::SeqCst) == posts_before {
+        assert!(Instant::now() < deadline, "nothing resent after the restart:\n{}", sluice.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let channels: BTreeSet<String> = hec.channels.lock().unwrap().iter().cloned().collect();
+    assert_eq!(channels.len(), 1, "one channel GUID per deployment, kept across restarts: {channels:?}");
+
+    // The indexers catch up: every record is acknowledged and the cursor
+    // reaches the head.
+    hec.hold_acks.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, text) = readyz(&sluice).await;
+        if text.contains("cursor 6,") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cursor never reached 6: {text}\n{}", sluice.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let acked = hec.acked.lock().unwrap().clone();
+    let unique: BTreeSet<u64> = seqs(&acked).into_iter().collect();
+    assert_eq!(unique, (1..=6).collect::<BTreeSet<u64>>(), "every record acknowledged");
+}
+
+/// Signed checkpoints go out too, as their own sourcetype, each a note
+/// that verifies with the deployment's key and names a record's hash.
+#[tokio::test]
+async fn signed_checkpoints_go_out_as_their_own_sourcetype() {
+    let fake = FakeProvider::start().await;
+    let (addr, hec) = start_hec().await;
+    let mut setup = setup(addr, 4);
+    setup.audit = "checkpoint_every_records: 3, checkpoint_every_secs: 1, checkpoint_origin: sluice/hec-test".into();
+    let mut sluice = SluiceProc::start(&fake, setup).await;
+    traffic(&sluice, 6).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let checkpoints = loop {
+        let checkpoints = hec.checkpoints();
+        if checkpoints.iter().any(|e| e["event"]["seq"].as_u64() >= Some(6)) {
+            break checkpoints;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint of record 6 at HEC: {checkpoints:?}\n{}", sluice.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The config names the origin the key is printed under.
+    let config = sluice.config.to_str().unwrap().to_string();
+    let key = support::cli(&["--config", &config, "audit", "checkpoint", "--public-key"], None);
+    assert!(key.status.success(), "{}", String::from_utf8_lossy(&key.stderr));
+    let verifier = sluice::audit::note::Verifier::parse(&String::from_utf8_lossy(&key.stdout)).unwrap();
+    assert!(verifier.to_string().starts_with("sluice/hec-test+"), "{verifier}");
+    let records = sluice.audit_records();
+    for e in &checkpoints {
+        assert_eq!(e["index"], "sluice");
+        let ev = &e["event"];
+        assert_eq!(ev["origin"], "sluice/hec-test");
+        assert_eq!(ev["kind"], "head");
+        let text = verifier.open(ev["checkpoint"].as_str().unwrap()).expect("the exported note verifies");
+        let checkpoint = sluice::audit::note::Checkpoint::parse(text).unwrap();
+        assert_eq!(ev["seq"], checkpoint.size);
+        let record = &records[checkpoint.size as usize - 1];
+        assert_eq!(record["seq"], checkpoint.size);
+        assert_eq!(ev["chain_hash"], record["hash"], "the checkpoint names the record's hash");
+    }
+    let ids: Vec<String> = checkpoints.iter().map(|e| e["event"]["id"].as_str().unwrap().to_string()).collect();
+    let expected: Vec<String> = (1..=ids.len()).map(|n| format!("checkpoint-{n}")).collect();
+    assert_eq!(ids, expected, "each once, in order");
 }

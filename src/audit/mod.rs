@@ -20,6 +20,16 @@
 //!   the log (or replacing the head) is detectable. (Only the block being
 //!   written when the process dies can end up past the head.)
 //! - Tree `probe`: scratch key rewritten by [`AuditLog::check_writable`].
+//! - Directory `wal/` (only with `audit.durability: strict`): the
+//!   write-ahead log, fsync'd segment files holding the same blocks byte for
+//!   byte before sled gets them (format in `wal.rs`). [`AuditLog::open`]
+//!   replays the blocks sled does not have, checking that they continue the
+//!   chain, then flushes sled and deletes the segments; a log without the
+//!   directory (any log written before it existed) opens unchanged.
+//! - Tree `checkpoints`: signed checkpoints of the head, numbered from 1
+//!   (`checkpoint.rs`; format in `note.rs`).
+//! - Files `checkpoint.key` (Ed25519 signing key) and `prompt.key` (prompt
+//!   HMAC key) beside sled's own, 0600 (`keys.rs`).
 //!
 //! # Hash construction (for outside auditors)
 //!
@@ -42,11 +52,30 @@
 //!
 //! # Limits
 //!
-//! The chain detects edits, removals, reordering and tail truncation made without
-//! recomputing hashes. Someone with write access who recomputes the whole chain
-//! and the head cannot be detected locally; the exported copy (Splunk) is the
-//! outside anchor. A log whose first record has `seq > 1` is accepted as pruned
-//! from the front (retention), so removing the oldest records is not detected.
+//! The chain alone detects edits, removals, reordering and tail truncation
+//! made without recomputing hashes. Someone with write access who recomputes
+//! the whole chain and the head passes the chain walk; signed checkpoints
+//! (`checkpoint.rs`, `proof.rs`) are what catch them: sluice signs the head
+//! every `audit.checkpoint_every_records` records or `checkpoint_every_secs`
+//! seconds with its Ed25519 key, and `sluice audit verify --checkpoints FILE
+//! --key VERIFIER` then reports
+//!
+//! - a rewritten chain: a checkpointed record whose hash differs;
+//! - a truncated tail: a checkpoint naming a record past the log's end, even
+//!   when the head entry was rewritten to match;
+//! - a front removed outside retention: the first record's `seq > 1` without
+//!   a signed checkpoint of `seq − 1` whose hash is its `prev_hash`
+//!   (retention signs one before it removes anything). This fails when any
+//!   checkpoint exists and only warns on a log that has none at all (written
+//!   before checkpoints).
+//!
+//! What remains undetectable: records appended after the newest checkpoint
+//! the auditor holds can be rewritten or dropped; checkpoints that exist only
+//! inside the audit directory can be deleted or re-signed together with the
+//! log, as can the signing key kept there, which is why auditors pin the
+//! verifier key (`sluice audit checkpoint --public-key`) and keep the
+//! checkpoints file and the exported copy (Splunk, `sluice:checkpoint`) out
+//! of reach of the log's writers.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -58,8 +87,21 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+mod wal;
 mod writer;
-pub use writer::AuditWriter;
+pub use wal::WalError;
+pub use writer::{AuditWriter, Durability, Durable};
+
+// Signed checkpoints, retention and the keys behind them (issue 16).
+mod checkpoint;
+pub mod keys;
+pub mod note;
+mod proof;
+mod retention;
+pub use checkpoint::{write_checkpoint, CheckpointError, CheckpointSettings, Checkpointer, StoredCheckpoint};
+pub use keys::PromptKey;
+pub use proof::{Front, Located, ProofReport};
+pub use retention::Pruned;
 
 /// `prev_hash` of the first record.
 const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -74,6 +116,9 @@ const FLUSH_EVERY_MS: u64 = 200;
 /// small page cache is enough; sled's 1 GiB default would compete with the
 /// local model for memory.
 const CACHE_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
+/// Reopen attempts, 50 ms apart, while a lock released by this process's
+/// own dropped handle is still held (see [`AuditLog::open`]).
+const LOCK_RETRIES: u32 = 10;
 
 /// One request's audit facts, as supplied by the caller.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -96,7 +141,8 @@ pub struct AuditRecord {
     pub reason: String,
     /// Finding type -> count.
     pub findings: BTreeMap<String, u32>,
-    /// Hex SHA-256 of the prompt.
+    /// Hex SHA-256 of the prompt, unkeyed: only in records written before
+    /// `prompt_hmac`; new records leave it empty.
     pub prompt_sha256: String,
     pub status: u16,
     pub latency_us: Latencies,
@@ -123,6 +169,29 @@ pub struct AuditRecord {
     /// What the answer cost: tokens, USD, time to first token, bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<UsageNote>,
+    /// Hex HMAC-SHA-256 of the prompt under the deployment's prompt key
+    /// (`audit::keys`): equal prompts correlate within a deployment, but a
+    /// guessed prompt cannot be confirmed without the key.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prompt_hmac: String,
+    /// The request's id, as returned to the client in `x-request-id`: the
+    /// client's own when it sent a well-formed one, else sluice's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub request_id: String,
+    /// Rules in `mode: monitor` that matched: what each would have done
+    /// had it been enforced. The decision above did not apply them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub monitor: Vec<MonitorNote>,
+}
+
+/// A `mode: monitor` rule that matched a request, and the action it would
+/// have taken (`local`, `cloud`, `redact`, `block`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MonitorNote {
+    /// As in [`AuditRecord::rule`]: `org:<name>` for an organisation rule,
+    /// `<profile>:<name>` for a profile's.
+    pub rule: String,
+    pub action: String,
 }
 
 /// Tokens (from the provider's `usage` or the local engine's count), the
@@ -371,6 +440,10 @@ pub enum AuditError {
     Encode(#[from] serde_json::Error),
     #[error("audit log is not writable: an earlier write failed; fix the store and restart sluice")]
     NotWritable,
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("cannot start the audit writer thread: {0}")]
+    Thread(#[source] io::Error),
 }
 
 /// Chain position guarded by the append lock.
@@ -383,6 +456,7 @@ struct ChainState {
 
 /// The audit log. `Send + Sync`; share it via `Arc`.
 pub struct AuditLog {
+    dir: PathBuf,
     db: sled::Db,
     meta: sled::Tree,
     probe: sled::Tree,
@@ -397,14 +471,26 @@ impl AuditLog {
     /// store's files 0600, also when they existed looser before.
     pub fn open(dir: &Path) -> Result<AuditLog, AuditError> {
         crate::private_dir::create(dir).map_err(|source| AuditError::CreateDir { dir: dir.to_path_buf(), source })?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .flush_every_ms(Some(FLUSH_EVERY_MS))
             .cache_capacity(CACHE_CAPACITY_BYTES)
             // An append-only log rewritten never: spend less CPU compacting.
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| open_error(e, dir))?;
+            .mode(sled::Mode::HighThroughput);
+        // sled's flusher thread lets go of the file lock a moment after the
+        // last handle in this process is dropped, so a reopen right after a
+        // close can find it still held: retry briefly before calling the
+        // log locked by someone else.
+        let mut attempts = 0;
+        let db = loop {
+            match config.open().map_err(|e| open_error(e, dir)) {
+                Err(AuditError::Locked { .. }) if attempts < LOCK_RETRIES => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => break other?,
+            }
+        };
         // After sled's open, which may have created its files: they start
         // from the umask.
         crate::private_dir::tighten_tree(dir)
@@ -412,65 +498,159 @@ impl AuditLog {
         let meta = db.open_tree(META_TREE)?;
         let probe = db.open_tree(PROBE_TREE)?;
         let state = recover_state(&db, &meta)?;
-        Ok(AuditLog { db, meta, probe, state: Mutex::new(state), broken: AtomicBool::new(false) })
+        let log = AuditLog {
+            dir: dir.to_path_buf(),
+            db,
+            meta,
+            probe,
+            state: Mutex::new(state),
+            broken: AtomicBool::new(false),
+        };
+        let replayed = log.replay_wal()?;
+        if replayed > 0 {
+            tracing::info!(records = replayed, "recovered audit records from the write-ahead log");
+        }
+        Ok(log)
+    }
+
+    /// Where the write-ahead log of `audit.durability: strict` lives.
+    pub(crate) fn wal_dir(&self) -> PathBuf {
+        self.dir.join("wal")
     }
 
     /// Seals `record` into the chain and stores it; returns its sequence number.
     pub fn append(&self, record: AuditRecord) -> Result<u64, AuditError> {
-        let result = self.append_inner(record);
-        if result.is_err() {
-            self.broken.store(true, Ordering::SeqCst);
-        }
-        result
-    }
-
-    fn append_inner(&self, record: AuditRecord) -> Result<u64, AuditError> {
-        self.append_batch_inner(std::iter::once(record))
+        self.append_batch(vec![record])
     }
 
     /// Seals and stores several records as one block (one head update);
-    /// returns the sequence number of the last. The background writer uses
-    /// this so a burst of requests costs one sled insert, not many.
+    /// returns the sequence number of the last.
     pub fn append_batch(&self, records: Vec<AuditRecord>) -> Result<u64, AuditError> {
-        let result = self.append_batch_inner(records);
+        self.append_group(records, usize::MAX, None, |_| {})
+    }
+
+    /// Seals `records` into the chain in blocks of at most `max_block`
+    /// records. With a write-ahead log the blocks are made durable there
+    /// first and `durable` is told whether that worked, before sled gets
+    /// them; without one `durable` is told `true` right away. Returns the
+    /// sequence number of the last record.
+    ///
+    /// This is the background writer's group commit: one `write` and one
+    /// `fdatasync` for everything it drained, however many requests wait.
+    pub(crate) fn append_group(
+        &self,
+        records: Vec<AuditRecord>,
+        max_block: usize,
+        wal: Option<&mut wal::Wal>,
+        durable: impl FnOnce(bool),
+    ) -> Result<u64, AuditError> {
+        let result = self.append_group_inner(records, max_block, wal, durable);
         if result.is_err() {
             self.broken.store(true, Ordering::SeqCst);
         }
         result
     }
 
-    fn append_batch_inner(&self, records: impl IntoIterator<Item = AuditRecord>) -> Result<u64, AuditError> {
+    fn append_group_inner(
+        &self,
+        records: Vec<AuditRecord>,
+        max_block: usize,
+        wal: Option<&mut wal::Wal>,
+        durable: impl FnOnce(bool),
+    ) -> Result<u64, AuditError> {
         // The whole seal-and-insert must be serialized: seq and prev_hash come
         // from the previous append. A poisoned lock is still consistent because
         // the state is only updated after a successful insert.
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let first_seq = state.next_seq;
-        let mut seq = first_seq;
+        let mut seq = state.next_seq;
         let mut last_hash = state.last_hash.clone();
-        let mut block: Vec<u8> = Vec::new();
-        for record in records {
-            if seq != first_seq {
+        let mut blocks: Vec<(u64, Vec<u8>)> = Vec::new();
+        for (i, record) in records.iter().enumerate() {
+            if i % max_block.max(1) == 0 {
+                blocks.push((seq, Vec::new()));
+            }
+            let Some((_, block)) = blocks.last_mut() else { continue };
+            if !block.is_empty() {
                 block.push(b'\n');
             }
-            last_hash = seal_into(seq, &last_hash, &record, &mut block)?;
+            last_hash = seal_into(seq, &last_hash, record, block)?;
             seq += 1;
         }
-        if seq == first_seq {
-            return Ok(first_seq.saturating_sub(1));
+        let logged = match (wal, blocks.is_empty()) {
+            (Some(wal), false) => wal.append(&blocks),
+            _ => Ok(()),
+        };
+        durable(logged.is_ok());
+        if blocks.is_empty() {
+            return Ok(state.next_seq.saturating_sub(1));
         }
         let last_seq = seq - 1;
         let head = serde_json::to_vec(&Head { seq: last_seq, hash: last_hash.clone() })?;
-        // Two plain inserts, block first, instead of a sled transaction: every
+        // Into sled even when the write-ahead log failed: the log is broken
+        // either way, and what sled holds is still evidence.
+        //
+        // Plain inserts, blocks first, instead of a sled transaction: every
         // sled transaction or batch writes out the log buffer twice (and wakes
         // sled's I/O threads), which cost more CPU than everything else in the
-        // store. A crash between the two leaves the head one block behind; the
-        // chain is whole and `verify` accepts that, and the next append moves
-        // the head past it again.
-        self.db.insert(first_seq.to_be_bytes(), block)?;
+        // store. A crash between them leaves the head behind; the chain is
+        // whole and `verify` accepts that, and the next append moves the head
+        // past it again.
+        for (first_seq, block) in blocks {
+            self.db.insert(first_seq.to_be_bytes(), block)?;
+        }
         self.meta.insert(HEAD_KEY, head)?;
         state.next_seq = seq;
         state.last_hash = last_hash;
+        logged?;
         Ok(last_seq)
+    }
+
+    /// Replays the write-ahead log (see the module docs): the blocks past
+    /// sled's last record go into sled if they continue the chain; then sled
+    /// is flushed and the segments deleted. A block that does not continue
+    /// the chain stops the replay: its segments are renamed `*.rejected`
+    /// (kept for inspection, never replayed again) and `verify` will show
+    /// where the chain ends. Returns the number of records recovered.
+    fn replay_wal(&self) -> Result<u64, AuditError> {
+        let dir = self.wal_dir();
+        let recovered = wal::read_dir(&dir).map_err(|source| WalError::Io { path: dir.clone(), source })?;
+        if recovered.segments.is_empty() {
+            return Ok(0);
+        }
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut replayed = 0u64;
+        let mut rejected = None;
+        for frame in &recovered.frames {
+            match continue_chain(&state, frame) {
+                Ok(None) => {}
+                Ok(Some(next)) => {
+                    self.db.insert(next.first_seq.to_be_bytes(), next.block)?;
+                    replayed += next.last_seq + 1 - next.first_seq;
+                    state.next_seq = next.last_seq + 1;
+                    state.last_hash = next.last_hash;
+                }
+                Err(bad) => {
+                    rejected = Some(bad);
+                    break;
+                }
+            }
+        }
+        if replayed > 0 {
+            let last_seq = state.next_seq - 1;
+            self.meta.insert(HEAD_KEY, serde_json::to_vec(&Head { seq: last_seq, hash: state.last_hash.clone() })?)?;
+        }
+        self.db.flush()?;
+        match rejected {
+            None => wal::remove_segments(&dir)?,
+            Some(bad) => {
+                tracing::error!(seq = bad.seq, reason = %bad.reason,
+                    "audit write-ahead log does not continue the chain; its segments are kept as *.rejected; run verify");
+                for segment in &recovered.segments {
+                    wal::set_aside(segment).map_err(|source| WalError::Io { path: segment.clone(), source })?;
+                }
+            }
+        }
+        Ok(replayed)
     }
 
     /// True once a write or flush has failed: the log is no longer trusted
@@ -672,6 +852,41 @@ fn check_record(position: Position, value: &[u8], prev: Option<&(u64, String)>) 
         return Err(bad("stored JSON is not in canonical form (record edited)".to_string()));
     }
     Ok(stored)
+}
+
+/// The part of a write-ahead-log block that sled does not have yet.
+struct Continuation {
+    first_seq: u64,
+    block: Vec<u8>,
+    last_seq: u64,
+    last_hash: String,
+}
+
+/// What of `frame` continues the chain at `state`: `None` when sled has
+/// all of it; an error when it does not continue the chain (a gap, an
+/// unreadable or edited record).
+fn continue_chain(state: &ChainState, frame: &wal::Frame) -> Result<Option<Continuation>, BadRecord> {
+    let lines: Vec<&[u8]> = frame.block.split(|&b| b == b'\n').collect();
+    let last_seq = frame.first_seq + lines.len() as u64 - 1;
+    if last_seq < state.next_seq {
+        return Ok(None);
+    }
+    if frame.first_seq > state.next_seq {
+        return Err(BadRecord {
+            seq: state.next_seq,
+            reason: format!("write-ahead log resumes at record {} (records missing)", frame.first_seq),
+        });
+    }
+    let skip = (state.next_seq - frame.first_seq) as usize;
+    let mut prev = (state.next_seq > 1).then(|| (state.next_seq - 1, state.last_hash.clone()));
+    for (i, line) in lines.iter().enumerate().skip(skip) {
+        let expected = frame.first_seq + i as u64;
+        let stored = check_record(Position::KeyOf(expected), line, prev.as_ref())?;
+        prev = Some((stored.seq, stored.hash));
+    }
+    let block = if skip == 0 { frame.block.clone() } else { lines[skip..].join(&b'\n') };
+    let last_hash = prev.map(|(_, hash)| hash).unwrap_or_default();
+    Ok(Some(Continuation { first_seq: state.next_seq, block, last_seq, last_hash }))
 }
 
 /// Compares the head entry with the end of the walked chain.

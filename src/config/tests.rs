@@ -19,7 +19,14 @@ fn documented_example_parses_to_the_defaults() {
     assert_eq!(example.admin.listen, default.admin.listen);
     assert_eq!(example.policies_dir, default.policies_dir);
     assert_eq!(example.audit.dir, default.audit.dir);
+    assert_eq!(example.audit.durability, default.audit.durability);
     assert_eq!(example.identity.anonymous_team, default.identity.anonymous_team);
+    assert!(example.identity.networks.is_empty() && example.identity.trusted_proxies.is_none());
+    let (e, d) = (&example.limits, &default.limits);
+    assert_eq!(
+        (&e.store, &e.dir, e.on_store_error, e.redis_timeout_ms),
+        (&d.store, &d.dir, d.on_store_error, d.redis_timeout_ms)
+    );
     assert_eq!(example.providers.openai.models, default.providers.openai.models);
     assert_eq!(example.upstream.response_timeout_ms, default.upstream.response_timeout_ms);
     assert_eq!(example.proxy.intercept, default.proxy.intercept);
@@ -80,4 +87,41 @@ fn phone_regions_are_region_codes() {
     assert!(err.to_string().contains("inspect.phone_regions: unknown phone region `EU`"), "{err}");
     let example = Config::parse(include_str!("../../sluice.example.yaml"), Path::new("sluice.example.yaml")).unwrap();
     assert_eq!(example.inspect.phone_regions, Config::default().inspect.phone_regions);
+}
+
+#[test]
+fn audit_durability_is_strict_unless_batched_is_asked_for() {
+    use crate::audit::Durability;
+    assert_eq!(Config::default().audit.durability, Durability::Strict);
+    let batched = Config::parse("audit: { durability: batched }\n", Path::new("t.yaml")).unwrap();
+    assert_eq!(batched.audit.durability, Durability::Batched);
+    let strict = Config::parse("audit: { durability: strict }\n", Path::new("t.yaml")).unwrap();
+    assert_eq!(strict.audit.durability, Durability::Strict);
+    let err = Config::parse("audit: { durability: sometimes }\n", Path::new("t.yaml")).unwrap_err().to_string();
+    assert!(err.contains("strict") && err.contains("batched"), "{err}");
+}
+
+#[test]
+fn identity_networks_trusted_proxies_and_limits_are_checked() {
+    let ok = Config::parse(
+        "identity:\n  networks: [ { cidr: 10.20.0.0/16, team: payments }, { cidr: \"fd00::/8\", team: lab, user: bench } ]\n  trusted_proxies: { from: [10.0.0.5/32], user_header: x-forwarded-user, team_header: x-forwarded-team }\nlimits: { store: \"redis://127.0.0.1:6379/1\", on_store_error: open }\n",
+        Path::new("s.yaml"),
+    )
+    .unwrap();
+    assert_eq!(ok.identity.networks.len(), 2);
+    assert_eq!(ok.limits.on_store_error, OnStoreError::Open);
+    for (bad, says) in [
+        ("identity: { networks: [ { cidr: 10.20.0.0/33, team: payments } ] }", "networks[0].cidr"),
+        ("identity: { networks: [ { cidr: 10.0.0.0/8, team: Payments } ] }", "networks[0].team"),
+        ("identity: { trusted_proxies: { from: [], user_header: x-user } }", "trusted_proxies.from"),
+        ("identity: { trusted_proxies: { from: [10.0.0.1], user_header: authorization } }", "user_header"),
+        ("identity: { trusted_proxies: { from: [10.0.0.1], user_header: X-User } }", "lower case"),
+        ("identity: { anonymous_team: \"Everyone\" }", "anonymous_team"),
+        ("limits: { store: \"memcached://h:1\" }", "limits.store"),
+        ("limits: { store: \"redis://h:1\", redis_timeout_ms: 0 }", "redis_timeout_ms"),
+        ("limits: { on_store_error: maybe }", "on_store_error"),
+    ] {
+        let err = Config::parse(bad, Path::new("s.yaml")).unwrap_err().to_string();
+        assert!(err.contains(says), "{bad}: {err}");
+    }
 }

@@ -10,6 +10,9 @@
 //!   its door, relayed requests and WebSockets);
 //! - `sluice:decision`: an LLM request sluice decided on.
 //!
+//! Signed checkpoints of the chain go out as a fourth, `sluice:checkpoint`
+//! ([`checkpoint_event`]), which is not a CIM Web event.
+//!
 //! Values a client chose (user names, hosts, model names) pass through
 //! as recorded; the URL is built from the host and the API's canonical
 //! path, never from the path the client sent.
@@ -187,6 +190,19 @@ pub fn flat_event(stored: &StoredRecord) -> Value {
         "inspect_ms": r.latency_us.inspect as f64 / 1000.0,
         "upstream_ms": r.latency_us.upstream as f64 / 1000.0,
     });
+    // Keyed, so it correlates equal prompts but confirms no guess (the
+    // unkeyed `prompt_sha256` of older records stays out). Outside the
+    // `json!` above, which is at the macro's recursion limit.
+    if let Some(map) = event.as_object_mut() {
+        map.insert("prompt_hmac".into(), json!(r.prompt_hmac));
+        // The id the client saw in `x-request-id` (empty on older records).
+        map.insert("request_id".into(), json!(r.request_id));
+    }
+    if let (false, Some(map)) = (r.monitor.is_empty(), event.as_object_mut()) {
+        // What `mode: monitor` rules would have done; only on records
+        // that have some, so other events keep their shape.
+        map.insert("monitor".into(), json!(r.monitor));
+    }
     if let (Some(ai), Some(map)) = (&r.ai, event.as_object_mut()) {
         let download = ai.download.as_ref();
         let account = ai.account.as_ref();
@@ -210,6 +226,40 @@ pub fn flat_event(stored: &StoredRecord) -> Value {
         }
     }
     event
+}
+
+/// Sourcetype of signed checkpoints of the audit chain.
+pub const CHECKPOINT_SOURCETYPE: &str = "sluice:checkpoint";
+
+/// A signed checkpoint (`audit::checkpoint`, number `number` in the log's
+/// store) as a HEC event of sourcetype `sluice:checkpoint`: the signed
+/// note as it is (`checkpoint`, what an auditor verifies) and what it
+/// names, read from its text, so a search can find the newest one.
+pub fn checkpoint_event(number: u64, note: &str, meta: &HecMeta) -> Value {
+    let text = note.rfind("\n\n").map(|end| &note[..end + 1]).unwrap_or(note);
+    let checkpoint = crate::audit::note::Checkpoint::parse(text).ok();
+    let time_ms = checkpoint.as_ref().and_then(|c| c.time_ms()).unwrap_or(0);
+    let source = if meta.source.is_empty() { SOURCE } else { meta.source.as_str() };
+    let mut event = Map::new();
+    event.insert("time".into(), json!(time_ms as f64 / 1000.0));
+    event.insert("host".into(), json!(meta.host));
+    event.insert("source".into(), json!(source));
+    event.insert("sourcetype".into(), json!(CHECKPOINT_SOURCETYPE));
+    if !meta.index.is_empty() {
+        event.insert("index".into(), json!(meta.index));
+    }
+    let fields = json!({
+        "id": format!("checkpoint-{number}"),
+        "checkpoint_number": number,
+        "origin": checkpoint.as_ref().map_or("", |c| c.origin.as_str()),
+        "seq": checkpoint.as_ref().map_or(0, |c| c.size),
+        "chain_hash": checkpoint.as_ref().map(|c| c.hash_hex()).unwrap_or_default(),
+        "kind": if checkpoint.as_ref().is_some_and(|c| c.is_cut()) { "retention_cut" } else { "head" },
+        "checkpoint": note,
+        "vendor_product": "sluice",
+    });
+    event.insert("event".into(), fields);
+    Value::Object(event)
 }
 
 /// `<seq>-<first 16 hex digits of the chain hash>`: the same on every

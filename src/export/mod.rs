@@ -12,8 +12,14 @@
 //!   each, for `sluice audit export`.
 //!
 //! No prompt text reaches an event: records hold none, and the prompt's
-//! unkeyed digest (`prompt_sha256`) is left out too, since a guessed
-//! prompt could be confirmed against it.
+//! unkeyed digest (`prompt_sha256`, in records written before the keyed
+//! one) is left out too, since a guessed prompt could be confirmed against
+//! it. The keyed digest (`prompt_hmac`, HMAC-SHA-256 under the
+//! deployment's secret prompt key) is exported: it lets a SIEM correlate
+//! equal prompts, but without the key nobody can check a guess against it.
+//!
+//! The Splunk exporter also sends the log's signed checkpoints, as
+//! `sluice:checkpoint` events, so a copy of them lives outside sluice.
 
 pub(crate) mod csv;
 mod hec;
@@ -23,13 +29,16 @@ use std::io::Write;
 
 use crate::audit::StoredRecord;
 
-pub use hec::{flat_event, hec_event, sourcetype, HecMeta, CIM_WEB_FIELDS, SOURCE};
+pub use hec::{
+    checkpoint_event, flat_event, hec_event, sourcetype, HecMeta, CHECKPOINT_SOURCETYPE, CIM_WEB_FIELDS, SOURCE,
+};
 
 /// The export's CSV columns, in order.
-const CSV_COLUMNS: [&str; 27] = [
+const CSV_COLUMNS: [&str; 28] = [
     "time",
     "seq",
     "id",
+    "request_id",
     "sourcetype",
     "action",
     "app",

@@ -21,9 +21,17 @@
 //! | 400 (7 incorrect index; 10, 11 channel missing/invalid; 14 ack disabled; 16 query-string auth) | stop, report (the configuration is wrong) |
 //! | anything else (404, unknown 4xx) | stop, report |
 //!
+//! The codes are HEC's documented ones (0-16 for event posts, 17-19 from
+//! the health endpoint, which a busy collector also returns on posts); an
+//! unknown code falls back to its HTTP status.
+//!
 //! A stopped exporter leaves sluice serving: the records stay in the log and
 //! the next start resumes from the cursor. Its state is in `/readyz`'s
 //! text ([`status_line`]) and in the `sluice_export_*` metrics.
+//!
+//! The log's signed checkpoints go out too, as `sluice:checkpoint` events,
+//! under a cursor of their own (`splunk_hec.checkpoints`: checkpoints are
+//! numbered apart from the records), checked before each read of records.
 //!
 //! The task only reads sled (on the blocking pool) and talks to HEC over
 //! its own client, so it never holds anything the request path waits for.
@@ -38,7 +46,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::hec::{hec_event, HecMeta};
+use super::hec::{checkpoint_event, hec_event, HecMeta};
 use crate::audit::{AuditError, AuditLog, StoredRecord};
 use crate::config::{SplunkHecConfig, UpstreamConfig};
 use crate::dispatch::upstream::{UpstreamClient, UpstreamError};
@@ -46,6 +54,9 @@ use crate::telemetry;
 
 /// The exporter's cursor name in the log's `cursors` tree.
 pub const CURSOR: &str = "splunk_hec";
+/// Its cursor over the log's signed checkpoints, which are numbered apart
+/// from the records: the last checkpoint number Splunk accepted.
+pub const CHECKPOINT_CURSOR: &str = "splunk_hec.checkpoints";
 /// Where the exporter keeps its HEC channel GUID (stable per deployment,
 /// so acknowledgements survive a restart of sluice).
 const CHANNEL_KEY: &str = "splunk_hec.channel";
@@ -232,7 +243,9 @@ impl Exporter {
         let mut cursor = self.blocking(|log| log.cursor(CURSOR)).await.map_err(|e| e.to_string())?;
         tracing::info!(cursor, url = %self.event_url, ack = self.ack, "Splunk HEC exporter started");
         let mut partial_since: Option<Instant> = None;
+        let mut checkpoints = self.blocking(|log| log.cursor(CHECKPOINT_CURSOR)).await.map_err(|e| e.to_string())?;
         loop {
+            checkpoints = self.ship_checkpoints(checkpoints).await?;
             let from = cursor + 1;
             let max = self.max_events;
             let records = match self.blocking(move |log| log.read_from(from, max)).await {
@@ -299,22 +312,58 @@ impl Exporter {
         let mut events = Vec::with_capacity(records.len());
         let mut bytes = 0usize;
         for stored in records {
-            let mut event = hec_event(stored, &self.meta);
-            if let (Some(prefix), Some(Value::String(st))) = (&self.sourcetype_prefix, event.get_mut("sourcetype")) {
-                if let Some(suffix) = st.strip_prefix("sluice:") {
-                    *st = format!("{prefix}{suffix}");
-                }
-            }
-            let id = event.pointer("/event/id").and_then(Value::as_str).unwrap_or_default().to_string();
-            // Serialising a `Value` cannot fail (string keys only).
-            let line = serde_json::to_vec(&event).unwrap_or_default();
-            if !events.is_empty() && bytes + line.len() + 1 > self.max_bytes {
+            let event = self.event(hec_event(stored, &self.meta), stored.seq);
+            if !events.is_empty() && bytes + event.line.len() + 1 > self.max_bytes {
                 break;
             }
-            bytes += line.len() + 1;
-            events.push(Event { seq: stored.seq, id, line });
+            bytes += event.line.len() + 1;
+            events.push(event);
         }
         events
+    }
+
+    /// A HEC event ready to send, under the configured sourcetype prefix.
+    fn event(&self, mut event: Value, seq: u64) -> Event {
+        if let (Some(prefix), Some(Value::String(st))) = (&self.sourcetype_prefix, event.get_mut("sourcetype")) {
+            if let Some(suffix) = st.strip_prefix("sluice:") {
+                *st = format!("{prefix}{suffix}");
+            }
+        }
+        let id = event.pointer("/event/id").and_then(Value::as_str).unwrap_or_default().to_string();
+        // Serialising a `Value` cannot fail (string keys only).
+        let line = serde_json::to_vec(&event).unwrap_or_default();
+        Event { seq, id, line }
+    }
+
+    /// Sends the checkpoints stored after number `cursor` as
+    /// `sluice:checkpoint` events; returns the new cursor, or why to stop.
+    /// They are few and small, so one post carries them all.
+    async fn ship_checkpoints(&self, cursor: u64) -> Result<u64, String> {
+        let max = self.max_events;
+        let stored = match self.blocking(move |log| log.checkpoints_after(cursor, max)).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(error = %e, "Splunk HEC exporter cannot read the audit checkpoints; trying again");
+                return Ok(cursor);
+            }
+        };
+        let Some(last) = stored.last().map(|c| c.number) else { return Ok(cursor) };
+        let events: Vec<Event> =
+            stored.iter().map(|c| self.event(checkpoint_event(c.number, &c.note, &self.meta), c.number)).collect();
+        match self.send_until_done(&events).await {
+            Verdict::Accepted(_) => {
+                metrics::counter!(telemetry::EXPORT_EVENTS, "exporter" => EXPORTER, "outcome" => "sent")
+                    .increment(events.len() as u64);
+            }
+            Verdict::Malformed(why) => {
+                tracing::error!(answer = %why, checkpoints = events.len(), "Splunk HEC refused checkpoint events as malformed; skipping them (they stay in the audit log)");
+                metrics::counter!(telemetry::EXPORT_EVENTS, "exporter" => EXPORTER, "outcome" => "dropped")
+                    .increment(events.len() as u64);
+            }
+            Verdict::Fatal(why) => return Err(why),
+            Verdict::Retry(why) => return Err(format!("internal: unexpected retry verdict: {why}")),
+        }
+        Ok(self.advance_cursor(CHECKPOINT_CURSOR, last).await)
     }
 
     /// Delivers `events` (split as HEC asks), moving the cursor after each
@@ -361,9 +410,13 @@ impl Exporter {
     /// Moves the durable cursor; a failed write is retried until it holds,
     /// since resending is harmless but skipping is not.
     async fn advance(&self, seq: u64) -> u64 {
+        self.advance_cursor(CURSOR, seq).await
+    }
+
+    async fn advance_cursor(&self, name: &'static str, seq: u64) -> u64 {
         let mut delay = BACKOFF_START;
         loop {
-            match self.blocking(move |log| log.set_cursor(CURSOR, seq)).await {
+            match self.blocking(move |log| log.set_cursor(name, seq)).await {
                 Ok(()) => return seq,
                 Err(e) => {
                     tracing::warn!(error = %e, seq, "cannot store the Splunk HEC cursor; trying again");

@@ -33,6 +33,7 @@ fn decision() -> AuditRecord {
         latency_us: Latencies { inspect: 1_500, upstream: 200_000, total: 203_250 },
         redacted: BTreeMap::from([("email".to_string(), 2)]),
         signals: Some(json!({"task": "summarization", "prompt_tokens": 812, "estimated_cost_usd": 0.00042})),
+        request_id: "req-42".into(),
         ..AuditRecord::default()
     }
 }
@@ -153,6 +154,7 @@ fn gateway_decision_maps_to_cim_web() {
     assert_eq!(e["id"], "7-0123456789abcdef");
     assert_eq!(e["seq"], 7);
     assert_eq!(e["chain_hash"], HASH);
+    assert_eq!(e["request_id"], "req-42");
     assert_eq!(e["action"], "allowed");
     assert_eq!(e["app"], "openai");
     assert_eq!(e["dest"], "api.openai.com");
@@ -348,6 +350,7 @@ fn csv_has_fixed_columns_quoting_and_formula_guard() {
     assert_eq!(row[col("time")], "2024-05-01T12:00:00.123Z");
     assert_eq!(row[col("seq")], "1");
     assert_eq!(row[col("id")], "1-0123456789abcdef");
+    assert_eq!(row[col("request_id")], "req-42");
     assert_eq!(row[col("sourcetype")], "sluice:decision");
     assert_eq!(row[col("action")], "allowed");
     assert_eq!(row[col("team")], "team, with comma");

@@ -45,10 +45,11 @@ use tracing::Instrument;
 
 use super::netpolicy::{NetPolicy, Refusal};
 use super::{accept_loop, http_server, Slots};
+use crate::audit::Durable;
 use crate::body::{full, RespBody};
 use crate::ca::{host_matches, LeafCache};
 use crate::dispatch::origin::{Origin, OriginTarget, ALPN_H1, ALPN_H2};
-use crate::pipeline::Sluice;
+use crate::pipeline::{held_body, RequestId, Sluice};
 use crate::relay::tunnel::{copy_with_idle, Activity, Outcome, Rewound, Tracked, TunnelReport};
 use crate::telemetry;
 use crate::wire::{ErrorKind, Identity};
@@ -126,7 +127,7 @@ async fn serve_client(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr, pe
     let service = service_fn(move |req| {
         let proxy = svc_proxy.clone();
         let permit = permit.clone();
-        async move { Ok::<_, Infallible>(proxy.door(req, peer, permit).await) }
+        async move { Ok::<_, Infallible>(proxy.serve_request(req, peer, permit).await) }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
@@ -144,31 +145,51 @@ async fn serve_client(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr, pe
 }
 
 impl Proxy {
+    /// Every request on the proxy port: [`Self::door`], then the answer
+    /// goes out through [`Sluice::deliver`] with the request's id.
+    async fn serve_request(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        permit: Arc<OwnedSemaphorePermit>,
+    ) -> Response<RespBody> {
+        let request_id = self.sluice.request_id(req.headers());
+        let head_only = req.method() == Method::HEAD;
+        let sluice = self.sluice.clone();
+        let resp = self.door(req, peer, permit, request_id.clone()).await;
+        sluice.deliver(&request_id, head_only, resp).await
+    }
+
     /// Phase 1 for every request on the proxy port.
     async fn door(
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
         permit: Arc<OwnedSemaphorePermit>,
+        request_id: RequestId,
     ) -> Response<RespBody> {
-        let identity = match self.sluice.identities().identify_proxy(req.headers()) {
-            Ok(identity) => identity,
+        let identity = match self.sluice.identities().identify_proxy(req.headers(), peer.ip()) {
+            Ok((identity, source)) => {
+                metrics::counter!(telemetry::CALLERS, "ingress" => "proxy", "source" => source.as_str()).increment(1);
+                identity
+            }
             Err(e) => {
                 let reason = e.to_string();
                 let host = req.uri().host().unwrap_or("").to_ascii_lowercase();
-                self.sluice.record_proxy_refusal(peer, None, &host, StatusCode::PROXY_AUTHENTICATION_REQUIRED, &reason);
+                let status = StatusCode::PROXY_AUTHENTICATION_REQUIRED;
+                let durable = self.sluice.record_proxy_refusal(peer, None, &host, status, &reason, &request_id);
                 metrics::counter!(telemetry::PROXY_CONNECTS, "outcome" => "auth_required").increment(1);
-                let mut resp = text(StatusCode::PROXY_AUTHENTICATION_REQUIRED, &reason);
+                let mut resp = held_text(status, &reason, durable);
                 resp.headers_mut()
                     .insert(http::header::PROXY_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"sluice\""));
                 return resp;
             }
         };
         if req.method() == Method::CONNECT {
-            return self.connect(req, peer, identity, permit).await;
+            return self.connect(req, peer, identity, permit, request_id).await;
         }
         if req.uri().scheme_str() == Some("http") && req.uri().host().is_some() {
-            return self.plain_http(req, peer, identity).await;
+            return self.plain_http(req, peer, identity, request_id).await;
         }
         text(
             StatusCode::BAD_REQUEST,
@@ -184,28 +205,30 @@ impl Proxy {
         peer: SocketAddr,
         identity: Identity,
         permit: Arc<OwnedSemaphorePermit>,
+        request_id: RequestId,
     ) -> Response<RespBody> {
         let started = Instant::now();
         let Some(authority) = req.uri().authority().cloned() else {
-            return self.bad_connect(peer, &identity, "", "CONNECT needs host:port");
+            return self.bad_connect(peer, &identity, "", "CONNECT needs host:port", &request_id);
         };
         let host = normalize_host(authority.host());
         // Defaulting a missing or impossible port would connect somewhere
         // the client did not ask for (or, for 0, nowhere sensible).
         let Some(port) = authority.port_u16().filter(|&p| p != 0) else {
-            return self.bad_connect(peer, &identity, &host, "CONNECT port missing or outside 1..65535");
+            return self.bad_connect(peer, &identity, &host, "CONNECT port missing or outside 1..65535", &request_id);
         };
         // An AI app the caller's team refuses is answered here, where the
         // client can still read why (and before its name is resolved). On
         // intercepted hosts each request is refused in its own wire format.
-        let refused = (!self.intercepts(&host)).then(|| self.sluice.refuse_app_at_door(peer, &identity, &host));
-        if let Some(message) = refused.flatten() {
+        let refused =
+            (!self.intercepts(&host)).then(|| self.sluice.refuse_app_at_door(peer, &identity, &host, &request_id));
+        if let Some((message, durable)) = refused.flatten() {
             metrics::counter!(telemetry::PROXY_CONNECTS, "outcome" => "app_refused").increment(1);
-            return text(StatusCode::FORBIDDEN, &message);
+            return held_text(StatusCode::FORBIDDEN, &message, durable);
         }
         let addr = match self.net.destination(&host, port).await {
             Ok(addr) => addr,
-            Err(refusal) => return self.refuse_destination(peer, &identity, &host, &refusal),
+            Err(refusal) => return self.refuse_destination(peer, &identity, &host, &refusal, &request_id),
         };
         // A host that may be tunneled is dialled before the 200, so that an
         // unreachable one is still an HTTP answer. If its SNI turns out to
@@ -219,15 +242,17 @@ impl Proxy {
                     Some(upstream)
                 }
                 Ok(Err(e)) => {
-                    return self.bad_gateway(peer, &identity, &host, &format!("cannot connect to {host}:{port}: {e}"))
+                    let reason = format!("cannot connect to {host}:{port}: {e}");
+                    return self.bad_gateway(peer, &identity, &host, &reason, &request_id);
                 }
                 Err(_) => {
-                    return self.bad_gateway(peer, &identity, &host, &format!("connecting to {host}:{port} timed out"))
+                    let reason = format!("connecting to {host}:{port} timed out");
+                    return self.bad_gateway(peer, &identity, &host, &reason, &request_id);
                 }
             }
         };
         let upgrade = hyper::upgrade::on(&mut req);
-        let tunnel = Tunnel { peer, identity, host, port, addr, started, sni: None, ech: false };
+        let tunnel = Tunnel { peer, identity, host, port, addr, started, sni: None, ech: false, request_id };
         tokio::spawn(async move {
             // The slot is held until the tunnel's record is written, so a
             // graceful shutdown waits for it.
@@ -443,30 +468,27 @@ impl Proxy {
             let identity = identity.clone();
             let cert_host = cert_host.clone();
             async move {
+                let request_id = this.sluice.request_id(req.headers());
+                let head_only = req.method() == Method::HEAD;
+                let refuse = |req: &Request<Incoming>, kind, message: &str| {
+                    this.sluice.refuse_proxied(req, peer, &identity, &cert_host, kind, message, &request_id)
+                };
                 let resp = match (&origin, request_host(&req)) {
-                    (_, Some(named)) if named != cert_host => this.sluice.refuse_proxied(
+                    (_, Some(named)) if named != cert_host => refuse(
                         &req,
-                        peer,
-                        &identity,
-                        &cert_host,
                         ErrorKind::Misdirected,
                         &format!("request for {named} on a connection for {cert_host}"),
                     ),
-                    (_, None) => this.sluice.refuse_proxied(
-                        &req,
-                        peer,
-                        &identity,
-                        &cert_host,
-                        ErrorKind::Misdirected,
-                        "request names no host",
-                    ),
+                    (_, None) => refuse(&req, ErrorKind::Misdirected, "request names no host"),
                     (Err(message), _) => {
                         let kind = if misdirected { ErrorKind::Misdirected } else { ErrorKind::Upstream };
-                        this.sluice.refuse_proxied(&req, peer, &identity, &cert_host, kind, message)
+                        refuse(&req, kind, message)
                     }
-                    (Ok(origin), _) => route(this.sluice.clone(), req, peer, identity, origin.clone()).await,
+                    (Ok(origin), _) => {
+                        route(this.sluice.clone(), req, peer, identity.clone(), origin.clone(), &request_id).await
+                    }
                 };
-                Ok::<_, Infallible>(resp)
+                Ok::<_, Infallible>(this.sluice.deliver(&request_id, head_only, resp).await)
             }
         });
         // The protocol was fixed by ALPN; the auto builder recognises the
@@ -508,7 +530,7 @@ impl Proxy {
             outcome,
             ended,
         };
-        self.sluice.record_tunnel(tunnel.peer, &tunnel.identity, &report);
+        self.sluice.record_tunnel(tunnel.peer, &tunnel.identity, &report, &tunnel.request_id);
     }
 
     /// A plain-HTTP absolute-form request (`GET http://host/path`).
@@ -517,6 +539,7 @@ impl Proxy {
         req: Request<Incoming>,
         peer: SocketAddr,
         identity: Identity,
+        request_id: RequestId,
     ) -> Response<RespBody> {
         let Some(host) = req.uri().host().map(|h| h.trim_matches(|c| c == '[' || c == ']').to_ascii_lowercase()) else {
             return text(StatusCode::BAD_REQUEST, "absolute-form request without a host");
@@ -524,12 +547,15 @@ impl Proxy {
         let port = req.uri().port_u16().unwrap_or(80);
         let addr = match self.net.http_destination(&host, port).await {
             Ok(addr) => addr,
-            Err(refusal) => return self.refuse_destination(peer, &identity, &host, &refusal),
+            Err(refusal) => return self.refuse_destination(peer, &identity, &host, &refusal, &request_id),
         };
         let target = self.target(&host, port, addr, false);
         match Origin::connect(target, Vec::new()).await {
-            Ok(origin) => route(self.sluice.clone(), req, peer, identity, Arc::new(origin)).await,
-            Err(e) => self.bad_gateway(peer, &identity, &host, &format!("cannot connect to {host}:{port}: {e}")),
+            Ok(origin) => route(self.sluice.clone(), req, peer, identity, Arc::new(origin), &request_id).await,
+            Err(e) => {
+                let reason = format!("cannot connect to {host}:{port}: {e}");
+                self.bad_gateway(peer, &identity, &host, &reason, &request_id)
+            }
         }
     }
 
@@ -539,28 +565,45 @@ impl Proxy {
         identity: &Identity,
         host: &str,
         refusal: &Refusal,
+        request_id: &RequestId,
     ) -> Response<RespBody> {
         let status = match refusal {
             Refusal::Resolve { .. } => StatusCode::BAD_GATEWAY,
             Refusal::Port(_) | Refusal::Private { .. } => StatusCode::FORBIDDEN,
         };
         let reason = refusal.to_string();
-        self.sluice.record_proxy_refusal(peer, Some(identity), host, status, &reason);
+        let durable = self.sluice.record_proxy_refusal(peer, Some(identity), host, status, &reason, request_id);
         metrics::counter!(telemetry::PROXY_CONNECTS, "outcome" => refusal.kind()).increment(1);
-        text(status, &format!("sluice proxy refused: {reason}"))
+        held_text(status, &format!("sluice proxy refused: {reason}"), durable)
     }
 
     /// A CONNECT line without a usable `host:port`: 400, audited.
-    fn bad_connect(&self, peer: SocketAddr, identity: &Identity, host: &str, reason: &str) -> Response<RespBody> {
-        self.sluice.record_proxy_refusal(peer, Some(identity), host, StatusCode::BAD_REQUEST, reason);
+    fn bad_connect(
+        &self,
+        peer: SocketAddr,
+        identity: &Identity,
+        host: &str,
+        reason: &str,
+        request_id: &RequestId,
+    ) -> Response<RespBody> {
+        let status = StatusCode::BAD_REQUEST;
+        let durable = self.sluice.record_proxy_refusal(peer, Some(identity), host, status, reason, request_id);
         metrics::counter!(telemetry::PROXY_CONNECTS, "outcome" => "bad_target").increment(1);
-        text(StatusCode::BAD_REQUEST, &format!("sluice proxy: {reason}"))
+        held_text(status, &format!("sluice proxy: {reason}"), durable)
     }
 
-    fn bad_gateway(&self, peer: SocketAddr, identity: &Identity, host: &str, reason: &str) -> Response<RespBody> {
-        self.sluice.record_proxy_refusal(peer, Some(identity), host, StatusCode::BAD_GATEWAY, reason);
+    fn bad_gateway(
+        &self,
+        peer: SocketAddr,
+        identity: &Identity,
+        host: &str,
+        reason: &str,
+        request_id: &RequestId,
+    ) -> Response<RespBody> {
+        let status = StatusCode::BAD_GATEWAY;
+        let durable = self.sluice.record_proxy_refusal(peer, Some(identity), host, status, reason, request_id);
         metrics::counter!(telemetry::PROXY_CONNECTS, "outcome" => "connect_failed").increment(1);
-        text(StatusCode::BAD_GATEWAY, &format!("sluice proxy: {reason}"))
+        held_text(status, &format!("sluice proxy: {reason}"), durable)
     }
 }
 
@@ -575,15 +618,16 @@ async fn route(
     peer: SocketAddr,
     identity: Identity,
     origin: Arc<Origin>,
+    request_id: &RequestId,
 ) -> Response<RespBody> {
-    let span = sluice.proxied_span(&req, &identity, &origin);
+    let span = sluice.proxied_span(&req, &identity, &origin, request_id);
     async move {
         let resp = if passthrough::is_websocket_upgrade(req.headers()) {
-            passthrough::relay_websocket(sluice, req, peer, identity, origin).await
+            passthrough::relay_websocket(sluice, req, peer, identity, origin, request_id).await
         } else if req.body().is_end_stream() {
-            passthrough::forward_unchanged(sluice, req, peer, identity, origin).await
+            passthrough::forward_unchanged(sluice, req, peer, identity, origin, request_id).await
         } else {
-            sluice.handle_proxied(req, peer, identity, origin).await
+            sluice.handle_proxied(req, peer, identity, origin, request_id).await
         };
         tracing::Span::current().record("status", resp.status().as_u16());
         tracing::debug!("done");
@@ -606,6 +650,8 @@ struct Tunnel {
     /// From the ClientHello, once read.
     sni: Option<String>,
     ech: bool,
+    /// The CONNECT request's id, for the tunnel's record.
+    request_id: RequestId,
 }
 
 /// A host as the intercept list and the audit log compare it: without
@@ -627,6 +673,13 @@ fn request_host(req: &Request<Incoming>) -> Option<String> {
         }
     };
     Some(raw.trim_matches(|c| c == '[' || c == ']').to_ascii_lowercase())
+}
+
+/// [`text`] for an answer whose record was written: held until it is durable.
+fn held_text(status: StatusCode, message: &str, durable: Durable) -> Response<RespBody> {
+    let mut resp = text(status, message);
+    *resp.body_mut() = held_body(Bytes::from(format!("{message}\n")), durable);
+    resp
 }
 
 fn text(status: StatusCode, message: &str) -> Response<RespBody> {

@@ -50,8 +50,10 @@ impl Inspected {
 impl Sluice {
     /// Read the body, scan every string, key and attachment in it, and
     /// gather the signals: findings, tokens, task, stickiness, cost.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn inspect(
         self: Arc<Self>,
+        policies: &Arc<Policies>,
         shape: Shape,
         parts: &http::request::Parts,
         body: Bytes,
@@ -67,15 +69,18 @@ impl Sluice {
         // cannot hold up every other connection.
         let (extracted, scanned, digest) = if InspectPool::should_offload(body.len()) {
             let (this, path, team) = (self.clone(), parts.uri.path().to_string(), identity.team.clone());
-            self.pool.run(move || this.read_and_scan(shape, &path, &body, &content_type, &team)).await??
+            let policies = policies.clone();
+            self.pool
+                .run(move || this.read_and_scan(shape, &path, &body, &content_type, policies.dictionary(&team)))
+                .await??
         } else {
-            self.read_and_scan(shape, parts.uri.path(), &body, &content_type, &identity.team)?
+            self.read_and_scan(shape, parts.uri.path(), &body, &content_type, policies.dictionary(&identity.team))?
         };
         let Extracted { mut request, inventory, parsed } = extracted;
         request.identity = identity;
         trail.record.model_requested = request.model.clone();
         let team = &request.identity.team;
-        let Some(policy) = self.policies.team(team).cloned() else {
+        let Some(policy) = policies.team(team).cloned() else {
             return Err(Refusal::new(
                 ErrorKind::PolicyBlock,
                 format!("team `{team}` has no policy; sluice refuses rather than guess (add {team}.yaml to the policies directory)"),
@@ -89,7 +94,7 @@ impl Sluice {
         let sticky_local = policy.sticky_local()
             && !self.sticky.is_empty()
             && self.sticky.is_sticky(&Conversation::of(&request.identity.team, &request));
-        trail.record.prompt_sha256 = digest;
+        trail.record.prompt_hmac = digest;
         trail.record.findings = count_by_kind(&findings).into_iter().map(|(k, n)| (k.to_string(), n)).collect();
         trail.record.attachments = inventory.attachments.iter().map(AttachmentNote::of).collect();
         let elapsed = started.elapsed();
@@ -139,14 +144,16 @@ impl Sluice {
         path: &str,
         body: &[u8],
         content_type: &str,
-        team: &str,
+        dictionary: Option<&Dictionary>,
     ) -> Result<Scanned, wire::ParseError> {
-        scan_body(&self.detectors, self.dictionaries.get(team), shape, path, body, content_type)
+        let key = Some(&self.prompt_key);
+        scan_body(&self.detectors, dictionary, shape, path, body, content_type, key)
     }
 }
 
 /// A body read and scanned: what it says, every finding (before the team's
-/// `min_confidence`), and the digest of what was scanned.
+/// `min_confidence`), and the keyed digest of what was scanned (empty
+/// when no key was given).
 pub type Scanned = (Extracted, Vec<Finding>, String);
 
 /// Read a body of `shape` and scan every string, key and attachment in it.
@@ -159,23 +166,25 @@ pub fn scan_body(
     path: &str,
     body: &[u8],
     content_type: &str,
+    prompt_key: Option<&PromptKey>,
 ) -> Result<Scanned, wire::ParseError> {
     let extracted = wire::shapes::extract(shape, path, body, content_type)?;
-    let (scanned, digest) = scan_inventory(detectors, dictionary, &extracted.inventory);
+    let (scanned, digest) = scan_inventory(detectors, dictionary, &extracted.inventory, prompt_key);
     Ok((extracted, scanned, digest))
 }
 
 /// Every finding in an inventory (its texts, then one per attachment) and
-/// the digest of what was scanned.
+/// the keyed digest of what was scanned (empty without a key).
 pub(super) fn scan_inventory(
     detectors: &Detectors,
     dictionary: Option<&Dictionary>,
     inventory: &Inventory,
+    prompt_key: Option<&PromptKey>,
 ) -> (Vec<Finding>, String) {
     let segments: Vec<&str> = inventory.texts().collect();
     let mut scanned = detectors.scan(dictionary, &segments);
     scanned.extend(attachment_findings(inventory, segments.len()));
-    (scanned, prompt_digest(&segments))
+    (scanned, prompt_key.map(|key| prompt_digest(key, &segments)).unwrap_or_default())
 }
 
 /// An `attachment` finding per attachment of the body, so `attachments:`
@@ -203,15 +212,18 @@ pub(super) fn media_class(media_type: &str) -> &'static str {
     }
 }
 
-/// SHA-256 over the prompt segments, each length-prefixed so that segment
-/// boundaries are part of the digest.
-pub(super) fn prompt_digest(segments: &[&str]) -> String {
-    let mut h = Sha256::new();
+/// HMAC-SHA-256 under the deployment's prompt key over the prompt
+/// segments, each length-prefixed so that segment boundaries are part of
+/// the digest. (Records before `prompt_hmac` hold the unkeyed SHA-256 of
+/// the same input, which anyone could confirm a guessed prompt against.)
+pub(super) fn prompt_digest(key: &PromptKey, segments: &[&str]) -> String {
+    use hmac::Mac;
+    let mut h = key.hmac();
     for s in segments {
-        h.update((s.len() as u64).to_be_bytes());
+        h.update(&(s.len() as u64).to_be_bytes());
         h.update(s.as_bytes());
     }
-    hex::encode(h.finalize())
+    hex::encode(h.finalize().into_bytes())
 }
 
 /// The signals behind a decision, for the audit record: numbers and class
@@ -227,10 +239,18 @@ pub fn signal_summary(signals: &Signals, decision: &crate::policy::Decision) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
-    fn digest_depends_on_segment_boundaries() {
-        assert_ne!(prompt_digest(&["ab", "c"]), prompt_digest(&["a", "bc"]));
-        assert_eq!(prompt_digest(&["x"]), prompt_digest(&["x"]));
+    fn digest_depends_on_segment_boundaries_and_the_key() {
+        let key = PromptKey::new([1; 32]);
+        assert_ne!(prompt_digest(&key, &["ab", "c"]), prompt_digest(&key, &["a", "bc"]));
+        assert_eq!(prompt_digest(&key, &["x"]), prompt_digest(&key, &["x"]));
+        assert_ne!(prompt_digest(&key, &["x"]), prompt_digest(&PromptKey::new([2; 32]), &["x"]));
+        // Not the unkeyed digest older records hold.
+        let mut plain = Sha256::new();
+        plain.update(1u64.to_be_bytes());
+        plain.update(b"x");
+        assert_ne!(prompt_digest(&key, &["x"]), hex::encode(plain.finalize()));
     }
 }

@@ -7,21 +7,26 @@
 //! the last frame has gone out (or the client went away).
 
 mod extract;
+mod held;
 mod inspect;
+mod limit;
 mod proxied;
 mod refusal;
+mod request_id;
 mod respond;
 mod trail;
 
 use extract::{check_body_headers, read_body};
+use held::Holding;
 use inspect::{scan_inventory, Inspected};
 use refusal::Refusal;
-use trail::{micros, Completion, Trail};
+use trail::{json_answer, micros, Completion, Trail};
 
+pub use held::{held_body, AnswerWithheld};
 pub use inspect::{scan_body, signal_summary, Scanned};
 pub use proxied::{MessageVerdicts, Relayed};
+pub use request_id::{RequestId, RequestIds};
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -36,11 +41,10 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use sha2::{Digest, Sha256};
 use tracing::{info_span, Instrument};
 
 use crate::audit::AttachmentNote;
-use crate::audit::{AuditError, AuditLog, AuditRecord, AuditWriter, Latencies};
+use crate::audit::{AuditError, AuditLog, AuditRecord, AuditWriter, Durability, Durable, Latencies, PromptKey};
 use crate::blocking::InspectPool;
 use crate::classify::Classifier;
 use crate::config::{Config, ProviderConfig};
@@ -48,9 +52,11 @@ use crate::dispatch::local::{GenEvent, Generation, LocalError, LocalTier, Overfl
 use crate::dispatch::origin::Origin;
 use crate::dispatch::upstream::{UpstreamClient, UpstreamError};
 use crate::identity::{Caller, IdentityTable};
-use crate::inspect::{count_by_kind, Detectors, Dictionary, DictionaryError};
+use crate::inspect::{count_by_kind, Detectors, Dictionary};
 use crate::inspect::{Category, Finding, ATTACHMENT_KIND};
-use crate::policy::{Action, Decision, LocalOptions, Overflow, PolicyErrors, PolicySet, Signals, TeamPolicy, TooLong};
+use crate::limits::{Limiter, LimitsError};
+use crate::policy::reload::{LivePolicies, Policies};
+use crate::policy::{Action, Decision, LocalOptions, Overflow, PolicyErrors, Signals, TeamPolicy, TooLong};
 use crate::redact::{Redaction, SseRestorer};
 use crate::relay::websocket::{Verdict, WsMessage, WsRelayed};
 use crate::shadow::monitor::{looks_like_llm_api, Monitor, MonitorError};
@@ -118,18 +124,18 @@ pub use crate::wire::providers::provider_of_host;
 pub enum StartError {
     #[error("policies in {dir} are invalid:\n{errors}")]
     Policies { dir: String, errors: PolicyErrors },
-    #[error("team `{team}`: dictionary: {source}")]
-    Dictionary { team: String, source: DictionaryError },
     #[error("audit log: {0}")]
     Audit(#[from] AuditError),
-    #[error("cannot start the audit writer thread: {0}")]
-    AuditThread(std::io::Error),
+    #[error("audit key: {0}")]
+    AuditKey(#[from] crate::audit::keys::KeyError),
     #[error("upstream client: {0}")]
     Upstream(#[from] UpstreamError),
-    #[error("{0}")]
+    #[error(transparent)]
     Local(#[from] LocalError),
     #[error("shadow-AI monitor: {0}")]
     Shadow(#[from] MonitorError),
+    #[error("{0}")]
+    Limits(#[from] LimitsError),
 }
 
 /// A provider as sluice calls it: config plus the key read at start-up.
@@ -143,10 +149,13 @@ struct Provider {
 pub struct Sluice {
     config: Config,
     identities: IdentityTable,
-    policies: PolicySet,
-    dictionaries: HashMap<String, Dictionary>,
+    /// Policies, dictionaries and the catalog of AI apps: a request takes
+    /// one snapshot ([`LivePolicies::current`]) and is decided under it.
+    policies: Arc<LivePolicies>,
     detectors: Detectors,
     audit: AuditWriter,
+    /// Keys the prompt digest in audit records.
+    prompt_key: PromptKey,
     upstream: UpstreamClient,
     local: Arc<LocalTier>,
     openai: Provider,
@@ -157,7 +166,9 @@ pub struct Sluice {
     /// Where large bodies are read and scanned.
     pool: InspectPool,
     monitor: Monitor,
+    limits: Limiter,
     next_id: AtomicU64,
+    request_ids: RequestIds,
 }
 
 /// Where a decided request is served.
@@ -184,26 +195,21 @@ enum UpstreamAuth {
 impl Sluice {
     pub fn build(config: Config) -> Result<Arc<Sluice>, StartError> {
         let monitor = Monitor::load(&config.shadow)?;
-        let policies = PolicySet::load_dir_with_apps(&config.policies_dir, monitor.catalog())
-            .map_err(|errors| StartError::Policies { dir: config.policies_dir.display().to_string(), errors })?;
-        let mut dictionaries = HashMap::new();
-        for team in policies.teams() {
-            let Some(policy) = policies.team(team) else { continue };
-            if policy.dictionary_terms().is_empty() {
-                continue;
-            }
-            let dict = Dictionary::new(policy.dictionary_terms())
-                .map_err(|source| StartError::Dictionary { team: team.to_string(), source })?;
-            dictionaries.insert(team.to_string(), dict);
-        }
         let identities = IdentityTable::new(&config.identity);
-        for team in identities.teams() {
-            if policies.team(team).is_none() {
-                tracing::warn!(team, "team has no policy file; its requests will be refused");
-            }
+        let teams = identities.teams().map(str::to_string).collect();
+        let policies = LivePolicies::start(&config.policies_dir, &config.shadow, teams)
+            .map_err(|errors| StartError::Policies { dir: config.policies_dir.display().to_string(), errors })?;
+        // Before the log opens, which would quietly tighten a key file
+        // that others could read instead of refusing it.
+        let prompt_key = PromptKey::load(&config.audit)?;
+        let audit = AuditWriter::start(Arc::new(AuditLog::open(&config.audit.dir)?), config.audit.durability)?;
+        if config.audit.durability == Durability::Batched {
+            tracing::warn!(
+                "audit.durability is batched: requests are answered before their audit records are on disk, \
+                 so a crash or power cut can lose the records of the last ~200 ms of answered requests"
+            );
         }
-        let audit =
-            AuditWriter::start(Arc::new(AuditLog::open(&config.audit.dir)?)).map_err(StartError::AuditThread)?;
+        let limits = Limiter::open(&config.limits, true)?;
         let upstream = UpstreamClient::new(&config.upstream)?;
         let local = LocalTier::start(&config.local, &config.upstream)?;
         let provider = |c: &ProviderConfig| Provider {
@@ -221,21 +227,28 @@ impl Sluice {
                 Duration::from_secs(config.sessions.ttl_hours.saturating_mul(3600)),
             ),
             identities,
-            policies,
-            dictionaries,
+            policies: Arc::new(policies),
             detectors: Detectors::with_phone_regions(config.inspect.phone_regions()),
             pool: InspectPool::default(),
             monitor,
+            limits,
             audit,
+            prompt_key,
             upstream,
             local,
             config,
             next_id: AtomicU64::new(1),
+            request_ids: RequestIds::new(),
         }))
     }
 
     pub fn monitor(&self) -> &Monitor {
         &self.monitor
+    }
+
+    /// The live policy set, for the reloader and `/readyz`.
+    pub fn policies(&self) -> &Arc<LivePolicies> {
+        &self.policies
     }
 
     pub fn audit(&self) -> &AuditWriter {
@@ -244,6 +257,21 @@ impl Sluice {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub fn limits(&self) -> &Limiter {
+        &self.limits
+    }
+
+    /// Every team's budgets against their limits (`sluice budget status`).
+    pub async fn budget_report(&self, team: Option<&str>) -> Result<crate::limits::Report, LimitsError> {
+        let policies = self.policies.current();
+        let teams: Vec<(String, crate::policy::limits::Limits)> = policies
+            .set()
+            .teams()
+            .filter_map(|t| policies.team(t).map(|p| (t.to_string(), p.limits().clone())))
+            .collect();
+        self.limits.report(&teams, team).await
     }
 
     /// Why sluice cannot take traffic, if it cannot: the audit log must
@@ -274,7 +302,8 @@ impl Sluice {
         ingress: Ingress,
     ) -> Response<RespBody> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let span = info_span!("request", id, method = %req.method(), path = %req.uri().path(),
+        let request_id = self.request_ids.of(req.headers());
+        let span = info_span!("request", id, request_id = request_id.as_str(), method = %req.method(), path = %req.uri().path(),
             team = tracing::field::Empty, decision = tracing::field::Empty, status = tracing::field::Empty);
         let path = wire::shapes::normalize_path(req.uri().path());
         let shape = wire::shapes::shape_of(req.method(), &path, Dialect::OpenAiChat);
@@ -291,21 +320,29 @@ impl Sluice {
             ShapeKind::Unknown => false,
         };
         let models = req.method() == http::Method::GET && path == "/v1/models";
+        let head_only = req.method() == http::Method::HEAD;
         let this = self.clone();
         async move {
             let resp = if served {
-                this.handle_llm(shape, req, client, Via::Gateway).await
+                this.clone().handle_llm(shape, req, client, Via::Gateway, &request_id).await
             } else if models {
-                this.handle_models(req, client, ingress)
+                this.handle_models(req, client, ingress, &request_id)
             } else {
-                this.handle_unknown(req, client, ingress)
+                this.handle_unknown(req, client, ingress, &request_id)
             };
+            let resp = this.deliver(&request_id, head_only, resp).await;
             tracing::Span::current().record("status", resp.status().as_u16());
             tracing::debug!("done");
             resp
         }
         .instrument(span)
         .await
+    }
+
+    /// The id of a request that arrived at the proxy port or on an
+    /// intercepted connection.
+    pub fn request_id(&self, headers: &HeaderMap) -> RequestId {
+        self.request_ids.of(headers)
     }
 
     /// An LLM request (it has a body) on an intercepted connection, in
@@ -318,17 +355,24 @@ impl Sluice {
         client: SocketAddr,
         identity: Identity,
         origin: Arc<Origin>,
+        request_id: &RequestId,
     ) -> Response<RespBody> {
         let fallback = crate::wire::providers::api_family_of_host(&origin.target().host);
         let shape = wire::shapes::shape_of(req.method(), &wire::shapes::normalize_path(req.uri().path()), fallback);
-        self.handle_llm(shape, req, client, Via::Proxy { identity, origin }).await
+        self.handle_llm(shape, req, client, Via::Proxy { identity, origin }, request_id).await
     }
 
     /// The span of one request on an intercepted connection, whatever
     /// happens to it; `decision` and `status` are filled in on the way.
-    pub fn proxied_span(&self, req: &Request<Incoming>, identity: &Identity, origin: &Origin) -> tracing::Span {
+    pub fn proxied_span(
+        &self,
+        req: &Request<Incoming>,
+        identity: &Identity,
+        origin: &Origin,
+        request_id: &RequestId,
+    ) -> tracing::Span {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        info_span!("request", id, ingress = "proxy", host = %origin.target().host, method = %req.method(),
+        info_span!("request", id, request_id = request_id.as_str(), ingress = "proxy", host = %origin.target().host, method = %req.method(),
             path = %req.uri().path(), team = %identity.team, decision = tracing::field::Empty, status = tracing::field::Empty)
     }
 
@@ -350,10 +394,11 @@ impl Sluice {
         req: Request<Incoming>,
         client: SocketAddr,
         via: Via,
+        request_id: &RequestId,
     ) -> Response<RespBody> {
-        let mut trail = Trail::for_llm(shape, client, &via);
+        let mut trail = Trail::for_llm(shape, client, &via, request_id);
         let (parts, body) = req.into_parts();
-        match self.clone().plan(shape, &parts, body, &via, &mut trail).await {
+        match self.clone().plan(shape, &parts, body, client, &via, &mut trail).await {
             Ok(Plan::Local { request, generation, json_array, rule }) => {
                 self.respond_local(trail, &request, generation, json_array, &rule).await
             }
@@ -370,23 +415,29 @@ impl Sluice {
         shape: Shape,
         parts: &http::request::Parts,
         body: Incoming,
+        client: SocketAddr,
         via: &Via,
         trail: &mut Trail,
     ) -> Result<Plan, Refusal> {
+        // The policies this request is decided under, whatever reloads
+        // happen while it runs.
+        let policies = self.policies.current();
         // identify
-        let (identity, auth) = self.identify_caller(shape.api, &parts.headers, via)?;
+        let (identity, auth) = self.identify_caller(shape.api, &parts.headers, client, via)?;
         trail.caller(&identity);
         // extract
         check_body_headers(&parts.headers, shape.kind != ShapeKind::Unknown)?;
         let body = read_body(body, &parts.headers, &self.config.gateway).await?;
         trail.usage().bytes_in = body.len() as u64;
-        self.attribute(parts, &body, via, trail)?;
+        self.attribute(&policies, parts, &body, via, trail)?;
         // inspect
-        let inspected = self.clone().inspect(shape, parts, body.clone(), identity, via, trail).await?;
+        let inspected = self.clone().inspect(&policies, shape, parts, body.clone(), identity, via, trail).await?;
         // decide
         let signals = inspected.signals();
-        let decision = inspected.policy.decide(&signals);
+        let mut decision = inspected.policy.decide(&signals);
         trail.decided(&signals, &decision);
+        // limit
+        let over = self.check_limits(shape, &inspected, &mut decision, trail).await?;
         // dispatch
         match decision.action {
             Action::Block => Err(Refusal::new(
@@ -395,7 +446,14 @@ impl Sluice {
             )),
             Action::Local => match self.keep_local(shape, parts, &inspected, &decision, trail).await? {
                 Some(local) => Ok(local),
-                None => self.to_cloud(shape.api, via, parts, body, auth, None, decision.rule),
+                // Over a limit, the local tier's overflow must not reach the cloud.
+                None => match over {
+                    Some(over) => {
+                        trail.record.decision = "block".into();
+                        Err(limit::over_limit(&over))
+                    }
+                    None => self.to_cloud(shape.api, via, parts, body, auth, None, decision.rule),
+                },
             },
             Action::Redact => {
                 let redaction = self.plan_redaction(&inspected, &decision, trail)?;
@@ -414,6 +472,7 @@ impl Sluice {
     /// it uses; the account behind the key comes with the answer.
     fn attribute(
         &self,
+        policies: &Policies,
         parts: &http::request::Parts,
         body: &Bytes,
         via: &Via,
@@ -422,14 +481,14 @@ impl Sluice {
         let Via::Proxy { origin, .. } = via else {
             return Ok(());
         };
-        let entry = self.app_of(&trail.record.team, &origin.target().host);
+        let entry = self.app_of(policies, &trail.record.team, &origin.target().host);
         if !self.monitor.enabled() || entry.is_none() && !looks_like_llm_api(&parts.method, parts.uri.path(), body) {
             return Ok(());
         }
         let mut ai = self.monitor.usage(entry, true);
         ai.bytes_up = body.len() as u64;
         ai.account = self.monitor.account_of_request(&parts.headers);
-        let refused = self.judge_app(&trail.record.team, &mut ai);
+        let refused = self.judge_app(policies, &trail.record.team, &mut ai);
         trail.record.ai = Some(ai);
         refused.map_or(Ok(()), Err)
     }
@@ -526,37 +585,32 @@ impl Sluice {
         &self,
         api: Dialect,
         headers: &HeaderMap,
+        client: SocketAddr,
         via: &Via,
     ) -> Result<(Identity, UpstreamAuth), Refusal> {
         match via {
-            Via::Gateway => self.identify(api, headers),
+            Via::Gateway => self.identify(api, headers, client),
             Via::Proxy { identity, .. } => Ok((identity.clone(), UpstreamAuth::Client)),
         }
     }
 
-    fn identify(&self, api: Dialect, headers: &HeaderMap) -> Result<(Identity, UpstreamAuth), Refusal> {
+    /// The caller at the gateway (see `identity` for the order of
+    /// precedence). The client's own API key, when it was not the sluice
+    /// token, goes to the provider only if the provider passes client keys.
+    fn identify(
+        &self,
+        api: Dialect,
+        headers: &HeaderMap,
+        client: SocketAddr,
+    ) -> Result<(Identity, UpstreamAuth), Refusal> {
         let pass_client_key = self.provider(api).config.pass_client_key;
-        let auth = |own_key: Option<&str>| {
-            if own_key.is_some() && pass_client_key {
-                UpstreamAuth::Client
-            } else {
-                UpstreamAuth::Sluice
-            }
-        };
-        match self.identities.identify(headers) {
-            Caller::Token { identity, own_key } => Ok((identity, auth(own_key))),
-            Caller::Unknown { key } => {
-                let auth = auth(key);
-                match self.identities.anonymous() {
-                    Some(identity) => Ok((identity, auth)),
-                    None if key.is_some() => Err(Refusal::new(ErrorKind::Authentication, "Invalid sluice token")),
-                    None => Err(Refusal::new(
-                        ErrorKind::Authentication,
-                        "Missing sluice token: send it as the API key (Authorization: Bearer or x-api-key)",
-                    )),
-                }
-            }
-        }
+        let Caller { identity, source, own_key } = self
+            .identities
+            .identify(headers, client.ip())
+            .map_err(|e| Refusal::new(ErrorKind::Authentication, e.to_string()))?;
+        metrics::counter!(telemetry::CALLERS, "ingress" => "gateway", "source" => source.as_str()).increment(1);
+        let auth = if own_key.is_some() && pass_client_key { UpstreamAuth::Client } else { UpstreamAuth::Sluice };
+        Ok((identity, auth))
     }
 
     fn provider(&self, api: Dialect) -> &Provider {
@@ -587,7 +641,7 @@ impl Sluice {
         let upstream_error = |message: String| Refusal::new(ErrorKind::Upstream, message);
         let headers = builder.headers_mut().ok_or_else(|| upstream_error("cannot build upstream request".into()))?;
         for (name, value) in &parts.headers {
-            if forwardable(name) {
+            if forwardable(name) && !self.identities.is_identity_header(name) {
                 headers.append(name.clone(), value.clone());
             }
         }
@@ -627,10 +681,16 @@ impl Sluice {
         builder.body(Full::new(body)).map_err(|e| upstream_error(format!("cannot build upstream request: {e}")))
     }
 
-    fn handle_models(&self, req: Request<Incoming>, client: SocketAddr, ingress: Ingress) -> Response<RespBody> {
+    fn handle_models(
+        &self,
+        req: Request<Incoming>,
+        client: SocketAddr,
+        ingress: Ingress,
+        request_id: &RequestId,
+    ) -> Response<RespBody> {
         let dialect = dialect_of(req.headers());
-        let mut trail = Trail::new("models", dialect, client, ingress);
-        let identity = match self.identify(Dialect::OpenAiChat, req.headers()) {
+        let mut trail = Trail::new("models", dialect, client, ingress, request_id);
+        let identity = match self.identify(Dialect::OpenAiChat, req.headers(), client) {
             Ok((identity, _)) => identity,
             Err(refusal) => return self.refuse(trail, refusal),
         };
@@ -647,9 +707,15 @@ impl Sluice {
         self.answer(trail, StatusCode::OK, dialect.models_body(&models))
     }
 
-    fn handle_unknown(&self, req: Request<Incoming>, client: SocketAddr, ingress: Ingress) -> Response<RespBody> {
+    fn handle_unknown(
+        &self,
+        req: Request<Incoming>,
+        client: SocketAddr,
+        ingress: Ingress,
+        request_id: &RequestId,
+    ) -> Response<RespBody> {
         let dialect = dialect_of(req.headers());
-        let trail = Trail::new("unknown", dialect, client, ingress);
+        let trail = Trail::new("unknown", dialect, client, ingress, request_id);
         let message = format!("sluice does not serve {} {}", req.method(), req.uri().path());
         self.refuse(trail, Refusal::quoting(ErrorKind::NotFound, message.to_string(), "no such endpoint"))
     }

@@ -3,9 +3,23 @@
 //! and the judgement of each WebSocket message, the records of CONNECT
 //! tunnels and of refusals at the proxy's door. The relaying itself (the
 //! upgrade, the bytes) is the proxy's (`ingress::proxy::passthrough`).
+//!
+//! # Durability of connection records
+//!
+//! Refusals at the door and relayed answers are answers like any other:
+//! with `audit.durability: strict` they are held until their record is
+//! durable (see `held`). A WebSocket or a CONNECT tunnel is recorded once,
+//! when it closes, because only then are its bytes, messages and outcome
+//! known; by then the client has had everything the connection carried, so
+//! there is nothing left to hold back. For those the guarantee is that the
+//! record is in the next group commit after the close: a crash in that
+//! window (one fsync) can lose the record of a connection that just ended.
+//! The requests inside an intercepted tunnel are ordinary answered requests
+//! and fully covered; a tunnel's bytes were never inspected.
 
+use super::trail::count_monitor_matches;
 use super::*;
-use crate::audit::{AiUsage, ModelDownload};
+use crate::audit::{AiUsage, ModelDownload, MonitorNote};
 use crate::policy::{AiApps, Enforcement, PersonalAccounts};
 use crate::relay::tunnel::{Outcome as TunnelOutcome, TunnelReport};
 use crate::shadow::monitor::model_download;
@@ -17,6 +31,7 @@ const UNLISTED_MODEL_HOST: &str = "unlisted-model-host";
 impl Sluice {
     /// Refuse a proxied request before it reaches the pipeline (wrong host
     /// for the connection, origin unreachable), with an audit record.
+    #[allow(clippy::too_many_arguments)]
     pub fn refuse_proxied(
         &self,
         req: &Request<Incoming>,
@@ -25,8 +40,10 @@ impl Sluice {
         host: &str,
         kind: ErrorKind,
         message: &str,
+        request_id: &RequestId,
     ) -> Response<RespBody> {
-        let trail = Trail::proxied("proxy", dialect_of(req.headers()), client, Some(identity), host, "block");
+        let trail =
+            Trail::proxied("proxy", dialect_of(req.headers()), client, Some(identity), host, "block", request_id);
         // A misdirected request's message quotes the client's Host header.
         match kind {
             ErrorKind::Misdirected => {
@@ -37,7 +54,8 @@ impl Sluice {
     }
 
     /// Audit a refusal at the proxy's door (a CONNECT or absolute-form
-    /// request that was never let through); the proxy answers it itself.
+    /// request that was never let through); the proxy answers it itself,
+    /// holding the answer on the ticket ([`held_body`]).
     pub fn record_proxy_refusal(
         &self,
         client: SocketAddr,
@@ -45,11 +63,13 @@ impl Sluice {
         host: &str,
         status: StatusCode,
         reason: &str,
-    ) {
-        let mut trail = Trail::proxied("proxy.connect", Dialect::OpenAiChat, client, identity, host, "block");
+        request_id: &RequestId,
+    ) -> Durable {
+        let mut trail =
+            Trail::proxied("proxy.connect", Dialect::OpenAiChat, client, identity, host, "block", request_id);
         trail.record.reason = reason.to_string();
         trail.record.status = status.as_u16();
-        self.record(trail, None);
+        self.record(trail, None)
     }
 
     /// Open the record of a request the proxy relays outside the LLM
@@ -64,14 +84,15 @@ impl Sluice {
         client: SocketAddr,
         identity: &Identity,
         origin: &Origin,
+        request_id: &RequestId,
     ) -> Result<Relayed, Response<RespBody>> {
-        let mut trail = Trail::forwarded(api, req.headers(), client, identity, origin);
+        let mut trail = Trail::forwarded(api, req.headers(), client, identity, origin, request_id);
         if let Err(refusal) = self.attribute_relayed(req, identity, origin, &mut trail) {
             return Err(self.refuse(trail, refusal));
         }
         if api == "websocket" {
             trail.record.decision = "cloud".into();
-            if self.policies.team(&identity.team).is_none() {
+            if self.policies.current().team(&identity.team).is_none() {
                 let message = format!("team `{}` has no policy; sluice refuses rather than guess", identity.team);
                 return Err(self.refuse(trail, Refusal::new(ErrorKind::PolicyBlock, message)));
             }
@@ -96,7 +117,8 @@ impl Sluice {
     ) -> Result<(), Refusal> {
         let host = &origin.target().host;
         let path = req.uri().path();
-        let entry = self.app_of(&identity.team, host);
+        let policies = self.policies.current();
+        let entry = self.app_of(&policies, &identity.team, host);
         let hub = entry.map_or(host.as_str(), |e| e.id.as_str());
         let download = (self.monitor.enabled() && req.method() == http::Method::GET)
             .then(|| model_download(hub, path, 0))
@@ -110,7 +132,7 @@ impl Sluice {
             }
             ai.download = download;
             ai.account = self.monitor.account_of_request(req.headers());
-            let refused = self.judge_app(&identity.team, &mut ai);
+            let refused = self.judge_app(&policies, &identity.team, &mut ai);
             trail.record.ai = Some(ai);
             if let Some(refusal) = refused {
                 return Err(refusal);
@@ -127,8 +149,8 @@ impl Sluice {
     /// what the policy does about it; a refusal for `block` and `coach`,
     /// and for a key already seen on a personal account where the team
     /// blocks those.
-    pub(super) fn judge_app(&self, team: &str, ai: &mut AiUsage) -> Option<Refusal> {
-        let Some(policy) = self.policies.team(team) else {
+    pub(super) fn judge_app(&self, policies: &Policies, team: &str, ai: &mut AiUsage) -> Option<Refusal> {
+        let Some(policy) = policies.team(team) else {
             // A team without a policy is refused later, by the pipeline.
             return None;
         };
@@ -136,7 +158,7 @@ impl Sluice {
         let verdict = apps.verdict(&ai.app);
         ai.sanctioned = verdict.is_none();
         ai.enforced = verdict.map(|v| v.as_str().to_string()).unwrap_or_default();
-        let catalog = policy.app_catalog().unwrap_or(self.monitor.catalog());
+        let catalog = policy.app_catalog().unwrap_or(policies.catalog());
         if let Some(message) = verdict.and_then(|v| app_refusal_message(catalog, apps, &ai.app, v)) {
             return Some(Refusal::new(ErrorKind::PolicyBlock, message));
         }
@@ -149,38 +171,53 @@ impl Sluice {
         })
     }
 
-    /// The AI app at `host` for `team`: the team's own catalog first.
-    pub(super) fn app_of<'a>(&'a self, team: &str, host: &str) -> Option<&'a Entry> {
-        let team_catalog = self.policies.team(team).and_then(|p| p.app_catalog());
-        self.monitor.app_of_host_in(team_catalog, host)
+    /// The AI app at `host` for `team`: the team's own catalog, else the
+    /// organisation's.
+    pub(super) fn app_of<'a>(&self, policies: &'a Policies, team: &str, host: &str) -> Option<&'a Entry> {
+        let catalog = policies.team(team).and_then(|p| p.app_catalog()).unwrap_or(policies.catalog());
+        self.monitor.app_of_host(catalog, host)
     }
 
     /// Whether the caller's team refuses the AI app at `host`: the message
     /// saying why. The tunnel's own record notes the refusal.
     pub fn app_refusal(&self, identity: &Identity, host: &str) -> Option<String> {
-        self.judge_host(identity, host).map(|(_, _, refusal)| refusal.message)
+        let policies = self.policies.current();
+        self.judge_host(&policies, identity, host).map(|(_, _, refusal)| refusal.message)
     }
 
     /// The app at `host`, its usage event for a tunnel, and the team's
     /// refusal of it, when the team refuses it.
-    fn judge_host(&self, identity: &Identity, host: &str) -> Option<(&Entry, AiUsage, Refusal)> {
-        let entry = self.app_of(&identity.team, host)?;
+    fn judge_host<'a>(
+        &self,
+        policies: &'a Policies,
+        identity: &Identity,
+        host: &str,
+    ) -> Option<(&'a Entry, AiUsage, Refusal)> {
+        let entry = self.app_of(policies, &identity.team, host)?;
         let mut ai = self.monitor.usage(Some(entry), false);
-        let refusal = self.judge_app(&identity.team, &mut ai)?;
+        let refusal = self.judge_app(policies, &identity.team, &mut ai)?;
         Some((entry, ai, refusal))
     }
 
     /// A CONNECT to an AI app the caller's team refuses: the message to
-    /// answer with, and the refusal recorded with its usage event. `None`
-    /// lets it through.
-    pub fn refuse_app_at_door(&self, client: SocketAddr, identity: &Identity, host: &str) -> Option<String> {
-        let (entry, ai, refusal) = self.judge_host(identity, host)?;
-        let mut trail = Trail::proxied("proxy.connect", Dialect::OpenAiChat, client, Some(identity), host, "block");
+    /// answer with, and the refusal recorded with its usage event (the
+    /// answer waits for the ticket). `None` lets it through.
+    pub fn refuse_app_at_door(
+        &self,
+        client: SocketAddr,
+        identity: &Identity,
+        host: &str,
+        request_id: &RequestId,
+    ) -> Option<(String, Durable)> {
+        let policies = self.policies.current();
+        let (entry, ai, refusal) = self.judge_host(&policies, identity, host)?;
+        let mut trail =
+            Trail::proxied("proxy.connect", Dialect::OpenAiChat, client, Some(identity), host, "block", request_id);
         trail.record.reason = format!("{} is not sanctioned for team {} ({})", entry.id, identity.team, ai.enforced);
         trail.record.status = StatusCode::FORBIDDEN.as_u16();
         trail.record.ai = Some(ai);
-        self.record(trail, None);
-        Some(refusal.message)
+        let durable = self.record(trail, None);
+        Some((refusal.message, durable))
     }
 
     /// Relay the origin's answer to a relayed request, or refuse with its
@@ -201,6 +238,7 @@ impl Sluice {
             Ok(relayed) => {
                 trail.record.findings = seen.findings;
                 trail.record.attachments = seen.attachments;
+                trail.record.monitor = seen.monitor;
                 if !seen.rule.is_empty() {
                     trail.record.rule = seen.rule;
                 }
@@ -219,7 +257,8 @@ impl Sluice {
             }
             Err(e) => trail.record.reason = format!("websocket upgrade failed: {e}"),
         }
-        self.record(trail, Some(started.elapsed()));
+        // The socket is closed: nothing is left to hold (see the module docs).
+        drop(self.record(trail, Some(started.elapsed())));
     }
 
     /// Judge one WebSocket message from the client like a request body:
@@ -234,7 +273,9 @@ impl Sluice {
         seen: &mut MessageVerdicts,
     ) -> Verdict {
         let provider = relayed.trail.record.provider.as_str();
-        let Some(policy) = self.policies.team(&identity.team) else {
+        // Each message is judged under the policies current when it arrives.
+        let policies = self.policies.current();
+        let Some(policy) = policies.team(&identity.team) else {
             return Verdict::Refuse { close_reason: "team has no policy" };
         };
         let inventory = match message {
@@ -252,13 +293,19 @@ impl Sluice {
                 ..Inventory::default()
             },
         };
-        let (scanned, _) = scan_inventory(&self.detectors, self.dictionaries.get(&identity.team), &inventory);
+        let (scanned, _) = scan_inventory(&self.detectors, policies.dictionary(&identity.team), &inventory, None);
         let findings = policy.relevant_findings(&scanned);
         for (kind, n) in count_by_kind(&findings) {
             *seen.findings.entry(kind.to_string()).or_insert(0) += n;
         }
         seen.attachments.extend(inventory.attachments.iter().map(AttachmentNote::of));
         let decision = policy.decide(&Signals { findings: &findings, provider, stream: true, ..Signals::default() });
+        count_monitor_matches(&identity.team, &decision);
+        for m in &decision.monitor {
+            if !seen.monitor.iter().any(|n| n.rule == m.rule) {
+                seen.monitor.push(MonitorNote { rule: m.rule.clone(), action: m.action.as_str().to_string() });
+            }
+        }
         match decision.action {
             Action::Cloud => Verdict::Forward,
             Action::Block => {
@@ -286,6 +333,8 @@ pub struct MessageVerdicts {
     attachments: Vec<AttachmentNote>,
     /// The rule that refused a message, if one did.
     rule: String,
+    /// Monitor-mode rules that matched some message, once each.
+    monitor: Vec<MonitorNote>,
 }
 
 impl Sluice {
@@ -295,8 +344,15 @@ impl Sluice {
     /// duration, outcome) in `signals`. Refusals at the door are recorded
     /// by [`Sluice::record_proxy_refusal`] instead, so every CONNECT has
     /// exactly one `proxy.connect` record.
-    pub fn record_tunnel(&self, client: SocketAddr, identity: &Identity, tunnel: &TunnelReport) {
-        let entry = self.app_of(&identity.team, tunnel.target_host());
+    pub fn record_tunnel(
+        &self,
+        client: SocketAddr,
+        identity: &Identity,
+        tunnel: &TunnelReport,
+        request_id: &RequestId,
+    ) {
+        let policies = self.policies.current();
+        let entry = self.app_of(&policies, &identity.team, tunnel.target_host());
         let plain = matches!(tunnel.outcome, TunnelOutcome::Tunneled);
         count_traffic(entry, tunnel);
         if entry.is_none() && plain && !self.monitor.records_other_tunnels() {
@@ -311,6 +367,7 @@ impl Sluice {
             Some(identity),
             &tunnel.connect_host,
             decision,
+            request_id,
         );
         trail.record.provider = provider_of_host(tunnel.target_host()).to_string();
         trail.record.status = StatusCode::OK.as_u16();
@@ -319,7 +376,7 @@ impl Sluice {
         if let Some(entry) = entry {
             let mut ai = self.monitor.usage(Some(entry), matches!(tunnel.outcome, TunnelOutcome::Intercepted { .. }));
             // Refusals happened at the door; this notes the verdict.
-            let _ = self.judge_app(&identity.team, &mut ai);
+            let _ = self.judge_app(&policies, &identity.team, &mut ai);
             ai.bytes_up = tunnel.up;
             ai.bytes_down = tunnel.down;
             ai.duration_ms = u64::try_from(tunnel.duration.as_millis()).unwrap_or(u64::MAX);
@@ -333,7 +390,8 @@ impl Sluice {
         // The trail is made at the end of the tunnel; its total is the
         // tunnel's life from the CONNECT on.
         trail.started = Instant::now().checked_sub(tunnel.duration).unwrap_or(trail.started);
-        self.record(trail, None);
+        // The tunnel is closed: nothing is left to hold (see the module docs).
+        drop(self.record(trail, None));
     }
 }
 

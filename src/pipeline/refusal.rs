@@ -13,15 +13,17 @@ pub(super) struct Refusal {
     /// The record's version of `message`, when `message` quotes a path, a
     /// header or a field value the client sent (which can carry anything).
     pub reason: Option<String>,
+    /// Seconds for `retry-after` (a limit's window resetting).
+    pub retry_after: Option<u64>,
 }
 
 impl Refusal {
     pub(super) fn new(kind: ErrorKind, message: impl Into<String>) -> Refusal {
-        Refusal { kind, message: message.into(), reason: None }
+        Refusal { kind, message: message.into(), reason: None, retry_after: None }
     }
 
     pub(super) fn quoting(kind: ErrorKind, message: impl Into<String>, reason: impl Into<String>) -> Refusal {
-        Refusal { kind, message: message.into(), reason: Some(reason.into()) }
+        Refusal { kind, message: message.into(), reason: Some(reason.into()), retry_after: None }
     }
 }
 
@@ -45,8 +47,20 @@ impl From<crate::blocking::PoolError> for Refusal {
 
 impl Sluice {
     /// Answer with an error in the client's wire format, and record it.
-    pub(super) fn refuse(&self, mut trail: Trail, refusal: Refusal) -> Response<RespBody> {
-        let Refusal { kind, message, reason } = refusal;
+    pub(super) fn refuse(&self, trail: Trail, refusal: Refusal) -> Response<RespBody> {
+        self.refuse_as(trail, refusal, true)
+    }
+
+    /// [`Self::refuse`] without holding the answer for its record: for the
+    /// refusal that says the audit log cannot be written, whose record can
+    /// never become durable. The client learns why instead of getting a cut
+    /// answer; nothing was forwarded.
+    pub(super) fn refuse_now(&self, trail: Trail, refusal: Refusal) -> Response<RespBody> {
+        self.refuse_as(trail, refusal, false)
+    }
+
+    fn refuse_as(&self, mut trail: Trail, refusal: Refusal, hold: bool) -> Response<RespBody> {
+        let Refusal { kind, message, reason, retry_after } = refusal;
         let recorded = reason.as_deref().unwrap_or(&message);
         if trail.record.decision.is_empty() {
             trail.record.decision = "error".into();
@@ -62,9 +76,19 @@ impl Sluice {
         };
         let rule = trail.record.rule.clone();
         let body = trail.dialect.error_body(kind, &message);
-        let mut resp = self.answer(trail, kind.status(), body);
+        let mut resp = if hold {
+            self.answer(trail, kind.status(), body)
+        } else {
+            let status = kind.status();
+            trail.record.status = status.as_u16();
+            drop(self.record(trail, None));
+            json_answer(status, full(body))
+        };
+        if let Some(seconds) = retry_after {
+            resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if !rule.is_empty() {
-            let route = if kind == ErrorKind::PolicyBlock {
+            let route = if matches!(kind, ErrorKind::PolicyBlock | ErrorKind::LimitReached) {
                 "block"
             } else if kind == ErrorKind::LocalUnavailable {
                 "local"

@@ -1,6 +1,7 @@
 //! Answers: the local model's generation and the provider's relayed body,
 //! streamed frame by frame in the client's format, with redacted values
-//! restored; the record is written when the body ends or is dropped.
+//! restored; the record is written when the body ends or is dropped, and
+//! the last frame is held until the record is durable (see `held`).
 
 use super::*;
 use crate::wire::answer::Finish;
@@ -94,6 +95,7 @@ impl Sluice {
                 generation,
                 encoder,
                 pending: Some(opening),
+                held: None,
                 done: false,
                 stats: GenStats::new(generation_started),
                 completion: Some(Completion { sluice: self.clone(), trail, upstream_started: generation_started }),
@@ -260,7 +262,9 @@ impl Sluice {
             }
         });
         // Chat answers report their tokens in their dialect's `usage`.
-        let usage = (trail.record.api == trail.dialect.as_str()).then(|| UsageSniff::new(trail.dialect, is_sse));
+        let chat = trail.record.api == trail.dialect.as_str();
+        let usage = chat.then(|| UsageSniff::new(trail.dialect, is_sse));
+        let final_event = if chat && is_sse { FinalEvent::of(trail.dialect) } else { None };
         let body = RelayBody {
             inner: body,
             restore,
@@ -269,6 +273,8 @@ impl Sluice {
             first_byte: None,
             bytes: 0,
             sniffed: trail.sniff_models.then(Vec::new),
+            final_event,
+            held: None,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             idle_timeout,
             completion: Some(Completion { sluice: self.clone(), trail, upstream_started }),
@@ -367,18 +373,50 @@ pub(super) struct RelayBody {
     usage: Option<UsageSniff>,
     /// The first bytes of a model list, kept to tell which server sent it.
     sniffed: Option<Vec<u8>>,
+    /// Watches a chat stream for its terminal event.
+    final_event: Option<FinalEvent>,
+    /// The last frame, waiting for the record to be durable.
+    held: Option<Holding>,
     idle: Pin<Box<tokio::time::Sleep>>,
     idle_timeout: Duration,
     completion: Option<Completion>,
 }
 
 impl RelayBody {
-    fn complete(&mut self, problem: Option<&str>) {
-        if let Some(mut c) = self.completion.take() {
-            let tokens = self.usage.as_mut().map(UsageSniff::finish);
-            c.received(self.bytes, self.sniffed.take(), tokens, self.first_byte);
-            c.finish(problem);
+    fn complete(&mut self, problem: Option<&str>) -> Option<Durable> {
+        let mut c = self.completion.take()?;
+        let tokens = self.usage.as_mut().map(UsageSniff::finish);
+        c.received(self.bytes, self.sniffed.take(), tokens, self.first_byte);
+        Some(c.finish(problem))
+    }
+
+    /// The answer's last frame (`None`: its end): recorded, and released
+    /// once the record is durable.
+    fn last(
+        &mut self,
+        frame: Option<Frame<Bytes>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.finished = true;
+        let durable = self.complete(None);
+        Holding::hold(frame, durable, &mut self.held, cx)
+    }
+
+    /// Passes a frame on. The frame that completes a chat stream's terminal
+    /// event is where an SDK stops reading, so the answer is whole for the
+    /// client there: the record is written then, and the frame held until
+    /// it is durable. (Whatever follows, usually just the end, is relayed.)
+    fn emit(&mut self, frame: Frame<Bytes>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let ends = match (self.final_event.as_mut(), frame.data_ref()) {
+            (Some(watch), Some(data)) => watch.completed_by(data),
+            _ => false,
+        };
+        if !ends {
+            return Poll::Ready(Some(Ok(frame)));
         }
+        self.final_event = None;
+        let durable = self.complete(None);
+        Holding::hold(Some(frame), durable, &mut self.held, cx)
     }
 }
 
@@ -388,6 +426,11 @@ impl Body for RelayBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(held) = this.held.as_mut() {
+            let released = std::task::ready!(held.poll(cx));
+            this.held = None;
+            return Poll::Ready(released);
+        }
         if this.finished {
             return Poll::Ready(None);
         }
@@ -407,7 +450,12 @@ impl Body for RelayBody {
                     let deadline = tokio::time::Instant::now() + this.idle_timeout;
                     this.idle.as_mut().reset(deadline);
                     let Some(restore) = this.restore.as_mut() else {
-                        return Poll::Ready(Some(Ok(frame)));
+                        // A body of known length ends with its last data
+                        // frame: the client has the whole answer with it.
+                        if this.inner.is_end_stream() {
+                            return this.last(Some(frame), cx);
+                        }
+                        return this.emit(frame, cx);
                     };
                     let Some(data) = frame.data_ref() else {
                         return Poll::Ready(Some(Ok(frame)));
@@ -417,19 +465,18 @@ impl Body for RelayBody {
                             let out = restorer.push(data);
                             // Held back as a possible placeholder prefix: read on.
                             if !out.is_empty() {
-                                return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                                return this.emit(Frame::data(Bytes::from(out)), cx);
                             }
                         }
                         Restore::Whole { buffered, .. } => buffered.extend_from_slice(data),
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    this.complete(Some("upstream body failed mid-stream"));
+                    // The client gets a broken answer; nothing to hold.
+                    let _ = this.complete(Some("upstream body failed mid-stream"));
                     return Poll::Ready(Some(Err(Box::new(e))));
                 }
                 Poll::Ready(None) => {
-                    this.finished = true;
-                    this.complete(None);
                     let last = match this.restore.take() {
                         None => Vec::new(),
                         Some(Restore::Stream(mut restorer)) => restorer.finish(),
@@ -439,14 +486,12 @@ impl Body for RelayBody {
                             redaction.restore_json_body(&buffered).unwrap_or(buffered)
                         }
                     };
-                    if last.is_empty() {
-                        return Poll::Ready(None);
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(last)))));
+                    let frame = (!last.is_empty()).then(|| Frame::data(Bytes::from(last)));
+                    return this.last(frame, cx);
                 }
                 Poll::Pending => {
                     if this.idle.as_mut().poll(cx).is_ready() {
-                        this.complete(Some("upstream went idle mid-stream"));
+                        let _ = this.complete(Some("upstream went idle mid-stream"));
                         let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "upstream idle timeout");
                         return Poll::Ready(Some(Err(Box::new(e))));
                     }
@@ -457,7 +502,7 @@ impl Body for RelayBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.finished || (self.restore.is_none() && self.inner.is_end_stream())
+        self.held.is_none() && (self.finished || (self.restore.is_none() && self.inner.is_end_stream()))
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -473,11 +518,50 @@ impl Drop for RelayBody {
     fn drop(&mut self) {
         // hyper may drop a body it knows is finished without polling it to
         // the end; only a body with frames still to come was cut short.
-        if self.inner.is_end_stream() {
-            self.complete(None);
-        } else {
-            self.complete(Some("client disconnected before the response completed"));
+        // Either way the client is gone or has all it gets: nothing to hold.
+        let problem = (!self.inner.is_end_stream()).then_some("client disconnected before the response completed");
+        let _ = self.complete(problem);
+    }
+}
+
+/// The terminal event of a chat dialect's SSE stream, found as it passes:
+/// a line that starts with one of the markers, in an event whose closing
+/// blank line has been seen. Anchored at a line start, since a newline
+/// inside JSON (model text) is always escaped. Gemini streams have no
+/// terminal event; they end with the body.
+pub(super) struct FinalEvent {
+    markers: &'static [&'static [u8]],
+    /// The last bytes passed, so a marker split across frames is found.
+    tail: Vec<u8>,
+    seen: bool,
+}
+
+/// Longest marker plus its leading newline.
+const FINAL_TAIL: usize = 32;
+
+impl FinalEvent {
+    fn of(dialect: Dialect) -> Option<FinalEvent> {
+        let markers: &'static [&'static [u8]] = match dialect {
+            Dialect::OpenAiChat => &[b"\ndata: [DONE]"],
+            Dialect::AnthropicMessages => &[b"\nevent: message_stop"],
+            Dialect::OpenAiResponses => {
+                &[b"\nevent: response.completed", b"\nevent: response.incomplete", b"\nevent: response.failed"]
+            }
+            Dialect::GeminiGenerate => return None,
+        };
+        Some(FinalEvent { markers, tail: vec![b'\n'], seen: false })
+    }
+
+    /// Whether `data` completes the terminal event.
+    fn completed_by(&mut self, data: &[u8]) -> bool {
+        let mut window = std::mem::take(&mut self.tail);
+        window.extend_from_slice(data);
+        if !self.seen {
+            self.seen = self.markers.iter().any(|m| memchr::memmem::find(&window, m).is_some());
         }
+        let keep = window.len().saturating_sub(FINAL_TAIL);
+        self.tail = window.split_off(keep);
+        self.seen && (self.tail.ends_with(b"\n\n") || self.tail.ends_with(b"\r\n\r\n"))
     }
 }
 
@@ -535,17 +619,29 @@ pub(super) struct LocalBody {
     generation: Generation,
     encoder: SseEncoder,
     pending: Option<Bytes>,
+    /// The last event, waiting for the record to be durable.
+    held: Option<Holding>,
     done: bool,
     stats: GenStats,
     completion: Option<Completion>,
 }
 
 impl LocalBody {
-    fn end(&mut self, problem: Option<&str>) {
+    fn end(&mut self, problem: Option<&str>) -> Option<Durable> {
         self.done = true;
-        if let Some(c) = self.completion.take() {
-            c.finish(problem);
-        }
+        self.completion.take().map(|c| c.finish(problem))
+    }
+
+    /// The stream's last event: recorded, and released once the record is
+    /// durable.
+    fn last(
+        &mut self,
+        bytes: Bytes,
+        problem: Option<&str>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let durable = self.end(problem);
+        Holding::hold(Some(Frame::data(bytes)), durable, &mut self.held, cx)
     }
 }
 
@@ -555,6 +651,11 @@ impl Body for LocalBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(held) = this.held.as_mut() {
+            let released = std::task::ready!(held.poll(cx));
+            this.held = None;
+            return Poll::Ready(released);
+        }
         if let Some(bytes) = this.pending.take() {
             return Poll::Ready(Some(Ok(Frame::data(bytes))));
         }
@@ -579,33 +680,61 @@ impl Body for LocalBody {
                     this.stats.note(usage, finish);
                     usage.bytes_out += bytes.len() as u64;
                 }
-                this.end(None);
-                bytes
+                return this.last(bytes, None, cx);
             }
             Poll::Ready(Some(Err(e))) => {
                 let message = format!("local generation failed: {e}");
                 let bytes = this.encoder.error(&message);
-                this.end(Some(&message));
-                bytes
+                return this.last(bytes, Some(&message), cx);
             }
             Poll::Ready(None) => {
                 let bytes = this.encoder.error("local generation ended without finishing");
-                this.end(Some("local generation ended without finishing"));
-                bytes
+                return this.last(bytes, Some("local generation ended without finishing"), cx);
             }
         };
         Poll::Ready(Some(Ok(Frame::data(bytes))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.pending.is_none()
+        self.done && self.pending.is_none() && self.held.is_none()
     }
 }
 
 impl Drop for LocalBody {
     fn drop(&mut self) {
         if !self.done {
-            self.end(Some("client disconnected; local generation cancelled"));
+            let _ = self.end(Some("client disconnected; local generation cancelled"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ends_at(dialect: Dialect, frames: &[&str]) -> Option<usize> {
+        let mut watch = FinalEvent::of(dialect).unwrap();
+        frames.iter().position(|f| watch.completed_by(f.as_bytes()))
+    }
+
+    #[test]
+    fn the_terminal_event_is_found_where_it_completes() {
+        let openai = ["data: {\"choices\":[]}\n\n", "data: [DO", "NE]\n", "\n"];
+        assert_eq!(ends_at(Dialect::OpenAiChat, &openai), Some(3));
+        let anthropic =
+            ["event: message_delta\ndata: {}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"];
+        assert_eq!(ends_at(Dialect::AnthropicMessages, &anthropic), Some(0));
+        let responses = ["event: response.completed\ndata: {\"response\":", "{\"usage\":{}}}\r\n\r\n"];
+        assert_eq!(ends_at(Dialect::OpenAiResponses, &responses), Some(1));
+        assert!(FinalEvent::of(Dialect::GeminiGenerate).is_none());
+    }
+
+    #[test]
+    fn marker_text_inside_model_output_is_not_the_end() {
+        // Model text is JSON: its newlines are escaped, so the marker never
+        // starts a line there.
+        let text = ["data: {\"delta\":\"say\\ndata: [DONE] or event: message_stop\"}\n\n"];
+        assert_eq!(ends_at(Dialect::OpenAiChat, &text), None);
+        assert_eq!(ends_at(Dialect::AnthropicMessages, &text), None);
     }
 }

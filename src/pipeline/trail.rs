@@ -4,6 +4,7 @@
 //! dropped, tunnel closing) ends there.
 
 use super::*;
+use crate::audit::MonitorNote;
 
 /// The audit record being filled in as the request moves along.
 pub(super) struct Trail {
@@ -13,12 +14,14 @@ pub(super) struct Trail {
     /// The answer is a model list from a host the catalog does not know:
     /// read its first bytes for the self-hosted server that sent it.
     pub(super) sniff_models: bool,
+    /// The request's budgets, charged with its usage when it is recorded.
+    pub(super) charge: Option<crate::limits::Charge>,
 }
 
 impl Trail {
     /// An LLM request, before the caller is known.
-    pub(super) fn for_llm(shape: Shape, client: SocketAddr, via: &Via) -> Trail {
-        let mut trail = Trail::new(shape.name, shape.api, client, via.ingress());
+    pub(super) fn for_llm(shape: Shape, client: SocketAddr, via: &Via, id: &RequestId) -> Trail {
+        let mut trail = Trail::new(shape.name, shape.api, client, via.ingress(), id);
         trail.record.provider = via.provider(shape.api);
         if let Via::Proxy { origin, .. } = via {
             trail.record.host = origin.target().host.clone();
@@ -37,12 +40,19 @@ impl Trail {
         tracing::Span::current().record("team", identity.team.as_str());
     }
 
-    /// The decision and the signals behind it: numbers and names, never text.
+    /// The decision and the signals behind it: numbers and names, never
+    /// text; and what `mode: monitor` rules would have done.
     pub(super) fn decided(&mut self, signals: &Signals, decision: &Decision) {
         self.record.signals = Some(signal_summary(signals, decision));
         self.record.decision = decision.action.as_str().to_string();
         self.record.rule = decision.rule.clone();
         self.record.reason = decision.reason.clone();
+        self.record.monitor = decision
+            .monitor
+            .iter()
+            .map(|m| MonitorNote { rule: m.rule.clone(), action: m.action.as_str().to_string() })
+            .collect();
+        count_monitor_matches(&self.record.team, decision);
         tracing::Span::current().record("decision", decision.action.as_str());
     }
 
@@ -53,8 +63,9 @@ impl Trail {
         client: SocketAddr,
         identity: &Identity,
         origin: &Origin,
+        id: &RequestId,
     ) -> Trail {
-        Trail::proxied(api, dialect_of(headers), client, Some(identity), &origin.target().host, "forward")
+        Trail::proxied(api, dialect_of(headers), client, Some(identity), &origin.target().host, "forward", id)
     }
 
     /// A request at the forward proxy, for `host`, already decided.
@@ -65,8 +76,9 @@ impl Trail {
         identity: Option<&Identity>,
         host: &str,
         decision: &str,
+        id: &RequestId,
     ) -> Trail {
-        let mut trail = Trail::new(api, dialect, client, Ingress::Proxy);
+        let mut trail = Trail::new(api, dialect, client, Ingress::Proxy, id);
         if let Some(identity) = identity {
             trail.record.team = identity.team.clone();
             trail.record.user = identity.user.clone();
@@ -77,9 +89,10 @@ impl Trail {
         trail
     }
 
-    pub(super) fn new(api: &str, dialect: Dialect, client: SocketAddr, ingress: Ingress) -> Trail {
+    pub(super) fn new(api: &str, dialect: Dialect, client: SocketAddr, ingress: Ingress, id: &RequestId) -> Trail {
         Trail {
             record: AuditRecord {
+                request_id: id.as_str().to_string(),
                 time_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
                 client_addr: client.to_string(),
                 ingress: ingress.as_str().to_string(),
@@ -90,6 +103,7 @@ impl Trail {
             started: Instant::now(),
             dialect,
             sniff_models: false,
+            charge: None,
         }
     }
 }
@@ -133,12 +147,13 @@ impl Completion {
         }
     }
 
-    pub(super) fn finish(mut self, problem: Option<&str>) {
+    /// Writes the record; the ticket resolves once it is durable.
+    pub(super) fn finish(mut self, problem: Option<&str>) -> Durable {
         if let Some(problem) = problem {
             self.trail.record.reason = format!("{}; {problem}", self.trail.record.reason);
         }
         let upstream = self.upstream_started.elapsed();
-        self.sluice.record(self.trail, Some(upstream));
+        self.sluice.record(self.trail, Some(upstream))
     }
 }
 
@@ -151,32 +166,35 @@ impl Sluice {
             Err(e) => {
                 tracing::error!(error = %e, "audit log not writable; refusing to forward");
                 let message = "sluice cannot write its audit log, so the request was not forwarded";
-                Err(self.refuse(trail, Refusal::new(ErrorKind::LocalUnavailable, message)))
+                Err(self.refuse_now(trail, Refusal::new(ErrorKind::LocalUnavailable, message)))
             }
         }
     }
 
+    /// A whole answer, recorded; its body is held until the record is
+    /// durable (see `held`).
     pub(super) fn answer(&self, mut trail: Trail, status: StatusCode, body: Bytes) -> Response<RespBody> {
         trail.record.status = status.as_u16();
-        self.record(trail, None);
-        let mut resp = Response::new(full(body));
-        *resp.status_mut() = status;
-        resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        resp
+        let durable = self.record(trail, None);
+        json_answer(status, held_body(body, durable))
     }
 
-    /// Write the audit record and metrics for a finished request.
-    pub(super) fn record(&self, mut trail: Trail, upstream: Option<Duration>) {
+    /// Write the audit record and metrics for a finished request. The
+    /// ticket resolves once the record is durable; whoever answers the
+    /// client holds the answer's last frame until then.
+    pub(super) fn record(&self, mut trail: Trail, upstream: Option<Duration>) -> Durable {
         if let Some(upstream) = upstream {
             trail.record.latency_us.upstream = micros(upstream);
         }
         let total = trail.started.elapsed();
         trail.record.latency_us.total = micros(total);
         self.count_usage(&mut trail.record);
+        self.settle_limits(&mut trail);
         let r = &trail.record;
         let team = if r.team.is_empty() { "unknown".to_string() } else { r.team.clone() };
-        metrics::counter!(telemetry::REQUESTS, "team" => team, "decision" => r.decision.clone(), "provider" => r.provider.clone())
-            .increment(1);
+        metrics::counter!(telemetry::REQUESTS, "team" => team, "decision" => r.decision.clone(),
+            "provider" => r.provider.clone(), "status" => telemetry::status_label(r.status))
+        .increment(1);
         metrics::histogram!(telemetry::REQUEST_DURATION, "api" => r.api.clone(), "decision" => r.decision.clone())
             .record(total.as_secs_f64());
         if matches!(r.decision.as_str(), "cloud" | "redact") && r.latency_us.upstream > 0 {
@@ -194,10 +212,23 @@ impl Sluice {
                 "inspected" => yes_no(ai.inspected))
             .increment(1);
         }
-        if let Err(e) = self.audit.submit(trail.record) {
-            metrics::counter!(telemetry::AUDIT_WRITE_ERRORS).increment(1);
-            tracing::error!(error = %e, "audit record could not be written");
-        }
+        self.audit.submit_or_fail(trail.record)
+    }
+}
+
+pub(super) fn json_answer(status: StatusCode, body: RespBody) -> Response<RespBody> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// One count per monitor-mode rule that matched.
+pub(super) fn count_monitor_matches(team: &str, decision: &Decision) {
+    for m in &decision.monitor {
+        metrics::counter!(telemetry::POLICY_MONITOR_MATCHES, "team" => team.to_string(), "rule" => m.rule.clone(),
+            "action" => m.action.as_str())
+        .increment(1);
     }
 }
 

@@ -2,27 +2,37 @@
 //! decide for each request whether it goes to the local model, to the cloud
 //! (redacted first or as it is), or nowhere, and why.
 //!
-//! A team's rules are tried in file order; the first whose conditions all
-//! hold decides, otherwise the file's `default` does. Findings below the
-//! team's `min_confidence` are ignored throughout. Once a conversation has
-//! been kept local for its content, later turns stay local (`sticky_local`),
+//! The organisation's rules (`org.yaml`) are tried first, then the team's
+//! (those of the profile it `extends:`, then its own), in file order; the
+//! first whose conditions all hold decides, otherwise the team's `default`
+//! does (see `org.rs`). A rule in `mode: monitor` that matches is only
+//! recorded in [`Decision::monitor`]. Findings below the team's
+//! `min_confidence` are ignored throughout. Once a conversation has been
+//! kept local for its content, later turns stay local (`sticky_local`),
 //! though `block` rules still apply. The file format is documented in
-//! `policies/default.yaml`.
+//! `policies/default.yaml`; `reload.rs` keeps the live set current.
 
 mod glob;
+pub mod limits;
+mod org;
+#[cfg(test)]
+#[path = "org_tests.rs"]
+mod org_tests;
 #[cfg(test)]
 #[path = "provider_tests.rs"]
 mod provider_tests;
+pub mod reload;
 mod schema;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::classify::Task;
 use crate::inspect::{Category, Finding, ENTITY_KINDS, PII_KINDS, SECRET_KINDS, SPECIAL_KINDS};
-use schema::{number, KindSet, MinConfidence, NumRange, PolicyFile, Rule, Selector, PEOPLE_KINDS, PROVIDERS};
+use org::{Layer, OrgPolicy, Profiles, Thresholds};
+use schema::{number, KindSet, NumRange, Rule, Selector, PEOPLE_KINDS, PROVIDERS};
 
 /// Where a request goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -52,7 +62,12 @@ impl Action {
 pub struct Decision {
     pub action: Action,
     /// Name of the rule that matched, `"default"`, or `"sticky_local"`.
+    /// An organisation rule is `org:<name>`, a profile's `<profile>:<name>`.
     pub rule: String,
+    /// The file and rule that decided, for people: `org.yaml#no-secrets`,
+    /// `payments.yaml#default` (files relative to the policy directory).
+    #[serde(skip)]
+    pub decided_by: Arc<str>,
     /// Human explanation; names finding types, never their values.
     pub reason: String,
     /// The signals that drove the decision, one per condition of the rule
@@ -69,6 +84,18 @@ pub struct Decision {
     /// `sticky_local` on. The caller remembers it and sets
     /// [`Signals::sticky_local`] on the conversation's next requests.
     pub sticky: bool,
+    /// Rules in `mode: monitor` that matched before the decision was made,
+    /// in evaluation order, with what each would have done.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub monitor: Vec<MonitorMatch>,
+}
+
+/// A `mode: monitor` rule that matched: recorded, not applied.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MonitorMatch {
+    /// As in [`Decision::rule`].
+    pub rule: String,
+    pub action: Action,
 }
 
 /// Which findings a `redact` decision replaces with placeholders: every
@@ -183,9 +210,15 @@ impl Signals<'_> {
 pub struct TeamPolicy {
     team: String,
     terms: Vec<String>,
-    min_confidence: MinConfidence,
-    rules: Vec<Rule>,
+    min_confidence: Thresholds,
+    /// Organisation rules, then the profile's, then the team's own.
+    rules: Vec<Arc<Rule>>,
     default: Action,
+    /// `<file>#default`, `<file>#sticky_local`, `<file>#unparsed_requests`
+    /// for [`Decision::decided_by`].
+    default_by: Arc<str>,
+    sticky_by: Arc<str>,
+    unparsed_by: Arc<str>,
     sticky_local: bool,
     local: LocalOptions,
     unparsed: Unparsed,
@@ -193,6 +226,7 @@ pub struct TeamPolicy {
     /// The organisation's catalog plus `ai_apps.catalog`, when the team
     /// adds entries of its own.
     apps: Option<Arc<crate::shadow::Catalog>>,
+    limits: limits::Limits,
 }
 
 /// What a team allows of AI apps (`ai_apps:`), for the shadow-AI monitor.
@@ -346,7 +380,7 @@ struct Present {
 
 impl Present {
     /// Only findings `min_confidence` keeps are counted.
-    fn scan(findings: &[Finding], min_confidence: &MinConfidence) -> Present {
+    fn scan(findings: &[Finding], min_confidence: &Thresholds) -> Present {
         let mut present = Present::default();
         for f in findings.iter().filter(|f| min_confidence.keeps(f)) {
             match f.category {
@@ -549,16 +583,22 @@ impl Rule {
         let because = self.because(present, signals);
         let reason = match &self.reason {
             Some(reason) => reason.clone(),
-            None => format!("rule {} matched: {}", self.name, because.join("; ")),
+            None => format!("rule {} matched: {}", self.id, because.join("; ")),
         };
         Decision {
             action: self.then,
-            rule: self.name.clone(),
+            rule: self.id.clone(),
+            decided_by: self.decided_by.clone(),
             reason,
             because,
             redact: self.redact.clone(),
             sticky: sticky_local && self.then == Action::Local && self.when.on_findings(),
+            monitor: Vec::new(),
         }
+    }
+
+    fn monitored(&self) -> MonitorMatch {
+        MonitorMatch { rule: self.id.clone(), action: self.then }
     }
 }
 
@@ -607,6 +647,11 @@ impl TeamPolicy {
         self.apps.as_deref()
     }
 
+    /// The team's budgets and rate limits (`limits:`).
+    pub fn limits(&self) -> &limits::Limits {
+        &self.limits
+    }
+
     /// How local decisions behave under load and for long prompts.
     pub fn local_options(&self) -> LocalOptions {
         self.local
@@ -638,18 +683,31 @@ impl TeamPolicy {
 
     /// Evaluate one request: first matching rule, else the default; with
     /// `signals.sticky_local` (and the option on), see [`Self::decide_sticky`].
+    /// Matching rules in `mode: monitor` are noted on the way and skipped.
     pub fn decide(&self, signals: &Signals) -> Decision {
         let present = Present::scan(signals.findings, &self.min_confidence);
         if let Some(refused) = self.refuse_unparsed(&present, signals) {
             return refused;
         }
-        if self.sticky_local && signals.sticky_local {
-            return self.decide_sticky(&present, signals);
-        }
-        match self.rules.iter().find(|r| r.matches(&present, signals)) {
-            Some(rule) => rule.decision(&present, signals, self.sticky_local),
-            None => self.default_decision(),
-        }
+        let mut monitor = Vec::new();
+        let mut decision = if self.sticky_local && signals.sticky_local {
+            self.decide_sticky(&present, signals, &mut monitor)
+        } else {
+            let mut decided = None;
+            for rule in &self.rules {
+                if rule.matches(&present, signals) {
+                    if rule.monitor {
+                        monitor.push(rule.monitored());
+                        continue;
+                    }
+                    decided = Some(rule.decision(&present, signals, self.sticky_local));
+                    break;
+                }
+            }
+            decided.unwrap_or_else(|| self.default_decision())
+        };
+        decision.monitor = monitor;
+        decision
     }
 
     /// A conversation already kept local stays local, whatever later rules
@@ -658,10 +716,16 @@ impl TeamPolicy {
     /// local is a destination, not a pass: the first matching `block` rule
     /// anywhere in the file (a key pasted in a later turn is still
     /// stopped), and a `block` default when no rule matches at all.
-    fn decide_sticky(&self, present: &Present, signals: &Signals) -> Decision {
+    /// Monitor-mode rules never decide here either; the ones that match
+    /// before the decision are noted.
+    fn decide_sticky(&self, present: &Present, signals: &Signals, monitor: &mut Vec<MonitorMatch>) -> Decision {
         let mut any_matched = false;
         for rule in &self.rules {
             if rule.matches(present, signals) {
+                if rule.monitor {
+                    monitor.push(rule.monitored());
+                    continue;
+                }
                 if rule.then == Action::Block {
                     return rule.decision(present, signals, self.sticky_local);
                 }
@@ -674,12 +738,14 @@ impl TeamPolicy {
         Decision {
             action: Action::Local,
             rule: "sticky_local".to_string(),
+            decided_by: self.sticky_by.clone(),
             reason: "an earlier turn of this conversation was kept local because it was \
                      sensitive, so the conversation stays local"
                 .to_string(),
             because: vec!["sticky_local: earlier turn was sensitive".to_string()],
             redact: None,
             sticky: true,
+            monitor: Vec::new(),
         }
     }
 
@@ -700,10 +766,12 @@ impl TeamPolicy {
         Some(Decision {
             action: Action::Block,
             rule: "unparsed_requests".to_string(),
+            decided_by: self.unparsed_by.clone(),
             reason: reason.to_string(),
             because: vec![format!("unparsed: true (unparsed_requests: {})", self.unparsed.as_str())],
             redact: None,
             sticky: false,
+            monitor: Vec::new(),
         })
     }
 
@@ -711,10 +779,12 @@ impl TeamPolicy {
         Decision {
             action: self.default,
             rule: "default".to_string(),
+            decided_by: self.default_by.clone(),
             reason: "no rule matched".to_string(),
             because: Vec::new(),
             redact: (self.default == Action::Redact).then(RedactScope::all),
             sticky: false,
+            monitor: Vec::new(),
         }
     }
 }
@@ -723,50 +793,38 @@ impl TeamPolicy {
 #[derive(Debug)]
 pub struct PolicySet {
     teams: BTreeMap<String, Arc<TeamPolicy>>,
+    /// Every file read to build the set (team files, org.yaml, profiles,
+    /// dictionary files), for the reloader to watch.
+    sources: Vec<PathBuf>,
 }
 
 impl PolicySet {
-    /// Load and validate every `*.yaml` file in `dir`. Other files are
-    /// ignored (dictionary files live beside the policies). All problems in
-    /// all files are reported together.
     /// Load every team's file, checking `ai_apps` ids against the shipped
     /// catalog of AI apps.
     pub fn load_dir(dir: &Path) -> Result<PolicySet, PolicyErrors> {
         PolicySet::load_dir_with_apps(dir, crate::shadow::catalog::builtin_shared())
     }
 
-    /// [`PolicySet::load_dir`] against a catalog with the organisation's
-    /// own entries.
+    /// Load and validate the policy directory against a catalog with the
+    /// organisation's own entries: `org.yaml`, every profile in
+    /// `profiles/`, and every other `*.yaml` file as a team. Other files
+    /// (dictionary term lists) and hidden files (editors' locks and swap
+    /// files) are ignored. All problems in all files are reported together.
     pub fn load_dir_with_apps(dir: &Path, apps: &crate::shadow::Catalog) -> Result<PolicySet, PolicyErrors> {
         let mut errors = Vec::new();
-        let entries = match std::fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(e) => {
-                return Err(PolicyErrors(vec![PolicyError::whole(dir, format!("cannot read policy directory: {e}"))]))
-            }
-        };
-        let mut files = Vec::new();
-        for entry in entries {
-            let path = match entry {
-                Ok(entry) => entry.path(),
-                Err(e) => {
-                    errors.push(PolicyError::whole(dir, format!("cannot list policy directory: {e}")));
-                    continue;
-                }
-            };
-            match path.extension().and_then(|e| e.to_str()) {
-                Some("yaml") if path.is_file() => files.push(path),
-                Some("yml") => {
-                    tracing::warn!(file = %path.display(), "ignored: policy files must end in .yaml")
-                }
-                _ => {}
-            }
+        let mut sources = Vec::new();
+        if let Err(e) = std::fs::read_dir(dir) {
+            return Err(PolicyErrors(vec![PolicyError::whole(dir, format!("cannot read policy directory: {e}"))]));
         }
-        files.sort();
+        let org = org::load_org(dir, &mut errors, &mut sources);
+        let profiles = org::load_profiles(dir, org.as_ref(), &mut errors, &mut sources);
+        let org_file = format!("{}.yaml", org::ORG);
+        let files: Vec<PathBuf> =
+            yaml_files(dir, &mut errors).into_iter().filter(|f| f.file_name() != Some(org_file.as_ref())).collect();
 
         let mut teams = BTreeMap::new();
         for path in &files {
-            match load_file(dir, path, apps) {
+            match load_team(dir, path, org.as_ref(), &profiles, apps, &mut sources) {
                 Ok(policy) => {
                     teams.insert(policy.team.clone(), Arc::new(policy));
                 }
@@ -787,7 +845,7 @@ impl PolicySet {
         }
 
         if errors.is_empty() {
-            Ok(PolicySet { teams })
+            Ok(PolicySet { teams, sources })
         } else {
             Err(PolicyErrors(errors))
         }
@@ -807,15 +865,61 @@ impl PolicySet {
     pub fn len(&self) -> usize {
         self.teams.len()
     }
+
+    /// Every file the set was read from.
+    pub fn sources(&self) -> &[PathBuf] {
+        &self.sources
+    }
 }
 
 fn is_team_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    crate::identity::is_team_name(name)
 }
 
-/// Parse, validate and compile one policy file, collecting every problem
-/// that can be found without the file parsing.
-fn load_file(dir: &Path, path: &Path, apps: &crate::shadow::Catalog) -> Result<TeamPolicy, Vec<PolicyError>> {
+/// The `*.yaml` files directly in `dir`, sorted, hidden ones left out.
+fn yaml_files(dir: &Path, errors: &mut Vec<PolicyError>) -> Vec<PathBuf> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            errors.push(PolicyError::whole(dir, format!("cannot read policy directory: {e}")));
+            return Vec::new();
+        }
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = match entry {
+            Ok(entry) => entry.path(),
+            Err(e) => {
+                errors.push(PolicyError::whole(dir, format!("cannot list policy directory: {e}")));
+                continue;
+            }
+        };
+        if path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.')) {
+            continue;
+        }
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml") if path.is_file() => files.push(path),
+            Some("yml") => {
+                tracing::warn!(file = %path.display(), "ignored: policy files must end in .yaml")
+            }
+            _ => {}
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Parse, validate and compile one team's file on top of the profile it
+/// extends and the organisation's rules, collecting every problem that can
+/// be found without the file parsing.
+fn load_team(
+    dir: &Path,
+    path: &Path,
+    org: Option<&OrgPolicy>,
+    profiles: &Profiles,
+    apps: &crate::shadow::Catalog,
+    sources: &mut Vec<PathBuf>,
+) -> Result<TeamPolicy, Vec<PolicyError>> {
     let mut errors = Vec::new();
     let team = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
     if !is_team_name(&team) {
@@ -824,81 +928,68 @@ fn load_file(dir: &Path, path: &Path, apps: &crate::shadow::Catalog) -> Result<T
             format!("file name `{team}` is not a valid team name: use a-z, 0-9, `_` and `-`"),
         ));
     }
-
-    let source = match std::fs::read_to_string(path) {
-        Ok(source) => source,
-        Err(e) => {
-            errors.push(PolicyError::whole(path, format!("cannot read file: {e}")));
-            return Err(errors);
-        }
-    };
-    let only_comments = source.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
-    if only_comments {
-        errors.push(PolicyError::whole(path, "file is empty; at least `default:` is required".to_string()));
-        return Err(errors);
-    }
-
-    let file: PolicyFile = match serde_yaml::from_str(&source) {
-        Ok(file) => file,
-        Err(e) => {
-            errors.push(PolicyError::from_yaml(path, &e));
+    let own = match org::read_layer(dir, path, None, "file is empty; at least `default:` is required", sources) {
+        Ok(own) => own,
+        Err(mut e) => {
+            errors.append(&mut e);
             return Err(errors);
         }
     };
 
-    // Rule names are unique so that a decision's `rule` identifies one rule.
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for rule in &file.rules {
-        let count = seen.entry(rule.name.as_str()).or_insert(0);
-        *count += 1;
-        if *count == 2 {
-            let lines = find_key_lines(&source, "name", Some(&rule.name));
-            let first = lines.first().map(|(line, _)| *line);
-            let at = lines.get(1).copied();
-            let reason = match first {
-                Some(first) => format!("duplicate rule name `{}` (first on line {first})", rule.name),
-                None => format!("duplicate rule name `{}`", rule.name),
-            };
-            errors.push(PolicyError::at(path, at, reason));
-        }
-    }
-
-    let mut terms: Vec<String> = Vec::new();
-    if let Some(dictionary) = file.dictionary {
-        terms.extend(dictionary.terms.into_iter().map(|t| t.0));
-        if let Some(name) = dictionary.file {
-            let at = find_key_lines(&source, "file", None).first().copied();
-            match std::fs::read_to_string(dir.join(&name)) {
-                Ok(text) => terms.extend(
-                    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string),
-                ),
-                Err(e) => errors.push(PolicyError::at(path, at, format!("cannot read dictionary file `{name}`: {e}"))),
+    let bases = match own.extends.as_deref() {
+        None => Vec::new(),
+        Some(name) => match profiles.chain(name) {
+            Ok(chain) => chain,
+            Err(org::ChainError::Missing) => {
+                errors.push(PolicyError::at(path, own.key_at("extends"), org::missing_profile(dir, name)));
+                return Err(errors);
             }
-        }
-    }
-    let mut unique = std::collections::HashSet::new();
-    terms.retain(|t| unique.insert(t.clone()));
+            // Reported against the profile's own file.
+            Err(org::ChainError::Broken) => return Err(errors),
+        },
+    };
+    org::clashes(&own, &bases, org, &mut errors);
+    let mut layers: Vec<&Layer> = bases;
+    layers.push(&own);
+    let merged = org::merge(&layers, org);
 
-    let team_apps = if file.ai_apps.catalog.is_empty() {
+    let Some((default, default_from)) = merged.default else {
+        // Where serde would have put it: the first line of the mapping.
+        let first = own.source.lines().position(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+        let reason = match own.extends.as_deref() {
+            None => "missing field `default`: the action when no rule matches".to_string(),
+            Some(name) => format!("missing field `default`: neither this file nor profile `{name}` sets one"),
+        };
+        errors.push(PolicyError::at(path, first.map(|i| (i + 1, 1)), reason));
+        return Err(errors);
+    };
+
+    let default_apps = AiApps::default();
+    let (ai_apps, apps_from) = merged.ai_apps.unwrap_or((&default_apps, &own));
+    let team_apps = if ai_apps.catalog.is_empty() {
         None
     } else {
-        let origin = path.display().to_string();
-        match apps.with_extra(&origin, file.ai_apps.catalog.clone()) {
+        let origin = apps_from.path.display().to_string();
+        match apps.with_extra(&origin, ai_apps.catalog.clone()) {
             Ok(catalog) => Some(Arc::new(catalog)),
             Err(e) => {
-                let at = find_key_lines(&source, "catalog", None).first().copied();
-                errors.push(PolicyError::at(path, at, format!("ai_apps.catalog: {e}")));
+                errors.push(PolicyError::at(
+                    &apps_from.path,
+                    apps_from.key_at("catalog"),
+                    format!("ai_apps.catalog: {e}"),
+                ));
                 None
             }
         }
     };
     let known = team_apps.as_deref().unwrap_or(apps);
-    for app in &file.ai_apps.sanctioned {
+    for app in &ai_apps.sanctioned {
         if known.get(app).is_none() {
             // Ids are plain words: the first line naming one is where it is.
-            let at = source.lines().position(|l| l.contains(app.as_str()) && !l.trim_start().starts_with('#'));
+            let at =
+                apps_from.source.lines().position(|l| l.contains(app.as_str()) && !l.trim_start().starts_with('#'));
             errors.push(PolicyError::at(
-                path,
+                &apps_from.path,
                 at.map(|i| (i + 1, 1)),
                 format!("ai_apps.sanctioned: `{app}` is not an app in the catalog (see catalog/ai-services.yaml)"),
             ));
@@ -908,17 +999,22 @@ fn load_file(dir: &Path, path: &Path, apps: &crate::shadow::Catalog) -> Result<T
     if !errors.is_empty() {
         return Err(errors);
     }
+    let by = |file: &str, what: &str| Arc::<str>::from(format!("{file}#{what}"));
     Ok(TeamPolicy {
-        team,
-        terms,
-        min_confidence: file.min_confidence,
-        rules: file.rules,
-        default: file.default,
-        sticky_local: file.sticky_local,
-        local: file.local,
-        unparsed: file.unparsed_requests,
-        ai_apps: file.ai_apps,
+        terms: merged.terms,
+        min_confidence: merged.thresholds,
+        rules: merged.rules,
+        default,
+        default_by: by(&default_from.rel, "default"),
+        sticky_by: by(&own.rel, "sticky_local"),
+        unparsed_by: by(&own.rel, "unparsed_requests"),
+        sticky_local: merged.sticky_local,
+        local: merged.local,
+        unparsed: merged.unparsed,
+        ai_apps: ai_apps.clone(),
         apps: team_apps,
+        limits: layers.iter().rev().find_map(|l| l.limits.clone()).unwrap_or_default(),
+        team,
     })
 }
 

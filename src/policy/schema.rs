@@ -84,32 +84,85 @@ where
     deserializer.deserialize_map(MapVisitor(check, expecting, PhantomData))
 }
 
-/// One policy file as written.
+/// One team or profile file as written. Settings are optional here: a
+/// file that `extends:` a profile inherits what it leaves out (see
+/// `org.rs`), and a team file that extends nothing must set `default`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PolicyFile {
     /// Accepted for humans reading the file; sluice never uses it.
     #[serde(default, rename = "description")]
     _description: Option<String>,
+    /// The profile (`profiles/<name>.yaml`) this file starts from.
+    #[serde(default)]
+    pub(super) extends: Option<ProfileName>,
+    /// The mode of this file's rules that do not set their own.
+    #[serde(default)]
+    pub(super) mode: Option<Mode>,
     #[serde(default)]
     pub(super) dictionary: Option<DictionarySpec>,
     #[serde(default)]
-    pub(super) min_confidence: MinConfidence,
+    pub(super) min_confidence: Option<MinConfidence>,
     #[serde(default)]
     pub(super) rules: Vec<Rule>,
-    pub(super) default: Action,
-    #[serde(default = "yes")]
-    pub(super) sticky_local: bool,
     #[serde(default)]
-    pub(super) local: super::LocalOptions,
+    pub(super) default: Option<Action>,
     #[serde(default)]
-    pub(super) unparsed_requests: super::Unparsed,
+    pub(super) sticky_local: Option<bool>,
     #[serde(default)]
-    pub(super) ai_apps: super::AiApps,
+    pub(super) local: Option<super::LocalOptions>,
+    #[serde(default)]
+    pub(super) unparsed_requests: Option<super::Unparsed>,
+    #[serde(default)]
+    pub(super) ai_apps: Option<super::AiApps>,
+    /// Budgets and rate limits; a team file's own, else its profile's.
+    #[serde(default)]
+    pub(super) limits: Option<super::limits::Limits>,
 }
 
-fn yes() -> bool {
-    true
+/// `org.yaml` as written: the organisation's rules, tried before every
+/// team's. Only what applies to every team may be set here; the rest
+/// (`default`, `local`, ...) is each team's to choose.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OrgFile {
+    #[serde(default, rename = "description")]
+    _description: Option<String>,
+    #[serde(default)]
+    pub(super) mode: Option<Mode>,
+    /// A ceiling on every team's `min_confidence` (see `org.rs`).
+    #[serde(default)]
+    pub(super) min_confidence: Option<MinConfidence>,
+    #[serde(default)]
+    pub(super) rules: Vec<Rule>,
+}
+
+/// Whether a rule decides (`enforce`) or only records what it would have
+/// decided (`monitor`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Mode {
+    Enforce,
+    Monitor,
+}
+
+/// A profile's name: its file is `profiles/<name>.yaml`.
+pub(super) struct ProfileName(pub(super) String);
+
+impl<'de> Deserialize<'de> for ProfileName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        checked_str(deserializer, "a profile name", |name| {
+            if !super::is_team_name(name) {
+                return Err(format!(
+                    "invalid profile name `{name}`: use a-z, 0-9, `_` and `-` (the file is profiles/<name>.yaml)"
+                ));
+            }
+            if name == super::org::ORG {
+                return Err("`org` is not a profile: org.yaml applies to every team without being extended".to_string());
+            }
+            Ok(ProfileName(name.to_string()))
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -140,12 +193,24 @@ impl<'de> Deserialize<'de> for Term {
 /// A compiled rule.
 #[derive(Debug)]
 pub(super) struct Rule {
+    /// The name as written in its file.
     pub(super) name: String,
+    /// The name decisions and audit records carry: `name` for a team's
+    /// own rules, `org:name` and `<profile>:name` for the others (set by
+    /// the loader, see `org.rs`).
+    pub(super) id: String,
+    /// `<file>#<name>`, the file relative to the policy directory, for
+    /// `sluice policy test` (set by the loader).
+    pub(super) decided_by: std::sync::Arc<str>,
     pub(super) when: When,
     pub(super) then: Action,
     pub(super) reason: Option<String>,
     /// Set exactly when `then` is `redact`.
     pub(super) redact: Option<RedactScope>,
+    /// As written; the loader resolves it against the file's `mode`.
+    pub(super) mode: Option<Mode>,
+    /// Matches are recorded, never decide (`mode: monitor`).
+    pub(super) monitor: bool,
 }
 
 #[derive(Deserialize)]
@@ -159,6 +224,8 @@ struct RuleSpec {
     reason: Option<String>,
     #[serde(default)]
     redact: Option<RedactList>,
+    #[serde(default)]
+    mode: Option<Mode>,
 }
 
 impl<'de> Deserialize<'de> for Rule {
@@ -185,7 +252,17 @@ impl<'de> Deserialize<'de> for Rule {
                     ))
                 }
             };
-            Ok(Rule { name, when, then: spec.then, reason, redact })
+            Ok(Rule {
+                id: name.clone(),
+                decided_by: std::sync::Arc::from(name.as_str()),
+                name,
+                when,
+                then: spec.then,
+                reason,
+                redact,
+                mode: spec.mode,
+                monitor: false,
+            })
         })
     }
 }
@@ -980,22 +1057,19 @@ impl<'de> Deserialize<'de> for RedactList {
 /// `min_confidence:` compiled: findings below their threshold are ignored.
 #[derive(Debug, Default)]
 pub(super) struct MinConfidence {
-    /// For findings no entry names; 0 keeps everything.
-    default: f32,
+    /// For findings no entry names; unset keeps everything in a team's
+    /// file and sets no ceiling in org.yaml.
+    default: Option<f32>,
     /// Type entries are consulted before category entries.
     kinds: Vec<(Selector, f32)>,
     categories: Vec<(Selector, f32)>,
 }
 
 impl MinConfidence {
-    pub(super) fn keeps(&self, finding: &Finding) -> bool {
-        let threshold = self
-            .kinds
-            .iter()
-            .chain(&self.categories)
-            .find(|(s, _)| s.matches(finding))
-            .map_or(self.default, |(_, t)| *t);
-        finding.confidence >= threshold
+    /// The threshold for `finding`: its type's entry, else its
+    /// category's, else `default`; `None` when none of them is written.
+    pub(super) fn threshold(&self, finding: &Finding) -> Option<f32> {
+        self.kinds.iter().chain(&self.categories).find(|(s, _)| s.matches(finding)).map(|(_, t)| *t).or(self.default)
     }
 }
 
@@ -1043,7 +1117,7 @@ impl<'de> Deserialize<'de> for MinConfidence {
                     // Confidences are f32; thresholds are written with few digits.
                     let value = value as f32;
                     match key {
-                        ConfidenceKey::Default => out.default = value,
+                        ConfidenceKey::Default => out.default = Some(value),
                         ConfidenceKey::Of(s @ Selector::Kind(..)) => out.kinds.push((s, value)),
                         ConfidenceKey::Of(s) => out.categories.push((s, value)),
                     }

@@ -91,7 +91,8 @@ fn shipped_policies_load_cleanly_and_behave_as_documented() {
     assert!(default.sticky_local());
     let decide = |f: &[Finding]| default.decide(&signals(f, "gpt-4o", "openai", 10));
     let d = decide(&[pii("email"), secret("aws_access_key")]);
-    assert_eq!((d.action, d.rule.as_str()), (Action::Block, "no-secrets"));
+    assert_eq!((d.action, d.rule.as_str()), (Action::Block, "org:no-secrets"));
+    assert_eq!(&*d.decided_by, "org.yaml#no-secrets");
     // Documentation keys score 0.6 and are still blocked.
     let d = decide(&[with_confidence(secret("aws_access_key"), 0.6)]);
     assert_eq!(d.action, Action::Block);
@@ -156,6 +157,14 @@ fn shipped_policies_load_cleanly_and_behave_as_documented() {
     assert_eq!(decide(&[secret("github_token")], "gpt-4o", 10).action, Action::Block);
     assert_eq!(decide(&[attachment()], "gpt-4o", 10).action, Action::Block);
     assert_eq!(decide(&[], "gpt-4o", 9000).rule, "bulk-prompts-stay-local");
+    // Its profile's rules come before its own, named after the profile.
+    let d = decide(&[pii("email")], "gpt-4o", 9000);
+    assert_eq!(
+        (d.rule.as_str(), &*d.decided_by),
+        ("regulated:any-pii-stays-local", "profiles/regulated.yaml#any-pii-stays-local")
+    );
+    assert_eq!(&*decide(&[], "gpt-4o", 10).decided_by, "profiles/regulated.yaml#default");
+    assert!(payments.sticky_local(), "from the profile");
     assert_eq!(decide(&[], "gpt-4o", 8000).action, Action::Cloud);
     assert_eq!(decide(&[], "gpt-3.5-turbo", 9000).action, Action::Cloud);
 
@@ -166,8 +175,17 @@ fn shipped_policies_load_cleanly_and_behave_as_documented() {
     assert_eq!((d.action, d.rule.as_str()), (Action::Redact, "personal-data-redacted"));
     let kinds: Vec<&str> = eng.findings_to_redact(&d, &findings).iter().map(|f| f.kind).collect();
     assert_eq!(kinds, ["email"], "IP kept, weak phone ignored");
+    // The team ignores findings under 0.7, but org.yaml counts every secret.
     let weak_key = [with_confidence(secret("generic_secret"), 0.3)];
-    assert_eq!(eng.decide(&signals(&weak_key, "gpt-4o", "openai", 10)).action, Action::Block);
+    let d = eng.decide(&signals(&weak_key, "gpt-4o", "openai", 10));
+    assert_eq!((d.action, d.rule.as_str()), (Action::Block, "org:no-secrets"));
+    // Monitor-mode rules record and let evaluation go on.
+    let d = eng.decide(&signals(&[], "gpt-4o", "openai", 60_000));
+    assert_eq!((d.action, d.rule.as_str()), (Action::Cloud, "default"));
+    assert_eq!(d.monitor, [MonitorMatch { rule: "huge-pastes".into(), action: Action::Block }]);
+    let d = eng.decide(&signals(&[], "deepseek-chat", "deepseek", 10));
+    assert_eq!(d.monitor, [MonitorMatch { rule: "org:unapproved-providers".into(), action: Action::Block }]);
+    assert_eq!(d.action, Action::Cloud);
     let completion =
         Signals { task: task("code_completion", 0.7), stream: true, ..signals(&[], "gpt-4o", "openai", 50) };
     assert_eq!(eng.decide(&completion).rule, "editor-completions-local");
@@ -201,10 +219,12 @@ fn no_match_falls_back_to_default() {
         Decision {
             action: Action::Block,
             rule: "default".to_string(),
+            decided_by: Arc::from("t.yaml#default"),
             reason: "no rule matched".to_string(),
             because: Vec::new(),
             redact: None,
             sticky: false,
+            monitor: Vec::new(),
         }
     );
 }

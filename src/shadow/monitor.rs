@@ -33,9 +33,10 @@ pub enum MonitorError {
     Key { path: PathBuf, source: std::io::Error },
 }
 
-/// What the monitor knows, built once at start-up.
+/// What the monitor knows, built once at start-up. The catalog is not
+/// here: it reloads with the policies (`policy::reload::Policies`), so
+/// each request passes the one it is judged under.
 pub struct Monitor {
-    catalog: Catalog,
     /// Keys API-key fingerprints, so the log cannot confirm a guessed key.
     secret: [u8; 32],
     /// The company's organisation ids, at any provider.
@@ -48,27 +49,20 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// The shipped catalog plus the organisation's files, and the
-    /// fingerprint key (created on first start, 0600).
+    /// The fingerprint key (created on first start, 0600).
     pub fn load(cfg: &ShadowConfig) -> Result<Monitor, MonitorError> {
-        let catalog = load_catalog(cfg)?;
         let secret = load_or_create_secret(&cfg.fingerprint_key)?;
-        Ok(Monitor::new(catalog, cfg, secret))
+        Ok(Monitor::new(cfg, secret))
     }
 
-    pub fn new(catalog: Catalog, cfg: &ShadowConfig, secret: [u8; 32]) -> Monitor {
+    pub fn new(cfg: &ShadowConfig, secret: [u8; 32]) -> Monitor {
         Monitor {
-            catalog,
             secret,
             company_accounts: cfg.company_accounts.values().flatten().cloned().collect(),
             enabled: cfg.enabled,
             record_other_tunnels: cfg.record_other_tunnels,
             personal_keys: Mutex::new(HashSet::new()),
         }
-    }
-
-    pub fn catalog(&self) -> &Catalog {
-        &self.catalog
     }
 
     /// Whether tunnels to hosts outside the catalog get a record each.
@@ -80,17 +74,10 @@ impl Monitor {
         self.enabled
     }
 
-    /// The catalogued app `host` belongs to (none while the monitor is off).
-    pub fn app_of_host(&self, host: &str) -> Option<&Entry> {
-        self.catalog.match_host(host).filter(|_| self.enabled)
-    }
-
-    /// [`Monitor::app_of_host`] in a team's own catalog, when it has one.
-    pub fn app_of_host_in<'a>(&'a self, team_catalog: Option<&'a Catalog>, host: &str) -> Option<&'a Entry> {
-        match team_catalog {
-            Some(catalog) => catalog.match_host(host).filter(|_| self.enabled),
-            None => self.app_of_host(host),
-        }
+    /// The app in `catalog` that `host` belongs to (none while the
+    /// monitor is off).
+    pub fn app_of_host<'a>(&self, catalog: &'a Catalog, host: &str) -> Option<&'a Entry> {
+        catalog.match_host(host).filter(|_| self.enabled)
     }
 
     /// A usage event for `entry` (or an unlisted LLM endpoint when `None`),
@@ -309,15 +296,16 @@ mod tests {
     fn monitor() -> Monitor {
         let mut cfg = ShadowConfig::default();
         cfg.company_accounts.insert("openai".into(), vec!["org-acme".into()]);
-        Monitor::new(builtin_shared().clone(), &cfg, [7u8; 32])
+        Monitor::new(&cfg, [7u8; 32])
     }
 
     #[test]
     fn hosts_map_to_catalogued_apps() {
         let m = monitor();
-        assert_eq!(m.app_of_host("chatgpt.com").map(|e| e.id.as_str()), Some("chatgpt"));
-        assert_eq!(m.app_of_host("api.openai.com").map(|e| e.id.as_str()), Some("openai-api"));
-        assert!(m.app_of_host("example.org").is_none());
+        let catalog = builtin_shared();
+        assert_eq!(m.app_of_host(catalog, "chatgpt.com").map(|e| e.id.as_str()), Some("chatgpt"));
+        assert_eq!(m.app_of_host(catalog, "api.openai.com").map(|e| e.id.as_str()), Some("openai-api"));
+        assert!(m.app_of_host(catalog, "example.org").is_none());
         assert_eq!(m.usage(None, true).app, UNKNOWN_LLM_ENDPOINT);
     }
 
@@ -331,7 +319,7 @@ mod tests {
             "checked against Python's hmac module"
         );
         let m = monitor();
-        let other = Monitor::new(builtin_shared().clone(), &ShadowConfig::default(), [8u8; 32]);
+        let other = Monitor::new(&ShadowConfig::default(), [8u8; 32]);
         assert_eq!(m.fingerprint("sk-abc").len(), 16);
         assert_eq!(m.fingerprint("sk-abc"), m.fingerprint("sk-abc"));
         assert_ne!(m.fingerprint("sk-abc"), other.fingerprint("sk-abc"));

@@ -299,8 +299,8 @@ fn error_type(kind: ErrorKind) -> &'static str {
         ErrorKind::PolicyBlock => "permission_error",
         ErrorKind::NotFound => "not_found_error",
         ErrorKind::TooLarge => "request_too_large",
-        ErrorKind::LocalUnavailable => "overloaded_error",
-        ErrorKind::RateLimited => "rate_limit_error",
+        ErrorKind::LocalUnavailable | ErrorKind::LimitsUnavailable => "overloaded_error",
+        ErrorKind::RateLimited | ErrorKind::LimitReached => "rate_limit_error",
         ErrorKind::Upstream | ErrorKind::UpstreamTimeout | ErrorKind::Internal => "api_error",
     }
 }

@@ -255,6 +255,10 @@ pub enum ErrorKind {
     UnsupportedMediaType,
     LocalUnavailable,
     RateLimited,
+    /// A team's or user's budget or rate limit (`limits:`) is used up.
+    LimitReached,
+    /// The limits counter store cannot be reached and sluice fails closed.
+    LimitsUnavailable,
     /// The request named a host other than the one the connection is for.
     Misdirected,
     Upstream,
@@ -272,8 +276,8 @@ impl ErrorKind {
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorKind::LocalUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::LocalUnavailable | ErrorKind::LimitsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::RateLimited | ErrorKind::LimitReached => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -293,6 +297,8 @@ impl ErrorKind {
             ErrorKind::UnsupportedMediaType => "unsupported_media_type",
             ErrorKind::LocalUnavailable => "local_engine_unavailable",
             ErrorKind::RateLimited => "local_queue_full",
+            ErrorKind::LimitReached => "sluice_limit_reached",
+            ErrorKind::LimitsUnavailable => "sluice_limits_unavailable",
             ErrorKind::Misdirected => "misdirected_request",
             ErrorKind::Upstream => "upstream_error",
             ErrorKind::UpstreamTimeout => "upstream_timeout",

@@ -326,8 +326,8 @@ fn error_type(kind: ErrorKind) -> &'static str {
         ErrorKind::Authentication => "authentication_error",
         ErrorKind::PolicyBlock => "policy_violation",
         ErrorKind::NotFound => "not_found_error",
-        ErrorKind::LocalUnavailable => "service_unavailable",
-        ErrorKind::RateLimited => "rate_limit_error",
+        ErrorKind::LocalUnavailable | ErrorKind::LimitsUnavailable => "service_unavailable",
+        ErrorKind::RateLimited | ErrorKind::LimitReached => "rate_limit_error",
         ErrorKind::Upstream | ErrorKind::UpstreamTimeout | ErrorKind::Internal => "api_error",
     }
 }

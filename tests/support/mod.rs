@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake_provider;
+pub mod redis;
 pub mod tls;
 
 use std::net::{SocketAddr, TcpListener};
@@ -16,8 +17,11 @@ pub use fake_provider::FakeProvider;
 pub const OPENAI_UPSTREAM_KEY: &str = "sk-upstream-openai-key";
 pub const ANTHROPIC_UPSTREAM_KEY: &str = "sk-ant-upstream-anthropic-key";
 
-pub fn sluice_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_sluice")
+/// The binary under test; `SLUICE_BIN` pins another copy (the build
+/// directory's `sluice` is shared by every checkout that builds into it,
+/// so long runs such as `scripts/crash-loop` test a copy of their own).
+pub fn sluice_bin() -> String {
+    std::env::var("SLUICE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_sluice").to_string())
 }
 
 /// The model `scripts/fetch-model` puts in place (`.ci/run` runs it first).
@@ -39,7 +43,7 @@ pub fn repo_policies() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     // Bound then released: a tiny race with other processes, acceptable in tests.
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -53,7 +57,8 @@ pub struct Setup {
     pub identity: String,
     /// YAML for extra keys under `upstream:` (indented by the caller with 2 spaces).
     pub upstream_extra: String,
-    /// Policy files written into the policy dir, replacing the repo's defaults when non-empty.
+    /// Policy files written into the policy dir, replacing the repo's defaults when non-empty
+    /// (names may include a folder: `profiles/strict.yaml`).
     pub policies: Vec<(&'static str, String)>,
     /// Point the providers at this address instead of the fake (e.g. a closed port).
     pub upstream_override: Option<SocketAddr>,
@@ -69,6 +74,9 @@ pub struct Setup {
     pub resolve: Vec<(String, SocketAddr)>,
     /// Extra keys for the `gateway:` flow map (e.g. `max_connections: 16`).
     pub gateway: String,
+    /// Extra keys for the `audit:` flow map (e.g. `durability: batched`,
+    /// `checkpoint_every_records: 2`).
+    pub audit: String,
     /// `providers.gemini.models`; empty leaves the Gemini provider out of
     /// the config (sluice's defaults then apply).
     pub gemini_models: Vec<&'static str>,
@@ -90,6 +98,7 @@ impl Default for Setup {
             proxy: String::new(),
             resolve: Vec::new(),
             gateway: String::new(),
+            audit: String::new(),
             gemini_models: Vec::new(),
             env: Vec::new(),
         }
@@ -176,13 +185,12 @@ impl SluiceProc {
         let policies = dir.path().join("policies");
         std::fs::create_dir_all(&policies).unwrap();
         if setup.policies.is_empty() {
-            for entry in std::fs::read_dir(repo_policies()).unwrap() {
-                let entry = entry.unwrap();
-                std::fs::copy(entry.path(), policies.join(entry.file_name())).unwrap();
-            }
+            copy_dir(&repo_policies(), &policies);
         } else {
             for (name, text) in &setup.policies {
-                std::fs::write(policies.join(name), text).unwrap();
+                let path = policies.join(name);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, text).unwrap();
             }
         }
         if let Some(size) = setup.audit_tmpfs {
@@ -200,6 +208,7 @@ impl SluiceProc {
         let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let proxy_extra = if setup.proxy.is_empty() { String::new() } else { format!(", {}", setup.proxy) };
         let gateway_extra = if setup.gateway.is_empty() { String::new() } else { format!(", {}", setup.gateway) };
+        let audit_extra = if setup.audit.is_empty() { String::new() } else { format!(", {}", setup.audit) };
         let upstream = setup.upstream_override.unwrap_or(fake.addr());
         let pins: String = setup.resolve.iter().map(|(host, addr)| format!(", \"{host}\": \"{addr}\"")).collect();
         let gemini = if setup.gemini_models.is_empty() {
@@ -216,7 +225,7 @@ impl SluiceProc {
              proxy: {{ listen: \"{proxy}\"{proxy_extra} }}\n\
              ca: {{ dir: data/ca }}\n\
              policies_dir: policies\n\
-             audit: {{ dir: data/audit }}\n\
+             audit: {{ dir: data/audit{audit_extra} }}\n\
              {identity}\
              providers:\n\
              \x20 openai: {{ base_url: \"https://api.openai.com\", api_key_env: TEST_OPENAI_KEY, pass_client_key: {pass} }}\n\
@@ -278,6 +287,14 @@ impl SluiceProc {
         self.child.as_ref().unwrap().id()
     }
 
+    /// SIGKILL, as a crash or an OOM kill would end it; nothing is flushed.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("already stopped");
+        // `Child::kill` is SIGKILL on Unix.
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     /// SIGTERM, then wait for a clean exit.
     pub fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("already stopped");
@@ -331,6 +348,19 @@ fn spawn_serve(config: &Path, env: &[(String, String)], log: &Path) -> Child {
         .stderr(log)
         .spawn()
         .expect("spawn sluice")
+}
+
+/// Copy a directory tree (the repo's policies, with `profiles/`).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
 }
 
 /// Whether this process may mount filesystems (root).
@@ -424,6 +454,55 @@ pub fn proxied_client(proc: &SluiceProc, http1_only: bool, token: Option<&str>) 
         builder = builder.http1_only();
     }
     builder.build().unwrap()
+}
+
+/// A client whose connections come from `ip` (any 127.x.y.z is this
+/// machine's loopback), for callers identified by their network.
+pub fn client_from(ip: &str) -> reqwest::Client {
+    let ip: std::net::IpAddr = ip.parse().unwrap();
+    reqwest::Client::builder().local_address(ip).timeout(Duration::from_secs(60)).build().unwrap()
+}
+
+/// `sluice budget status --json` for this sluice's config, as the CLI
+/// prints it (from the admin listener while sluice runs, from the store
+/// when it does not).
+pub fn budget_status(proc: &SluiceProc, team: Option<&str>) -> serde_json::Value {
+    let mut cmd = Command::new(sluice_bin());
+    cmd.args(["budget", "status", "--json", "--config"]).arg(&proc.config);
+    if let Some(team) = team {
+        cmd.args(["--team", team]);
+    }
+    let out = cmd.output().expect("run sluice budget status");
+    assert!(out.status.success(), "budget status failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The `used` of one row of a budget report (the team's own when `user` is None).
+pub fn budget_used(report: &serde_json::Value, team: &str, user: Option<&str>, budget: &str) -> Option<u64> {
+    report["rows"].as_array()?.iter().find_map(|r| {
+        (r["team"] == team && r["user"].as_str() == user && r["budget"] == budget).then(|| r["used"].as_u64()).flatten()
+    })
+}
+
+/// Wait, if needed, until the current UTC minute has at least 30 seconds
+/// left, so that a burst of requests counted per minute falls in one
+/// window.
+pub async fn early_in_a_minute() {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let into = now.as_secs() % 60;
+    if into >= 30 {
+        tokio::time::sleep(Duration::from_secs(60 - into) + Duration::from_millis(200)).await;
+    }
+}
+
+/// Wait, if needed, until the current UTC day has at least two minutes
+/// left, so a test of a daily budget does not see it reset.
+pub async fn early_in_a_day() {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let into = now.as_secs() % 86_400;
+    if into >= 86_400 - 120 {
+        tokio::time::sleep(Duration::from_secs(86_400 - into) + Duration::from_millis(200)).await;
+    }
 }
 
 /// RFC 4180 as a spreadsheet reads it: quoted fields, `""` for a quote,

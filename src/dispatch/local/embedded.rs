@@ -1,5 +1,6 @@
 //! The embedded engine: mistral.rs running in-process, on CPU by default
-//! (SmolLM2-135M-Instruct, GGUF Q4_1) or CUDA with `--features cuda`.
+//! (SmolLM2-135M-Instruct, GGUF Q4_1) or CUDA with `--features cuda`; the
+//! device comes from [`super::device::resolve`].
 //!
 //! The model loads once, from a local file and without any network: the
 //! GGUF carries its own tokenizer and chat template. Generation always runs
@@ -21,7 +22,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::{GenEvent, LocalError};
-use crate::config::{LocalConfig, LocalDevice};
+use crate::config::LocalConfig;
 use crate::wire::answer::{Delta, Finish, FinishReason, Usage};
 use crate::wire::{CanonicalRequest, Role, ToolChoice};
 
@@ -97,17 +98,19 @@ pub fn check_model_file(model: &str) -> Result<(), String> {
 }
 
 impl Engine {
-    pub async fn load(cfg: &LocalConfig) -> Result<Engine, String> {
+    pub async fn load(cfg: &LocalConfig, device: Device) -> Result<Engine, String> {
         let seqs = cfg.max_concurrent.max(1);
         let (model, counter) = if cfg.model.ends_with(".gguf") {
             let (model, counter) =
-                load_gguf(cfg, seqs).await.map_err(|e| format!("cannot load {}: {e:#}", cfg.model))?;
+                load_gguf(cfg, device, seqs).await.map_err(|e| format!("cannot load {}: {e:#}", cfg.model))?;
             (model, Some(counter))
         } else {
             let mut builder = TextModelBuilder::new(&cfg.model).with_max_num_seqs(seqs);
-            if cfg.device == LocalDevice::Cpu {
-                builder = builder.with_force_cpu();
-            }
+            builder = if device.is_cpu() {
+                builder.with_force_cpu().with_dtype(ModelDType::F16) // as in load_gguf
+            } else {
+                builder.with_device(device)
+            };
             let model = builder.build().await.map_err(|e| format!("cannot load {}: {e:#}", cfg.model))?;
             (model, None)
         };
@@ -244,7 +247,7 @@ const TEMPLATE_TOKENS_PER_PROMPT: u64 = 3;
 
 /// Load a local GGUF one level below `GgufModelBuilder`, which keeps the
 /// tokenizer to itself.
-async fn load_gguf(cfg: &LocalConfig, seqs: usize) -> anyhow::Result<(Model, TokenCounter)> {
+async fn load_gguf(cfg: &LocalConfig, device: Device, seqs: usize) -> anyhow::Result<(Model, TokenCounter)> {
     let path = Path::new(&cfg.model);
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
@@ -261,16 +264,16 @@ async fn load_gguf(cfg: &LocalConfig, seqs: usize) -> anyhow::Result<(Model, Tok
         None,
     )
     .build();
-    let device = match cfg.device {
-        LocalDevice::Cpu => Device::Cpu,
-        LocalDevice::Cuda => Device::new_cuda(0)?,
-    };
+    // `Auto` settles on F16 on the CPU (the log says "DType selected"), but a
+    // CUDA build's `Auto` asks nvidia-smi first, even for the CPU, and
+    // panics where there is none: `device: auto` on a machine without a GPU.
+    let dtype = if device.is_cpu() { ModelDType::F16 } else { ModelDType::Auto };
     // Loading reads and maps the file synchronously.
     let pipeline = tokio::task::spawn_blocking(move || {
         loader.load_model_from_hf(
             None,
             TokenSource::None,
-            &ModelDType::Auto,
+            &dtype,
             &device,
             true,
             DeviceMapSetting::Auto(AutoDeviceMapParams::default_text()),

@@ -6,6 +6,7 @@
 //! token count and a channel of [`GenEvent`]s. Dropping the generation
 //! cancels it (the engine stops generating for a client that went away).
 
+pub mod device;
 pub mod embedded;
 pub mod external;
 
@@ -30,6 +31,9 @@ pub enum LocalError {
     Failed(String),
     #[error("local generation failed: {0}")]
     Backend(String),
+    /// `local.device` cannot be honoured; sluice does not start.
+    #[error(transparent)]
+    Device(#[from] device::DeviceError),
 }
 
 /// One event of a running generation.
@@ -141,12 +145,15 @@ impl LocalTier {
                 tier.set(State::Ready(Arc::new(Backend::External(Box::new(server)))));
             }
             LocalBackendKind::Embedded => {
+                // The device first: a build or a machine that cannot honour
+                // it is a reason to stop whatever the model.
+                let device = device::resolve(cfg.device)?;
                 embedded::check_model_file(&cfg.model).map_err(LocalError::Failed)?;
                 let loading = tier.clone();
                 let cfg = cfg.clone();
                 tokio::spawn(async move {
                     let started = std::time::Instant::now();
-                    match embedded::Engine::load(&cfg).await {
+                    match embedded::Engine::load(&cfg, device).await {
                         Ok(engine) => {
                             tracing::info!(model = %loading.model_name, secs = started.elapsed().as_secs_f64(), "local model loaded");
                             loading.set(State::Ready(Arc::new(Backend::Embedded(engine))));

@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use crate::body::{full, full_request, BoxError, RespBody};
 use crate::dispatch::origin::Origin;
 use crate::headers::{strip_for_origin, HOP_BY_HOP, PROXY_CREDENTIALS};
-use crate::pipeline::{MessageVerdicts, Sluice};
+use crate::pipeline::{MessageVerdicts, RequestId, Sluice};
 use crate::relay::websocket;
 use crate::wire::Identity;
 
@@ -36,13 +36,15 @@ pub(super) async fn forward_unchanged(
     client: SocketAddr,
     identity: Identity,
     origin: Arc<Origin>,
+    request_id: &RequestId,
 ) -> Response<RespBody> {
-    let relayed = match sluice.begin_relayed("passthrough", &req, client, &identity, &origin) {
+    let relayed = match sluice.begin_relayed("passthrough", &req, client, &identity, &origin, request_id) {
         Ok(relayed) => relayed,
         Err(refused) => return refused,
     };
     let (mut parts, body) = req.into_parts();
     strip_for_origin(&mut parts.headers);
+    sluice.identities().strip_identity_headers(&mut parts.headers);
     let upstream = Request::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed_unsync());
     let sent = origin.send(upstream).await;
     sluice.relay_answer(relayed, sent)
@@ -56,8 +58,9 @@ pub(super) async fn relay_websocket(
     client: SocketAddr,
     identity: Identity,
     origin: Arc<Origin>,
+    request_id: &RequestId,
 ) -> Response<RespBody> {
-    let relayed = match sluice.begin_relayed("websocket", &req, client, &identity, &origin) {
+    let relayed = match sluice.begin_relayed("websocket", &req, client, &identity, &origin, request_id) {
         Ok(relayed) => relayed,
         Err(refused) => return refused,
     };
@@ -73,6 +76,7 @@ pub(super) async fn relay_websocket(
     {
         parts.headers.remove(*name);
     }
+    sluice.identities().strip_identity_headers(&mut parts.headers);
     let upstream = Request::from_parts(parts, full_request(Bytes::new()));
     let mut resp = match origin.send_upgradable(upstream).await {
         Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => resp,
