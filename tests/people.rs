@@ -54,7 +54,25 @@ const CASES: &[(&str, &str, &str)] = &[
         "local",
         "special-categories-stay-local",
     ),
+    (
+        "Our applicant Kwame Mensah is Ghanaian and Black; does the form need his ethnicity?",
+        "local",
+        "special-categories-stay-local",
+    ),
+    (
+        "Employee Julia Novak is a member of the Green Party and wants leave for the campaign.",
+        "local",
+        "special-categories-stay-local",
+    ),
+    ("Enrol the face scan of our employee Marco Rossi in the access system.", "local", "special-categories-stay-local"),
+    // Health-plan ids with their naming word.
+    ("Claim for member id XJH482913007: patient Tom Baker, knee surgery.", "local", "regulated-pii-stays-local"),
     // National identifiers, each valid under its checksum (issue 13).
+    ("NIE X9613851N del nuevo empleado, rellena el alta.", "local", "regulated-pii-stays-local"),
+    ("PAN ABBPM4567S for the vendor payment.", "local", "regulated-pii-stays-local"),
+    ("CNPJ 11.222.333/0001-81 do fornecedor, emita a nota.", "local", "regulated-pii-stays-local"),
+    ("Medicare 2123 45670 1 for the claim.", "local", "regulated-pii-stays-local"),
+    ("Renew passport no. 912803456 of Jane Doe.", "local", "regulated-pii-stays-local"),
     ("Check the tax record for Steuer-ID 86095742719 before filing.", "local", "regulated-pii-stays-local"),
     ("El cliente tiene DNI 12345678Z, prepara el contrato.", "local", "regulated-pii-stays-local"),
     ("Verify Aadhaar 2341 2341 2346 for the vendor onboarding.", "local", "regulated-pii-stays-local"),
