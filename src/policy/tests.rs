@@ -1154,7 +1154,7 @@ fn entities_are_their_own_condition_and_not_pii() {
          then: redact\n    redact: [location]\ndefault: cloud\n",
     );
     let low_org = with_confidence(entity("organization"), 0.6);
-    assert_eq!(p.decide(&signals(&[low_org.clone()], "m", "openai", 10)).rule, "default");
+    assert_eq!(p.decide(&signals(std::slice::from_ref(&low_org), "m", "openai", 10)).rule, "default");
     let low_place = with_confidence(entity("location"), 0.6);
     let d = p.decide(&signals(&[low_place.clone(), low_org.clone()], "m", "openai", 10));
     assert_eq!(d.rule, "r");

@@ -366,7 +366,7 @@ fn emit(tokens: &[Token], run: &Run, segment: usize, out: &mut Vec<Finding>) {
             let min = if suffixed { ORGANIZATION_SUFFIXED_MIN } else { ORGANIZATION_MIN };
             let keep = confidence >= min
                 && !lone_word
-                && !(short && !features::is_upper(tokens[run.first].shape))
+                && (!short || features::is_upper(tokens[run.first].shape))
                 && !lone_acronym(tokens, run, features::BRAND | features::ORG_WORD);
             (Category::Entity, ORGANIZATION_KIND, keep)
         }
