@@ -311,8 +311,30 @@ fn emit_all(text: &str, tokens: &[Token], runs: &[Run], segment: usize, out: &mu
     }
 }
 
+/// Whether a place or organisation run reads as a person's name: a known
+/// first name then a known surname, nothing that marks a company, a country
+/// or a nationality. Such a span is reported as a person: a name read as a
+/// place would otherwise leave unredacted, a place read as a name is only
+/// kept or redacted.
+fn reads_as_name(tokens: &[Token], run: &Run) -> bool {
+    let run_tokens = &tokens[run.first..=run.last];
+    let marked = features::ORG_WORD | features::BRAND | features::COUNTRY | features::NATIONALITY;
+    (2..=3).contains(&run.count)
+        && run.last - run.first + 1 == run.count
+        && tokens[run.first].flags & features::FIRST != 0
+        && tokens[run.last].flags & features::LAST != 0
+        && run_tokens
+            .iter()
+            .all(|t| t.flags & marked == 0 && features::is_word_shape(t.shape) && !features::is_upper(t.shape))
+}
+
 fn emit_place(tokens: &[Token], run: &Run, segment: usize, out: &mut Vec<Finding>) {
     let confidence = run.prob_sum / run.count as f32;
+    if reads_as_name(tokens, run) {
+        let span = tokens[run.first].start..tokens[run.last].end;
+        out.push(finding(Category::Pii, PERSON_KIND, segment, span, confidence.min(0.95), "tagger"));
+        return;
+    }
     // A lone everyday word ("Wisdom", "Will") is a place only when the
     // place lists know it as one.
     let lone_word = run.count == 1 && {
@@ -351,6 +373,7 @@ fn emit(tokens: &[Token], run: &Run, segment: usize, out: &mut Vec<Finding>) {
             let lone_word = lone && flags & features::COMMON != 0 && flags & (features::FIRST | features::LAST) == 0;
             (Category::Pii, PERSON_KIND, confidence >= PERSON_MIN && !lone_word)
         }
+        ORG if reads_as_name(tokens, run) => (Category::Pii, PERSON_KIND, confidence >= PERSON_MIN),
         ORG => {
             // A lone everyday word, bare legal form ("Bank", "Group"),
             // first name or surname ("James buys a plane") names no
@@ -409,6 +432,10 @@ mod tests {
         assert!(hits.iter().any(|(k, v)| *k == ADDRESS_KIND && v.starts_with("918 Birch Lane")), "{hits:?}");
         let hits = found("Patient Laura Chen, 57, stage 2 breast cancer, on tamoxifen.");
         assert!(hits.contains(&(PERSON_KIND, "Laura Chen".to_string())), "{hits:?}");
+        // Read as an organisation by its context ("the fingerprint of ..."),
+        // a known first name and surname is still reported as a person.
+        let hits = found("The fingerprint of Anna Weber is stored.");
+        assert_eq!(hits, [(PERSON_KIND, "Anna Weber".to_string())]);
     }
 
     #[test]
