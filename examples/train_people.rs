@@ -1,16 +1,17 @@
-//! Trains the people-and-places tagger's weights
+//! Trains the people, places and organisations tagger's weights
 //! (`src/inspect/people/weights.bin`) from the labelled sentences written by
 //! `scripts/prepare-people-data`.
 //!
 //!   scripts/prepare-people-data
 //!   cargo run --release --example train_people -- data/people/train.jsonl src/inspect/people/weights.bin
 //!
-//! The model is multinomial logistic regression (nothing, person, address)
-//! over the hashed token features of `src/inspect/people/features.rs`
-//! (included below so both sides hash alike), trained with AdaGrad on the
-//! candidate tokens only (the detector scores nothing else). The "nothing"
-//! class is folded into the other two (scores relative to it), which are
-//! quantised to i16 with one scale: 2 x 65,536 x 2 bytes.
+//! The model is multinomial logistic regression (nothing, person, address,
+//! place, organisation, nationality) over the hashed token features of
+//! `src/inspect/people/features.rs` (included below so both sides hash
+//! alike), trained with AdaGrad on the candidate tokens only (the detector
+//! scores nothing else). The "nothing" class is folded into the other five
+//! (scores relative to it), which are quantised to i16 with one scale:
+//! 5 x 65,536 x 2 bytes.
 //!
 //! Deterministic: fixed shuffle seed, single thread. The held-out
 //! multilingual set (`data/people/eval.jsonl`) is scored by
@@ -54,6 +55,9 @@ fn load(path: &str) -> Result<Vec<Example>, String> {
                         let label = match s[2].as_str()? {
                             "PER" => features::PER,
                             "ADDR" => features::ADDR,
+                            "LOC" => features::LOC,
+                            "ORG" => features::ORG,
+                            "NRP" => features::NRP,
                             _ => return None,
                         };
                         Some((s[0].as_u64()? as usize, s[1].as_u64()? as usize, label))
@@ -95,6 +99,9 @@ fn mask_unknown(text: &str, spans: &[(usize, usize, usize)], tokens: &mut [featu
         let mask = match label {
             features::PER => mask_names && roll(10 + i as u64) < 80,
             features::ADDR => mask_names && capitalised && roll(10 + i as u64) < 50,
+            features::LOC | features::ORG => mask_names && capitalised && roll(10 + i as u64) < 30,
+            // Nationalities are a closed list: never unknown.
+            features::NRP => false,
             _ => mask_others && capitalised && t.flags & features::TITLE == 0 && roll(10 + i as u64) < 50,
         };
         if mask {
@@ -129,7 +136,10 @@ fn train(examples: &mut [Example]) -> Vec<f32> {
     for e in examples.iter() {
         counts[e.label] += 1;
     }
-    println!("candidate tokens: none {}, person {}, address {}", counts[0], counts[1], counts[2]);
+    println!(
+        "candidate tokens: none {}, person {}, address {}, place {}, organisation {}, nationality {}",
+        counts[0], counts[1], counts[2], counts[3], counts[4], counts[5]
+    );
     for epoch in 0..EPOCHS {
         shuffle(examples, SEED ^ epoch as u64);
         let mut loss = 0f64;
@@ -167,10 +177,10 @@ fn train(examples: &mut [Example]) -> Vec<f32> {
 }
 
 /// Scores relative to "nothing", quantised: "SLPT", u32 buckets, f32
-/// scale, then per bucket the person and address weights as i16 LE.
+/// scale, then per bucket the weights of classes 1.. as i16 LE.
 fn write(path: &str, w: &[f32]) -> Result<(), String> {
     let rel: Vec<f32> =
-        (0..BUCKETS).flat_map(|b| [w[b * CLASSES + 1] - w[b * CLASSES], w[b * CLASSES + 2] - w[b * CLASSES]]).collect();
+        (0..BUCKETS).flat_map(|b| (1..CLASSES).map(move |c| w[b * CLASSES + c] - w[b * CLASSES])).collect();
     let max = rel.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
     let scale = max / f32::from(i16::MAX);
     let mut out = Vec::with_capacity(12 + rel.len() * 2);

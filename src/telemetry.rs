@@ -318,8 +318,11 @@ pub fn register_known(config: &crate::config::Config) {
     for decision in ["cloud", "redact"] {
         let _ = histogram!(ADDED_LATENCY, "decision" => decision);
     }
-    let kinds =
-        crate::inspect::PII_KINDS.iter().chain(crate::inspect::SECRET_KINDS).chain(crate::inspect::SPECIAL_KINDS);
+    let kinds = crate::inspect::PII_KINDS
+        .iter()
+        .chain(crate::inspect::SECRET_KINDS)
+        .chain(crate::inspect::SPECIAL_KINDS)
+        .chain(crate::inspect::ENTITY_KINDS);
     for kind in kinds {
         counter!(FINDINGS, "type" => *kind).increment(0);
     }

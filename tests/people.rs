@@ -54,7 +54,25 @@ const CASES: &[(&str, &str, &str)] = &[
         "local",
         "special-categories-stay-local",
     ),
+    (
+        "Our applicant Kwame Mensah is Ghanaian and Black; does the form need his ethnicity?",
+        "local",
+        "special-categories-stay-local",
+    ),
+    (
+        "Employee Julia Novak is a member of the Green Party and wants leave for the campaign.",
+        "local",
+        "special-categories-stay-local",
+    ),
+    ("Enrol the face scan of our employee Marco Rossi in the access system.", "local", "special-categories-stay-local"),
+    // Health-plan ids with their naming word.
+    ("Claim for member id XJH482913007: patient Tom Baker, knee surgery.", "local", "regulated-pii-stays-local"),
     // National identifiers, each valid under its checksum (issue 13).
+    ("NIE X9613851N del nuevo empleado, rellena el alta.", "local", "regulated-pii-stays-local"),
+    ("PAN ABBPM4567S for the vendor payment.", "local", "regulated-pii-stays-local"),
+    ("CNPJ 11.222.333/0001-81 do fornecedor, emita a nota.", "local", "regulated-pii-stays-local"),
+    ("Medicare 2123 45670 1 for the claim.", "local", "regulated-pii-stays-local"),
+    ("Renew passport no. 912803456 of Jane Doe.", "local", "regulated-pii-stays-local"),
     ("Check the tax record for Steuer-ID 86095742719 before filing.", "local", "regulated-pii-stays-local"),
     ("El cliente tiene DNI 12345678Z, prepara el contrato.", "local", "regulated-pii-stays-local"),
     ("Verify Aadhaar 2341 2341 2346 for the vendor onboarding.", "local", "regulated-pii-stays-local"),
@@ -106,6 +124,37 @@ async fn general_questions_on_sensitive_topics_still_go_out() {
     }
 }
 
+/// Places, companies and nationalities alone identify no one: such prompts
+/// go out untouched. Beside a name they are replaced with it.
+#[tokio::test]
+async fn places_and_companies_alone_go_out_and_are_redacted_beside_a_name() {
+    let fake = FakeProvider::start().await;
+    let proc = SluiceProc::start(&fake, Setup::default()).await;
+    let plain = [
+        "What is the capital of France?",
+        "Plan a three-day trip to Lisbon and Porto for a Canadian family.",
+        "Compare the cloud offers of Microsoft and Google for a startup in Berlin.",
+    ];
+    for prompt in plain {
+        // Routed by the task rules or the default, never by a finding.
+        let (status, route, rule) = route_of(&proc, prompt).await;
+        assert_eq!((status, route.as_str()), (200, "cloud"), "{prompt}");
+        assert!(["default", "hard-tasks-to-cloud"].contains(&rule.as_str()), "{prompt}: {rule}");
+    }
+    let prompt = "Write a thank-you note to Maria Gonzalez for organising the offsite in Lisbon.";
+    let (status, route, rule) = route_of(&proc, prompt).await;
+    assert_eq!((status, route.as_str(), rule.as_str()), (200, "redact", "other-pii-redacted"));
+    let seen = fake.requests();
+    assert_eq!(seen.len(), plain.len() + 1);
+    for (request, prompt) in seen.iter().zip(plain) {
+        let body = String::from_utf8_lossy(&request.body);
+        assert!(body.contains(prompt), "sent as written: {body}");
+    }
+    let body = String::from_utf8_lossy(&seen[plain.len()].body);
+    assert!(!body.contains("Maria Gonzalez") && !body.contains("Lisbon"), "{body}");
+    assert!(body.contains("<PERSON_1>") && body.contains("<LOCATION_1>"), "{body}");
+}
+
 #[test]
 fn policy_test_names_the_people_and_special_category_signals() {
     let out = std::process::Command::new(sluice_bin())
@@ -121,4 +170,17 @@ fn policy_test_names_the_people_and_special_category_signals() {
     assert!(v["signals"]["because"].to_string().contains("special_category: health"), "{v}");
     let text = v.to_string();
     assert!(!text.contains("Laura") && !text.contains("tamoxifen"), "values never appear: {text}");
+    // Named places are findings of their own category, by kind only.
+    let out = std::process::Command::new(sluice_bin())
+        .args(["policy", "test", "--team", "default", "--json", "--dir"])
+        .arg(repo_policies())
+        .args(["--prompt", "What is the capital of France?"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["decision"].as_str(), v["rule"].as_str()), (Some("cloud"), Some("default")), "{v}");
+    let findings = v["findings"].as_array().unwrap();
+    assert!(findings.iter().any(|f| f["type"] == "location" && f["category"] == "entity"), "{v}");
+    assert!(!v.to_string().contains("France"), "values never appear: {v}");
 }

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use sluice_fuzz::inspect::{
-    Category, Detectors, Dictionary, ATTACHMENT_KIND, PII_KINDS, SECRET_KINDS, SPECIAL_KINDS, TERM_KIND,
+    Category, Detectors, Dictionary, ATTACHMENT_KIND, ENTITY_KINDS, PII_KINDS, SECRET_KINDS, SPECIAL_KINDS, TERM_KIND,
 };
 
 fn engine() -> &'static (Detectors, Dictionary) {
@@ -38,6 +38,7 @@ fuzz_target!(|data: &[u8]| {
             Category::Term => f.kind == TERM_KIND,
             Category::Attachment => f.kind == ATTACHMENT_KIND,
             Category::Special => SPECIAL_KINDS.contains(&f.kind),
+            Category::Entity => ENTITY_KINDS.contains(&f.kind),
         };
         assert!(declared, "{f:?}");
         assert!((f.segment, f.span.start) >= last, "unsorted at {f:?}");

@@ -21,6 +21,12 @@ pub enum Category {
     /// `special_category`.
     #[serde(rename = "special_category")]
     Special,
+    /// A named place, organisation or nationality (kind one of
+    /// [`ENTITY_KINDS`]). Alone it identifies no one ("what is the capital
+    /// of France?"), so `pii: any` does not see it and it does not make a
+    /// prompt sensitive; policies name it under `entities:`, and redaction
+    /// replaces it with the rest. Serialized as `entity`.
+    Entity,
 }
 
 /// One detected item in one text segment of a request.
@@ -28,7 +34,8 @@ pub enum Category {
 pub struct Finding {
     pub category: Category,
     /// Stable type name, one of [`PII_KINDS`], [`SECRET_KINDS`],
-    /// [`SPECIAL_KINDS`], [`TERM_KIND`] or [`ATTACHMENT_KIND`].
+    /// [`SPECIAL_KINDS`], [`ENTITY_KINDS`], [`TERM_KIND`] or
+    /// [`ATTACHMENT_KIND`].
     pub kind: &'static str,
     /// Index of the scanned segment (see `Detectors::scan`).
     pub segment: usize,
@@ -135,6 +142,11 @@ pub const SECRET_KINDS: &[&str] = &[
 /// `when.special_category`; the kind of a [`Category::Special`] finding.
 pub const SPECIAL_KINDS: &[&str] =
     &["health", "hr", "religion", "ethnicity", "sexual_orientation", "politics", "trade_union", "biometric", "minor"];
+
+/// Named-entity type names ([`Category::Entity`]) that policies may name
+/// under `when.entities`: cities, regions and countries; companies and
+/// other organisations; nationalities and national groups.
+pub const ENTITY_KINDS: &[&str] = &["location", "organization", "nationality"];
 
 /// The kind of every dictionary hit; the term itself is never recorded.
 pub const TERM_KIND: &str = "term";

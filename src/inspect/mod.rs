@@ -2,7 +2,8 @@
 //! segments of a request, as [`Finding`]s (where and what, never the text).
 //!
 //! Each built-in type has its own detector (see `pii`, `phone`, `national`,
-//! `network`, `ids`, `crypto`, `secrets`, `rules` and `attachment`); a detector is a compiled
+//! `network`, `ids`, `crypto`, `secrets`, `rules`, `attachment`, `people`
+//! and `special`); a pattern detector is a compiled
 //! pattern plus the checks that decide whether a pattern hit is real.
 //! Everything is compiled once in [`Detectors::new`] because `scan` runs on
 //! every prompt.
@@ -347,7 +348,7 @@ impl Default for Detectors {
 
 /// Remove PII, attachment and generic-secret findings in
 /// `findings[first..]` (one segment, no terms yet) whose span lies within
-/// another finding's span: a specific secret rule beats the generic
+/// another finding's span (named entities neither hide nor are hidden): a specific secret rule beats the generic
 /// assignment rule, and a PEM body is not also an attachment. Sorting by start, then
 /// longest and most confident first, means a finding is nested exactly when
 /// an earlier one reaches at least as far.
@@ -364,7 +365,9 @@ fn drop_nested_pii(findings: &mut Vec<Finding>, first: usize) {
     let mut reach = None;
     findings.retain(|f| {
         index += 1;
-        if index <= first {
+        // A named place inside an address is a finding of its own, and a
+        // name around a number does not hide the number.
+        if index <= first || f.category == Category::Entity {
             return true;
         }
         let nested = reach.is_some_and(|r| f.span.end <= r);
@@ -374,7 +377,7 @@ fn drop_nested_pii(findings: &mut Vec<Finding>, first: usize) {
         let droppable = match f.category {
             Category::Pii | Category::Attachment => true,
             Category::Secret => f.kind == "generic_secret",
-            Category::Term | Category::Special => false,
+            Category::Term | Category::Special | Category::Entity => false,
         };
         !(nested && droppable)
     });

@@ -35,6 +35,9 @@ const SAMPLES: &[(&str, &str)] = &[
     ("br_cnpj", "CNPJ 11.222.333/0001-81"),
     ("person", "Dear Laura Chen, thanks"),
     ("street_address", "ship to 918 Birch Lane, Madison, WI 53703"),
+    ("location", "She moved from Lyon to Berlin last year."),
+    ("organization", "He has worked at Siemens AG for six years."),
+    ("nationality", "Our new colleague is Brazilian."),
     ("medical_record_number", "MRN 5512087"),
     ("health_plan_id", "member id XJH482913007"),
     ("aws_access_key", "AKIAQ3EGRTYU6WNOP4XZ"),
@@ -91,7 +94,7 @@ const SAMPLES: &[(&str, &str)] = &[
 #[test]
 fn every_kind_is_a_declared_type_name() {
     let d = Detectors::new();
-    let mut want: Vec<&str> = PII_KINDS.iter().chain(SECRET_KINDS).copied().collect();
+    let mut want: Vec<&str> = PII_KINDS.iter().chain(SECRET_KINDS).chain(ENTITY_KINDS).copied().collect();
     want.push(ATTACHMENT_KIND);
     want.sort_unstable();
     let mut sampled: Vec<&str> = SAMPLES.iter().map(|s| s.0).collect();
@@ -108,6 +111,7 @@ fn every_kind_is_a_declared_type_name() {
                 Category::Attachment => f.kind == ATTACHMENT_KIND,
                 Category::Term => f.kind == TERM_KIND,
                 Category::Special => SPECIAL_KINDS.contains(&f.kind),
+                Category::Entity => ENTITY_KINDS.contains(&f.kind),
             };
             assert!(declared, "{f:?}");
         }

@@ -553,8 +553,10 @@ impl Sluice {
             false => self.local.count_tokens(request, inspected.prompt_tokens),
         };
         // A conversation kept local for what it contains never overflows to
-        // the cloud, and its later turns stay local too.
-        let sensitive = !inspected.findings.is_empty() || decision.sticky;
+        // the cloud, and its later turns stay local too. A named place or
+        // organisation alone is not sensitive.
+        let sensitive =
+            inspected.findings.iter().any(|f| f.category != crate::inspect::Category::Entity) || decision.sticky;
         let options = inspected.policy.local_options();
         match self.local_route(request, options, sensitive, prompt_tokens, &decision.rule).await? {
             Route::Local(generation) => {

@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::classify::Task;
-use crate::inspect::{Category, Finding, PII_KINDS, SECRET_KINDS, SPECIAL_KINDS};
+use crate::inspect::{Category, Finding, ENTITY_KINDS, PII_KINDS, SECRET_KINDS, SPECIAL_KINDS};
 use org::{Layer, OrgPolicy, Profiles, Thresholds};
 use schema::{number, KindSet, NumRange, Rule, Selector, PEOPLE_KINDS, PROVIDERS};
 
@@ -408,6 +408,8 @@ struct Present {
     people: u64,
     special: u64,
     special_any: bool,
+    entities: u64,
+    entities_any: bool,
     terms: bool,
     attachments: bool,
 }
@@ -432,6 +434,10 @@ impl Present {
                 Category::Special => {
                     present.special_any = true;
                     present.special |= kind_bit(SPECIAL_KINDS, f.kind);
+                }
+                Category::Entity => {
+                    present.entities_any = true;
+                    present.entities |= kind_bit(ENTITY_KINDS, f.kind);
                 }
             }
         }
@@ -496,6 +502,11 @@ impl Rule {
                 return false;
             }
         }
+        if let Some(set) = w.entities {
+            if kinds_hit(set, present.entities_any, present.entities).is_none() {
+                return false;
+            }
+        }
         if w.terms && !present.terms {
             return false;
         }
@@ -552,6 +563,10 @@ impl Rule {
         if let Some(set) = w.special {
             let hit = kinds_hit(set, present.special_any, present.special).unwrap_or(0);
             out.push(format!("special_category: {}", kind_names(SPECIAL_KINDS, hit)));
+        }
+        if let Some(set) = w.entities {
+            let hit = kinds_hit(set, present.entities_any, present.entities).unwrap_or(0);
+            out.push(format!("entities: {}", kind_names(ENTITY_KINDS, hit)));
         }
         if w.terms {
             out.push("terms: dictionary match".to_string());
@@ -776,6 +791,7 @@ impl TeamPolicy {
         if !signals.unparsed {
             return None;
         }
+        // A named place or organisation alone is no reason to refuse.
         let any = present.pii_any || present.secrets_any || present.special_any || present.terms || present.attachments;
         let reason = match self.unparsed {
             Unparsed::Rules => return None,

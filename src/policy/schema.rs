@@ -15,7 +15,9 @@ use serde::Deserialize;
 use super::glob::Glob;
 use super::{Action, RedactScope};
 use crate::classify::Task;
-use crate::inspect::{Category, Finding, ATTACHMENT_KIND, PII_KINDS, SECRET_KINDS, SPECIAL_KINDS, TERM_KIND};
+use crate::inspect::{
+    Category, Finding, ATTACHMENT_KIND, ENTITY_KINDS, PII_KINDS, SECRET_KINDS, SPECIAL_KINDS, TERM_KIND,
+};
 
 /// Provider names `when.provider` may name: every provider in the
 /// catalog, so a policy can name any provider the proxy intercepts.
@@ -29,6 +31,7 @@ const _: () = assert!(
     PII_KINDS.len() <= 64
         && SECRET_KINDS.len() <= 64
         && SPECIAL_KINDS.len() <= 64
+        && ENTITY_KINDS.len() <= 64
         && PROVIDERS.len() <= 64
         && Task::ALL.len() <= 64
 );
@@ -324,6 +327,8 @@ pub(super) struct When {
     pub(super) people: Option<KindSet>,
     /// Over [`SPECIAL_KINDS`].
     pub(super) special: Option<KindSet>,
+    /// Over [`ENTITY_KINDS`].
+    pub(super) entities: Option<KindSet>,
     pub(super) terms: bool,
     pub(super) attachments: Option<bool>,
     pub(super) model: Option<Box<[Glob]>>,
@@ -350,6 +355,7 @@ impl When {
             || self.secrets.is_some()
             || self.people.is_some()
             || self.special.is_some()
+            || self.entities.is_some()
             || self.terms
             || self.attachments == Some(true)
     }
@@ -366,6 +372,8 @@ struct WhenSpec {
     people: Option<NameSet<PeopleNames>>,
     #[serde(default)]
     special_category: Option<NameSet<SpecialNames>>,
+    #[serde(default)]
+    entities: Option<NameSet<EntityNames>>,
     #[serde(default)]
     terms: Option<AnyOnly>,
     #[serde(default)]
@@ -411,6 +419,7 @@ impl<'de> Deserialize<'de> for When {
                 secrets: spec.secrets.map(|s| s.set),
                 people: spec.people.map(|s| s.set),
                 special: spec.special_category.map(|s| s.set),
+                entities: spec.entities.map(|s| s.set),
                 terms: spec.terms.is_some(),
                 attachments: spec.attachments,
                 model: spec.model.map(|p| p.0),
@@ -430,6 +439,7 @@ impl<'de> Deserialize<'de> for When {
                 && when.secrets.is_none()
                 && when.people.is_none()
                 && when.special.is_none()
+                && when.entities.is_none()
                 && !when.terms
                 && when.attachments.is_none()
                 && when.model.is_none()
@@ -522,6 +532,19 @@ impl NameFamily for SpecialNames {
     }
     fn valid() -> String {
         SPECIAL_KINDS.join(", ")
+    }
+}
+
+struct EntityNames;
+impl NameFamily for EntityNames {
+    const KEY: &'static str = "entities";
+    const WHAT: &'static str = "entity type";
+    const ALLOWS_ANY: bool = true;
+    fn position(name: &str) -> Option<usize> {
+        ENTITY_KINDS.iter().position(|n| *n == name)
+    }
+    fn valid() -> String {
+        ENTITY_KINDS.join(", ")
     }
 }
 
@@ -924,6 +947,7 @@ const CATEGORY_NAMES: &[(&str, Category)] = &[
     ("terms", Category::Term),
     ("attachments", Category::Attachment),
     ("special_category", Category::Special),
+    ("entities", Category::Entity),
 ];
 
 impl Selector {
@@ -937,6 +961,7 @@ impl Selector {
             (Category::Term, &[TERM_KIND][..]),
             (Category::Attachment, &[ATTACHMENT_KIND][..]),
             (Category::Special, SPECIAL_KINDS),
+            (Category::Entity, ENTITY_KINDS),
         ];
         for (category, kinds) in families {
             if let Some(kind) = kinds.iter().find(|k| **k == name) {
@@ -945,11 +970,12 @@ impl Selector {
         }
         Err(format!(
             "unknown finding type `{name}`; valid: the categories pii, secrets, terms, \
-             attachments, special_category; the pii types {}; the secret types {}; the special \
-             categories {}; {TERM_KIND}; {ATTACHMENT_KIND}",
+             attachments, special_category, entities; the pii types {}; the secret types {}; the \
+             special categories {}; the entity types {}; {TERM_KIND}; {ATTACHMENT_KIND}",
             PII_KINDS.join(", "),
             SECRET_KINDS.join(", "),
-            SPECIAL_KINDS.join(", ")
+            SPECIAL_KINDS.join(", "),
+            ENTITY_KINDS.join(", ")
         ))
     }
 

@@ -112,6 +112,14 @@ fn shipped_policies_load_cleanly_and_behave_as_documented() {
     assert_eq!(decide(&[with_confidence(pii("ip_address"), 0.4)]).rule, "default");
     assert_eq!(decide(&[attachment()]).rule, "attachments-to-cloud");
     assert_eq!(decide(&[]).rule, "default");
+    // A place, company or nationality alone changes nothing ("what is the
+    // capital of France?"); beside a name it is redacted with the name.
+    for kind in ["location", "organization", "nationality"] {
+        assert_eq!(decide(&[entity(kind)]).rule, "default", "{kind}");
+    }
+    let d = decide(&[pii("person"), entity("location")]);
+    assert_eq!((d.action, d.rule.as_str()), (Action::Redact, "other-pii-redacted"));
+    assert!(default.findings_to_redact(&d, &[pii("person"), entity("location")]).len() == 2, "{d:?}");
 
     let routed = |s: Signals| {
         let d = default.decide(&s);
@@ -1117,4 +1125,52 @@ fn unknown_people_and_special_names_are_errors_at_their_line() {
         one_error("rules:\n  - name: r\n    when:\n      people: [email]\n    then: local\ndefault: cloud\n");
     assert_eq!(line, Some(4));
     assert!(reason.contains("unknown people type `email`"), "{reason}");
+}
+
+fn entity(kind: &'static str) -> Finding {
+    finding(Category::Entity, kind)
+}
+
+#[test]
+fn entities_are_their_own_condition_and_not_pii() {
+    let p = team(
+        "rules:\n  - name: person-with-place\n    when: { people: any, entities: [location] }\n    then: local\n  \
+         - name: companies\n    when: { entities: [organization] }\n    then: redact\n    redact: [entities]\n  \
+         - name: any-pii\n    when: { pii: any }\n    then: block\ndefault: cloud\n",
+    );
+    let decide = |findings: &[Finding]| p.decide(&signals(findings, "m", "openai", 10));
+    let d = decide(&[pii("person"), entity("location")]);
+    assert_eq!((d.action, d.rule.as_str()), (Action::Local, "person-with-place"));
+    assert_eq!(d.because, ["people: person", "entities: location"]);
+    assert!(d.sticky, "a rule on what the prompt contains keeps the conversation local");
+    // `pii: any` does not see entities.
+    assert_eq!(decide(&[entity("location")]).rule, "default");
+    assert_eq!(decide(&[entity("nationality")]).rule, "default");
+    let d = decide(&[entity("organization")]);
+    assert_eq!((d.action, d.rule.as_str()), (Action::Redact, "companies"));
+    let found = [entity("organization"), entity("location")];
+    assert_eq!(p.findings_to_redact(&d, &found).len(), 2);
+    // A type names one kind of entity, `entities` all of them.
+    let p = team(
+        "min_confidence: { entities: 0.9, location: 0.5 }\nrules:\n  - name: r\n    when: { entities: any }\n    \
+         then: redact\n    redact: [location]\ndefault: cloud\n",
+    );
+    let low_org = with_confidence(entity("organization"), 0.6);
+    assert_eq!(p.decide(&signals(std::slice::from_ref(&low_org), "m", "openai", 10)).rule, "default");
+    let low_place = with_confidence(entity("location"), 0.6);
+    let d = p.decide(&signals(&[low_place.clone(), low_org.clone()], "m", "openai", 10));
+    assert_eq!(d.rule, "r");
+    assert_eq!(p.findings_to_redact(&d, &[low_place.clone(), low_org]), vec![low_place]);
+    // An unparsed body with only entities is not refused for them.
+    let p = team("default: cloud\n");
+    let unparsed = Signals { findings: &found, unparsed: true, ..Signals::default() };
+    assert_eq!(p.decide(&unparsed).action, Action::Cloud);
+    let (line, reason) =
+        one_error("rules:\n  - name: r\n    when:\n      entities: [city]\n    then: local\ndefault: cloud\n");
+    assert_eq!(line, Some(4));
+    assert!(reason.contains("unknown entity type `city`") && reason.contains("organization"), "{reason}");
+    let (_, reason) = one_error(
+        "rules:\n  - name: r\n    when: { pii: any }\n    then: redact\n    redact: [town]\ndefault: cloud\n",
+    );
+    assert!(reason.contains("the entity types location, organization, nationality"), "{reason}");
 }

@@ -1,4 +1,5 @@
-//! Tokens, gazetteer and hashed features of the people-and-places tagger.
+//! Tokens, gazetteer and hashed features of the people, places and
+//! organisations tagger.
 //!
 //! Shared word for word by the detector (`people/mod.rs`) and the trainer
 //! (`examples/train_people.rs` includes this file by path), so the weights
@@ -11,22 +12,35 @@ use std::sync::OnceLock;
 
 /// Hashed feature buckets; the weights hold two scores per bucket.
 pub const BUCKETS: usize = 1 << 16;
-/// Labels: 0 nothing, 1 part of a person's name, 2 part of a postal address.
-pub const CLASSES: usize = 3;
+/// Labels: 0 nothing, 1 part of a person's name, 2 part of a postal
+/// address, 3 a place (city, region, country), 4 an organisation, 5 a
+/// nationality or national group.
+pub const CLASSES: usize = 6;
 pub const PER: usize = 1;
 pub const ADDR: usize = 2;
+pub const LOC: usize = 3;
+pub const ORG: usize = 4;
+pub const NRP: usize = 5;
 /// Upper bound on features per token (see [`features`]).
-pub const MAX_FEATURES: usize = 40;
+pub const MAX_FEATURES: usize = 64;
 
-/// Gazetteer flags (one bit per `## section` of `gazetteer.txt`).
-pub const FIRST: u8 = 1;
-pub const LAST: u8 = 2;
-pub const STREET: u8 = 4;
-pub const PLACE: u8 = 8;
-pub const COMMON: u8 = 16;
-pub const UNIT: u8 = 32;
-pub const TITLE: u8 = 64;
-const SECTIONS: [(&str, u8); 7] = [
+/// Gazetteer flags (one bit per `## section` of the gazetteer).
+pub const FIRST: u16 = 1;
+pub const LAST: u16 = 2;
+pub const STREET: u16 = 4;
+pub const PLACE: u16 = 8;
+pub const COMMON: u16 = 16;
+pub const UNIT: u16 = 32;
+pub const TITLE: u16 = 64;
+pub const COUNTRY: u16 = 128;
+/// Legal forms and kinds of organisation ("gmbh", "inc", "bank").
+pub const ORG_WORD: u16 = 256;
+pub const BRAND: u16 = 512;
+pub const NATIONALITY: u16 = 1024;
+/// Nationalities and one-word country names, scored in lowercase too.
+pub const LOWERCASE: u16 = 2048;
+const FLAG_BITS: u64 = 12;
+const SECTIONS: [(&str, u16); 12] = [
     ("first", FIRST),
     ("last", LAST),
     ("street", STREET),
@@ -34,11 +48,16 @@ const SECTIONS: [(&str, u8); 7] = [
     ("common", COMMON),
     ("unit", UNIT),
     ("title", TITLE),
+    ("country", COUNTRY),
+    ("org", ORG_WORD),
+    ("brand", BRAND),
+    ("nrp", NATIONALITY),
+    ("lowercase", LOWERCASE),
 ];
 
-/// Lowercase words from Faker's locale lists and a few hand-written ones,
-/// written by `scripts/prepare-people-data`.
-const GAZETTEER: &str = include_str!("gazetteer.txt");
+/// Lowercase words from Faker's locale lists, GeoNames place names and a
+/// few hand-written lists, written (gzip) by `scripts/prepare-people-data`.
+const GAZETTEER_GZ: &[u8] = include_bytes!("gazetteer.txt.gz");
 
 /// The keys are already FNV hashes; hashing them again buys nothing.
 #[derive(Default)]
@@ -58,22 +77,82 @@ impl Hasher for IdHasher {
     }
 }
 
-pub type Gazetteer = HashMap<u64, u8, BuildHasherDefault<IdHasher>>;
+/// Word flags by [`word_hash`].
+pub struct Gazetteer {
+    words: HashMap<u64, u16, BuildHasherDefault<IdHasher>>,
+    /// One bit per hash of the first three bytes of each `lowercase`
+    /// word: most lowercase words of a prompt are ruled out here without
+    /// being hashed whole.
+    lowercase_starts: Vec<u64>,
+}
+
+const START_BITS: u32 = 16;
+
+fn start_key(word: &[u8]) -> usize {
+    let key = u32::from(word[0]) | u32::from(word[1]) << 8 | u32::from(word[2]) << 16;
+    (key.wrapping_mul(0x9e37_79b1) >> (32 - START_BITS)) as usize
+}
+
+impl Gazetteer {
+    /// The flags of the word with hash `hash`.
+    pub fn get(&self, hash: u64) -> u16 {
+        self.words.get(&hash).copied().unwrap_or(0)
+    }
+
+    /// The flags of `word` (hashed `hash`); a plural the lists lack
+    /// ("ecuadorians", "surinameses") gets the nationality flags of its
+    /// singular.
+    pub fn lookup(&self, word: &str, hash: u64) -> u16 {
+        let flags = self.get(hash);
+        if flags != 0 || !word.ends_with('s') {
+            return flags;
+        }
+        for strip in [1, 2] {
+            if let Some(stem) = word.get(..word.len().saturating_sub(strip)).filter(|s| s.len() >= 4) {
+                let f = self.get(word_hash(stem)) & (NATIONALITY | LOWERCASE);
+                if f != 0 {
+                    return f;
+                }
+            }
+        }
+        0
+    }
+
+    /// False when no `lowercase` word (or its plural) starts like `word`.
+    fn may_be_lowercase_word(&self, word: &[u8]) -> bool {
+        word.len() >= 4 && {
+            let key = start_key(word);
+            self.lowercase_starts[key / 64] & (1 << (key % 64)) != 0
+        }
+    }
+}
 
 /// The gazetteer, parsed on first use and shared by every detector set.
 pub fn gazetteer() -> &'static Gazetteer {
     static GAZ: OnceLock<Gazetteer> = OnceLock::new();
     GAZ.get_or_init(|| {
-        let mut map = Gazetteer::default();
-        let mut flag = 0u8;
-        for line in GAZETTEER.lines() {
+        let mut map = HashMap::<u64, u16, BuildHasherDefault<IdHasher>>::default();
+        let mut lowercase_starts = vec![0u64; (1 << START_BITS) / 64];
+        // The file is built by the script and read by the unit tests; a
+        // damaged one leaves the gazetteer empty (the tagger then reads
+        // shape and context alone) rather than failing the scan.
+        let mut text = String::new();
+        if std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(GAZETTEER_GZ), &mut text).is_err() {
+            text.clear();
+        }
+        let mut flag = 0u16;
+        for line in text.lines() {
             if let Some(section) = line.strip_prefix("## ") {
                 flag = SECTIONS.iter().find(|(n, _)| *n == section).map_or(0, |(_, f)| *f);
             } else if !line.is_empty() && !line.starts_with('#') && flag != 0 {
                 *map.entry(word_hash(line)).or_insert(0) |= flag;
+                if flag == LOWERCASE && line.len() >= 4 {
+                    let key = start_key(line.as_bytes());
+                    lowercase_starts[key / 64] |= 1 << (key % 64);
+                }
             }
         }
-        map
+        Gazetteer { words: map, lowercase_starts }
     })
 }
 
@@ -138,7 +217,7 @@ pub struct Token {
     pub hash: u64,
     pub shape: u8,
     /// Gazetteer flags; looked up for candidates and their neighbours only.
-    pub flags: u8,
+    pub flags: u16,
     pub gap: Gap,
     /// Whether the tagger scores this token (see [`tokenize`]).
     pub candidate: bool,
@@ -205,10 +284,11 @@ fn word_shape(word: &str) -> u8 {
 }
 
 /// Split `text` into words and numbers, and mark the tokens worth scoring:
-/// capitalised words that do not look like code, short numbers next to a
-/// capitalised word or a street word, and street or unit words next to a
-/// number or a capitalised word. Returns false (and may leave `out`
-/// partly filled) when there is no capitalised word at all.
+/// capitalised words that do not look like code, nationalities and
+/// country names in lowercase, short numbers next to a capitalised word or
+/// a street word, and street or unit words next to a number or a
+/// capitalised word. Returns false (and may leave `out` partly filled)
+/// when there is no candidate at all.
 pub fn tokenize(text: &str, gaz: &Gazetteer, out: &mut Vec<Token>) -> bool {
     out.clear();
     let bytes = text.as_bytes();
@@ -275,13 +355,23 @@ pub fn tokenize(text: &str, gaz: &Gazetteer, out: &mut Vec<Token>) -> bool {
         gap_start = end;
         i = end;
     }
-    if !any_cap {
-        return false;
-    }
+    let mut any_lower = false;
     for t in out.iter_mut() {
-        if is_cap(t.shape) && !code_like(bytes, t.start, t.end) && t.end - t.start <= 30 {
-            t.candidate = true;
+        if t.end - t.start > 30 || code_like(bytes, t.start, t.end) {
+            continue;
         }
+        if is_cap(t.shape) {
+            t.candidate = true;
+        } else if t.shape == LOWER && gaz.may_be_lowercase_word(&bytes[t.start..t.end]) {
+            let word = &text[t.start..t.end];
+            t.hash = word_hash(word);
+            t.flags = gaz.lookup(word, t.hash);
+            t.candidate = t.flags & LOWERCASE != 0;
+            any_lower |= t.candidate;
+        }
+    }
+    if !any_cap && !any_lower {
+        return false;
     }
     // Numbers and street words count only beside another candidate, so
     // the version numbers and counts of ordinary prose are never scored.
@@ -313,22 +403,21 @@ pub fn tokenize(text: &str, gaz: &Gazetteer, out: &mut Vec<Token>) -> bool {
             }
         }
     }
+    // Features read up to three tokens either side of a candidate.
     for k in 0..out.len() {
-        let wanted = out[k].candidate
-            || (k > 0 && out[k - 1].candidate)
-            || out.get(k + 1).is_some_and(|t| t.candidate)
-            || out.get(k + 2).is_some_and(|t| t.candidate)
-            || (k > 1 && out[k - 2].candidate);
-        if wanted {
-            out[k].hash = word_hash(&text[out[k].start..out[k].end]);
-            out[k].flags = gaz.get(&out[k].hash).copied().unwrap_or(0);
+        let wanted = out[k.saturating_sub(3)..(k + 4).min(out.len())].iter().any(|t| t.candidate);
+        // (A hash already there was looked up above.)
+        if wanted && out[k].hash == 0 {
+            let word = &text[out[k].start..out[k].end];
+            out[k].hash = word_hash(word);
+            out[k].flags = gaz.lookup(word, out[k].hash);
         }
     }
     true
 }
 
 fn street_or_unit(gaz: &Gazetteer, word: &str) -> bool {
-    gaz.get(&word_hash(word)).is_some_and(|f| f & (STREET | UNIT) != 0)
+    gaz.get(word_hash(word)) & (STREET | UNIT) != 0
 }
 
 /// Identifiers in code: `Client::new`, `os.Path`, `Duration(`, `_Name`,
@@ -393,7 +482,7 @@ pub fn features(text: &str, tokens: &[Token], k: usize, out: &mut [u32; MAX_FEAT
     let flags = u64::from(t.flags);
     let hash_of = |x: Option<&Token>| x.map_or(NONE, |x| x.hash);
     let shape_of = |x: Option<&Token>| x.map_or(99, |x| u64::from(x.shape));
-    let flags_of = |x: Option<&Token>| x.map_or(128, |x| u64::from(x.flags));
+    let flags_of = |x: Option<&Token>| x.map_or(1 << FLAG_BITS, |x| u64::from(x.flags));
     let mut n = 0;
     let mut push = |template: u64, value: u64| {
         if n < MAX_FEATURES {
@@ -407,7 +496,7 @@ pub fn features(text: &str, tokens: &[Token], k: usize, out: &mut [u32; MAX_FEAT
     if is_word_shape(t.shape) && word.len() > 3 {
         push(3, suffix_hash(word));
     }
-    for bit in 0..7 {
+    for bit in 0..FLAG_BITS {
         if t.flags & (1 << bit) != 0 {
             push(4, bit);
         }
@@ -421,15 +510,15 @@ pub fn features(text: &str, tokens: &[Token], k: usize, out: &mut [u32; MAX_FEAT
     push(11, shape_of(next) << 8 | after_gap);
     push(12, flags_of(prev));
     push(13, flags_of(next));
-    push(14, shape << 8 | flags);
+    push(14, shape << 16 | flags);
     push(15, (t.gap as u64) << 8 | after_gap);
-    push(16, flags_of(prev) << 8 | flags);
-    push(17, flags << 8 | flags_of(next));
+    push(16, flags_of(prev) << 16 | flags);
+    push(17, flags << 16 | flags_of(next));
     push(18, hash_of(prev) ^ shape.wrapping_mul(0x1000_0001));
     push(19, hash_of(next) ^ shape.wrapping_mul(0x1000_0001));
     push(20, shape_of(prev) << 16 | shape << 8 | shape_of(next));
-    push(21, flags_of(prev2) << 8 | flags_of(prev));
-    push(22, flags_of(next) << 8 | flags_of(next2));
+    push(21, flags_of(prev2) << 16 | flags_of(prev));
+    push(22, flags_of(next) << 16 | flags_of(next2));
     push(23, u64::from(prev.is_some_and(|p| p.candidate)) | u64::from(next.is_some_and(|x| x.candidate)) << 1);
     push(24, hash_of(prev) ^ (t.gap as u64).wrapping_mul(0x2000_0003));
     push(25, (t.end - t.start).min(12) as u64);
@@ -440,6 +529,21 @@ pub fn features(text: &str, tokens: &[Token], k: usize, out: &mut [u32; MAX_FEAT
     let caps = window.iter().filter(|x| is_cap(x.shape)).count() as u64;
     let small_caps = window.iter().any(|x| x.shape == CAPITALISED && x.flags & COMMON != 0 && x.end - x.start <= 4);
     push(26, caps << 1 | u64::from(small_caps));
+    // What the next and previous few words are, whatever their order: a
+    // legal form two words on ("Round Stones Inc"), a country after a
+    // comma, a title before a name.
+    let after = &tokens[(k + 1).min(tokens.len())..(k + 4).min(tokens.len())];
+    let before = &tokens[k.saturating_sub(3)..k];
+    let any_flags = |ts: &[Token]| ts.iter().fold(0u64, |f, x| f | u64::from(x.flags));
+    let (flags_after, flags_before) = (any_flags(after), any_flags(before));
+    for bit in 0..FLAG_BITS {
+        if flags_after & (1 << bit) != 0 {
+            push(27, bit);
+        }
+        if flags_before & (1 << bit) != 0 {
+            push(28, bit);
+        }
+    }
     n
 }
 
