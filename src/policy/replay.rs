@@ -38,7 +38,9 @@ use super::{Action, PolicySet, Signals};
 use crate::audit::{AuditRecord, StoredRecord};
 use crate::classify::{Prediction, Task};
 use crate::config::Config;
-use crate::inspect::{Category, Finding, ATTACHMENT_KIND, PII_KINDS, SECRET_KINDS, SPECIAL_KINDS, TERM_KIND};
+use crate::inspect::{
+    Category, Finding, ATTACHMENT_KIND, ENTITY_KINDS, PII_KINDS, SECRET_KINDS, SPECIAL_KINDS, TERM_KIND,
+};
 
 /// The `rule` of a replayed decision for a team the candidate set has no
 /// policy for: `sluice serve` refuses such requests.
@@ -179,15 +181,8 @@ impl RecordedDecision {
 /// A finding of a recorded type. Type names are unique across categories,
 /// so the name says the category.
 fn finding_of(kind: &str, confidence: f32) -> Option<Finding> {
-    let families: [(Category, &[&'static str]); 5] = [
-        (Category::Pii, PII_KINDS),
-        (Category::Secret, SECRET_KINDS),
-        (Category::Special, SPECIAL_KINDS),
-        (Category::Term, &[TERM_KIND]),
-        (Category::Attachment, &[ATTACHMENT_KIND]),
-    ];
-    families.iter().find_map(|(category, kinds)| {
-        kinds.iter().find(|k| **k == kind).map(|kind| Finding {
+    CATEGORIES.iter().find_map(|category| {
+        kinds_of(*category).iter().find(|k| **k == kind).map(|kind| Finding {
             category: *category,
             kind,
             segment: 0,
@@ -196,6 +191,22 @@ fn finding_of(kind: &str, confidence: f32) -> Option<Finding> {
             validator: "recorded",
         })
     })
+}
+
+const CATEGORIES: [Category; 6] =
+    [Category::Pii, Category::Secret, Category::Special, Category::Entity, Category::Term, Category::Attachment];
+
+/// Exhaustive, so that a new category cannot be left out of replays (its
+/// records would all count as not replayable).
+fn kinds_of(category: Category) -> &'static [&'static str] {
+    match category {
+        Category::Pii => PII_KINDS,
+        Category::Secret => SECRET_KINDS,
+        Category::Special => SPECIAL_KINDS,
+        Category::Entity => ENTITY_KINDS,
+        Category::Term => &[TERM_KIND],
+        Category::Attachment => &[ATTACHMENT_KIND],
+    }
 }
 
 /// A decision as the report names it: where and by which rule.

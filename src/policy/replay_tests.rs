@@ -303,3 +303,14 @@ fn changed_dictionaries_are_noted() {
     assert!(notes[0].starts_with("team x:"), "{notes:?}");
     assert!(dictionary_notes(&old, &old).is_empty());
 }
+
+#[test]
+fn every_finding_kind_reads_back_in_its_category() {
+    for category in CATEGORIES {
+        for kind in kinds_of(category) {
+            let finding = finding_of(kind, 0.9).unwrap_or_else(|| panic!("{kind} does not read back"));
+            assert_eq!((finding.category, finding.kind), (category, *kind));
+        }
+    }
+    assert!(finding_of("no_such_kind", 0.9).is_none());
+}
