@@ -65,6 +65,9 @@ const CASES: &[(&str, &str, &str)] = &[
         "special-categories-stay-local",
     ),
     ("Enrol the face scan of our employee Marco Rossi in the access system.", "local", "special-categories-stay-local"),
+    // The surname alone read as a place: the first name before it makes it a person.
+    ("Store the fingerprint of Marco Rossi for the door access system.", "local", "special-categories-stay-local"),
+    ("Reminder: Pierre Dubois has a dentist appointment.", "local", "special-categories-stay-local"),
     // Health-plan ids with their naming word.
     ("Claim for member id XJH482913007: patient Tom Baker, knee surgery.", "local", "regulated-pii-stays-local"),
     // National identifiers, each valid under its checksum (issue 13).

@@ -238,6 +238,11 @@ pub fn is_word_shape(shape: u8) -> bool {
     shape < 10
 }
 
+/// A word with its first letter alone in capitals ("Rossi").
+pub fn is_capitalised(shape: u8) -> bool {
+    shape == CAPITALISED
+}
+
 /// All-caps words of two letters or more.
 pub fn is_upper(shape: u8) -> bool {
     matches!(shape, UPPER_2 | UPPER_LONG)

@@ -328,8 +328,36 @@ fn reads_as_name(tokens: &[Token], run: &Run) -> bool {
             .all(|t| t.flags & marked == 0 && features::is_word_shape(t.shape) && !features::is_upper(t.shape))
 }
 
+/// Whether a one-word place or organisation run is the surname of the known
+/// first name just before it ("the fingerprint of Marco Rossi", where the
+/// tagger took "Rossi" for a place and left "Marco" out). A first name that
+/// is also an everyday word counts only inside a sentence, where its
+/// capital says it is a name ("ask Will Rogers" yes, "Will Paris ..." no); the
+/// run's word is not a known place (unless it is also a known surname),
+/// country, nationality or company.
+fn surname_after_first_name(tokens: &[Token], run: &Run) -> bool {
+    let (Some(before), Some(word)) = (run.first.checked_sub(1).map(|i| &tokens[i]), tokens.get(run.first)) else {
+        return false;
+    };
+    let marked = features::ORG_WORD | features::BRAND | features::COUNTRY | features::NATIONALITY;
+    run.count == 1
+        && run.first == run.last
+        && word.gap == features::Gap::Space
+        && before.flags & features::FIRST != 0
+        && (before.flags & features::COMMON == 0 || matches!(before.gap, features::Gap::Space | features::Gap::Comma))
+        && features::is_capitalised(before.shape)
+        && features::is_capitalised(word.shape)
+        && word.flags & marked == 0
+        && (word.flags & features::PLACE == 0 || word.flags & features::LAST != 0)
+}
+
 fn emit_place(tokens: &[Token], run: &Run, segment: usize, out: &mut Vec<Finding>) {
     let confidence = run.prob_sum / run.count as f32;
+    if surname_after_first_name(tokens, run) {
+        let span = tokens[run.first - 1].start..tokens[run.last].end;
+        out.push(finding(Category::Pii, PERSON_KIND, segment, span, confidence.min(0.95), "tagger"));
+        return;
+    }
     if reads_as_name(tokens, run) {
         let span = tokens[run.first].start..tokens[run.last].end;
         out.push(finding(Category::Pii, PERSON_KIND, segment, span, confidence.min(0.95), "tagger"));
@@ -374,6 +402,11 @@ fn emit(tokens: &[Token], run: &Run, segment: usize, out: &mut Vec<Finding>) {
             (Category::Pii, PERSON_KIND, confidence >= PERSON_MIN && !lone_word)
         }
         ORG if reads_as_name(tokens, run) => (Category::Pii, PERSON_KIND, confidence >= PERSON_MIN),
+        ORG if surname_after_first_name(tokens, run) => {
+            let span = tokens[run.first - 1].start..tokens[run.last].end;
+            out.push(finding(Category::Pii, PERSON_KIND, segment, span, confidence.min(0.95), "tagger"));
+            return;
+        }
         ORG => {
             // A lone everyday word, bare legal form ("Bank", "Group"),
             // first name or surname ("James buys a plane") names no
@@ -436,6 +469,9 @@ mod tests {
         // a known first name and surname is still reported as a person.
         let hits = found("The fingerprint of Anna Weber is stored.");
         assert_eq!(hits, [(PERSON_KIND, "Anna Weber".to_string())]);
+        // Only the surname read as a place: the name is the first name too.
+        let hits = found("Store the fingerprint of Marco Rossi for the door access system.");
+        assert_eq!(hits, [(PERSON_KIND, "Marco Rossi".to_string())]);
     }
 
     #[test]
