@@ -17,6 +17,8 @@
 #   BENCH_DEFAULT_POLICY_EXTRA YAML appended to the default team's policy
 #                      (e.g. `limits:`)
 #   BENCH_AUDIT        extra keys for the `audit:` map (e.g. `durability: batched`)
+#   BENCH_METRICS      file to save sluice's /metrics to after the runs (e.g.
+#                      the group commits: sluice_audit_sync_seconds)
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -128,6 +130,10 @@ for c in $concurrencies; do
         -v v50="$(field "$via" p50_ms)" -v v99="$(field "$via" p99_ms)" -v vrps="$(field "$via" rps)" \
         'BEGIN { printf "| %s | %.3f | %.3f | %.0f | %.3f | %.3f | %.0f | %+.3f | %+.3f |", c, d50, d99, drps, v50, v99, vrps, v50 - d50, v99 - d99 }')")
 done
+
+if [[ -n ${BENCH_METRICS:-} ]]; then
+    curl -fsS "http://127.0.0.1:$admin_port/metrics" >"$BENCH_METRICS" || echo "warning: could not save /metrics" >&2
+fi
 
 echo
 echo "Gateway overhead, non-streaming OpenAI chat completion, HTTP/1.1 keep-alive," \
