@@ -724,13 +724,7 @@ impl AuditLog {
         'blocks: for entry in self.db.iter().rev() {
             let (key, value) = entry?;
             for line in value.split(|&b| b == b'\n').rev() {
-                let stored: StoredRecord = match serde_json::from_slice(line) {
-                    Ok(stored) => stored,
-                    Err(_) => {
-                        tracing::warn!(key = ?key.as_ref(), "skipping unreadable audit record");
-                        continue;
-                    }
-                };
+                let Some(stored) = readable(&key, line) else { continue };
                 if matches(filter, &stored.record) {
                     found.push(stored);
                     if found.len() == limit {
@@ -1038,6 +1032,18 @@ fn recover_state(records: &sled::Tree, meta: &sled::Tree) -> Result<ChainState, 
 /// `(seq, hash)` of the newest record with a well-formed key. An unreadable
 /// value still yields its key's seq (so new records never overwrite it), with a
 /// placeholder hash; the chain break is then reported by `verify`.
+/// A stored record line for the readers; one that cannot be parsed is
+/// skipped with a warning (`verify` is the tool that reports it).
+fn readable(key: &[u8], line: &[u8]) -> Option<StoredRecord> {
+    match serde_json::from_slice(line) {
+        Ok(stored) => Some(stored),
+        Err(_) => {
+            tracing::warn!(key = ?key, "skipping unreadable audit record");
+            None
+        }
+    }
+}
+
 fn last_record_position(records: &sled::Tree) -> Result<Option<(u64, String)>, AuditError> {
     for entry in records.iter().rev() {
         let (key, value) = entry?;

@@ -3,7 +3,7 @@
 //! and the admin endpoint of a running one ([`super::remote`]), so both
 //! give the same records.
 
-use super::{matches, AuditError, AuditFilter, AuditLog, StoredRecord};
+use super::{matches, readable, AuditError, AuditFilter, AuditLog, StoredRecord};
 
 impl AuditLog {
     /// Calls `each` with the records [`AuditLog::query`] returns, in its
@@ -29,14 +29,7 @@ impl AuditLog {
         for entry in self.db.iter() {
             let (key, value) = entry.map_err(AuditError::from)?;
             for line in value.split(|&b| b == b'\n') {
-                let stored: StoredRecord = match serde_json::from_slice(line) {
-                    Ok(stored) => stored,
-                    Err(_) => {
-                        // As `query` does; `verify` reports it.
-                        tracing::warn!(key = ?key.as_ref(), "skipping unreadable audit record");
-                        continue;
-                    }
-                };
+                let Some(stored) = readable(&key, line) else { continue };
                 if matches(filter, &stored.record) {
                     each(stored)?;
                     count += 1;
