@@ -34,21 +34,11 @@ bench_name=bench-gateway
 # shellcheck source=scripts/bench-lib.sh
 source "$repo/scripts/bench-lib.sh"
 
-if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
-    echo "building release binaries in $CARGO_TARGET_DIR ..." >&2
-    (cd "$repo" && cargo build --release --examples --bin sluice) >&2
-fi
-for b in examples/fake_provider examples/loadgen; do
-    [[ -x $bin/$b ]] || die "missing $bin/$b"
-done
-[[ -x $sluice_bin ]] || die "missing $sluice_bin"
+build_binaries
 
 start_fake "$bin/examples/fake_provider"
 
-gw_port=$(free_port)
-admin_port=$(free_port)
-while [[ $gw_port == "$fake_port" ]]; do gw_port=$(free_port); done
-while [[ $admin_port == "$gw_port" || $admin_port == "$fake_port" ]]; do admin_port=$(free_port); done
+pick_gateway_ports
 
 mkdir -p "$work/policies" "$work/audit"
 if [[ -d $repo/policies ]]; then
@@ -76,21 +66,7 @@ EOF
 
 export FAKE_OPENAI_KEY=sk-fake-openai
 export FAKE_ANTHROPIC_KEY=sk-ant-fake
-(cd "$work" && exec "$sluice_bin" serve --config "$work/sluice.yaml") \
-    >"$work/sluice.out" 2>"$work/sluice.err" &
-sluice_pid=$!
-pids+=("$sluice_pid")
-ready=0
-for _ in $(seq 1 300); do
-    if http_ok "$admin_port" /readyz 2>/dev/null; then
-        ready=1
-        break
-    fi
-    kill -0 "$sluice_pid" 2>/dev/null || die "sluice exited: $(tail -n 20 "$work/sluice.err")"
-    sleep 0.1
-done
-((ready)) || die "sluice not ready after 30 s: $(tail -n 20 "$work/sluice.err")"
-echo "sluice gateway on 127.0.0.1:$gw_port (admin $admin_port)" >&2
+start_sluice
 
 loadgen() {
     "$bin/examples/loadgen" --json --duration "$duration" --warmup "$warmup" "$@"

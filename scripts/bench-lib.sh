@@ -98,3 +98,42 @@ start_fake() {
     [[ -n $fake_port ]] || die "fake provider did not start: $(cat "$work/fake.err")"
     echo "fake provider on 127.0.0.1:$fake_port" >&2
 }
+
+# Builds sluice and the bench examples (unless BENCH_SKIP_BUILD=1) and
+# checks they are there. Needs `repo`, `bin` and `sluice_bin`.
+build_binaries() {
+    local b
+    if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
+        echo "building release binaries in $CARGO_TARGET_DIR ..." >&2
+        (cd "$repo" && cargo build --release --examples --bin sluice) >&2
+    fi
+    for b in "$bin/examples/fake_provider" "$bin/examples/loadgen" "$sluice_bin"; do
+        [[ -x $b ]] || die "missing $b"
+    done
+}
+
+# Sets gw_port and admin_port: free, and apart from the fake's.
+pick_gateway_ports() {
+    gw_port=$(free_port)
+    admin_port=$(free_port)
+    while [[ $gw_port == "$fake_port" ]]; do gw_port=$(free_port); done
+    while [[ $admin_port == "$gw_port" || $admin_port == "$fake_port" ]]; do admin_port=$(free_port); done
+}
+
+# Starts `sluice serve --config $work/sluice.yaml` and waits up to 30 s
+# for its /readyz on admin_port; sets sluice_pid.
+start_sluice() {
+    (cd "$work" && exec "$sluice_bin" serve --config "$work/sluice.yaml") \
+        >"$work/sluice.out" 2>"$work/sluice.err" &
+    sluice_pid=$!
+    pids+=("$sluice_pid")
+    for _ in $(seq 1 300); do
+        if http_ok "$admin_port" /readyz 2>/dev/null; then
+            echo "sluice gateway on 127.0.0.1:$gw_port (admin $admin_port)" >&2
+            return 0
+        fi
+        kill -0 "$sluice_pid" 2>/dev/null || die "sluice exited: $(tail -n 20 "$work/sluice.err")"
+        sleep 0.1
+    done
+    die "sluice not ready after 30 s: $(tail -n 20 "$work/sluice.err")"
+}
