@@ -28,6 +28,42 @@ pub fn create(dir: &Path) -> io::Result<()> {
     tighten(dir, DIR_MODE)
 }
 
+/// A 32-byte secret as sluice stores it: 64 hex digits (surrounding
+/// whitespace ignored).
+pub fn parse_secret(text: &str) -> Option<[u8; 32]> {
+    hex::decode(text.trim()).ok()?.try_into().ok()
+}
+
+/// Creates `path` holding 32 fresh random bytes as hex, 0600 from the first
+/// byte, in an owner-only directory, and makes the file and its directory
+/// entry durable (a crash must not lose a key that was already used).
+/// `None` when the file exists already (another process may have just
+/// created it): the caller reads that one.
+pub fn create_secret(path: &Path) -> io::Result<Option<[u8; 32]>> {
+    use std::io::Write;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
+        create(dir)?;
+    }
+    let mut secret = [0u8; 32];
+    getrandom::getrandom(&mut secret).map_err(io::Error::other)?;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, FILE_MODE);
+    let mut file = match options.open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    file.write_all(format!("{}\n", hex::encode(secret)).as_bytes())?;
+    file.sync_all()?;
+    if let Some(dir) = dir {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(Some(secret))
+}
+
 /// Tighten every directory under `dir` (itself included) to 0700 and every
 /// file to 0600. Symbolic links are not followed.
 pub fn tighten_tree(dir: &Path) -> io::Result<()> {

@@ -17,7 +17,6 @@
 //! confirmable by guessing again. They must be loaded before the log is
 //! opened, because opening it tightens every file in the directory.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
@@ -63,7 +62,9 @@ impl PromptKey {
     pub fn load(config: &AuditConfig) -> Result<PromptKey, KeyError> {
         if let Some(var) = &config.prompt_key_env {
             let value = std::env::var(var).map_err(|_| KeyError::MissingEnv(var.clone()))?;
-            return parse_secret(&value).map(PromptKey).ok_or(KeyError::Invalid { where_: format!("${var}") });
+            return crate::private_dir::parse_secret(&value)
+                .map(PromptKey)
+                .ok_or(KeyError::Invalid { where_: format!("${var}") });
         }
         load_or_create_secret(&config.dir.join(PROMPT_KEY_FILE)).map(PromptKey)
     }
@@ -103,48 +104,26 @@ pub fn default_origin() -> String {
     format!("sluice/{host}")
 }
 
-fn parse_secret(text: &str) -> Option<[u8; 32]> {
-    hex::decode(text.trim()).ok()?.try_into().ok()
-}
-
 fn read_secret(path: &Path) -> Result<[u8; 32], KeyError> {
     check_mode(path)?;
     let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io { path: path.to_path_buf(), source })?;
-    parse_secret(&text).ok_or_else(|| KeyError::Invalid { where_: path.display().to_string() })
+    crate::private_dir::parse_secret(&text).ok_or_else(|| KeyError::Invalid { where_: path.display().to_string() })
 }
 
 /// Reads the key at `path`, or creates it from fresh random bytes, 0600
 /// from the first byte, in an owner-only directory.
 fn load_or_create_secret(path: &Path) -> Result<[u8; 32], KeyError> {
-    let io = |source| KeyError::Io { path: path.to_path_buf(), source };
     if path.exists() {
         return read_secret(path);
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::private_dir::create(dir).map_err(io)?;
-    }
-    let mut secret = [0u8; 32];
-    getrandom::getrandom(&mut secret).map_err(|e| io(std::io::Error::other(e)))?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(mut file) => {
-            file.write_all(format!("{}\n", hex::encode(secret)).as_bytes())
-                .and_then(|_| file.sync_all())
-                .map_err(io)?;
-            // The directory entry too, so a crash cannot leave records
-            // signed or digested with a key that is then gone.
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-            }
+    match crate::private_dir::create_secret(path) {
+        Ok(Some(secret)) => {
             tracing::info!(path = %path.display(), "created a new audit key (0600)");
             Ok(secret)
         }
         // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_secret(path),
-        Err(e) => Err(io(e)),
+        Ok(None) => read_secret(path),
+        Err(source) => Err(KeyError::Io { path: path.to_path_buf(), source }),
     }
 }
 

@@ -572,9 +572,27 @@ impl Proxy {
             Refusal::Port(_) | Refusal::Private { .. } => StatusCode::FORBIDDEN,
         };
         let reason = refusal.to_string();
-        let durable = self.sluice.record_proxy_refusal(peer, Some(identity), host, status, &reason, request_id);
-        metrics::counter!(telemetry::PROXY_CONNECTS, "outcome" => refusal.kind()).increment(1);
-        held_text(status, &format!("sluice proxy refused: {reason}"), durable)
+        let message = format!("sluice proxy refused: {reason}");
+        self.refuse_connect(peer, identity, host, status, refusal.kind(), &reason, &message, request_id)
+    }
+
+    /// A CONNECT sluice does not carry out: recorded (the answer held until
+    /// the record is durable), counted under `outcome`, answered `status`.
+    #[allow(clippy::too_many_arguments)]
+    fn refuse_connect(
+        &self,
+        peer: SocketAddr,
+        identity: &Identity,
+        host: &str,
+        status: StatusCode,
+        outcome: &'static str,
+        reason: &str,
+        message: &str,
+        request_id: &RequestId,
+    ) -> Response<RespBody> {
+        let durable = self.sluice.record_proxy_refusal(peer, Some(identity), host, status, reason, request_id);
+        metrics::counter!(telemetry::PROXY_CONNECTS, "outcome" => outcome).increment(1);
+        held_text(status, message, durable)
     }
 
     /// A CONNECT line without a usable `host:port`: 400, audited.
@@ -586,12 +604,11 @@ impl Proxy {
         reason: &str,
         request_id: &RequestId,
     ) -> Response<RespBody> {
-        let status = StatusCode::BAD_REQUEST;
-        let durable = self.sluice.record_proxy_refusal(peer, Some(identity), host, status, reason, request_id);
-        metrics::counter!(telemetry::PROXY_CONNECTS, "outcome" => "bad_target").increment(1);
-        held_text(status, &format!("sluice proxy: {reason}"), durable)
+        let message = format!("sluice proxy: {reason}");
+        self.refuse_connect(peer, identity, host, StatusCode::BAD_REQUEST, "bad_target", reason, &message, request_id)
     }
 
+    /// The destination could not be reached: 502, audited.
     fn bad_gateway(
         &self,
         peer: SocketAddr,
@@ -600,10 +617,17 @@ impl Proxy {
         reason: &str,
         request_id: &RequestId,
     ) -> Response<RespBody> {
-        let status = StatusCode::BAD_GATEWAY;
-        let durable = self.sluice.record_proxy_refusal(peer, Some(identity), host, status, reason, request_id);
-        metrics::counter!(telemetry::PROXY_CONNECTS, "outcome" => "connect_failed").increment(1);
-        held_text(status, &format!("sluice proxy: {reason}"), durable)
+        let message = format!("sluice proxy: {reason}");
+        self.refuse_connect(
+            peer,
+            identity,
+            host,
+            StatusCode::BAD_GATEWAY,
+            "connect_failed",
+            reason,
+            &message,
+            request_id,
+        )
     }
 }
 

@@ -6,12 +6,12 @@
 //! records and metrics.
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use http::HeaderMap;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use super::catalog::{builtin_shared, Catalog, CatalogError, Category, Entry};
 use crate::audit::{AccountNote, AiUsage, ModelDownload};
@@ -245,16 +245,11 @@ pub fn server_of_models(body: &[u8]) -> Option<&'static str> {
 }
 
 fn hmac_sha256(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
-    // RFC 2104 with SHA-256's 64-byte block; the key is shorter, so padded.
-    let mut inner = Sha256::new();
-    let mut outer = Sha256::new();
-    let mut block = [0u8; 64];
-    block[..32].copy_from_slice(key);
-    inner.update(block.map(|b| b ^ 0x36));
-    outer.update(block.map(|b| b ^ 0x5c));
-    inner.update(message);
-    outer.update(inner.finalize());
-    outer.finalize().into()
+    use hmac::{Hmac, Mac};
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 /// The fingerprint key: read, or created with fresh random bytes (0600, in
@@ -263,28 +258,16 @@ fn load_or_create_secret(path: &Path) -> Result<[u8; 32], MonitorError> {
     let err = |source| MonitorError::Key { path: path.to_path_buf(), source };
     match std::fs::read_to_string(path) {
         Ok(text) => {
-            let bytes = hex::decode(text.trim()).map_err(|e| err(std::io::Error::other(e)))?;
-            return bytes.try_into().map_err(|_| err(std::io::Error::other("expected 64 hex digits")));
+            return crate::private_dir::parse_secret(&text)
+                .ok_or_else(|| err(std::io::Error::other("expected 64 hex digits")))
         }
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
         Err(_) => {}
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::private_dir::create(dir).map_err(err)?;
-    }
-    let mut secret = [0u8; 32];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut secret)).map_err(err)?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(mut file) => {
-            file.write_all(hex::encode(secret).as_bytes()).and_then(|_| file.sync_all()).map_err(err)?;
-            Ok(secret)
-        }
+    match crate::private_dir::create_secret(path) {
+        Ok(Some(secret)) => Ok(secret),
         // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_secret(path),
+        Ok(None) => load_or_create_secret(path),
         Err(e) => Err(err(e)),
     }
 }
