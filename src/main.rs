@@ -888,7 +888,7 @@ fn audit_checkpoint(dir: Option<&Path>, config: &Config, public_key: bool) -> Re
         return Ok(ExitCode::SUCCESS);
     }
     let source = audit_open(dir, config)?;
-    let latest = source.checkpoints()?.pop().with_context(|| {
+    let latest = source.latest_checkpoint()?.with_context(|| {
         format!("no checkpoint in {} yet (sluice serve signs one as records arrive)", source.describe())
     })?;
     print!("{}", latest.note);

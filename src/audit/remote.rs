@@ -29,7 +29,8 @@
 //!   so a reader never takes a truncated list for a whole one.
 //! - `GET /audit/verify`: [`AuditLog::verify`]'s [`VerifyReport`] as JSON.
 //! - `GET /audit/checkpoints`: the stored signed checkpoints, oldest first
-//!   (JSON list of [`StoredCheckpoint`]).
+//!   (JSON list of [`StoredCheckpoint`]); `GET /audit/checkpoint`: the
+//!   newest one (or `null`).
 //! - `GET /audit/ends` and `GET /audit/record?seq=N`: the oldest record and
 //!   the newest sequence number, and one record (or `null`): what checking
 //!   checkpoints reads ([`ChainView`]), so `sluice audit verify
@@ -319,6 +320,11 @@ impl AdminClient {
         self.json("/audit/checkpoints", "the checkpoints")
     }
 
+    /// The server's newest stored checkpoint.
+    pub fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, RemoteError> {
+        self.json("/audit/checkpoint", "the latest checkpoint")
+    }
+
     fn json<T: serde::de::DeserializeOwned>(&self, path: &str, what: &str) -> Result<T, RemoteError> {
         let body = self.get(path)?;
         serde_json::from_slice(&body).map_err(|e| RemoteError::Broken(format!("{what}: {e}")))
@@ -499,6 +505,14 @@ impl AuditSource {
         match &self.reader {
             Reader::Files(log) => Ok(log.checkpoints()?),
             Reader::Server(client) => client.checkpoints().map_err(|e| self.server_error(e)),
+        }
+    }
+
+    /// The newest stored signed checkpoint.
+    pub fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, SourceError> {
+        match &self.reader {
+            Reader::Files(log) => Ok(log.latest_checkpoint()?),
+            Reader::Server(client) => client.latest_checkpoint().map_err(|e| self.server_error(e)),
         }
     }
 

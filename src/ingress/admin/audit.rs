@@ -73,6 +73,7 @@ pub(super) async fn answer(
         },
         "/audit/verify" => verify(access).await,
         "/audit/checkpoints" => small(access, |log| log.checkpoints()).await,
+        "/audit/checkpoint" => small(access, |log| log.latest_checkpoint()).await,
         "/audit/ends" => small(access, |log| log.ends()).await,
         "/audit/record" => match parts.uri.query().and_then(|q| q.strip_prefix("seq=")).map(str::parse::<u64>) {
             Some(Ok(seq)) => small(access, move |log| log.record_at(seq)).await,
